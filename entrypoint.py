@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Sign container images: inputs -> config -> plan -> signer -> artifacts -> outputs.
+
+The same entry serves a GitHub action (inputs from INPUT_* variables), a Tekton step and a plain
+``docker run`` or local run (command-line flags). ``--help`` lists every option.
+Exit codes: 0 all signed, 1 some signatures failed (the rest are kept), 2 bad input or config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Mapping, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from signaction import CREATOR  # noqa: E402
+from signaction.artifacts import Artifacts  # noqa: E402
+from signaction.config import load_config  # noqa: E402
+from signaction.errors import InputError  # noqa: E402
+from signaction.github import Actions, summary_markdown  # noqa: E402
+from signaction.inputs import Inputs, parse_inputs  # noqa: E402
+from signaction.plan import Plan, build_plan  # noqa: E402
+from signaction.results import FAILED, Recorder, results_json  # noqa: E402
+from signers import Signer, signer_class  # noqa: E402
+
+log = logging.getLogger("signaction")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else argv
+    actions = Actions(environ)
+
+    # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
+    try:
+        inputs = parse_inputs(argv, environ)
+        config = load_config(inputs.config_file, inputs.config, environ)
+        signer_cls = signer_class(inputs.signer)
+        signer = signer_cls(config.section(signer_cls.section), environ)
+        actions.mask([*config.secrets, *signer.secrets()])  # before any log line
+        _setup_logging(inputs.log_level, to_stdout=actions.active)
+        log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
+        plan = build_plan(inputs, signer.key_aliases)
+        signer.preflight(plan)
+        if inputs.dry_run:
+            return _dry_run(plan, actions)
+        artifacts = Artifacts(inputs.output_dir)
+        artifacts.create()
+    except InputError as e:
+        return _invalid(actions, str(e))
+
+    # 4. Signer: each outcome is recorded (and its signature written) as soon as it arrives.
+    recorder = Recorder(artifacts, plan)
+    error = _sign(signer, plan, recorder, actions)
+
+    # 5. Artifacts: results.json (always, even when everything failed) and verification files.
+    entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
+    results = results_json(inputs, plan, entries, recorder.details(), signer.name, error)
+    results_path = artifacts.write_results(results)
+    artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
+                                 signer.public_keys(plan))
+
+    # 6. Outputs: step outputs, annotations, summary, exit code.
+    return _report(actions, inputs, results, str(results_path))
+
+
+def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:
+    """Run the signer; return why it stopped early, if it did."""
+    log.info("signing %d image(s) with %d key(s): %d signature(s)%s", len(plan.images),
+             len(plan.keys), len(plan),
+             f" ({plan.duplicates} duplicate(s) collapsed)" if plan.duplicates else "")
+
+    def on_signal(signum, _frame):
+        raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with actions.group(f"Signing {len(plan)} signature(s)"):
+            signer.sign(list(plan.items()), recorder.report)
+        return None
+    except (Interrupted, KeyboardInterrupt) as e:
+        message = str(e) or "the run was stopped (SIGINT)"
+        log.error("%s; keeping what was signed", message)
+        return message
+    except Exception as e:  # a signer bug must not lose the signatures already made
+        log.exception("the %s signer failed", signer.name)
+        return f"the {signer.name} signer failed: {type(e).__name__}: {e}"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dry_run(plan: Plan, actions: Actions) -> int:
+    lines = [f"would sign {item.image.reference}@{item.image.digest} with key {item.key.key}"
+             for item in plan.items()]
+    lines.append(f"dry run: {len(plan.images)} image(s) x {len(plan.keys)} key(s) = "
+                 f"{len(plan)} signature(s); nothing was signed")
+    print("\n".join(lines), flush=True)
+    actions.set_outputs({"status": "dry-run", "signed-count": "0", "failed-count": "0"})
+    return 0
+
+
+def _invalid(actions: Actions, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    actions.error("Invalid input", message)
+    actions.set_outputs({"status": "invalid-input", "signed-count": "0", "failed-count": "0"})
+    actions.write_summary(f"### Container signing: invalid input\n\n{message}\n\n"
+                          "Nothing was signed.\n\n")
+    return 2
+
+
+def _report(actions: Actions, inputs: Inputs, results: dict, results_file: str) -> int:
+    images, c = results["images"], results["summary"]
+    for entry in images:
+        if entry["status"] == FAILED:
+            actions.error(f"Signing failed: {entry['reference']}",
+                          f"{entry['digest']} with key {entry['signing_key']}: {entry['error']}")
+    status = "success" if not c["failed"] else "partial" if c["signed"] else "failure"
+    actions.set_outputs({"status": status, "signed-count": str(c["signed"]),
+                         "failed-count": str(c["failed"]), "results-file": results_file,
+                         "signatures-dir": inputs.output_dir})
+    actions.write_summary(summary_markdown(
+        f"Container signing: {status} ({results['signer']} signer)", c, images, results_file))
+    log.info("%d signed, %d failed, %d skipped; results in %s", c["signed"], c["failed"],
+             c["skipped"], results_file)
+    if c["failed"]:
+        print(f"error: {results['signer_result']['error_message']}", file=sys.stderr, flush=True)
+    return 1 if c["failed"] else 0
+
+
+def _setup_logging(level: str, *, to_stdout: bool) -> None:
+    # In GitHub, logs share stdout with workflow commands so groups enclose them in order.
+    handler = logging.StreamHandler(sys.stdout if to_stdout else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("signaction", "signers"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""What a run leaves in the output folder, for a later job to upload.
+
+    <out>/<registry>/<namespaces>/<name>@sha256=<hex>/signature-<N>   raw binary signatures
+    <out>/results.json                                                 per-image outcome
+    <out>/verification/policy.json, registries.d/*.yaml, README.md     how to verify them
+
+``<registry>`` is the registry host with ``:`` replaced by ``_`` (``127.0.0.1_5000``) because
+actions/upload-artifact refuses ``:`` in paths; host names cannot hold ``_``, so the name stays
+unambiguous. Each signature takes the first free N (readers stop at the first gap) and appears
+atomically: written to a temporary file, then hard-linked to its final name, which fails instead of
+overwriting when another writer took that N first. No reference can write outside the folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .errors import InputError
+from .reference import Reference
+
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HEX64 = re.compile(r"[a-f0-9]{64}")
+
+
+def registry_folder(host: str) -> str:
+    return host.replace(":", "_")
+
+
+class Artifacts:
+    def __init__(self, output_dir: str | os.PathLike):
+        self.root = Path(output_dir)
+
+    def create(self) -> None:
+        """Make the output folder (only once the run is known to be valid)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"output folder {str(self.root)!r}: {e.strerror}") from None
+
+    # -- lookaside signatures -------------------------------------------------------------
+
+    def signature_folder(self, reference: Reference, digest: str) -> Path:
+        """``<out>/<registry>/<ns>/<name>@sha256=<hex>``, refusing anything that would escape."""
+        algo, _, hexpart = digest.partition(":")
+        if algo != "sha256" or not _HEX64.fullmatch(hexpart):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        parts = [registry_folder(reference.host), *reference.path.split("/")]
+        for part in parts:
+            if part in (".", "..") or not _SAFE_COMPONENT.fullmatch(part):
+                raise ValueError(f"unsafe path component {part!r} in {reference}")
+        parts[-1] = f"{parts[-1]}@sha256={hexpart}"
+        root = self.root.resolve()
+        folder = root.joinpath(*parts)
+        # Re-check after resolving symlinks that may already exist below the output folder.
+        if not folder.resolve().is_relative_to(root):
+            raise ValueError(f"{reference} would write outside {root}")
+        return folder
+
+    def write_signature(self, reference: Reference, digest: str, data: bytes) -> Path:
+        """Store one raw signature as the first free ``signature-N``; return its path."""
+        folder = self.signature_folder(reference, digest)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"{reference} would write outside {self.root}")
+        tmp = _write_temp(folder, data, mode=0o644)
+        try:
+            n = 1
+            while True:
+                final = folder / f"signature-{n}"
+                try:
+                    os.link(tmp, final)  # atomic, and never replaces an existing signature
+                    return final
+                except FileExistsError:
+                    n += 1
+        finally:
+            os.unlink(tmp)
+
+    # -- results and verification ---------------------------------------------------------
+
+    def write_results(self, results: Mapping) -> Path:
+        path = self.root / "results.json"
+        _replace(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+        return path
+
+    def write_verification(self, images: Iterable[tuple[Reference, str]],
+                           public_keys: bytes | None) -> Path:
+        """A policy.json and registries.d that accept exactly the images signed here."""
+        folder = self.root / "verification"
+        (folder / "registries.d").mkdir(parents=True, exist_ok=True)
+        root = self.root.resolve()
+        refs = [ref for ref, _ in images]
+        repositories = sorted({ref.repository for ref in refs})
+        hosts = sorted({ref.host for ref in refs})
+
+        if public_keys:
+            _replace(folder / "signing-keys.gpg", public_keys)
+            key = {"keyData": base64.b64encode(public_keys).decode("ascii")}
+        else:
+            key = {"keyPath": "/REPLACE/WITH/THE/SIGNING/PUBLIC/KEY.gpg"}
+        requirement = [{"type": "signedBy", "keyType": "GPGKeys", **key,
+                        "signedIdentity": {"type": "matchRepoDigestOrExact"}}]
+        policy = {"default": [{"type": "reject"}],
+                  "transports": {"docker": {repo: requirement for repo in repositories}}}
+        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
+
+        lines = ["# Where podman/skopeo find the signatures written by this run.",
+                 "# Once you publish each registry folder on a web server, replace the",
+                 "# file:// URL by its https:// URL.", "docker:"]
+        for host in hosts:
+            base = (root / registry_folder(host)).as_uri()
+            lines += [f"  {json.dumps(host)}:", f"    lookaside: {json.dumps(base)}"]
+        _replace(folder / "registries.d" / "container-sign-action.yaml",
+                 ("\n".join(lines) + "\n").encode())
+        _replace(folder / "README.md", _VERIFY_README.format(
+            keys="signing-keys.gpg (also inlined as keyData in policy.json)" if public_keys
+            else "not known to this run: put the signing public key where policy.json's "
+                 "keyPath says").encode())
+        return folder
+
+
+_VERIFY_README = """\
+# Verifying these signatures
+
+- `policy.json` accepts exactly the repositories signed in this run, signed by the signing key(s),
+  and rejects everything else. Signing keys: {keys}.
+- `registries.d/container-sign-action.yaml` tells podman/skopeo where the signatures are (the
+  `lookaside` base of each registry). It points at this folder; after you publish each registry
+  folder on a web server, change the URL to the published one.
+
+Try it:
+
+    skopeo --policy verification/policy.json --registries.d verification/registries.d \\
+        copy docker://REGISTRY/NS/NAME:TAG dir:/tmp/checked
+
+For podman, merge the policy into /etc/containers/policy.json and copy the registries.d file to
+/etc/containers/registries.d/. A multi-arch image needs a signature for every platform manifest.
+"""
+
+
+def _write_temp(folder: Path, data: bytes, mode: int) -> str:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a whole file atomically (readers see the old or the new content, never half)."""
+    tmp = _write_temp(path.parent, data, mode=0o644)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,95 @@
+"""GitHub Actions' side of a run: masks, log groups, annotations, step outputs, step summary.
+
+Workflow commands are printed only when GITHUB_ACTIONS=true; outputs and the summary are written
+only when the runner names their files. Anywhere else none of this appears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from typing import Iterable, Iterator, Mapping, TextIO
+
+SUMMARY_ROWS = 200  # rows listed in the step summary; the rest is counted (limit: 1 MiB a step)
+SUMMARY_CELL = 300  # characters kept of one cell
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+class Actions:
+    def __init__(self, environ: Mapping[str, str], out: TextIO | None = None):
+        self.active = environ.get("GITHUB_ACTIONS") == "true"
+        self.output_path = environ.get("GITHUB_OUTPUT") or None
+        self.summary_path = environ.get("GITHUB_STEP_SUMMARY") or None
+        self.out = out or sys.stdout
+
+    def _command(self, text: str) -> None:
+        if self.active:
+            print(text, file=self.out, flush=True)
+
+    def mask(self, secrets: Iterable[str]) -> None:
+        """Mask every secret, line by line (the runner masks per line), before any log line."""
+        for secret in secrets:
+            for line in secret.splitlines():
+                if line.strip():
+                    self._command(f"::add-mask::{_escape_data(line)}")
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        self._command(f"::group::{_escape_data(title)}")
+        try:
+            yield
+        finally:
+            self._command("::endgroup::")
+
+    def error(self, title: str, message: str) -> None:
+        self._command(f"::error title={_escape_property(title)}::{_escape_data(message)}")
+
+    def set_outputs(self, outputs: Mapping[str, str]) -> None:
+        if not self.output_path:
+            return
+        chunks = []
+        for name, value in outputs.items():
+            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            while delimiter in value:  # practically never; but a value must not end the block
+                delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            chunks.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        with open(self.output_path, "a", encoding="utf-8") as f:
+            f.write("".join(chunks))
+
+    def write_summary(self, markdown: str) -> None:
+        if self.summary_path:
+            with open(self.summary_path, "a", encoding="utf-8") as f:
+                f.write(markdown)
+
+
+def _cell(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    if len(text) > SUMMARY_CELL:
+        text = text[:SUMMARY_CELL - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
+def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
+                     results_file: str) -> str:
+    """A table of outcomes, failed first, capped at SUMMARY_ROWS rows (10,000 images stay small)."""
+    rows = sorted(rows, key=lambda r: r["status"] != "failed")  # stable: failed first
+    lines = [f"### {title}", "",
+             f"**{counts['signed']} signed**, **{counts['failed']} failed**, "
+             f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", "",
+             "| Status | Image | Digest | Key | Error |", "|---|---|---|---|---|"]
+    for r in rows[:SUMMARY_ROWS]:
+        mark = {"ok": "✅ ok", "failed": "❌ failed", "skipped": "⏭️ skipped"}[r["status"]]
+        lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "
+                     f"{_cell(r['signing_key'])} | {_cell(r['error'])} |")
+    if len(rows) > SUMMARY_ROWS:
+        lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failed ones are listed first); "
+                      "see results.json."]
+    return "\n".join(lines) + "\n\n"

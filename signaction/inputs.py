@@ -1,0 +1,211 @@
+"""One argument model, two front doors: command-line flags and GitHub action inputs.
+
+Every option is declared once in OPTIONS. From that table come the argparse parser (flags named like
+pubtools-sign's) and the reader of ``INPUT_*`` environment variables, in both the runner's form
+(``INPUT_TASK-ID``: hyphen kept) and the shell-friendly form (``INPUT_TASK_ID``). A flag given on the
+command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from . import CREATOR
+from .errors import InputError
+
+SIGNERS = ("gpg", "msg", "cosign")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Option:
+    input: str  # action input name, e.g. "task-id"
+    flag: str  # command-line flag, e.g. "--task-id"
+    kind: str  # "str" | "list" | "bool"
+    help: str
+    default: object = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def attr(self) -> str:
+        return self.input.replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("signer", "--signer", "str", "which signer makes the signatures: gpg (a local GnuPG "
+           "key), msg (a remote signing server over an AMQP 1.0 bus) or cosign",
+           default="gpg", choices=SIGNERS),
+    Option("config-file", "--config-file", "str", "YAML config file (pubtools-sign's conf.yaml "
+           "is accepted unchanged). Default: ~/.config/pubtools-sign/conf.yaml, then "
+           "/etc/pubtools-sign/conf.yaml, if they exist", metavar="PATH"),
+    Option("config", "--config", "str", "the config as inline YAML, instead of --config-file",
+           metavar="YAML"),
+    Option("references", "--reference", "list", "image to sign, fully qualified with its tag: "
+           "the identity written into the signature (repeatable; paired with --digest by "
+           "position)", metavar="REF"),
+    Option("digests", "--digest", "list", "manifest digest of the image, sha256:<64 hex> "
+           "(repeatable; the Nth digest belongs to the Nth --reference)", metavar="DIGEST"),
+    Option("images", "--image", "list", "image as one string, registry/ns/name:tag@sha256:<hex> "
+           "(repeatable; the action input takes one per line)", metavar="REF@DIGEST"),
+    Option("images-file", "--images-file", "str", "YAML or JSON file holding a list of "
+           "{reference, digest} entries", metavar="FILE"),
+    Option("signing-keys", "--signing-key", "list", "key to sign with: a key alias from the "
+           "config, or the key itself (a GPG fingerprint or key id). Repeatable: every image is "
+           "signed with every key", metavar="KEY"),
+    Option("signing-key-names", "--signing-key-name", "list", "name of the signing key, sent to "
+           "a signing server as sig_keyname (repeatable; paired with --signing-key by position)",
+           metavar="NAME"),
+    Option("task-id", "--task-id", "str", "identifier of this signing task (e.g. the pipeline "
+           "run), sent along with signing requests", metavar="ID"),
+    Option("requester", "--requester", "str", "who asks for the signatures (default: the CN of "
+           "the messaging client certificate, else the user)", metavar="NAME"),
+    Option("output-dir", "--output-dir", "str", "folder for signatures, results.json and "
+           "verification files", default="signatures", metavar="DIR"),
+    Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
+           "sign nothing", default=False),
+    Option("log-level", "--log-level", "str", "how much to log", default="info",
+           choices=LOG_LEVELS),
+)
+
+EPILOG = """\
+examples:
+  # sign one image with a local GPG key; signatures land in ./out
+  %(prog)s --signer gpg --config-file conf.yaml \\
+      --reference registry.example.com/ns/app:1.0 \\
+      --digest sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \\
+      --signing-key 3A1B2C3D4E5F60718293A4B5C6D7E8F901234567 --task-id t1 --output-dir out
+
+  # see what a list of 10,000 images would do, without signing
+  %(prog)s --images-file images.yaml --signing-key prod --dry-run
+
+As a GitHub action, each option is an input of the same name (task-id, signing-keys, ...);
+multi-valued inputs take one value per line. Flags win over INPUT_* variables.
+exit codes: 0 all signed, 1 some signatures failed (the others are kept), 2 bad input or config.
+"""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    signer: str = "gpg"
+    config_file: str | None = None
+    config: str | None = None
+    references: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    images_file: str | None = None
+    signing_keys: tuple[str, ...] = ()
+    signing_key_names: tuple[str, ...] = ()
+    task_id: str | None = None
+    requester: str | None = None
+    output_dir: str = "signatures"
+    dry_run: bool = False
+    log_level: str = "info"
+    # Where each option came from ("flag", "input" or "default"), so errors can say where.
+    origin: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def numbered(self, attr: str) -> list[tuple[str, str]]:
+        """The non-empty values of a list option, each with where it came from:
+        ``("--reference #2", ...)`` or ``("input 'references' line 2", ...)``."""
+        values = getattr(self, attr)
+        if self.origin.get(attr) == "input":
+            return [(f"{self.where(attr)} line {n}", v) for n, v in enumerate(values, 1) if v]
+        return [(f"{self.where(attr)} #{n}", v) for n, v in enumerate(values, 1) if v]
+
+    def where(self, attr: str) -> str:
+        """How to name an option in an error message: ``--reference`` or ``input 'references'``."""
+        opt = _BY_ATTR[attr]
+        return f"input {opt.input!r}" if self.origin.get(attr) == "input" else opt.flag
+
+
+_BY_ATTR = {o.attr: o for o in OPTIONS}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other input error
+        raise InputError(message)
+
+
+def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Sign container images (atomic GPG signatures via a local key or a signing "
+        "server over AMQP, or cosign signatures) and write the signatures, results.json and "
+        "verification files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    for opt in OPTIONS:
+        extra = f" (default: {opt.default})" if opt.default not in (None, False) else ""
+        if opt.kind == "bool":
+            parser.add_argument(opt.flag, dest=opt.attr, action="store_const", const=True,
+                                default=None, help=opt.help)
+        elif opt.kind == "list":
+            parser.add_argument(opt.flag, dest=opt.attr, action="append", default=None,
+                                metavar=opt.metavar, help=opt.help)
+        else:
+            parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
+                                choices=opt.choices, help=opt.help + extra,
+                                type=str.lower if opt.choices else None)
+    parser.add_argument("--version", action="version", version=CREATOR)
+    return parser
+
+
+def _env_value(environ: Mapping[str, str], name: str) -> str | None:
+    """The runner's form INPUT_TASK-ID first, then INPUT_TASK_ID; empty means not given."""
+    key = "INPUT_" + name.upper().replace(" ", "_")
+    for candidate in (key, key.replace("-", "_")):
+        value = environ.get(candidate)
+        if value is not None and value.strip() != "":
+            return value
+    return None
+
+
+def _parse_bool(text: str, where: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise InputError(f"{where}: {text.strip()!r} is not a boolean (true or false)")
+
+
+def _from_env(opt: Option, raw: str) -> object:
+    where = f"input {opt.input!r}"
+    if opt.kind == "bool":
+        return _parse_bool(raw, where)
+    if opt.kind == "list":
+        # One value per line. Blank lines are kept here (and skipped by numbered()) so that an
+        # error can name the line as the user sees it in the workflow file.
+        return tuple(line.strip() for line in raw.splitlines())
+    value = raw.strip()
+    if opt.choices:
+        value = value.lower()
+        if value not in opt.choices:
+            raise InputError(f"{where}: {raw.strip()!r} is not one of {', '.join(opt.choices)}")
+    return value
+
+
+def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
+    """Merge command-line flags over action inputs over defaults. Raises InputError."""
+    args = build_parser().parse_args(list(argv))
+    values: dict[str, object] = {}
+    origin: dict[str, str] = {}
+    for opt in OPTIONS:
+        flag_value = getattr(args, opt.attr)
+        if flag_value is not None:
+            values[opt.attr] = tuple(flag_value) if opt.kind == "list" else flag_value
+            origin[opt.attr] = "flag"
+            continue
+        raw = _env_value(environ, opt.input)
+        if raw is not None:
+            values[opt.attr] = _from_env(opt, raw)
+            origin[opt.attr] = "input"
+        else:
+            origin[opt.attr] = "default"
+            if opt.default is not None:
+                values[opt.attr] = opt.default
+    return Inputs(**values, origin=origin)

@@ -1,0 +1,133 @@
+"""Collects each work item's outcome as it arrives, writes its signature, builds results.json.
+
+results.json keeps pubtools-sign's keys (signer_result, operation_results, operation,
+signing_keys) so its consumers keep working, and adds ``images``: one entry per (image, key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from signers import Outcome
+
+from . import CREATOR
+from .artifacts import Artifacts
+from .inputs import Inputs
+from .plan import Plan, WorkItem
+
+log = logging.getLogger("signaction")
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass
+class Entry:
+    item: WorkItem
+    status: str
+    error: str | None = None
+    signature_path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": str(self.item.image.reference),
+            "digest": self.item.image.digest,
+            "signing_key": self.item.key.key,
+            "status": self.status,
+            "error": self.error,
+            "signature_path": self.signature_path,
+        }
+
+
+class Recorder:
+    """Thread-safe sink for signer outcomes; ``report`` is the signer's callback."""
+
+    def __init__(self, artifacts: Artifacts, plan: Plan):
+        self.artifacts = artifacts
+        self.plan = plan
+        self._entries: dict[WorkItem, Entry] = {}
+        self._claimed: set[WorkItem] = set()
+        self._details: list[Any] = []
+        self._lock = threading.Lock()
+
+    def report(self, outcome: Outcome) -> None:
+        item = outcome.item
+        with self._lock:
+            if item in self._claimed:  # a signer must report once; keep the first
+                log.warning("ignored a second outcome for %s with key %s",
+                            item.image.reference, item.key.key)
+                return
+            self._claimed.add(item)
+        entry = self._entry(outcome)  # writes the signature file, outside the lock
+        with self._lock:
+            self._entries[item] = entry
+            if outcome.detail is not None and entry.status == OK:
+                self._details.append(outcome.detail)
+        if entry.status == FAILED:
+            log.info("FAILED %s@%s key %s: %s", item.image.reference, item.image.digest,
+                     item.key.key, entry.error)
+        else:
+            log.info("%s %s@%s key %s%s", "signed" if entry.status == OK else "skipped",
+                     item.image.reference, item.image.digest, item.key.key,
+                     f" -> {entry.signature_path}" if entry.signature_path else "")
+
+    def _entry(self, outcome: Outcome) -> Entry:
+        item = outcome.item
+        if outcome.error is not None:
+            return Entry(item, FAILED, error=outcome.error)
+        if outcome.skipped is not None:
+            return Entry(item, SKIPPED, error=None, signature_path=None)
+        path = None
+        if outcome.signature is not None:
+            try:
+                written = self.artifacts.write_signature(item.image.reference, item.image.digest,
+                                                         outcome.signature)
+            except (OSError, ValueError) as e:
+                return Entry(item, FAILED, error=f"could not write the signature: {e}")
+            path = str(written.relative_to(self.artifacts.root.resolve()))
+        return Entry(item, OK, signature_path=path)
+
+    def entries(self, unfinished_reason: str) -> list[Entry]:
+        """Every work item in plan order; those never reported are failed with the reason."""
+        with self._lock:
+            return [self._entries.get(item) or Entry(item, FAILED, error=unfinished_reason)
+                    for item in self.plan.items()]
+
+    def details(self) -> list[Any]:
+        with self._lock:
+            return list(self._details)
+
+
+def counts(entries: list[Entry]) -> dict[str, int]:
+    c = {OK: 0, FAILED: 0, SKIPPED: 0}
+    for e in entries:
+        c[e.status] += 1
+    return c
+
+
+def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: list[Any],
+                 signer: str, error: str | None) -> dict[str, Any]:
+    c = counts(entries)
+    if error is None and c[FAILED]:
+        error = f"{c[FAILED]} of {len(entries)} signature(s) failed"
+    keys = [k.key for k in plan.keys]
+    return {
+        "signer_result": {"status": "error" if error else "ok", "error_message": error or ""},
+        "operation_results": details,
+        "operation": {
+            "references": [str(i.reference) for i in plan.images],
+            "digests": [i.digest for i in plan.images],
+            "signing_keys": keys,
+            "signing_key_names": [k.name for k in plan.keys if k.name],
+            "task_id": inputs.task_id or "",
+            "requester": inputs.requester or "",
+        },
+        "signing_keys": keys,
+        "signer": signer,
+        "creator": CREATOR,
+        "summary": {"signed": c[OK], "failed": c[FAILED], "skipped": c[SKIPPED],
+                    "total": len(entries)},
+        "images": [e.to_json() for e in entries],
+    }

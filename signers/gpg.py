@@ -1,0 +1,135 @@
+"""Local GnuPG signer: atomic container signatures made with a key on this machine.
+
+``gpg_sign`` is the whole signing act (batch mode, never a prompt, the passphrase on a pipe and
+never on argv); the reference signing server reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping, Sequence
+
+from signaction import CREATOR
+from signaction.claim import atomic_claim
+from signaction.errors import InputError
+from signaction.plan import Plan, WorkItem
+
+from . import Outcome, Report, Signer
+
+GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
+
+
+class GpgError(Exception):
+    pass
+
+
+def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
+         passphrase: str | None = None) -> bytes:
+    cmd = ["gpg", "--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback"]
+    if gnupg_home:
+        cmd += ["--homedir", gnupg_home]
+    pass_fds: tuple[int, ...] = ()
+    read_fd = write_fd = None
+    if passphrase is not None:
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, passphrase.encode("utf-8") + b"\n")  # far below a pipe's buffer
+        os.close(write_fd)
+        cmd += ["--passphrase-fd", str(read_fd)]
+        pass_fds = (read_fd,)
+    try:
+        proc = subprocess.run(cmd + args, input=data, capture_output=True, pass_fds=pass_fds,
+                              timeout=GPG_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s") from None
+    finally:
+        if read_fd is not None:
+            os.close(read_fd)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        raise GpgError("; ".join(lines[-3:]) or f"gpg exited with {proc.returncode}")
+    return proc.stdout
+
+
+def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
+             passphrase: str | None = None) -> bytes:
+    """A binary OpenPGP signed message (``gpg --sign``) wrapping ``data``, made with ``key``."""
+    signature = _gpg(["--local-user", key, "--sign"], gnupg_home=gnupg_home, data=data,
+                     passphrase=passphrase)
+    if not signature:
+        raise GpgError("gpg produced no signature")
+    return signature
+
+
+class GpgSigner(Signer):
+    name = "gpg"
+    section = "gpg_signer"
+
+    def __init__(self, config, environ: Mapping[str, str]):
+        super().__init__(config, environ)
+        home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
+        self.gnupg_home = os.path.expanduser(home) if home else None
+        self.passphrase = self._read_passphrase(self.config.get("passphrase_file"))
+        self.workers = min(8, (os.cpu_count() or 1) * 2)
+
+    @staticmethod
+    def _read_passphrase(path: str | None) -> str | None:
+        if not path:
+            return None
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise InputError(f"config: gpg_signer.passphrase_file: cannot read {path!r}: "
+                             f"{e.strerror}") from None
+
+    def secrets(self) -> list[str]:
+        return [self.passphrase] if self.passphrase else []
+
+    def preflight(self, plan: Plan) -> None:
+        if shutil.which("gpg") is None:
+            raise InputError("gpg signer: the gpg program is not on PATH (install gnupg)")
+        if self.gnupg_home and not os.path.isdir(self.gnupg_home):
+            raise InputError(f"config: gpg_signer.gnupg_home: {self.gnupg_home!r} is not a folder")
+        where = self.gnupg_home or "the default GnuPG home"
+        for key in plan.keys:
+            try:
+                _gpg(["--with-colons", "--list-secret-keys", key.key], gnupg_home=self.gnupg_home)
+            except GpgError:
+                alias = f" (alias {key.given!r})" if key.given != key.key else ""
+                raise InputError(f"signing key {key.key!r}{alias}: no secret key for it in "
+                                 f"{where}") from None
+
+    def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        def one(item: WorkItem) -> None:
+            claim = atomic_claim(str(item.image.reference), item.image.digest, CREATOR,
+                                 int(time.time()))
+            try:
+                signature = gpg_sign(claim, item.key.key, gnupg_home=self.gnupg_home,
+                                     passphrase=self.passphrase)
+            except GpgError as e:
+                report(Outcome(item, error=f"gpg: {e}"))
+            except OSError as e:
+                report(Outcome(item, error=f"gpg could not run: {e.strerror}"))
+            else:
+                report(Outcome(item, signature=signature))
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpg")
+        try:
+            for future in [pool.submit(one, item) for item in items]:
+                future.result()
+        finally:  # on an interruption, drop what has not started; keep what is done
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def public_keys(self, plan: Plan) -> bytes | None:
+        try:
+            return _gpg(["--export", *(k.key for k in plan.keys)],
+                        gnupg_home=self.gnupg_home) or None
+        except GpgError:
+            return None
+
+
+SIGNER = GpgSigner
