@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         signer = signer_cls(config.section(signer_cls.section), environ)
         actions.mask([*config.secrets, *signer.secrets()])  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
-        log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         plan = build_plan(inputs, signer.key_aliases)
         signer.preflight(plan)
+        log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
             return _dry_run(plan, actions)
         artifacts = Artifacts(inputs.output_dir)

@@ -150,8 +150,9 @@ def _coerce(node: Any, schema: Mapping) -> Any:
 
 def _validate(data: Mapping, schema: Mapping) -> None:
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (key_path(list(e.absolute_path)),
-                                                                 e.validator != "required"))
+    # One error is reported: a wrong value the user wrote before a key they left out.
+    errors = sorted(validator.iter_errors(data), key=lambda e: (e.validator == "required",
+                                                                 key_path(list(e.absolute_path))))
     if not errors:
         return
     e = errors[0]

@@ -1,0 +1,30 @@
+# make demo   sign a few example images with an ephemeral GPG key and verify them
+# make test   the whole test suite (unit + integration with a real registry, gpg and skopeo)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test system venv bench clean
+.DEFAULT_GOAL := test
+
+demo: system venv
+	$(PY) scripts/demo.py
+
+test: system venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/plan_bench.py
+
+system:
+	scripts/setup-system.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

@@ -1,0 +1,214 @@
+"""Shared fixtures: real GPG keys, a real docker-registry on loopback, images pushed with skopeo."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "entrypoint.py"
+sys.path.insert(0, str(ROOT))
+
+
+# -- running the entrypoint ---------------------------------------------------------------
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_entrypoint(*args: str, env: dict | None = None, cwd: str | os.PathLike | None = None,
+                   timeout: float = 300) -> Run:
+    """The entrypoint as users run it: a separate process, a clean environment."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("INPUT_", "GITHUB_"))}
+    proc = subprocess.run([sys.executable, str(ENTRYPOINT), *args], env={**base, **(env or {})},
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+# -- GPG ----------------------------------------------------------------------------------
+
+@dataclass
+class GpgKeys:
+    home: str
+    a: str  # fingerprints
+    b: str
+    protected: str  # passphrase-protected key
+    passphrase: str
+
+    def env(self) -> dict:
+        return {"GNUPGHOME": self.home}
+
+    def forget_passphrases(self) -> None:
+        """gpg-agent caches passphrases; a test that needs one checked starts from a clean cache."""
+        subprocess.run(["gpgconf", "--reload", "gpg-agent"],
+                       env={**os.environ, **self.env()}, check=True)
+
+
+def _gen_key(home: str, uid: str, passphrase: str = "") -> str:
+    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase",
+                    passphrase, "--quick-gen-key", uid, "ed25519", "sign", "never"],
+                   env={**os.environ, "GNUPGHOME": home}, check=True, capture_output=True)
+    out = subprocess.run(["gpg", "--with-colons", "--list-secret-keys", uid],
+                         env={**os.environ, "GNUPGHOME": home}, check=True,
+                         capture_output=True, text=True).stdout
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+@pytest.fixture(scope="session")
+def gpg_keys(tmp_path_factory) -> GpgKeys:
+    # A short path: gpg-agent's socket path must stay under the UNIX socket length limit.
+    home = tmp_path_factory.mktemp("gnupg")
+    os.chmod(home, 0o700)
+    keys = GpgKeys(str(home), _gen_key(str(home), "Key A <a@test.invalid>"),
+                   _gen_key(str(home), "Key B <b@test.invalid>"), "", "correct horse")
+    keys.protected = _gen_key(str(home), "Key P <p@test.invalid>", keys.passphrase)
+    yield keys
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(home)},
+                   check=False)
+
+
+def gpg_decrypt(data: bytes, home: str) -> tuple[bytes, str]:
+    """The signed content and the fingerprint that signed it, checked by gpg itself."""
+    proc = subprocess.run(["gpg", "--batch", "--status-fd", "2", "--decrypt"], input=data,
+                          env={**os.environ, "GNUPGHOME": home}, capture_output=True, check=True)
+    status = proc.stderr.decode()
+    valid = [line.split()[2] for line in status.splitlines() if "[GNUPG:] VALIDSIG" in line]
+    assert valid, status
+    return proc.stdout, valid[0]
+
+
+# -- a registry and images ----------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        if predicate():
+            return
+        time.sleep(0.05)  # polling a readiness condition, bounded by the deadline
+    raise TimeoutError(f"{what}: not ready after {timeout} s")
+
+
+@dataclass
+class Registry:
+    host: str
+
+    def manifest(self, repo: str, ref: str) -> bytes:
+        req = urllib.request.Request(
+            f"http://{self.host}/v2/{repo}/manifests/{ref}",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                               "application/vnd.oci.image.index.v1+json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+
+    def push(self, layout: Path, repo: str, tag: str) -> str:
+        """Push an OCI layout; return the digest of the manifest as the registry serves it."""
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                        f"oci:{layout}:latest", f"docker://{self.host}/{repo}:{tag}"],
+                       check=True, capture_output=True)
+        return "sha256:" + hashlib.sha256(self.manifest(repo, tag)).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Registry:
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "version": 0.1,
+        "log": {"level": "warn"},
+        "storage": {"filesystem": {"rootdirectory": str(root / "data")},
+                    "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }))
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, 30, "docker-registry", proc)
+        yield Registry(f"127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _blob(blobs: Path, data: bytes) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def make_image(dest: Path, content: str) -> Path:
+    """An OCI layout holding a one-file image; ``content`` makes each image distinct."""
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = content.encode()
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}})
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   **_blob(blobs, config.encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    **_blob(blobs, layer)}],
+    }).encode()
+    ref = _blob(blobs, manifest)
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **ref,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return dest
+
+
+def skopeo_copy_verified(out_dir: Path, image: str, tmp: Path,
+                         policy: Path | None = None) -> subprocess.CompletedProcess:
+    """Pull ``image`` with the policy and registries.d that the run wrote (or ``policy``)."""
+    verification = out_dir / "verification"
+    dest = tmp / f"pulled-{time.monotonic_ns()}"
+    return subprocess.run(
+        ["skopeo", "--policy", str(policy or verification / "policy.json"),
+         "--registries.d", str(verification / "registries.d"), "copy", "--quiet",
+         "--src-tls-verify=false", f"docker://{image}", f"dir:{dest}"],
+        capture_output=True, text=True)

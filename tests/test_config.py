@@ -1,0 +1,144 @@
+"""Config: pubtools-sign's files are valid unchanged; each bad one gives its one-line error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signaction.config import load_config
+from signaction.errors import InputError
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+ENV = {"GPG_PASSPHRASE_FILE": "/run/secrets/pass", "MSG_CERT_KEY_FILE": "/c.pem",
+       "MSG_TIMEOUT": "60"}
+
+MSG = """msg_signer:
+  messaging_brokers: [amqps://b:5671]
+  messaging_cert_key: c.pem
+  messaging_ca_cert: ca.crt
+  topic_send_to: topic://x
+  topic_listen_to: queue://y
+  environment: prod
+  service: s
+  timeout: {timeout}
+  retries: 3
+  send_retries: 2
+  message_id_key: request_id
+"""
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    config = load_config(str(path), None, ENV)
+    assert config.data  # and nothing raised
+
+
+def test_the_pubtools_sign_example_has_every_section_and_key():
+    config = load_config(str(EXAMPLES[0].parent / "pubtools-sign-conf.yaml"), None, ENV)
+    assert set(config.data) == {"msg_signer", "cosign_signer"}
+    assert config.data["msg_signer"]["key_aliases"] == {"prod": "199e2f91fd431d51"}
+    assert config.data["cosign_signer"]["timeout"] == "3m0s"
+    assert config.data["cosign_signer"]["num_threads"] == 10
+
+
+def test_environment_variables_are_interpolated_and_integers_coerced():
+    config = load_config(str(EXAMPLES[0].parent / "rabbitmq-msg-conf.yaml"), None, ENV)
+    assert config.data["msg_signer"]["messaging_cert_key"] == "/c.pem"
+    assert config.data["msg_signer"]["timeout"] == 60
+
+
+def test_interpolation_inside_a_longer_string():
+    config = load_config(None, "gpg_signer:\n  gnupg_home: ${BASE}/gnupg-${N}\n",
+                         {"BASE": "/home/u", "N": "2"})
+    assert config.data["gpg_signer"]["gnupg_home"] == "/home/u/gnupg-2"
+
+
+def test_secret_values_are_collected_for_masking():
+    config = load_config(None, "cosign_signer:\n  registry_password: ${PW}\n"
+                               "  env_variables: {AWS_SECRET_ACCESS_KEY: abc}\n",
+                         {"PW": "s3cret\nline2"})
+    assert set(config.secrets) == {"s3cret\nline2", "abc"}
+
+
+def test_no_config_file_anywhere_gives_an_empty_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("signaction.config.CONFIG_PATHS", (str(tmp_path / "none.yaml"),))
+    config = load_config(None, None, {})
+    assert config.data == {}
+
+
+def test_the_default_location_is_used(monkeypatch, tmp_path):
+    (tmp_path / ".config" / "pubtools-sign").mkdir(parents=True)
+    (tmp_path / ".config" / "pubtools-sign" / "conf.yaml").write_text("gpg_signer: {}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config(None, None, {})
+    assert config.data == {"gpg_signer": {}}
+    assert config.source.endswith(".config/pubtools-sign/conf.yaml")
+
+
+BAD = [
+    (MSG.format(timeout="abc"), "config: msg_signer.timeout: 'abc' is not of type 'integer'"),
+    (MSG.format(timeout=60) + "  bogus: 1\n",
+     "config: msg_signer.bogus: unknown key (allowed: messaging_brokers, "),
+    (MSG.format(timeout=60).replace("  service: s\n", ""),
+     "config: msg_signer: missing required key 'service'"),
+    ("msg_signr: {}\n", "config: msg_signr: unknown section (allowed: msg_signer, "),
+    ("msg_signer:\n  messaging_brokers: amqps://b\n",
+     "config: msg_signer.messaging_brokers: 'amqps://b' is not of type 'array'"),
+    ("msg_batch_signer:\n  chunk_size: x\n",
+     "config: msg_batch_signer.chunk_size: 'x' is not of type 'integer'"),
+    ("msg_batch_signer:\n  chunk_size: 5\n",
+     "config: msg_batch_signer: missing required key 'messaging_brokers'"),
+    ("cosign_signer:\n  num_threads: 0\n",
+     "config: cosign_signer.num_threads: 0 is less than the minimum of 1"),
+    ("cosign_signer:\n  upload_tlog: maybe\n",
+     "config: cosign_signer.upload_tlog: 'maybe' is not of type 'boolean'"),
+    ("cosign_signer:\n  timeout: 180\n",
+     "config: cosign_signer.timeout: 180 is not of type 'string'"),
+    ("cosign_signer:\n  key_aliases: {prod: [1]}\n",
+     "config: cosign_signer.key_aliases.prod: [1] is not of type 'string'"),
+    ("gpg_signer:\n  gnupg_home: ${NOPE}\n",
+     "config: gpg_signer.gnupg_home: environment variable NOPE is not set"),
+    ("gpg_signer: [a]\n", "config: gpg_signer: ['a'] is not of type 'object'"),
+    ("- just a list\n", "config: inline config: the top level must be a mapping"),
+    ("gpg_signer:\n  gnupg_home: [\n", "config: inline config line 3, column 1: "),
+    ("msg_signer:\n  messaging_brokers: [1]\n",
+     "config: msg_signer.messaging_brokers[0]: 1 is not of type 'string'"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD, ids=[e.split(":")[1].strip() + f"-{i}"
+                                                     for i, (_, e) in enumerate(BAD)])
+def test_bad_configs_give_one_line_naming_the_key(text, expected):
+    with pytest.raises(InputError) as err:
+        load_config(None, text, {})
+    message = str(err.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_a_bad_secret_is_not_echoed_in_the_error():
+    with pytest.raises(InputError) as err:
+        load_config(None, "cosign_signer:\n  registry_password: [hunter2]\n", {})
+    assert "registry_password" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_yaml_error_does_not_echo_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("cosign_signer:\n  registry_password: hunter2: oops\n")
+    with pytest.raises(InputError) as err:
+        load_config(str(path), None, {})
+    assert str(err.value).startswith(f"config: {path} line 2, column ")
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_named_config_file_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(InputError, match=r"config: file '.*nope.yaml' not found"):
+        load_config(str(tmp_path / "nope.yaml"), None, {})
+
+
+def test_config_file_and_inline_config_together_are_refused(tmp_path):
+    with pytest.raises(InputError, match="not both"):
+        load_config(str(EXAMPLES[0]), "gpg_signer: {}", {})

@@ -1,0 +1,190 @@
+"""The entrypoint as a process: exit codes, one-line errors, dry run, partial failure, secrets,
+GitHub outputs. Signing uses real gpg keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from conftest import gpg_decrypt, run_entrypoint
+from test_github import parse_github_output
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def two_images():
+    return ["--reference", "r.io/ns/a:1", "--digest", D1, "--reference", "r.io/ns/b:1",
+            "--digest", D2]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config", "gpg_signer: {bogus: 1}"], "error: config: gpg_signer.bogus: unknown key"),
+    (["--reference", "ns/a:1", "--digest", D1],
+     "error: --reference #3: 'ns/a:1' is not fully qualified"),
+    (["--image", f"r.io/a:1@{D1}", "--image", "r.io/b@sha256:x"],
+     "error: --image #2: 'r.io/b@sha256:x' is not a valid docker reference"),
+    (["--signing-key", "0000000000000000DEADBEEF00000000DEADBEEF"],
+     "error: signing key '0000000000000000DEADBEEF00000000DEADBEEF': no secret key for it"),
+    (["--log-level", "loud"], "error: argument --log-level: invalid choice: 'loud'"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, gpg_keys, args, message):
+    base = ["--signing-key", gpg_keys.a, *two_images()]
+    run = run_entrypoint(*base, *args, "--output-dir", str(tmp_path / "out"),
+                         env=gpg_keys.env())
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith(message), run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_the_plan_and_signs_nothing(tmp_path, gpg_keys):
+    run = run_entrypoint("--signing-key", gpg_keys.a, "--signing-key", gpg_keys.b, *two_images(),
+                         "--dry-run", "--output-dir", str(tmp_path / "out"), env=gpg_keys.env())
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:4] == [f"would sign r.io/ns/a:1@{D1} with key {gpg_keys.a}",
+                         f"would sign r.io/ns/a:1@{D1} with key {gpg_keys.b}",
+                         f"would sign r.io/ns/b:1@{D2} with key {gpg_keys.a}",
+                         f"would sign r.io/ns/b:1@{D2} with key {gpg_keys.b}"]
+    assert "4 signature(s); nothing was signed" in lines[4]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_issue_example_signs_and_skopeo_verifies(tmp_path, gpg_keys):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_bytes(b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1'
+                         b'+json","config":{},"layers":[]}')
+    digest = "sha256:" + subprocess.run(["sha256sum", str(manifest)], capture_output=True,
+                                        text=True, check=True).stdout[:64]
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(f"gpg_signer: {{gnupg_home: {gpg_keys.home}}}\n")
+    run = run_entrypoint("--signer", "gpg", "--config-file", str(conf), "--reference",
+                         "registry.example.com/ns/app:1.0", "--digest", digest, "--signing-key",
+                         gpg_keys.a, "--task-id", "t1", "--output-dir", "out", cwd=tmp_path,
+                         env={"GNUPGHOME": str(tmp_path / "not-this-one")})
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["signer_result"] == {"status": "ok", "error_message": ""}
+    assert results["operation"]["task_id"] == "t1"
+    sig = tmp_path / "out" / results["images"][0]["signature_path"]
+    verify = subprocess.run(["skopeo", "standalone-verify", str(manifest),
+                             "registry.example.com/ns/app:1.0", gpg_keys.a, str(sig)],
+                            capture_output=True, text=True, env={**os.environ, **gpg_keys.env()})
+    assert verify.returncode == 0, verify.stderr
+    assert "Signature verified" in verify.stdout
+
+
+def test_some_failures_exit_1_and_keep_the_rest(tmp_path, gpg_keys):
+    wrong = tmp_path / "wrong-pass"
+    wrong.write_text("not the passphrase\n")
+    conf = f"gpg_signer: {{passphrase_file: {wrong}}}"
+    gpg_keys.forget_passphrases()
+    run = run_entrypoint("--config", conf, "--signing-key", gpg_keys.a, "--signing-key",
+                         gpg_keys.protected, *two_images(), "--output-dir",
+                         str(tmp_path / "out"), env=gpg_keys.env())
+    assert run.returncode == 1, run.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    by_key = {}
+    for entry in results["images"]:
+        by_key.setdefault(entry["signing_key"], []).append(entry)
+    assert [e["status"] for e in by_key[gpg_keys.a]] == ["ok", "ok"]
+    assert [e["status"] for e in by_key[gpg_keys.protected]] == ["failed", "failed"]
+    assert all("passphrase" in e["error"].lower() for e in by_key[gpg_keys.protected])
+    assert results["signer_result"]["status"] == "error"
+    assert results["signer_result"]["error_message"] == "2 of 4 signature(s) failed"
+    for entry in by_key[gpg_keys.a]:
+        _, fpr = gpg_decrypt((tmp_path / "out" / entry["signature_path"]).read_bytes(),
+                             gpg_keys.home)
+        assert fpr == gpg_keys.a
+    assert "error: 2 of 4 signature(s) failed" in run.stderr
+
+
+def test_all_failed_still_writes_results(tmp_path, gpg_keys):
+    gpg_keys.forget_passphrases()
+    run = run_entrypoint("--signing-key", gpg_keys.protected, *two_images(), "--output-dir",
+                         str(tmp_path / "out"), env=gpg_keys.env(), timeout=60)
+    assert run.returncode == 1  # and it did not hang on a prompt: there is none
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [e["status"] for e in results["images"]] == ["failed", "failed"]
+    assert results["summary"] == {"signed": 0, "failed": 2, "skipped": 0, "total": 2}
+
+
+@pytest.fixture
+def recording_gpg(tmp_path):
+    """A gpg on PATH that records its argv, then runs the real one."""
+    real = shutil.which("gpg")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.log"
+    wrapper = bindir / "gpg"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, log
+
+
+def test_passphrase_from_file_signs_and_never_reaches_argv(tmp_path, gpg_keys, recording_gpg):
+    path_env, log = recording_gpg
+    passfile = tmp_path / "pass"
+    passfile.write_text(gpg_keys.passphrase + "\n")
+    gpg_keys.forget_passphrases()
+    run = run_entrypoint("--config", f"gpg_signer: {{passphrase_file: {passfile}}}",
+                         "--signing-key", gpg_keys.protected, *two_images(), "--output-dir",
+                         str(tmp_path / "out"), env={**gpg_keys.env(), **path_env})
+    assert run.returncode == 0, run.stderr
+    calls = log.read_text()
+    assert "--sign" in calls and "--passphrase-fd" in calls
+    assert gpg_keys.passphrase not in calls
+    assert gpg_keys.passphrase not in run.stdout + run.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert gpg_keys.passphrase not in json.dumps(results)
+
+
+def test_github_mode_masks_first_writes_outputs_summary_and_annotations(tmp_path, gpg_keys):
+    passfile = tmp_path / "pass"
+    passfile.write_text("wrong secret\nsecond line\n")
+    gpg_keys.forget_passphrases()
+    output, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
+    env = {**gpg_keys.env(), "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output),
+           "GITHUB_STEP_SUMMARY": str(summary),
+           "INPUT_CONFIG": f"gpg_signer: {{passphrase_file: {passfile}}}",
+           "INPUT_SIGNING-KEYS": f"{gpg_keys.a}\n{gpg_keys.protected}\n",
+           "INPUT_IMAGES": f"r.io/ns/a:1@{D1}\nr.io/ns/b:1@{D2}\n",
+           "INPUT_OUTPUT-DIR": str(tmp_path / "out"), "INPUT_TASK-ID": "t-9"}
+    run = run_entrypoint(env=env)
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "::add-mask::wrong secret"  # the passphrase file's first line
+    assert not any("wrong secret" in line for line in lines[1:] + run.stderr.splitlines())
+    assert "::group::Signing 4 signature(s)" in lines and "::endgroup::" in lines
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert len(errors) == 2 and all("title=Signing failed%3A r.io/ns/" in e for e in errors)
+    outputs = parse_github_output(output.read_text())
+    assert outputs == {"status": "partial", "signed-count": "2", "failed-count": "2",
+                       "results-file": str(tmp_path / "out" / "results.json"),
+                       "signatures-dir": str(tmp_path / "out")}
+    text = summary.read_text()
+    assert "**2 signed**, **2 failed**" in text and text.count("❌ failed") == 2
+
+
+def test_outside_github_no_workflow_commands_appear(tmp_path, gpg_keys):
+    run = run_entrypoint("--signing-key", gpg_keys.a, *two_images(), "--output-dir",
+                         str(tmp_path / "out"), env=gpg_keys.env())
+    assert run.returncode == 0
+    assert "::" not in run.stdout + run.stderr
+
+
+def test_invalid_input_in_github_mode_reports_and_sets_status(tmp_path, gpg_keys):
+    output = tmp_path / "gh_output"
+    run = run_entrypoint(env={**gpg_keys.env(), "GITHUB_ACTIONS": "true",
+                              "GITHUB_OUTPUT": str(output), "INPUT_SIGNING-KEYS": gpg_keys.a,
+                              "INPUT_REFERENCES": "r.io/a:1\nr.io/b:1", "INPUT_DIGESTS": D1})
+    assert run.returncode == 2
+    assert "::error title=Invalid input::input 'references' has 2 value(s)" in run.stdout
+    assert parse_github_output(output.read_text())["status"] == "invalid-input"

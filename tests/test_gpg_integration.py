@@ -1,0 +1,120 @@
+"""End to end with real parts: gpg signs, docker-registry serves, skopeo verifies with the policy.json
+and registries.d that the run generated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import gpg_decrypt, make_image, run_entrypoint, skopeo_copy_verified
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def images(registry, tmp_path_factory):
+    """Two distinct images in the registry: ns/app:v1 and team/sub/tool:2.0."""
+    tmp = tmp_path_factory.mktemp("images")
+    app = registry.push(make_image(tmp / "app", "app v1"), "ns/app", "v1")
+    tool = registry.push(make_image(tmp / "tool", "tool 2.0"), "team/sub/tool", "2.0")
+    return {"app": (f"{registry.host}/ns/app:v1", app),
+            "tool": (f"{registry.host}/team/sub/tool:2.0", tool)}
+
+
+def sign(out: Path, gpg_keys, key: str, *pairs: tuple[str, str]):
+    args = ["--signer", "gpg", "--signing-key", key, "--task-id", "t1", "--output-dir", str(out)]
+    for ref, digest in pairs:
+        args += ["--reference", ref, "--digest", digest]
+    return run_entrypoint(*args, env=gpg_keys.env())
+
+
+def test_signed_images_pass_skopeo_with_the_generated_policy(tmp_path, gpg_keys, images):
+    out = tmp_path / "out"
+    run = sign(out, gpg_keys, gpg_keys.a, images["app"], images["tool"])
+    assert run.returncode == 0, run.stderr
+
+    results = json.loads((out / "results.json").read_text())
+    assert [e["status"] for e in results["images"]] == ["ok", "ok"]
+    for (ref, digest), entry in zip([images["app"], images["tool"]], results["images"]):
+        sig = out / entry["signature_path"]
+        host = ref.split("/")[0].replace(":", "_")
+        assert sig.parent.parent.parts[-1] in ("ns", "sub")
+        assert str(sig.relative_to(out)).startswith(host + "/")
+        claim, signer = gpg_decrypt(sig.read_bytes(), gpg_keys.home)
+        assert signer == gpg_keys.a
+        critical = json.loads(claim)["critical"]
+        assert critical == {"type": "atomic container signature",
+                            "image": {"docker-manifest-digest": digest},
+                            "identity": {"docker-reference": ref}}
+
+    for ref, _ in images.values():
+        pulled = skopeo_copy_verified(out, ref, tmp_path)
+        assert pulled.returncode == 0, pulled.stderr
+
+
+def test_an_unsigned_image_is_rejected_by_the_same_policy(tmp_path, gpg_keys, images):
+    out = tmp_path / "out"
+    assert sign(out, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
+    # Same repository policy, but this run never signed ns/app's digest for tool: use a
+    # policy naming both repositories, and pull the one not signed.
+    policy = json.loads((out / "verification" / "policy.json").read_text())
+    requirement = policy["transports"]["docker"][images["app"][0].rsplit(":", 1)[0]]
+    policy["transports"]["docker"][images["tool"][0].rsplit(":", 1)[0]] = requirement
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    pulled = skopeo_copy_verified(out, images["tool"][0], tmp_path, tmp_path / "policy.json")
+    assert pulled.returncode != 0
+    assert "A signature was required, but no signature exists" in pulled.stderr
+
+
+def test_a_signature_by_another_key_is_rejected(tmp_path, gpg_keys, images):
+    trusted, other = tmp_path / "trusted", tmp_path / "other"
+    assert sign(trusted, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
+    assert sign(other, gpg_keys, gpg_keys.b, images["app"]).returncode == 0
+    # Signatures by key B, judged by the policy that trusts key A.
+    pulled = skopeo_copy_verified(other, images["app"][0], tmp_path,
+                                  trusted / "verification" / "policy.json")
+    assert pulled.returncode != 0
+    assert "signature" in pulled.stderr.lower() and "key" in pulled.stderr.lower(), pulled.stderr
+    # ...while key B's own policy accepts them: the rejection is about the key alone.
+    assert skopeo_copy_verified(other, images["app"][0], tmp_path).returncode == 0
+
+
+def test_a_signature_for_another_digest_is_rejected(tmp_path, gpg_keys, images):
+    out = tmp_path / "out"
+    ref, digest = images["app"]
+    _, other_digest = images["tool"]
+    assert sign(out, gpg_keys, gpg_keys.a, (ref, other_digest)).returncode == 0
+    # Put the signature (a claim for the other digest) where readers look for this image's.
+    made = next(out.rglob("signature-1"))
+    target = made.parent.parent / f"app@sha256={digest.split(':')[1]}"
+    target.mkdir()
+    shutil.copy(made, target / "signature-1")
+    pulled = skopeo_copy_verified(out, ref, tmp_path)
+    assert pulled.returncode != 0
+    assert "does not match" in pulled.stderr, pulled.stderr
+
+
+def test_a_signature_for_another_identity_is_rejected(tmp_path, gpg_keys, images):
+    out = tmp_path / "out"
+    ref, digest = images["app"]
+    other_tag = ref.rsplit(":", 1)[0] + ":v2"  # same repository and digest, other tag
+    assert sign(out, gpg_keys, gpg_keys.a, (other_tag, digest)).returncode == 0
+    pulled = skopeo_copy_verified(out, ref, tmp_path)
+    assert pulled.returncode != 0
+    assert "is not accepted" in pulled.stderr, pulled.stderr
+
+
+def test_a_second_run_adds_signature_2_and_both_verify(tmp_path, gpg_keys, images):
+    out = tmp_path / "out"
+    assert sign(out, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
+    assert sign(out, gpg_keys, gpg_keys.b, images["app"]).returncode == 0
+    folder = next(out.rglob("signature-1")).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["signature-1", "signature-2"]
+    _, first = gpg_decrypt((folder / "signature-1").read_bytes(), gpg_keys.home)
+    _, second = gpg_decrypt((folder / "signature-2").read_bytes(), gpg_keys.home)
+    assert (first, second) == (gpg_keys.a, gpg_keys.b)
+    # The second run's policy trusts key B: skopeo must walk past signature-1 (key A) to 2.
+    assert skopeo_copy_verified(out, images["app"][0], tmp_path).returncode == 0

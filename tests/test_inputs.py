@@ -1,0 +1,100 @@
+"""Inputs: flags and INPUT_ variables (both name forms), flags winning, defaults, help."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from signaction.errors import InputError
+from signaction.inputs import OPTIONS, Inputs, build_parser, parse_inputs
+
+
+def test_runner_form_with_hyphen_is_read():
+    inputs = parse_inputs([], {"INPUT_TASK-ID": "t-1", "INPUT_SIGNING-KEYS": "a\nb\n"})
+    assert inputs.task_id == "t-1"
+    assert [v for v in inputs.signing_keys if v] == ["a", "b"]
+
+
+def test_underscore_form_is_read_too():
+    inputs = parse_inputs([], {"INPUT_TASK_ID": "t-2", "INPUT_OUTPUT_DIR": "o"})
+    assert (inputs.task_id, inputs.output_dir) == ("t-2", "o")
+
+
+def test_the_hyphen_form_wins_over_the_underscore_form():
+    inputs = parse_inputs([], {"INPUT_TASK-ID": "hyphen", "INPUT_TASK_ID": "underscore"})
+    assert inputs.task_id == "hyphen"
+
+
+def test_flags_win_over_inputs():
+    env = {"INPUT_TASK-ID": "env", "INPUT_REFERENCES": "r.io/a:1\nr.io/b:1",
+           "INPUT_DRY-RUN": "false", "INPUT_SIGNER": "msg"}
+    inputs = parse_inputs(["--task-id", "flag", "--reference", "r.io/c:1", "--dry-run",
+                           "--signer", "gpg"], env)
+    assert inputs.task_id == "flag"
+    assert inputs.references == ("r.io/c:1",)
+    assert inputs.dry_run is True
+    assert inputs.signer == "gpg"
+    assert inputs.origin["task_id"] == "flag"
+
+
+def test_empty_inputs_are_not_given():
+    inputs = parse_inputs([], {"INPUT_OUTPUT-DIR": "", "INPUT_SIGNER": "  "})
+    assert inputs.output_dir == "signatures"
+    assert inputs.signer == "gpg"
+
+
+def test_defaults_are_the_same_in_the_table_and_the_dataclass():
+    fields = {f.name: f.default for f in dataclasses.fields(Inputs) if f.name != "origin"}
+    for opt in OPTIONS:
+        expected = () if opt.kind == "list" else opt.default
+        if opt.kind == "bool":
+            expected = bool(opt.default)
+        assert fields[opt.attr] == expected, opt.input
+    assert set(fields) == {o.attr for o in OPTIONS}
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("True", True), ("yes", True),
+                                        ("false", False), ("FALSE", False), ("0", False)])
+def test_boolean_inputs(text, value):
+    assert parse_inputs([], {"INPUT_DRY-RUN": text}).dry_run is value
+
+
+def test_a_bad_boolean_names_the_input():
+    with pytest.raises(InputError, match=r"^input 'dry-run': 'maybe' is not a boolean"):
+        parse_inputs([], {"INPUT_DRY-RUN": "maybe"})
+
+
+def test_a_bad_choice_names_the_input_and_the_choices():
+    with pytest.raises(InputError, match=r"^input 'signer': 'notary' is not one of gpg, msg, cosign"):
+        parse_inputs([], {"INPUT_SIGNER": "notary"})
+    with pytest.raises(InputError, match="invalid choice"):
+        parse_inputs(["--signer", "notary"], {})
+
+
+def test_choices_are_case_insensitive():
+    assert parse_inputs(["--log-level", "DEBUG"], {}).log_level == "debug"
+    assert parse_inputs([], {"INPUT_LOG-LEVEL": "Warning"}).log_level == "warning"
+
+
+def test_list_values_are_numbered_where_the_user_wrote_them():
+    inputs = parse_inputs([], {"INPUT_REFERENCES": "a\n\n  b  \n"})
+    assert inputs.numbered("references") == [("input 'references' line 1", "a"),
+                                             ("input 'references' line 3", "b")]
+    flags = parse_inputs(["--reference", "a", "--reference", "b"], {})
+    assert flags.numbered("references") == [("--reference #1", "a"), ("--reference #2", "b")]
+
+
+def test_unknown_flags_are_input_errors():
+    with pytest.raises(InputError, match="unrecognized arguments: --nope"):
+        parse_inputs(["--nope"], {})
+
+
+def test_help_lists_every_option_with_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for opt in OPTIONS:
+        assert opt.flag in text
+    assert "examples:" in text and "--dry-run" in text and "exit codes" in text

@@ -1,0 +1,156 @@
+"""The plan: every image checked and named when wrong, duplicates collapsed, keys resolved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signaction.errors import InputError
+from signaction.inputs import parse_inputs
+from signaction.plan import build_plan
+from signaction.reference import parse_reference
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def plan(argv, env=None, aliases=None):
+    return build_plan(parse_inputs(argv, env or {}), aliases or {})
+
+
+def test_references_and_digests_pair_by_position_and_keys_multiply():
+    p = plan(["--reference", "r.io/ns/a:1", "--digest", D1, "--reference", "r.io/ns/b:2",
+              "--digest", D2, "--signing-key", "K1", "--signing-key", "K2"])
+    assert [(str(i.image.reference), i.image.digest, i.key.key) for i in p.items()] == [
+        ("r.io/ns/a:1", D1, "K1"), ("r.io/ns/a:1", D1, "K2"),
+        ("r.io/ns/b:2", D2, "K1"), ("r.io/ns/b:2", D2, "K2")]
+    assert len(p) == 4
+
+
+def test_all_three_sources_combine(tmp_path):
+    f = tmp_path / "images.json"
+    f.write_text(json.dumps([{"reference": "r.io/c:3", "digest": D2}]))
+    p = plan(["--signing-key", "K", "--images-file", str(f)],
+             {"INPUT_REFERENCES": "r.io/a:1", "INPUT_DIGESTS": D1,
+              "INPUT_IMAGES": f"r.io/b:2@{D1}\n"})
+    assert [str(i.reference) for i in p.images] == ["r.io/a:1", "r.io/b:2", "r.io/c:3"]
+
+
+def test_exact_duplicates_collapse_but_one_identity_may_have_many_digests():
+    p = plan(["--signing-key", "K", "--image", f"r.io/a:1@{D1}", "--image", f"r.io/a:1@{D1}",
+              "--image", f"r.io/a:1@{D2}"])
+    assert [(str(i.reference), i.digest) for i in p.images] == [("r.io/a:1", D1), ("r.io/a:1", D2)]
+    assert p.duplicates == 1
+
+
+def test_key_aliases_resolve_and_names_pair():
+    p = plan(["--reference", "r.io/a:1", "--digest", D1, "--signing-key", "prod",
+              "--signing-key", "ABCD", "--signing-key-name", "release", "--signing-key-name",
+              "beta"], aliases={"prod": "199e2f91fd431d51"})
+    assert [(k.given, k.key, k.name) for k in p.keys] == [
+        ("prod", "199e2f91fd431d51", "release"), ("ABCD", "ABCD", "beta")]
+
+
+BAD_LINES = [
+    ("ns/app:1", "input 'images' line 2: 'ns/app:1@sha256:", "is not fully qualified"),
+    ("r.io/ns/app", "input 'images' line 2: 'r.io/ns/app@", "has no tag"),
+    ("r.io/ns/App:1", "input 'images' line 2: ", "must be lowercase"),
+]
+
+
+@pytest.mark.parametrize("ref,prefix,problem", BAD_LINES)
+def test_a_bad_image_line_is_named(ref, prefix, problem):
+    env = {"INPUT_IMAGES": f"r.io/ok:1@{D1}\n{ref}@{D2}\n", "INPUT_SIGNING-KEYS": "K"}
+    with pytest.raises(InputError) as err:
+        plan([], env)
+    assert str(err.value).startswith(prefix) and problem in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("digest,problem", [
+    ("sha256:" + "A" * 64, "must be lowercase hex"),
+    ("sha512:" + "a" * 128, "only sha256 digests are supported"),
+    ("sha256:abc", "is not sha256: followed by 64 hex characters"),
+    ("1" * 64, "is not sha256: followed by 64 hex characters"),
+])
+def test_a_bad_digest_is_named(digest, problem):
+    with pytest.raises(InputError) as err:
+        plan(["--reference", "r.io/a:1", "--digest", D1, "--reference", "r.io/b:1", "--digest",
+              digest, "--signing-key", "K"])
+    assert str(err.value).startswith("--reference #2: digest ") and problem in str(err.value)
+
+
+def test_an_image_line_without_digest():
+    with pytest.raises(InputError, match=r"^--image #1: 'r.io/a:1' has no digest"):
+        plan(["--image", "r.io/a:1", "--signing-key", "K"])
+
+
+def test_a_digest_inside_a_reference_is_refused():
+    with pytest.raises(InputError, match="give the digest separately"):
+        plan(["--reference", f"r.io/a:1@{D1}", "--digest", D1, "--signing-key", "K"])
+
+
+def test_counts_must_pair():
+    with pytest.raises(InputError, match=r"^--reference has 2 value\(s\) but --digest has 1"):
+        plan(["--reference", "r.io/a:1", "--reference", "r.io/b:1", "--digest", D1,
+              "--signing-key", "K"])
+    with pytest.raises(InputError, match=r"^input 'signing-key-names' has 2 value\(s\) but "
+                                         r"--signing-key has 1"):
+        plan(["--image", f"r.io/a:1@{D1}", "--signing-key", "K"],
+             {"INPUT_SIGNING-KEY-NAMES": "a\nb"})
+
+
+def test_nothing_to_sign_and_no_key():
+    with pytest.raises(InputError, match="^nothing to sign"):
+        plan(["--signing-key", "K"])
+    with pytest.raises(InputError, match="^no signing key"):
+        plan(["--image", f"r.io/a:1@{D1}"])
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('[{"reference": "r.io/a:1", "digest": "%s"}, {"reference": "r.io/b:1"}]' % D1,
+     "entry 2: digest is missing or not a string"),
+    ('[{"reference": "r.io/a:1", "digest": "%s", "tag": "x"}]' % D1,
+     "entry 1: unknown key 'tag' (allowed: reference, digest)"),
+    ('{"images": []}', "must hold a list of {reference, digest} entries"),
+    ("- reference: r.io/a:1\n  digest: %s\n- [oops\n" % D1, "line 4, column 1: did not find"),
+    ("- reference: ns/a:1\n  digest: %s\n" % D1, "entry 1: 'ns/a:1' is not fully qualified"),
+    ("- just a string\n", "entry 1: must be a mapping with reference and digest"),
+])
+def test_bad_images_files_are_named(tmp_path, content, problem):
+    f = tmp_path / "images.yaml"
+    f.write_text(content)
+    with pytest.raises(InputError) as err:
+        plan(["--images-file", str(f), "--signing-key", "K"])
+    assert str(err.value).startswith(f"--images-file {f}") and problem in str(err.value), \
+        str(err.value)
+
+
+def test_a_missing_images_file(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        plan(["--images-file", str(tmp_path / "none.yaml"), "--signing-key", "K"])
+
+
+def test_a_large_yaml_images_file(tmp_path):
+    lines = [f"- reference: r.io/ns/app{n}:v1\n  digest: sha256:{n:064x}\n" for n in range(10_000)]
+    f = tmp_path / "images.yaml"
+    f.write_text("".join(lines))
+    p = plan(["--images-file", str(f), "--signing-key", "K"])
+    assert len(p.images) == 10_000
+    assert p.images[-1].digest == f"sha256:{9999:064x}"
+    assert p.images[-1].origin.endswith("entry 10000")
+
+
+@pytest.mark.parametrize("ref", ["r.io/a:1", "127.0.0.1:5000/ns/a:v1", "localhost/a/b/c:x",
+                                 "r.io/a__b/c-d.e:Tag_1.0-rc"])
+def test_valid_references(ref):
+    parsed, digest = parse_reference(ref)
+    assert str(parsed) == ref and digest is None
+
+
+@pytest.mark.parametrize("ref", ["r.io/../etc:1", "r.io/a//b:1", "r.io/./a:1", "r.io/a/:1",
+                                 "r.io/a:", "r.io/a:-x", "r.io/a b:1", "/a:1", "r.io:x/a:1",
+                                 "r.io/a\n:1"])
+def test_invalid_references(ref):
+    with pytest.raises(InputError):
+        parse_reference(ref)
