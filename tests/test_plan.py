@@ -154,3 +154,38 @@ def test_valid_references(ref):
 def test_invalid_references(ref):
     with pytest.raises(InputError):
         parse_reference(ref)
+
+
+FAST_PATH_CASES = [
+    "- reference: r.io/a:1\n  digest: sha256:%s\n" % ("1" * 64),
+    "---\n# images\n- reference: 'r.io/a:1'\n  digest: \"sha256:%s\"  # comment\n\n"
+    "-   digest: sha256:%s\n    reference: r.io/b:2\n" % ("1" * 64, "2" * 64),
+    "- reference: r.io/a:1\n  digest: sha256:%s\n- reference: r.io/b:2\n" % ("1" * 64),
+]
+SLOW_PATH_CASES = [
+    "- reference: r.io/a:1\n   digest: sha256:1\n",  # deeper indent: a YAML error or other shape
+    "- reference: r.io/a:1\n  digest: sha256:1\n  digest: sha256:2\n",  # duplicate key
+    "- reference: r.io/a:1 # c\n  digest: 'it''s'\n",  # an escape inside quotes
+    "- {reference: r.io/a:1, digest: x}\n",  # flow mapping
+    "images:\n  - reference: r.io/a:1\n",  # not a top-level list
+    "- reference: r.io/a:1\n  tag: x\n",  # another key
+    "- reference: null\n  digest: true\n",
+    "- reference: r.io/a:1\n  digest: 1:20\n",  # YAML 1.1 reads 1:20 as the integer 80
+    "- reference: 'r.io/a:1\"\n",  # unbalanced quotes
+    "",
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_CASES)
+def test_fast_images_file_parser_agrees_with_yaml(text):
+    import yaml
+    from signaction.plan import _fast_yaml_list
+    fast = _fast_yaml_list(text)
+    assert fast is not None  # the fast path took it
+    assert fast == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("text", SLOW_PATH_CASES)
+def test_fast_images_file_parser_leaves_anything_else_to_yaml(text):
+    from signaction.plan import _fast_yaml_list
+    assert _fast_yaml_list(text) is None
