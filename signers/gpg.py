@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
@@ -27,13 +28,45 @@ class GpgError(Exception):
     pass
 
 
+class Running:
+    """The gpg processes of one run. Once ended, a process that registers is ended at once, so
+    none escapes an interruption however the threads interleave."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self._ended = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+            if self._ended:
+                proc.terminate()
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+            for proc in self._procs:
+                proc.terminate()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+
 def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
-         passphrase: str | None = None) -> bytes:
+         passphrase: str | None = None, running: Running | None = None) -> bytes:
+    """Run gpg in batch mode; ``running`` (if given) holds the process while it runs, so that an
+    interrupted run can end it."""
     cmd = ["gpg", "--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback"]
     if gnupg_home:
         cmd += ["--homedir", gnupg_home]
     pass_fds: tuple[int, ...] = ()
-    read_fd = write_fd = None
+    read_fd = None
     if passphrase is not None:
         read_fd, write_fd = os.pipe()
         os.write(write_fd, passphrase.encode("utf-8") + b"\n")  # far below a pipe's buffer
@@ -41,24 +74,33 @@ def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
         cmd += ["--passphrase-fd", str(read_fd)]
         pass_fds = (read_fd,)
     try:
-        proc = subprocess.run(cmd + args, input=data, capture_output=True, pass_fds=pass_fds,
-                              timeout=GPG_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s") from None
+        proc = subprocess.Popen(cmd + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=pass_fds)
     finally:
         if read_fd is not None:
             os.close(read_fd)
+    if running is not None:
+        running.add(proc)
+    try:
+        stdout, stderr = proc.communicate(data, timeout=GPG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s") from None
+    finally:
+        if running is not None:
+            running.discard(proc)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         raise GpgError("; ".join(lines[-3:]) or f"gpg exited with {proc.returncode}")
-    return proc.stdout
+    return stdout
 
 
 def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
-             passphrase: str | None = None) -> bytes:
+             passphrase: str | None = None, running: Running | None = None) -> bytes:
     """A binary OpenPGP signed message (``gpg --sign``) wrapping ``data``, made with ``key``."""
     signature = _gpg(["--local-user", key, "--sign"], gnupg_home=gnupg_home, data=data,
-                     passphrase=passphrase)
+                     passphrase=passphrase, running=running)
     if not signature:
         raise GpgError("gpg produced no signature")
     return signature
@@ -104,13 +146,18 @@ class GpgSigner(Signer):
                                  f"{where}") from None
 
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        running = Running()
+
         def one(item: WorkItem) -> None:
             claim = atomic_claim(str(item.image.reference), item.image.digest, CREATOR,
                                  int(time.time()))
             try:
                 signature = gpg_sign(claim, item.key.key, gnupg_home=self.gnupg_home,
-                                     passphrase=self.passphrase)
+                                     passphrase=self.passphrase, running=running)
             except GpgError as e:
+                if running.ended:
+                    return  # ended by us: the run reports it as not signed, and why
+
                 report(Outcome(item, error=f"gpg: {e}"))
             except OSError as e:
                 report(Outcome(item, error=f"gpg could not run: {e.strerror}"))
@@ -121,8 +168,12 @@ class GpgSigner(Signer):
         try:
             for future in [pool.submit(one, item) for item in items]:
                 future.result()
-        finally:  # on an interruption, drop what has not started; keep what is done
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # interrupted: drop what has not started, end what runs
+            pool.shutdown(wait=False, cancel_futures=True)
+            running.end()
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def public_keys(self, plan: Plan) -> bytes | None:
         try:

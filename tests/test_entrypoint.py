@@ -188,3 +188,55 @@ def test_invalid_input_in_github_mode_reports_and_sets_status(tmp_path, gpg_keys
     assert run.returncode == 2
     assert "::error title=Invalid input::input 'references' has 2 value(s)" in run.stdout
     assert parse_github_output(output.read_text())["status"] == "invalid-input"
+
+
+def test_sigterm_keeps_what_was_signed_and_reports_the_rest(tmp_path, gpg_keys):
+    """A gpg that signs twice, then hangs: SIGTERM must end the run promptly, keep both
+    signatures, and report every other item as not signed because the run was stopped."""
+    from conftest import ENTRYPOINT, wait_until
+    import signal
+    import sys
+    real = shutil.which("gpg")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls, hung = tmp_path / "calls", tmp_path / "hung"
+    wrapper = bindir / "gpg"
+    wrapper.write_text(f"""#!/bin/sh
+case " $* " in *" --sign "*)
+  if mkdir {tmp_path}/slot1 2>/dev/null || mkdir {tmp_path}/slot2 2>/dev/null; then
+    exec {real} "$@"
+  fi
+  touch {hung}; exec sleep 300;;
+esac
+exec {real} "$@"
+""")
+    wrapper.chmod(0o755)
+    out = tmp_path / "out"
+    refs = []
+    for n in range(6):
+        refs += ["--reference", f"r.io/ns/app{n}:1", "--digest", f"sha256:{n:064x}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
+    env.update(gpg_keys.env(), PATH=f"{bindir}:{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "--signing-key", gpg_keys.a, *refs,
+                             "--output-dir", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: hung.exists() and len(list(out.rglob("signature-*"))) == 2, 60,
+                   "two signatures made and a gpg hung", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)  # promptly, not after gpg's 120 s timeout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    results = json.loads((out / "results.json").read_text())
+    statuses = [e["status"] for e in results["images"]]
+    assert statuses.count("ok") == 2 and statuses.count("failed") == 4
+    stopped = [e["error"] for e in results["images"] if e["status"] == "failed"]
+    assert all(e == "not signed: the run was stopped (SIGTERM)" for e in stopped), stopped
+    assert results["signer_result"]["error_message"] == "the run was stopped (SIGTERM)"
+    for e in results["images"]:
+        if e["status"] == "ok":
+            _, fpr = gpg_decrypt((out / e["signature_path"]).read_bytes(), gpg_keys.home)
+            assert fpr == gpg_keys.a
+    assert not list(out.rglob(".tmp-*"))
