@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Mapping, Sequence
 
+if sys.version_info < (3, 11):
+    sys.exit(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from signaction import CREATOR  # noqa: E402

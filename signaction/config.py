@@ -81,16 +81,21 @@ def _read(config_file: str | None, inline: str | None) -> tuple[str | None, str]
     return None, "defaults (no config file)"
 
 
-def _parse(text: str, source: str) -> dict:
+def parse_yaml(text: str, label: str) -> Any:
+    """YAML to data, or InputError ``<label> line L, column C: <problem>``. Only the problem and
+    the position are shown: the snippet yaml would quote may hold a secret."""
     try:
-        data = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
-        # Only the problem and the position: the snippet yaml shows may hold a secret.
         mark = e.problem_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"config: {source}{where}: {e.problem or e.context}") from None
+        raise InputError(f"{label}{where}: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise InputError(f"config: {source}: not valid YAML ({type(e).__name__})") from None
+        raise InputError(f"{label}: not valid YAML ({type(e).__name__})") from None
+
+
+def _parse(text: str, source: str) -> dict:
+    data = parse_yaml(text, f"config: {source}")
     if data is None:
         return {}
     if not isinstance(data, dict):

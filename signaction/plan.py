@@ -13,14 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-import yaml
-
+from .config import parse_yaml
 from .errors import InputError
 from .inputs import Inputs
 from .reference import Reference, check_digest, parse_reference
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -170,14 +166,7 @@ def _load_list(text: str, label: str) -> object:
     fast = _fast_yaml_list(text)
     if fast is not None:
         return fast
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"{label}{where}: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{label}: not valid YAML or JSON ({type(e).__name__})") from None
+    return parse_yaml(text, label)
 
 
 def _keys(inputs: Inputs, key_aliases: Mapping[str, str]) -> tuple[SigningKey, ...]:
