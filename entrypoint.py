@@ -15,7 +15,9 @@ import sys
 from typing import Mapping, Sequence
 
 if sys.version_info < (3, 11):
-    sys.exit(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})")
+    print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
+          file=sys.stderr)
+    sys.exit(2)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from signaction import CREATOR  # noqa: E402
