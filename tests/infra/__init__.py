@@ -1,0 +1,1 @@
+"""Test infrastructure: TLS material, real brokers, signing servers."""
