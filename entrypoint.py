@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         inputs = parse_inputs(argv, environ)
         config = load_config(inputs.config_file, inputs.config, environ)
         signer_cls = signer_class(inputs.signer)
-        signer = signer_cls(config.section(signer_cls.section), environ)
+        signer = signer_cls(config.section(signer_cls.config_section(inputs)), environ, inputs)
         actions.mask([*config.secrets, *signer.secrets()])  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
         plan = build_plan(inputs, signer.key_aliases)
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     # 5. Artifacts: results.json (always, even when everything failed) and verification files.
     entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
-    results = results_json(inputs, plan, entries, recorder.details(), signer.name, error)
+    results = results_json(inputs, plan, entries, recorder.details(), signer, error)
     results_path = artifacts.write_results(results)
     artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
                                  signer.public_keys(plan))
@@ -130,7 +130,8 @@ def _report(actions: Actions, inputs: Inputs, results: dict, results_file: str) 
                          "failed-count": str(c["failed"]), "results-file": results_file,
                          "signatures-dir": inputs.output_dir})
     actions.write_summary(summary_markdown(
-        f"Container signing: {status} ({results['signer']} signer)", c, images, results_file))
+        f"Container signing: {status} ({results['signer']} signer)", c, images, results_file,
+        results["signer_stats"]))
     log.info("%d signed, %d failed, %d skipped; results in %s", c["signed"], c["failed"],
              c["skipped"], results_file)
     if c["failed"]:

@@ -78,13 +78,15 @@ def _cell(text: str | None) -> str:
 
 
 def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
-                     results_file: str) -> str:
+                     results_file: str, stats: Mapping[str, int] | None = None) -> str:
     """A table of outcomes, failed first, capped at SUMMARY_ROWS rows (10,000 images stay small)."""
     rows = sorted(rows, key=lambda r: r["status"] != "failed")  # stable: failed first
     lines = [f"### {title}", "",
              f"**{counts['signed']} signed**, **{counts['failed']} failed**, "
-             f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", "",
-             "| Status | Image | Digest | Key | Error |", "|---|---|---|---|---|"]
+             f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", ""]
+    if stats:
+        lines += ["Signer: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
+    lines += ["| Status | Image | Digest | Key | Error |", "|---|---|---|---|---|"]
     for r in rows[:SUMMARY_ROWS]:
         mark = {"ok": "✅ ok", "failed": "❌ failed", "skipped": "⏭️ skipped"}[r["status"]]
         lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "

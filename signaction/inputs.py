@@ -23,7 +23,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Option:
     input: str  # action input name, e.g. "task-id"
     flag: str  # command-line flag, e.g. "--task-id"
-    kind: str  # "str" | "list" | "bool"
+    kind: str  # "str" | "list" | "bool" | "seconds"
     help: str
     default: object = None
     choices: tuple[str, ...] | None = None
@@ -38,6 +38,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("signer", "--signer", "str", "which signer makes the signatures: gpg (a local GnuPG "
            "key), msg (a remote signing server over an AMQP 1.0 bus) or cosign",
            default="gpg", choices=SIGNERS),
+    Option("signer-type", "--signer-type", "str", "msg signer mode: single (one request per "
+           "image and key) or batch (msg_batch_signer: chunk_size claims per request)",
+           default="single", choices=("single", "batch")),
     Option("config-file", "--config-file", "str", "YAML config file (pubtools-sign's conf.yaml "
            "is accepted unchanged). Default: ~/.config/pubtools-sign/conf.yaml, then "
            "/etc/pubtools-sign/conf.yaml, if they exist", metavar="PATH"),
@@ -62,6 +65,9 @@ OPTIONS: tuple[Option, ...] = (
            "run), sent along with signing requests", metavar="ID"),
     Option("requester", "--requester", "str", "who asks for the signatures (default: the CN of "
            "the messaging client certificate, else the user)", metavar="NAME"),
+    Option("deadline", "--deadline", "seconds", "total seconds the signing may take; what is not "
+           "signed by then is reported as failed, and the run ends (msg signer; also a config "
+           "key)", metavar="SECONDS"),
     Option("output-dir", "--output-dir", "str", "folder for signatures, results.json and "
            "verification files", default="signatures", metavar="DIR"),
     Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
@@ -90,6 +96,7 @@ exit codes: 0 all signed, 1 some signatures failed (the others are kept), 2 bad 
 @dataclass(frozen=True)
 class Inputs:
     signer: str = "gpg"
+    signer_type: str = "single"
     config_file: str | None = None
     config: str | None = None
     references: tuple[str, ...] = ()
@@ -100,6 +107,7 @@ class Inputs:
     signing_key_names: tuple[str, ...] = ()
     task_id: str | None = None
     requester: str | None = None
+    deadline: float | None = None
     output_dir: str = "signatures"
     dry_run: bool = False
     log_level: str = "info"
@@ -146,6 +154,9 @@ def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
         elif opt.kind == "list":
             parser.add_argument(opt.flag, dest=opt.attr, action="append", default=None,
                                 metavar=opt.metavar, help=opt.help)
+        elif opt.kind == "seconds":
+            parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
+                                help=opt.help, type=lambda t, f=opt.flag: _parse_seconds(t, f))
         else:
             parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
                                 choices=opt.choices, help=opt.help + extra,
@@ -173,10 +184,22 @@ def _parse_bool(text: str, where: str) -> bool:
     raise InputError(f"{where}: {text.strip()!r} is not a boolean (true or false)")
 
 
+def _parse_seconds(text: str, where: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"{where}: {text.strip()!r} is not a positive number of seconds")
+    return value
+
+
 def _from_env(opt: Option, raw: str) -> object:
     where = f"input {opt.input!r}"
     if opt.kind == "bool":
         return _parse_bool(raw, where)
+    if opt.kind == "seconds":
+        return _parse_seconds(raw, where)
     if opt.kind == "list":
         # One value per line. Blank lines are kept here (and skipped by numbered()) so that an
         # error can name the line as the user sees it in the workflow file.

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from signers import Outcome
+from signers import Outcome, Signer
 
 from . import CREATOR
 from .artifacts import Artifacts
@@ -108,7 +108,7 @@ def counts(entries: list[Entry]) -> dict[str, int]:
 
 
 def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: list[Any],
-                 signer: str, error: str | None) -> dict[str, Any]:
+                 signer: Signer, error: str | None) -> dict[str, Any]:
     c = counts(entries)
     if error is None and c[FAILED]:
         error = f"{c[FAILED]} of {len(entries)} signature(s) failed"
@@ -125,7 +125,8 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: list
             "requester": inputs.requester or "",
         },
         "signing_keys": keys,
-        "signer": signer,
+        "signer": signer.name,
+        "signer_stats": dict(signer.stats),
         "creator": CREATOR,
         "summary": {"signed": c[OK], "failed": c[FAILED], "skipped": c[SKIPPED],
                     "total": len(entries)},

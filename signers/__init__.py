@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from signaction.errors import InputError
+from signaction.inputs import Inputs
 from signaction.plan import Plan, WorkItem
 
 
@@ -34,9 +35,17 @@ class Signer(ABC):
     name: ClassVar[str]
     section: ClassVar[str]  # its config section, e.g. "gpg_signer"
 
-    def __init__(self, config: Mapping[str, Any] | None, environ: Mapping[str, str]):
+    def __init__(self, config: Mapping[str, Any] | None, environ: Mapping[str, str],
+                 inputs: Inputs | None = None):
         self.config = dict(config or {})
         self.environ = environ
+        self.inputs = inputs  # the run's task id, requester, deadline...
+        self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
+
+    @classmethod
+    def config_section(cls, inputs: Inputs | None) -> str:
+        """The config section this signer reads (it may depend on the inputs)."""
+        return cls.section
 
     @property
     def key_aliases(self) -> Mapping[str, str]:
@@ -60,7 +69,7 @@ class Signer(ABC):
         return None
 
 
-_MODULES = {"gpg": "signers.gpg"}
+_MODULES = {"gpg": "signers.gpg", "msg": "signers.msg"}
 
 
 def signer_class(name: str) -> type[Signer]:

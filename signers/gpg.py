@@ -110,8 +110,8 @@ class GpgSigner(Signer):
     name = "gpg"
     section = "gpg_signer"
 
-    def __init__(self, config, environ: Mapping[str, str]):
-        super().__init__(config, environ)
+    def __init__(self, config, environ: Mapping[str, str], inputs=None):
+        super().__init__(config, environ, inputs)
         home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
         self.gnupg_home = os.path.expanduser(home) if home else None
         self.passphrase = self._read_passphrase(self.config.get("passphrase_file"))

@@ -1,0 +1,654 @@
+"""Messaging signer: signing requests over an AMQP 1.0 bus to a remote signing server.
+
+Wire-compatible with pubtools-sign 1.0.6 (shared notes: wire-format.md): the same request body,
+application properties, ttl and reply format. What differs is how the client behaves:
+
+- one proton event loop; the reply receiver is attached (remotely) before the first send;
+- one sender link per target address (brokers without anonymous relay, like RabbitMQ, refuse
+  pubtools-sign's anonymous sender); sends are pipelined under the link's credit;
+- replies are matched in O(1) by ``msg[message_id_key]``; stray, duplicate, late, malformed and
+  oversized replies are ignored and counted;
+- pubtools-sign's timeout / retries / send_retries (resending only unanswered requests), plus a total
+  deadline that the run never overruns; failover across brokers and reconnection with backoff,
+  resending what is unanswered (a duplicate reply is ignored, so no signature is written twice);
+- the broker's certificate and host name are verified by default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from signaction.claim import atomic_claim
+from signaction.errors import InputError
+from signaction.plan import Plan, WorkItem
+
+from . import Outcome, Report, Signer
+
+log = logging.getLogger("signers.msg")
+
+MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
+TICK = 0.1  # seconds between checks of the timeout and the deadline
+CONTAINER_SIGNATURE = "container_signature"
+BATCH = "batch"
+
+
+# -- the wire format (pure functions, unit-tested against pubtools-sign's) -------------------
+
+def isodate_now() -> str:
+    """pubtools-sign's ``created``: naive UTC ISO-8601 with a trailing Z."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+
+
+def repo_of(reference: str) -> str:
+    """pubtools-sign's ``repo``: the reference without registry host and tag."""
+    return reference.split("/", 1)[1].split(":")[0]
+
+
+@dataclass(slots=True)
+class Request:
+    items: list[WorkItem]  # one (single mode), or every (image, key) of a batch chunk
+    request_id: str
+    address: str
+    properties: dict[str, Any]
+    body: str  # the JSON string that goes on the wire
+    batch: bool = False
+
+
+def build_request(item: WorkItem, *, requester: str, task_id: str, environment: str,
+                  service: str, task_id_attribute: str, address: str, creator: str,
+                  timestamp: int | None) -> Request:
+    """One signing request, field for field as pubtools-sign 1.0.6 builds it."""
+    reference, digest = str(item.image.reference), item.image.digest
+    claim = atomic_claim(reference, digest, creator, timestamp)
+    request_id = str(uuid.uuid4())
+    extra = {task_id_attribute: task_id, "manifest_digest": digest}
+    body: dict[str, Any] = {
+        "sig_key_id": item.key.key[-8:],
+        "claim_file": base64.b64encode(claim).decode("ascii"),
+        "request_id": request_id,
+        "created": isodate_now(),
+        "requested_by": requester,
+        "repo": repo_of(reference),
+    }
+    if item.key.name:
+        body["sig_keyname"] = item.key.name
+    body.update(extra)
+    properties = {"service": service, "environment": environment, "owner_id": requester,
+                  "mtype": CONTAINER_SIGNATURE, "source": "metadata", **extra}
+    return Request([item], request_id, address, properties, json.dumps(body))
+
+
+def build_batch_requests(images: Sequence, keys: Sequence, *, chunk_size: int, requester: str,
+                         task_id: str, environment: str, service: str, address: str,
+                         creator: str, timestamp: int | None) -> list[Request]:
+    """Batch requests as pubtools-sign 1.0.6's msg_batch_signer builds them: images grouped by
+    repo, ``chunk_size`` claims a request, every claim listing every key."""
+    by_repo: dict[str, list] = {}
+    for image in images:
+        by_repo.setdefault(repo_of(str(image.reference)), []).append(image)
+    names = [k.name or "" for k in keys] if any(k.name for k in keys) else [""]
+    properties = {"service": service, "environment": environment, "owner_id": requester,
+                  "mtype": BATCH, "source": "metadata", "pipeline_run_id": str(task_id)}
+    requests = []
+    for repo, group in by_repo.items():
+        for start in range(0, len(group), chunk_size):
+            chunk = group[start:start + chunk_size]
+            request_id = str(uuid.uuid4())
+            body = {
+                "claims": [{
+                    "claim_file": base64.b64encode(atomic_claim(
+                        str(i.reference), i.digest, creator, timestamp)).decode("ascii"),
+                    "sig_keynames": names,
+                    "sig_key_ids": [k.key[-8:] for k in keys],
+                    "manifest_digest": i.digest,
+                    "repo": repo,
+                } for i in chunk],
+                "request_id": request_id,
+                "created": isodate_now(),
+                "requested_by": requester,
+                "pipeline_run_id": str(task_id),
+            }
+            items = [WorkItem(i, k) for i in chunk for k in keys]
+            requests.append(Request(items, request_id, address, dict(properties),
+                                    json.dumps(body), batch=True))
+    return requests
+
+
+class BadReply(Exception):
+    """A reply that cannot be used: its kind ("malformed" or "oversized") is in ``kind``."""
+
+    def __init__(self, kind: str, why: str):
+        super().__init__(why)
+        self.kind = kind
+
+
+def parse_reply(body: Any, id_key: str) -> tuple[str, dict, dict]:
+    """(request id, msg, outer message) of a reply body, or BadReply."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str):
+        raise BadReply("malformed", f"body of type {type(body).__name__}")
+    if len(body) > MAX_REPLY_BYTES:
+        raise BadReply("oversized", f"{len(body)} bytes")
+    try:
+        outer = json.loads(body)
+        msg = outer["msg"]
+        request_id = msg[id_key]
+    except (ValueError, KeyError, TypeError):
+        raise BadReply("malformed", "not a JSON object with msg." + id_key) from None
+    if not isinstance(msg, dict) or not isinstance(request_id, str):
+        raise BadReply("malformed", "msg is not an object, or its id is not a string")
+    return request_id, msg, outer
+
+
+def signature_of(msg: Mapping[str, Any]) -> bytes | str:
+    """The raw signature in a reply's ``msg``, or the error text to report (a str)."""
+    errors = msg.get("errors")
+    if errors:
+        texts = errors if isinstance(errors, list) else [errors]
+        return "signing server: " + "; ".join(str(e) for e in texts)
+    claim = msg.get("signed_claim")
+    if not isinstance(claim, str) or not claim:
+        return "signing server: the reply has neither errors nor a signed_claim"
+    try:
+        return base64.b64decode(claim, validate=True)
+    except (binascii.Error, ValueError):
+        return "signing server: the reply's signed_claim is not base64"
+
+
+def outcomes_of(req: Request, msg: Mapping[str, Any]) -> list[tuple[WorkItem, bytes | str]]:
+    """Each work item of a request with its signature, or the error text (a str)."""
+    if not req.batch:
+        return [(req.items[0], signature_of(msg))]
+    whole = signature_of({"errors": msg.get("errors")}) if msg.get("errors") else None
+    claims = msg.get("claims")
+    if not isinstance(claims, list):
+        claims = []
+    by_digest = {c.get("manifest_digest"): c for c in claims if isinstance(c, dict)}
+    results = []
+    for item in req.items:
+        claim = by_digest.get(item.image.digest)
+        if whole is not None:
+            results.append((item, whole))
+        elif claim is None:
+            results.append((item, "signing server: the batch reply has no claim for "
+                                  f"{item.image.digest}"))
+        elif claim.get("errors"):
+            results.append((item, signature_of({"errors": claim["errors"]})))
+        else:
+            signed = claim.get("signed_claims")
+            value = signed.get(item.key.key[-8:]) if isinstance(signed, dict) else None
+            results.append((item, signature_of({"signed_claim": value})
+                            if value else "signing server: the batch reply has no signature "
+                                          f"for key {item.key.key[-8:]}"))
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    brokers: list[str]
+    send_to: str
+    listen_to: str
+    environment: str
+    service: str
+    timeout: float
+    retries: int
+    send_retries: int
+    id_key: str
+    task_id_attribute: str
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    verify_broker: bool = True
+    deadline: float | None = None
+    verify_keyring: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def _path(value: str | None) -> str | None:
+    return os.path.expanduser(value) if value else None
+
+
+def requester_from_certificate(path: str) -> str:
+    """CN of the client certificate, else its UID (as pubtools-sign does), via pyOpenSSL."""
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    try:
+        with open(path, "rb") as f:
+            cert = crypto.load_certificate(crypto.FILETYPE_PEM, f.read()).to_cryptography()
+    except OSError as e:
+        raise InputError(f"messaging certificate {path!r}: {e.strerror}") from None
+    except crypto.Error:
+        raise InputError(f"messaging certificate {path!r}: no PEM certificate in it") from None
+    for oid in (NameOID.COMMON_NAME, NameOID.USER_ID):
+        values = cert.subject.get_attributes_for_oid(oid)
+        if values:
+            return str(values[0].value)
+    raise InputError(f"messaging certificate {path!r}: its subject has neither CN nor UID")
+
+
+# -- the event loop -----------------------------------------------------------------------------
+
+def _proton():
+    import proton
+    from proton.handlers import MessagingHandler
+    from proton.reactor import Container
+    return proton, MessagingHandler, Container
+
+
+class _Call:
+    """A proton timer target that calls a function."""
+
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+
+    def on_timer_task(self, event) -> None:
+        self.fn()
+
+
+def run_session(settings: Settings, requests: Sequence[Request],
+                deliver: Callable[[Request, dict, dict, dict], None],
+                fail: Callable[[Request, str], None], deadline_at: float,
+                ttl: float) -> dict[str, int]:
+    """Send every request and hand each matched reply (request, msg, outer message, reply
+    properties) to ``deliver``, or each request given up to ``fail``, in one proton event loop.
+    Returns the counters (stray, duplicate, ...)."""
+    proton, MessagingHandler, Container = _proton()
+
+    class Session(MessagingHandler):
+        def __init__(self):
+            super().__init__(prefetch=1000)
+            self.by_id = {r.request_id: r for r in requests}
+            self.unanswered: dict[str, Request] = dict(self.by_id)
+            self.given_up: set[str] = set()
+            self.queues: dict[str, deque[Request]] = {}
+            self.queued: set[str] = set()  # request ids waiting in a queue (never twice)
+            self.counts = {"stray": 0, "duplicate": 0, "late": 0, "malformed": 0,
+                           "oversized": 0, "reconnects": 0, "resent": 0, "rejected": 0}
+            self.conn = None
+            self.receiver = None
+            self.senders: dict[str, Any] = {}
+            self.listening = False
+            self.done = False
+            self.broker = 0
+            self.connect_failures = 0
+            self.disconnected_since: float | None = None
+            self.last_error = ""
+            self.last_progress = time.monotonic()
+            self.receive_attempt = 0
+            self.send_cycle = 1
+
+        # connection management
+        def on_start(self, event):
+            self.container = event.container
+            self._connect()
+            self._tick()
+
+        def _ssl(self):
+            if not any(b.startswith("amqps://") for b in settings.brokers):
+                return None
+            domain = proton.SSLDomain(proton.SSLDomain.MODE_CLIENT)
+            if settings.cert:
+                domain.set_credentials(settings.cert, settings.key or settings.cert, None)
+            if settings.ca:
+                domain.set_trusted_ca_db(settings.ca)
+            if settings.verify_broker:
+                domain.set_peer_authentication(proton.SSLDomain.VERIFY_PEER_NAME, settings.ca)
+            else:
+                domain.set_peer_authentication(proton.SSLDomain.ANONYMOUS_PEER)
+            return domain
+
+        def _connect(self):
+            url = settings.brokers[self.broker % len(settings.brokers)]
+            log.debug("connecting to %s", url)
+            self.listening = False
+            self.senders = {}
+            self.queues = {}
+            self.queued = set()
+            self.conn = self.container.connect(url, ssl_domain=self._ssl(), reconnect=False,
+                                               sasl_enabled=False)
+            self.receiver = self.container.create_receiver(
+                self.conn, settings.listen_to, name=f"csa-replies-{uuid.uuid4()}")
+
+        def on_link_opened(self, event):
+            if event.receiver is not None and event.receiver.name == self.receiver.name:
+                # The reply listener is attached: only now may requests go out.
+                self.listening = True
+                self.connect_failures = 0
+                self.disconnected_since = None
+                self.last_progress = time.monotonic()
+                self._queue(self.unanswered.values())
+
+        def _queue(self, reqs) -> None:
+            for req in reqs:
+                if req.request_id not in self.queued:
+                    self.queued.add(req.request_id)
+                    self.queues.setdefault(req.address, deque()).append(req)
+            for address in self.queues:
+                if address not in self.senders:
+                    self.senders[address] = self.container.create_sender(self.conn, address)
+                else:
+                    self._send(self.senders[address])
+
+        def on_sendable(self, event):
+            self._send(event.sender)
+
+        def _send(self, sender) -> None:
+            queue = self.queues.get(sender.target.address)
+            while queue and sender.credit > 0 and self.listening:
+                req = queue.popleft()
+                self.queued.discard(req.request_id)
+                if req.request_id not in self.unanswered:
+                    continue
+                sender.send(proton.Message(address=req.address, properties=req.properties,
+                                           body=req.body, ttl=ttl),
+                            tag=req.request_id.encode())
+
+        def on_rejected(self, event):
+            req = self.unanswered.pop(event.delivery.tag.decode(), None)
+            if req is not None:
+                self.counts["rejected"] += 1
+                cond = event.delivery.remote.condition
+                fail(req, f"the broker rejected the request: {cond.name if cond else 'rejected'}")
+                self._maybe_finish()
+
+        def on_released(self, event):
+            req = self.unanswered.get(event.delivery.tag.decode())
+            if req is not None and self.listening:
+                self._queue([req])
+
+        def on_link_error(self, event):
+            link = event.link
+            cond = link.remote_condition
+            address = link.source.address if link.is_receiver else link.target.address
+            self._give_up(f"the broker refused the address {address!r}: "
+                          f"{cond.name if cond else ''} {cond.description if cond else ''}".strip())
+
+        def on_transport_error(self, event):
+            cond = event.transport.condition
+            self.last_error = f"{cond.name}: {cond.description}" if cond else "transport error"
+            text = self.last_error.lower()
+            if "certificate verify failed" in text or "certificate" in text and "fail" in text:
+                self._give_up(f"TLS: the broker's certificate was refused ({self.last_error})")
+
+        def on_connection_error(self, event):
+            cond = event.connection.remote_condition
+            self.last_error = f"{cond.name}: {cond.description}" if cond else "connection error"
+
+        def on_disconnected(self, event):
+            if self.done:
+                return
+            self.listening = False
+            now = time.monotonic()
+            if self.disconnected_since is None:
+                self.disconnected_since = now
+            self.connect_failures += 1
+            self.broker += 1  # fail over to the next broker
+            delay = min(0.05 * 2 ** min(self.connect_failures, 7), 5.0)
+            limit = settings.timeout * max(settings.retries, 1)
+            if now - self.disconnected_since + delay > limit:
+                self._give_up(f"no broker reachable for {limit:g} s ({self.last_error})")
+                return
+            if now + delay >= deadline_at:
+                self._give_up(f"the deadline was reached while reconnecting ({self.last_error})")
+                return
+            log.warning("disconnected from the broker (%s); reconnecting in %.2f s",
+                        self.last_error or "connection lost", delay)
+            self.counts["reconnects"] += 1
+            self.counts["resent"] += len(self.unanswered)
+            self.container.schedule(delay, _Call(self._connect))
+
+        # replies
+        def on_message(self, event):
+            if self.done:
+                return
+            try:
+                request_id, msg, outer = parse_reply(event.message.body, settings.id_key)
+            except BadReply as e:
+                self.counts[e.kind] += 1
+                log.debug("ignored a %s reply: %s", e.kind, e)
+                return
+            req = self.unanswered.pop(request_id, None)
+            if req is None:
+                kind = ("late" if request_id in self.given_up else
+                        "duplicate" if request_id in self.by_id else "stray")
+                self.counts[kind] += 1
+                return
+            self.last_progress = time.monotonic()
+            self.receive_attempt = 0
+            deliver(req, msg, outer, _jsonable(event.message.properties or {}))
+            self._maybe_finish()
+
+        # timeouts, retries, deadline
+        def _tick(self):
+            if self.done:
+                return
+            now = time.monotonic()
+            if now >= deadline_at:
+                self._give_up("the deadline was reached")
+                return
+            if self.listening and now - self.last_progress >= settings.timeout:
+                self.receive_attempt += 1
+                self.last_progress = now
+                if self.receive_attempt >= settings.retries:
+                    if self.send_cycle >= settings.send_retries:
+                        self._give_up(
+                            f"no reply: {settings.send_retries} send attempt(s) x "
+                            f"{settings.retries} receive attempt(s) of {settings.timeout:g} s")
+                        return
+                    self.send_cycle += 1
+                    self.receive_attempt = 0
+                    log.warning("no reply for %d request(s) within %g s x %d; sending them "
+                                "again (attempt %d of %d)", len(self.unanswered),
+                                settings.timeout, settings.retries, self.send_cycle,
+                                settings.send_retries)
+                    self.counts["resent"] += len(self.unanswered)
+                    self._queue(self.unanswered.values())
+            self.container.schedule(min(TICK, max(deadline_at - now, 0.001)), _Call(self._tick))
+
+        def _give_up(self, reason: str) -> None:
+            if self.done:
+                return
+            for req in list(self.unanswered.values()):
+                self.given_up.add(req.request_id)
+                fail(req, f"no signature: {reason}")
+            self.unanswered.clear()
+            self._maybe_finish()
+
+        def _maybe_finish(self) -> None:
+            if self.unanswered or self.done:
+                return
+            self.done = True
+            if self.conn is not None:
+                self.conn.close()
+            self.container.stop()
+
+    session = Session()
+    if requests:
+        Container(session).run()
+    return session.counts
+
+
+# -- the signer ---------------------------------------------------------------------------------
+
+class MsgSigner(Signer):
+    name = "msg"
+    section = "msg_signer"
+
+    @classmethod
+    def config_section(cls, inputs) -> str:
+        return "msg_batch_signer" if inputs and inputs.signer_type == "batch" else cls.section
+
+    def __init__(self, config, environ: Mapping[str, str], inputs=None):
+        super().__init__(config, environ, inputs)
+        self.started = time.monotonic()  # the deadline counts from the start of the run
+
+    def _settings(self) -> Settings:
+        c = self.config
+        self.section = self.config_section(self.inputs)
+        if not c:
+            raise InputError(f"config: {self.section}: the section is required for "
+                             f"--signer {self.name}"
+                             + (" --signer-type batch" if self.section != MsgSigner.section
+                                else ""))
+        cert = _path(c.get("messaging_cert") or c.get("messaging_cert_key"))
+        key = _path(c.get("messaging_key") or c.get("messaging_cert_key"))
+        deadline = self.inputs.deadline if self.inputs else None
+        if c.get("deadline") is not None:
+            deadline = min(deadline or float("inf"), float(c["deadline"]))
+        return Settings(
+            brokers=list(c["messaging_brokers"]), send_to=c["topic_send_to"],
+            listen_to=c["topic_listen_to"], environment=c["environment"], service=c["service"],
+            timeout=float(c["timeout"]), retries=int(c["retries"]),
+            send_retries=int(c["send_retries"]), id_key=c["message_id_key"],
+            task_id_attribute=c.get("task_id_attribute", "pub_task_id"), cert=cert, key=key,
+            ca=_path(c.get("messaging_ca_cert")), verify_broker=c.get("broker_tls_verify", True),
+            deadline=deadline, verify_keyring=_path(c.get("verify_keyring")))
+
+    def preflight(self, plan: Plan) -> None:
+        s = self.settings = self._settings()
+        where = f"config: {self.section}"
+        for url in s.brokers:
+            if not url.startswith(("amqp://", "amqps://")):
+                raise InputError(f"{where}.messaging_brokers: {url!r} is not an amqp:// or "
+                                 "amqps:// URL")
+        if any(b.startswith("amqps://") for b in s.brokers):
+            if not s.ca and s.verify_broker:
+                raise InputError(f"{where}.messaging_ca_cert: needed to verify the broker's "
+                                 "certificate (or set broker_tls_verify: false, not advised)")
+        for label, path in (("messaging_cert_key", s.cert), ("messaging_key", s.key),
+                            ("messaging_ca_cert", s.ca), ("verify_keyring", s.verify_keyring)):
+            if path and not os.access(path, os.R_OK):
+                raise InputError(f"{where}.{label}: {path!r} is not a readable file")
+        if s.timeout <= 0 or s.retries < 1 or s.send_retries < 1:
+            raise InputError(f"{where}: timeout must be > 0, retries and send_retries >= 1")
+        requester = self.inputs.requester if self.inputs else None
+        if not requester:
+            if not s.cert:
+                raise InputError(f"{where}: no requester: give --requester or a client "
+                                 "certificate (messaging_cert_key)")
+            requester = requester_from_certificate(s.cert)
+        self.requester = requester
+        fields = {"creator": requester, "task_id": (self.inputs.task_id if self.inputs else "")
+                  or "", "environment": s.environment, "service": s.service}
+        for key in ("topic_send_to", "topic_listen_to"):
+            try:
+                value = self.config[key].format(**fields)
+            except (KeyError, IndexError, ValueError) as e:
+                raise InputError(f"{where}.{key}: unknown placeholder {e} (known: "
+                                 f"{', '.join('{' + k + '}' for k in fields)})") from None
+            setattr(s, "send_to" if key == "topic_send_to" else "listen_to", value)
+        if not s.verify_broker:
+            log.warning("warning: broker_tls_verify is false: the broker's certificate is NOT "
+                        "verified; anyone on the network path can read and answer requests")
+
+    def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        from signaction import CREATOR
+
+        s = self.settings
+        task_id = (self.inputs.task_id if self.inputs else "") or ""
+        now = int(time.time())
+        if self.section == "msg_batch_signer":
+            images = list(dict.fromkeys(i.image for i in items))
+            keys = list(dict.fromkeys(i.key for i in items))
+            requests = build_batch_requests(
+                images, keys, chunk_size=int(self.config.get("chunk_size") or 50),
+                requester=self.requester, task_id=task_id, environment=s.environment,
+                service=s.service, address=s.send_to, creator=CREATOR, timestamp=now)
+        else:
+            requests = [build_request(item, requester=self.requester, task_id=task_id,
+                                      environment=s.environment, service=s.service,
+                                      task_id_attribute=s.task_id_attribute, address=s.send_to,
+                                      creator=CREATOR, timestamp=now) for item in items]
+        deadline_at = self.started + s.deadline if s.deadline else float("inf")
+        checker = _SignatureCheck(s.verify_keyring) if s.verify_keyring else None
+
+        def deliver(req: Request, msg: dict, outer: dict, headers: dict) -> None:
+            detail = [outer, headers]
+            for n, (item, signature) in enumerate(outcomes_of(req, msg)):
+                detail = detail if n == 0 else None  # operation_results: one entry per reply
+                if isinstance(signature, str):
+                    report(Outcome(item, error=signature, detail=detail))
+                    continue
+                problem = checker.problem(signature, item) if checker is not None else None
+                if problem:
+                    report(Outcome(item, error=f"signature refused: {problem}"))
+                else:
+                    report(Outcome(item, signature=signature, detail=detail))
+
+        def fail(req: Request, why: str) -> None:
+            for item in req.items:
+                report(Outcome(item, error=why))
+
+        log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
+                 ", ".join(s.brokers))
+        counts = run_session(s, requests, deliver, fail, deadline_at,
+                             ttl=s.timeout * s.retries)
+        self.stats = {k: v for k, v in counts.items() if v}
+        if self.stats:
+            log.info("replies ignored or retried: %s",
+                     ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
+
+class _SignatureCheck:
+    """Checks a returned signature before it is written: made by the requested key, over a
+    claim for exactly the requested digest and identity (optional: verify_keyring)."""
+
+    def __init__(self, keyring: str):
+        self.keyring = keyring
+
+    def problem(self, signature: bytes, item: WorkItem) -> str | None:
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="csa-verify-") as home:
+            proc = subprocess.run(
+                ["gpg", "--batch", "--no-tty", "--homedir", home, "--no-default-keyring",
+                 "--keyring", os.path.abspath(self.keyring), "--trust-model", "always",
+                 "--status-fd", "2", "--decrypt"],
+                input=signature, capture_output=True, check=False)
+            subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False,
+                           capture_output=True)
+        status = proc.stderr.decode("utf-8", "replace")
+        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
+        if proc.returncode != 0 or not signers:
+            return "not a valid signature by any key in verify_keyring"
+        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
+            return f"signed by {signers[0]}, not by the requested key {item.key.key}"
+        try:
+            critical = json.loads(proc.stdout)["critical"]
+            digest = critical["image"]["docker-manifest-digest"]
+            identity = critical["identity"]["docker-reference"]
+        except (ValueError, KeyError, TypeError):
+            return "the signed content is not an atomic container signature claim"
+        if digest != item.image.digest:
+            return f"it signs digest {digest}, not {item.image.digest}"
+        if identity != str(item.image.reference):
+            return f"it signs identity {identity}, not {item.image.reference}"
+        return None
+
+
+SIGNER = MsgSigner
