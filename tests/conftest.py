@@ -21,6 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "entrypoint.py"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+pytest_plugins = ["infra.fixtures"]  # tls_material, rabbitmq
 
 
 # -- running the entrypoint ---------------------------------------------------------------
