@@ -250,6 +250,26 @@ def requester_from_certificate(path: str) -> str:
     raise InputError(f"messaging certificate {path!r}: its subject has neither CN nor UID")
 
 
+def client_ssl_domain(cert=None, key=None, ca=None, *, verify: bool = True):
+    """Proton client TLS settings: present ``cert`` (+ ``key``; one PEM may hold both) if given;
+    trust ``ca``; with ``verify`` check the broker's certificate and host name (use the name in
+    its certificate, e.g. ``localhost``: proton does not match IP addresses). Without ``verify``
+    nothing about the broker is checked, as pubtools-sign does: never the default here."""
+    import proton
+
+    domain = proton.SSLDomain(proton.SSLDomain.MODE_CLIENT)
+    if cert:
+        domain.set_credentials(str(cert), str(key or cert), None)
+    if ca:
+        domain.set_trusted_ca_db(str(ca))
+    if verify:
+        domain.set_peer_authentication(proton.SSLDomain.VERIFY_PEER_NAME,
+                                       str(ca) if ca else None)
+    else:
+        domain.set_peer_authentication(proton.SSLDomain.ANONYMOUS_PEER)
+    return domain
+
+
 # -- the event loop -----------------------------------------------------------------------------
 
 def _proton():
@@ -294,6 +314,9 @@ def run_session(settings: Settings, requests: Sequence[Request],
             self.listening = False
             self.done = False
             self.broker = 0
+            self.generation = 0  # which connection is current; events of older ones are stale
+            self.reconnect_pending = False
+            self.ever_connected = False
             self.connect_failures = 0
             self.disconnected_since: float | None = None
             self.last_error = ""
@@ -310,32 +333,40 @@ def run_session(settings: Settings, requests: Sequence[Request],
         def _ssl(self):
             if not any(b.startswith("amqps://") for b in settings.brokers):
                 return None
-            domain = proton.SSLDomain(proton.SSLDomain.MODE_CLIENT)
-            if settings.cert:
-                domain.set_credentials(settings.cert, settings.key or settings.cert, None)
-            if settings.ca:
-                domain.set_trusted_ca_db(settings.ca)
-            if settings.verify_broker:
-                domain.set_peer_authentication(proton.SSLDomain.VERIFY_PEER_NAME, settings.ca)
-            else:
-                domain.set_peer_authentication(proton.SSLDomain.ANONYMOUS_PEER)
-            return domain
+            return client_ssl_domain(settings.cert, settings.key, settings.ca,
+                                     verify=settings.verify_broker)
 
         def _connect(self):
+            if self.done:
+                return
             url = settings.brokers[self.broker % len(settings.brokers)]
             log.debug("connecting to %s", url)
+            self.reconnect_pending = False
+            self.generation += 1
             self.listening = False
             self.senders = {}
             self.queues = {}
             self.queued = set()
             self.conn = self.container.connect(url, ssl_domain=self._ssl(), reconnect=False,
                                                sasl_enabled=False)
+            self.conn.csa_generation = self.generation  # an int: nothing points back
             self.receiver = self.container.create_receiver(
                 self.conn, settings.listen_to, name=f"csa-replies-{uuid.uuid4()}")
 
+        def _current(self, event) -> bool:
+            return getattr(event.connection, "csa_generation", None) == self.generation
+
         def on_link_opened(self, event):
+            if not self._current(event):
+                return
             if event.receiver is not None and event.receiver.name == self.receiver.name:
-                # The reply listener is attached: only now may requests go out.
+                # The reply listener is attached: only now may requests go out. After a
+                # reconnection every unanswered request goes again (replies may have been lost
+                # with the broker; a duplicate reply is ignored).
+                if self.ever_connected:
+                    self.counts["reconnects"] += 1
+                    self.counts["resent"] += len(self.unanswered)
+                self.ever_connected = True
                 self.listening = True
                 self.connect_failures = 0
                 self.disconnected_since = None
@@ -381,13 +412,25 @@ def run_session(settings: Settings, requests: Sequence[Request],
                 self._queue([req])
 
         def on_link_error(self, event):
+            if not self._current(event):
+                return
             link = event.link
             cond = link.remote_condition
             address = link.source.address if link.is_receiver else link.target.address
             self._give_up(f"the broker refused the address {address!r}: "
                           f"{cond.name if cond else ''} {cond.description if cond else ''}".strip())
 
+        def on_session_error(self, event):
+            # RabbitMQ refuses an address by ending the whole session, not by detaching the link.
+            if not self._current(event):
+                return
+            cond = event.session.remote_condition
+            self._give_up("the broker refused the link: "
+                          f"{cond.name if cond else ''} {cond.description if cond else ''}".strip())
+
         def on_transport_error(self, event):
+            if not self._current(event):
+                return
             cond = event.transport.condition
             self.last_error = f"{cond.name}: {cond.description}" if cond else "transport error"
             text = self.last_error.lower()
@@ -399,8 +442,10 @@ def run_session(settings: Settings, requests: Sequence[Request],
             self.last_error = f"{cond.name}: {cond.description}" if cond else "connection error"
 
         def on_disconnected(self, event):
-            if self.done:
+            # proton may report one lost connection more than once: one reconnect per connection
+            if self.done or not self._current(event) or self.reconnect_pending:
                 return
+            self.reconnect_pending = True
             self.listening = False
             now = time.monotonic()
             if self.disconnected_since is None:
@@ -417,8 +462,6 @@ def run_session(settings: Settings, requests: Sequence[Request],
                 return
             log.warning("disconnected from the broker (%s); reconnecting in %.2f s",
                         self.last_error or "connection lost", delay)
-            self.counts["reconnects"] += 1
-            self.counts["resent"] += len(self.unanswered)
             self.container.schedule(delay, _Call(self._connect))
 
         # replies

@@ -199,7 +199,7 @@ def test_sigterm_keeps_what_was_signed_and_reports_the_rest(tmp_path, gpg_keys):
     real = shutil.which("gpg")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    calls, hung = tmp_path / "calls", tmp_path / "hung"
+    hung = tmp_path / "hung"
     wrapper = bindir / "gpg"
     wrapper.write_text(f"""#!/bin/sh
 case " $* " in *" --sign "*)

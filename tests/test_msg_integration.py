@@ -1,0 +1,281 @@
+"""The messaging signer end to end through the embedded broker (ActiveMQ semantics: virtual topics)
+and the reference signing server making real GPG signatures; each fault has an exact outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
+from reference import launch, stop
+
+pytestmark = pytest.mark.integration
+
+SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
+SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"
+REPLY_TOPIC = "topic://VirtualTopic.eng.pub.sign"
+LISTEN_TO = "queue://Consumer.{creator}.{task_id}.VirtualTopic.eng.pub.sign"
+
+
+@pytest.fixture
+def broker():  # one per test: leftover replies on virtual topics would reach the next test
+    proc, info = launch("reference.broker", ["--listen", "127.0.0.1:0"])
+    yield f"amqp://127.0.0.1:{info['port']}"
+    stop(proc)
+
+
+class Server:
+    def __init__(self, url: str, gpg_keys, **switches):
+        args = ["--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC,
+                "--gnupg-home", gpg_keys.home]
+        for name, value in switches.items():
+            flag = "--" + name.replace("_", "-")
+            args += [flag] if value is True else [flag, str(value)]
+        self.proc, _ = launch("reference.signing_server", args)
+
+    def stop(self):
+        stop(self.proc)
+
+
+@pytest.fixture
+def server(broker, gpg_keys):
+    started = []
+
+    def start(**switches) -> Server:
+        s = Server(broker, gpg_keys, **switches)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def conf(tmp_path: Path, url: str, tls_material, section="msg_signer", **extra) -> Path:
+    """pubtools-sign's conf.yaml shape, ActiveMQ-style addresses, plain amqp on loopback; the
+    client certificate gives the requester (its CN), as in pubtools-sign."""
+    body = {"messaging_brokers": [url], "messaging_cert_key": str(tls_material.client_pem),
+            "messaging_ca_cert": str(tls_material.ca_cert), "topic_send_to": SEND_TO,
+            "topic_listen_to": LISTEN_TO, "environment": "prod", "service": "pubtools-sign",
+            "timeout": 20, "retries": 3, "send_retries": 2, "message_id_key": "request_id",
+            "log_level": "info", "key_aliases": {}, **extra}
+    path = tmp_path / "conf.yaml"
+    path.write_text(json.dumps({section: body}))
+    return path
+
+
+def images(n: int, repo: str = "ns/app") -> list[str]:
+    args = []
+    for i in range(n):
+        args += ["--reference", f"registry.example.com/{repo}{i % 3}:v{i}",
+                 "--digest", f"sha256:{i:064x}"]
+    return args
+
+
+def sign(config: Path, out: Path, keys: list[str], image_args: list[str], *extra: str,
+         env=None):
+    args = ["--signer", "msg", "--config-file", str(config), "--task-id", "t1",
+            "--output-dir", str(out)]
+    for key in keys:
+        args += ["--signing-key", key]
+    return run_entrypoint(*args, *image_args, *extra, env=env)
+
+
+def check_signatures(out: Path, gpg_keys, expected_fpr: str | None = None) -> dict:
+    """Every ok entry's file decrypts to the claim asked for; returns results.json."""
+    results = json.loads((out / "results.json").read_text())
+    for entry in results["images"]:
+        if entry["status"] != "ok":
+            continue
+        claim, fpr = gpg_decrypt((out / entry["signature_path"]).read_bytes(), gpg_keys.home)
+        assert fpr == (expected_fpr or entry["signing_key"])
+        critical = json.loads(claim)["critical"]
+        assert critical["image"]["docker-manifest-digest"] == entry["digest"]
+        assert critical["identity"]["docker-reference"] == entry["reference"]
+    return results
+
+
+def signature_files(out: Path) -> list[Path]:
+    return sorted(out.rglob("signature-*"))
+
+
+def test_pubtools_conf_unchanged_signs_40_images(tmp_path, broker, server, gpg_keys,
+                                                  tls_material):
+    server()
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material), out, [gpg_keys.a], images(40))
+    assert run.returncode == 0, run.stderr
+    results = check_signatures(out, gpg_keys)
+    assert [e["status"] for e in results["images"]] == ["ok"] * 40
+    assert len(signature_files(out)) == 40
+    assert all(p.name == "signature-1" for p in signature_files(out))
+    # pubtools-sign's result keys, with one [reply, properties] per reply
+    assert results["signer_result"] == {"status": "ok", "error_message": ""}
+    assert len(results["operation_results"]) == 40
+    assert results["operation_results"][0][0]["msg"]["requested_by"] == tls_material.client_cn
+
+
+def test_a_failing_key_exits_1_and_keeps_the_others(tmp_path, broker, server, gpg_keys,
+                                                    tls_material):
+    server(error_for_key=gpg_keys.b[-8:])
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material), out, [gpg_keys.a, gpg_keys.b], images(5))
+    assert run.returncode == 1
+    results = check_signatures(out, gpg_keys)
+    by_key = {k: [e for e in results["images"] if e["signing_key"] == k]
+              for k in (gpg_keys.a, gpg_keys.b)}
+    assert [e["status"] for e in by_key[gpg_keys.a]] == ["ok"] * 5
+    assert [e["status"] for e in by_key[gpg_keys.b]] == ["failed"] * 5
+    assert all(e["error"].startswith("signing server: ") for e in by_key[gpg_keys.b])
+    assert len(signature_files(out)) == 5
+
+
+def test_stray_duplicate_garbage_and_oversized_replies_are_ignored_and_counted(
+        tmp_path, broker, server, gpg_keys, tls_material):
+    server(stray=2, duplicate=True, garbage=True, oversized=2_000_000)
+    out = tmp_path / "out"
+    n = 6
+    run = sign(conf(tmp_path, broker, tls_material), out, [gpg_keys.a], images(n))
+    assert run.returncode == 0, run.stderr
+    results = check_signatures(out, gpg_keys)
+    assert [e["status"] for e in results["images"]] == ["ok"] * n
+    assert all(p.name == "signature-1" for p in signature_files(out))  # none written twice
+    stats = results["signer_stats"]
+    # Replies that arrive after the last expected one are not waited for, so the counts of
+    # what comes after each real reply are at most n (the duplicates of the last ones may
+    # arrive after the run closed).
+    assert stats["stray"] == 2 * n
+    assert stats["malformed"] == 2 * n
+    assert stats["oversized"] == n
+    assert n - 1 <= stats["duplicate"] <= n
+
+
+def test_a_wrong_key_signature_is_refused_with_verify_keyring(tmp_path, broker, server,
+                                                              gpg_keys, tls_material):
+    keyring = tmp_path / "trusted.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--export", gpg_keys.a, gpg_keys.b],
+                                       env={**os.environ, **gpg_keys.env()},
+                                       capture_output=True, check=True).stdout)
+    server(wrong_key=gpg_keys.b)
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material, verify_keyring=str(keyring)), out,
+               [gpg_keys.a], images(3))
+    assert run.returncode == 1
+    results = json.loads((out / "results.json").read_text())
+    assert [e["status"] for e in results["images"]] == ["failed"] * 3
+    assert all(f"signed by {gpg_keys.b}, not by the requested key {gpg_keys.a}" in e["error"]
+               for e in results["images"])
+    assert signature_files(out) == []
+
+
+def test_verify_keyring_accepts_the_right_signatures(tmp_path, broker, server, gpg_keys,
+                                                     tls_material):
+    keyring = tmp_path / "trusted.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--export", gpg_keys.a],
+                                       env={**os.environ, **gpg_keys.env()},
+                                       capture_output=True, check=True).stdout)
+    server()
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material, verify_keyring=str(keyring)), out,
+               [gpg_keys.a], images(3))
+    assert run.returncode == 0, run.stderr
+    assert len(signature_files(out)) == 3
+
+
+def test_only_unanswered_requests_are_sent_again(tmp_path, broker, server, gpg_keys,
+                                                 tls_material):
+    # The server drops every 2nd request it sees: 4 requests -> 2 answered; the 2 resent ->
+    # 1 answered; the last one resent -> answered. Three send cycles, all signed.
+    server(drop_every=2)
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material, timeout=1, retries=1, send_retries=3), out,
+               [gpg_keys.a], images(4))
+    assert run.returncode == 0, run.stderr
+    results = check_signatures(out, gpg_keys)
+    assert [e["status"] for e in results["images"]] == ["ok"] * 4
+    assert results["signer_stats"]["resent"] == 3  # 2 + 1: only the unanswered ones
+
+
+def test_no_reply_fails_after_timeout_x_retries_x_send_retries(tmp_path, broker, gpg_keys,
+                                                               tls_material):
+    out = tmp_path / "out"  # no signing server at all
+    started = time.monotonic()
+    run = sign(conf(tmp_path, broker, tls_material, timeout=1, retries=2, send_retries=2), out,
+               [gpg_keys.a], images(2))
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    results = json.loads((out / "results.json").read_text())
+    assert all(e["error"] == "no signature: no reply: 2 send attempt(s) x 2 receive attempt(s) "
+                             "of 1 s" for e in results["images"])
+    assert 4 <= elapsed < 4 + 3  # 1 s x 2 x 2, plus start-up
+
+
+def test_the_deadline_ends_the_run_with_partial_results(tmp_path, broker, server, gpg_keys,
+                                                       tls_material):
+    server(drop_every=2)  # half the requests never get a reply
+    out = tmp_path / "out"
+    started = time.monotonic()
+    run = sign(conf(tmp_path, broker, tls_material, timeout=60, retries=3, send_retries=2), out,
+               [gpg_keys.a], images(6), "--deadline", "3")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    assert elapsed < 3 + 1.5, elapsed  # the deadline counts from the start of the run
+    results = check_signatures(out, gpg_keys)
+    statuses = [e["status"] for e in results["images"]]
+    assert statuses.count("ok") == 3 and statuses.count("failed") == 3
+    assert all(e["error"] == "no signature: the deadline was reached"
+               for e in results["images"] if e["status"] == "failed")
+
+
+def test_a_signing_server_restart_loses_and_duplicates_nothing(tmp_path, broker, server,
+                                                               gpg_keys, tls_material):
+    first = server(delay=0.05)
+    out = tmp_path / "out"
+    config = conf(tmp_path, broker, tls_material, timeout=10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
+    proc = subprocess.Popen(["python3" if False else os.sys.executable, str(ENTRYPOINT),
+                             "--signer", "msg", "--config-file", str(config), "--task-id", "t1",
+                             "--output-dir", str(out), "--signing-key", gpg_keys.a,
+                             *images(120)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(signature_files(out)) >= 20, 60, "20 signatures", proc)
+        first.stop()  # requests keep arriving in its queue meanwhile
+        server()  # a new server takes them from the same virtual-topic consumer queue
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    results = check_signatures(out, gpg_keys)
+    assert [e["status"] for e in results["images"]] == ["ok"] * 120
+    assert len(signature_files(out)) == 120
+    assert all(p.name == "signature-1" for p in signature_files(out))
+
+
+def test_batch_mode(tmp_path, broker, server, gpg_keys, tls_material):
+    server()
+    out = tmp_path / "out"
+    config = conf(tmp_path, broker, tls_material, section="msg_batch_signer", chunk_size=2)
+    run = sign(config, out, [gpg_keys.a, gpg_keys.b], images(7), "--signer-type", "batch")
+    assert run.returncode == 0, run.stderr
+    results = check_signatures(out, gpg_keys)
+    assert [e["status"] for e in results["images"]] == ["ok"] * 14
+    # 7 images in 3 repos (3+2+2) in chunks of 2: 2+1+1 = 4 requests, one reply each
+    assert len(results["operation_results"]) == 4
+
+
+def test_an_unreachable_broker_fails_cleanly(tmp_path, gpg_keys, tls_material):
+    from conftest import free_port
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, f"amqp://127.0.0.1:{free_port()}", tls_material, timeout=1,
+                    retries=2), out, [gpg_keys.a], images(2))
+    assert run.returncode == 1
+    results = json.loads((out / "results.json").read_text())
+    assert all(e["error"].startswith("no signature: no broker reachable for 2 s")
+               for e in results["images"]), results["images"]
