@@ -212,9 +212,34 @@ def _from_env(opt: Option, raw: str) -> object:
     return value
 
 
+def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Pull ``--reference X`` / ``--digest=X`` ... out of argv in one pass: argparse takes time
+    quadratic in the number of flags, and pubtools-sign users pass thousands of them."""
+    lists: dict[str, list[str]] = {o.flag: [] for o in OPTIONS if o.kind == "list"}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        flag, eq, value = arg.partition("=")
+        if flag in lists and (eq or i + 1 < len(argv)):
+            lists[flag].append(value if eq else argv[i + 1])
+            i += 1 if eq else 2
+            continue
+        rest.append(arg)  # anything else, and a list flag missing its value: argparse's job
+        i += 1
+    return lists, rest
+
+
 def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
     """Merge command-line flags over action inputs over defaults. Raises InputError."""
-    args = build_parser().parse_args(list(argv))
+    lists, rest = _take_list_flags(list(argv))
+    args = build_parser().parse_args(rest)
+    for opt in OPTIONS:
+        if opt.kind == "list" and lists[opt.flag]:
+            setattr(args, opt.attr, lists[opt.flag])
     values: dict[str, object] = {}
     origin: dict[str, str] = {}
     for opt in OPTIONS:

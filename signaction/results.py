@@ -86,7 +86,7 @@ class Recorder:
                                                          outcome.signature)
             except (OSError, ValueError) as e:
                 return Entry(item, FAILED, error=f"could not write the signature: {e}")
-            path = str(written.relative_to(self.artifacts.root.resolve()))
+            path = str(written.relative_to(self.artifacts._root()))
         return Entry(item, OK, signature_path=path)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:

@@ -98,3 +98,18 @@ def test_help_lists_every_option_with_an_example(capsys):
     for opt in OPTIONS:
         assert opt.flag in text
     assert "examples:" in text and "--dry-run" in text and "exit codes" in text
+
+
+def test_thousands_of_repeated_flags_are_read_in_order_and_in_linear_time():
+    argv = []
+    for n in range(20_000):
+        argv += ["--reference", f"r.io/a:{n}", f"--digest=sha256:{n:064x}"]
+    inputs = parse_inputs(argv + ["--task-id", "t", "--signing-key", "K"], {})
+    assert len(inputs.references) == 20_000 and inputs.references[-1] == "r.io/a:19999"
+    assert inputs.digests[0] == f"sha256:{0:064x}" and inputs.task_id == "t"
+    assert inputs.signing_keys == ("K",) and inputs.origin["references"] == "flag"
+
+
+def test_a_list_flag_without_value_is_still_argparses_error():
+    with pytest.raises(InputError, match="expected one argument"):
+        parse_inputs(["--reference"], {})
