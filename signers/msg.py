@@ -22,6 +22,8 @@ import datetime
 import json
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from collections import deque
@@ -628,28 +630,40 @@ class MsgSigner(Signer):
                                       creator=CREATOR, timestamp=now) for item in items]
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         checker = _SignatureCheck(s.verify_keyring) if s.verify_keyring else None
+        # Outcomes go to one writer thread that records them (writes the signature files), so
+        # the event loop never waits on the file system; it is drained before we return.
+        outcomes: queue.SimpleQueue = queue.SimpleQueue()
 
         def deliver(req: Request, msg: dict, outer: dict, headers: dict) -> None:
-            detail = [outer, headers]
             for n, (item, signature) in enumerate(outcomes_of(req, msg)):
-                detail = detail if n == 0 else None  # operation_results: one entry per reply
+                detail = [outer, headers] if n == 0 else None  # one entry per reply
                 if isinstance(signature, str):
-                    report(Outcome(item, error=signature, detail=detail))
+                    outcomes.put(Outcome(item, error=signature, detail=detail))
                     continue
                 problem = checker.problem(signature, item) if checker is not None else None
                 if problem:
-                    report(Outcome(item, error=f"signature refused: {problem}"))
+                    outcomes.put(Outcome(item, error=f"signature refused: {problem}"))
                 else:
-                    report(Outcome(item, signature=signature, detail=detail))
+                    outcomes.put(Outcome(item, signature=signature, detail=detail))
 
         def fail(req: Request, why: str) -> None:
             for item in req.items:
-                report(Outcome(item, error=why))
+                outcomes.put(Outcome(item, error=why))
 
+        def write() -> None:
+            while (outcome := outcomes.get()) is not None:
+                report(outcome)
+
+        writer = threading.Thread(target=write, name="msg-writer")
+        writer.start()
         log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
                  ", ".join(s.brokers))
-        counts = run_session(s, requests, deliver, fail, deadline_at,
-                             ttl=s.timeout * s.retries)
+        try:
+            counts = run_session(s, requests, deliver, fail, deadline_at,
+                                 ttl=s.timeout * s.retries)
+        finally:
+            outcomes.put(None)
+            writer.join()
         self.stats = {k: v for k, v in counts.items() if v}
         if self.stats:
             log.info("replies ignored or retried: %s",

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Messaging signer throughput: this project vs pubtools-sign 1.0.6 vs a bare proton echo.
+
+All three go through the same embedded broker (reference/broker.py) and the same instant-reply
+signing server (reference/signing_server.py --instant), with ActiveMQ-style virtual-topic
+addresses as in production:
+- this project: `entrypoint.py --signer msg --images-file ...` as a whole process (start-up,
+  config, plan, signing, writing every signature file, results.json);
+- pubtools-sign 1.0.6: `pubtools-sign-msg-container-sign` with the same config (its own venv,
+  installed from PyPI on first use into .cache/);
+- bare echo: one proton client in this process sends N requests and waits for N replies, nothing
+  else: the practical limit of this broker and server.
+Wall time, signatures/s and the peak RSS of the signing process. Targets (issue 3): at N=3,000
+at least 10x faster than pubtools-sign; within 1.5x of the bare echo; linear up to 20,000; peak
+RSS under 100 MB at 10,000.
+
+Run: make bench-msg   (or .venv/bin/python bench/msg_bench.py [--sizes 100,1000] [--anchor-max N])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from proton import Message  # noqa: E402
+
+from infra.pubtools_sign import MSG_CONTAINER_SIGN, ensure_pubtools_sign  # noqa: E402
+from infra.tls import make_tls  # noqa: E402
+from reference import exchange, launch, stop  # noqa: E402
+
+SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
+SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"
+REPLY_TOPIC = "topic://VirtualTopic.eng.pub.sign"
+LISTEN_TO = "queue://Consumer.{creator}.{task_id}.VirtualTopic.eng.pub.sign"
+KEY = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+
+def measured(cmd: list[str], env: dict) -> tuple[float, float, int, str]:
+    """Wall seconds, peak RSS (MB) of that child, exit code, stderr tail."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, proc.returncode, stderr[-800:]
+
+
+def images(n: int) -> list[dict]:
+    return [{"reference": f"registry.example.com/ns/app{i % 50}:v{i}",
+             "digest": f"sha256:{i:064x}"} for i in range(n)]
+
+
+def config(path: Path, url: str, tls) -> Path:
+    path.write_text(json.dumps({"msg_signer": {
+        "messaging_brokers": [url], "messaging_cert_key": str(tls.client_pem),
+        "messaging_ca_cert": str(tls.ca_cert), "topic_send_to": SEND_TO,
+        "topic_listen_to": LISTEN_TO, "environment": "prod", "service": "pubtools-sign",
+        "timeout": 60, "retries": 3, "send_retries": 2, "message_id_key": "request_id",
+        "log_level": "warning"}}))
+    return path
+
+
+def ours(n: int, conf: Path, tmp: Path) -> tuple[float, float]:
+    listing = tmp / f"images-{n}.json"
+    listing.write_text(json.dumps(images(n)))
+    out = tmp / f"out-{uuid.uuid4().hex[:6]}"
+    wall, rss, rc, err = measured(
+        [sys.executable, str(ROOT / "entrypoint.py"), "--signer", "msg", "--config-file",
+         str(conf), "--images-file", str(listing), "--signing-key", KEY, "--task-id",
+         f"ours-{uuid.uuid4().hex[:6]}", "--output-dir", str(out), "--log-level", "warning"],
+        dict(os.environ))
+    signed = json.loads((out / "results.json").read_text())["summary"]["signed"]
+    if rc != 0 or signed != n:
+        raise SystemExit(f"this project failed at N={n} (exit {rc}, {signed} signed): {err}")
+    return wall, rss
+
+
+def pubtools(n: int, conf: Path, bindir: Path) -> tuple[float, float]:
+    cmd = [str(bindir / MSG_CONTAINER_SIGN), "--config-file", str(conf), "--task-id",
+           f"pt-{uuid.uuid4().hex[:6]}", "--signing-key", KEY, "--log-level", "WARNING"]
+    for image in images(n):
+        cmd += ["--reference", image["reference"], "--digest", image["digest"]]
+    wall, rss, rc, err = measured(cmd, dict(os.environ))
+    if rc != 0:
+        raise SystemExit(f"pubtools-sign failed at N={n} (exit {rc}): {err}")
+    return wall, rss
+
+
+def echo(n: int, url: str) -> float:
+    """Send n pubtools-shaped requests, wait for n replies: nothing else."""
+    task = f"echo-{uuid.uuid4().hex[:6]}"
+    listen = LISTEN_TO.format(creator="bench", task_id=task)
+    bodies = [json.dumps({"sig_key_id": KEY[-8:], "claim_file": "e30=", "request_id": str(i),
+                          "created": "2026-01-01T00:00:00Z", "requested_by": "bench",
+                          "repo": "ns/app", "pub_task_id": task,
+                          "manifest_digest": f"sha256:{i:064x}"}) for i in range(n)]
+    messages = [Message(address=SEND_TO, body=b, properties={"mtype": "container_signature"})
+                for b in bodies]
+    start = time.perf_counter()
+    result = exchange(url, send=messages, send_to=SEND_TO, receive_from=[listen], expect=n,
+                      timeout=600)
+    wall = time.perf_counter() - start
+    if len(result.received) < n:
+        raise SystemExit(f"echo got {len(result.received)} of {n} replies")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000,3000,10000,20000")
+    parser.add_argument("--anchor-max", type=int, default=3000,
+                        help="largest N to run pubtools-sign with (it is quadratic)")
+    opts = parser.parse_args()
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    bindir = ensure_pubtools_sign() if opts.anchor_max else None
+    with tempfile.TemporaryDirectory(prefix="msg-bench-") as tmp:
+        tmp = Path(tmp)
+        tls = make_tls(tmp / "tls")
+        broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0"])
+        url = f"amqp://127.0.0.1:{info['port']}"
+        server, _ = launch("reference.signing_server", [
+            "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
+        try:
+            conf = config(tmp / "conf.yaml", url, tls)
+            echo(100, url)  # warm up broker and server
+            print(f"{'N':>6} {'this project':>13} {'sig/s':>7} {'peak RSS':>9} "
+                  f"{'pubtools-sign':>14} {'speed-up':>9} {'bare echo':>10} {'vs echo':>8}")
+            for n in sizes:
+                wall, rss = ours(n, conf, tmp)
+                e = echo(n, url)
+                if bindir and n <= opts.anchor_max:
+                    p_wall, _ = pubtools(n, conf, bindir)
+                    anchor = f"{p_wall:>12.2f} s {p_wall / wall:>8.1f}x"
+                else:
+                    anchor = f"{'-':>14} {'-':>9}"
+                print(f"{n:>6} {wall:>11.2f} s {n / wall:>7.0f} {rss:>6.0f} MB {anchor} "
+                      f"{e:>8.2f} s {wall / e:>7.2f}x", flush=True)
+        finally:
+            stop(server)
+            stop(broker)
+
+
+if __name__ == "__main__":
+    main()
