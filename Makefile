@@ -1,10 +1,10 @@
-# make demo   sign a few example images with an ephemeral GPG key and verify them
+# make demo   sign example images over an embedded AMQP bus with a reference signing server, verify
 # make test   the whole test suite (unit + integration with a real registry, gpg and skopeo)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench clean
+.PHONY: demo test system venv bench bench-msg clean
 .DEFAULT_GOAL := test
 
 demo: system venv
@@ -15,6 +15,9 @@ test: system venv
 
 bench: venv
 	$(PY) bench/plan_bench.py
+
+bench-msg: venv
+	$(PY) bench/msg_bench.py
 
 system:
 	scripts/setup-system.sh
