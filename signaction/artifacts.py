@@ -14,10 +14,14 @@ overwriting when another writer took that N first. No reference can write outsid
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
+import itertools
 import json
 import os
 import re
-import tempfile
+import stat
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -35,8 +39,8 @@ def registry_folder(host: str) -> str:
 class Artifacts:
     def __init__(self, output_dir: str | os.PathLike):
         self.root = Path(output_dir)
-        self._resolved_root: Path | None = None
-        self._made: set[Path] = set()  # folders created and checked to be inside the root
+        self._resolved_root: str | None = None
+        self._made: set[str] = set()  # folders created and checked to be inside the root
 
     def create(self) -> None:
         """Make the output folder (only once the run is known to be valid)."""
@@ -48,7 +52,11 @@ class Artifacts:
     # -- lookaside signatures -------------------------------------------------------------
 
     def signature_folder(self, reference: Reference, digest: str) -> Path:
-        """``<out>/<registry>/<ns>/<name>@sha256=<hex>``, refusing anything that would escape."""
+        """``<out>/<registry>/<ns>/<name>@sha256=<hex>`` (its components checked; whether
+        symlinks lead elsewhere is checked when it is created)."""
+        return Path(self._folder(reference, digest))
+
+    def _folder(self, reference: Reference, digest: str) -> str:
         algo, _, hexpart = digest.partition(":")
         if algo != "sha256" or not _HEX64.fullmatch(hexpart):
             raise ValueError(f"not a sha256 digest: {digest!r}")
@@ -57,38 +65,53 @@ class Artifacts:
             if part in (".", "..") or not _SAFE_COMPONENT.fullmatch(part):
                 raise ValueError(f"unsafe path component {part!r} in {reference}")
         parts[-1] = f"{parts[-1]}@sha256={hexpart}"
-        root = self._root()
-        folder = root.joinpath(*parts)
-        # Re-check after resolving symlinks that may already exist below the output folder.
-        if folder not in self._made and not folder.resolve().is_relative_to(root):
-            raise ValueError(f"{reference} would write outside {root}")
-        return folder
+        return os.path.join(self._root(), *parts)
 
-    def _root(self) -> Path:
+    def _root(self) -> str:
         if self._resolved_root is None:
-            self._resolved_root = self.root.resolve()
+            self._resolved_root = str(self.root.resolve())
         return self._resolved_root
+
+    def _make_folder(self, folder: str, reference: Reference) -> None:
+        """Create ``folder`` below the resolved root one level at a time, never through a link:
+        each level is created, or else must already be a real folder (lstat: links are not
+        followed). Each level is checked once per run."""
+        if folder in self._made:
+            return
+        current = self._root()
+        if current not in self._made:
+            os.makedirs(current, exist_ok=True)
+            self._made.add(current)
+        for part in os.path.relpath(folder, current).split(os.sep):
+            current = os.path.join(current, part)
+            if current in self._made:
+                continue
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(current).st_mode):  # a symlink, or a file
+                    raise ValueError(f"{reference} would write outside {self.root}: {current} "
+                                     "is not a folder") from None
+            self._made.add(current)
 
     def write_signature(self, reference: Reference, digest: str, data: bytes) -> Path:
         """Store one raw signature as the first free ``signature-N``; return its path."""
-        folder = self.signature_folder(reference, digest)
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.resolve().is_relative_to(self._root()):
-                raise ValueError(f"{reference} would write outside {self.root}")
-            self._made.add(folder)
+        folder = self._folder(reference, digest)
+        self._make_folder(folder, reference)
         tmp = _write_temp(folder, data, mode=0o644)
         try:
             n = 1
             while True:
-                final = folder / f"signature-{n}"
+                final = os.path.join(folder, f"signature-{n}")
                 try:
-                    os.link(tmp, final)  # atomic, and never replaces an existing signature
-                    return final
+                    _rename_noreplace(tmp, final)  # atomic, never replaces a signature
+                    tmp = None
+                    return Path(final)
                 except FileExistsError:
                     n += 1
         finally:
-            os.unlink(tmp)
+            if tmp is not None:
+                os.unlink(tmp)
 
     # -- results and verification ---------------------------------------------------------
 
@@ -153,18 +176,53 @@ For podman, merge the policy into /etc/containers/policy.json and copy the regis
 """
 
 
-def _write_temp(folder: Path, data: bytes, mode: int) -> str:
-    # No fsync: readers need atomic visibility (the link/rename gives it), not durability across
-    # a power loss, after which a CI job is lost anyway. fsync cost 4 ms a signature.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+_temp_names = itertools.count()
+_UMASK = os.umask(0o022)  # read once, at import (single-threaded), and put back
+os.umask(_UMASK)
+
+
+def _write_temp(folder: str | Path, data: bytes, mode: int) -> str:
+    """A new hidden file in ``folder`` holding ``data``; its name is unique to this process and
+    thread. No fsync: readers need atomic visibility (the rename gives it), not durability across
+    a power loss, after which a CI job is lost anyway (fsync cost 4 ms a signature)."""
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_temp_names)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)
+        if mode & _UMASK:  # a strict umask took bits away
+            os.chmod(tmp, mode)
     except BaseException:
         os.unlink(tmp)
         raise
     return tmp
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+except (AttributeError, OSError):  # not Linux/glibc 2.28+: link + unlink does the same
+    _renameat2 = None
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst`` atomically, failing with FileExistsError if ``dst`` exists."""
+    global _renameat2
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL: the file system can't; fall back
+            raise OSError(err, os.strerror(err), str(dst))
+        _renameat2 = None
+    os.link(src, dst)  # also atomic and never replaces; then drop the temporary name
+    os.unlink(src)
 
 
 def _replace(path: Path, data: bytes) -> None:

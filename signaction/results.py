@@ -7,6 +7,7 @@ signing_keys) so its consumers keep working, and adds ``images``: one entry per 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +87,7 @@ class Recorder:
                                                          outcome.signature)
             except (OSError, ValueError) as e:
                 return Entry(item, FAILED, error=f"could not write the signature: {e}")
-            path = str(written.relative_to(self.artifacts._root()))
+            path = os.path.relpath(written, self.artifacts._root())
         return Entry(item, OK, signature_path=path)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:

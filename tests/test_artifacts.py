@@ -74,10 +74,10 @@ def test_no_temporary_file_is_left_behind_even_on_failure(tmp_path, monkeypatch)
     r = ref("r.io/ns/app:1")
     art.write_signature(r, DIGEST, b"ok")
 
-    def broken_link(src, dst):
+    def broken_rename(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "link", broken_link)
+    monkeypatch.setattr("signaction.artifacts._rename_noreplace", broken_rename)
     with pytest.raises(OSError):
         art.write_signature(r, DIGEST, b"lost")
     folder = art.signature_folder(r, DIGEST)
@@ -105,6 +105,34 @@ def test_a_symlink_inside_the_output_cannot_lead_outside(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         Artifacts(out).write_signature(ref("r.io/ns/app:1"), DIGEST, b"x")
     assert list(outside.iterdir()) == []
+
+
+def test_a_symlink_planted_as_the_signature_folder_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    art = Artifacts(tmp_path / "out")
+    art.write_signature(ref("r.io/ns/app:1"), DIGEST, b"x")  # r.io/ns exists and is checked
+    other = f"sha256:{'cd' * 32}"
+    (tmp_path / "out" / "r.io" / "ns" / f"app@sha256={'cd' * 32}").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside"):
+        art.write_signature(ref("r.io/ns/app:1"), other, b"x")
+    assert list(outside.iterdir()) == []
+
+
+def test_the_link_fallback_is_atomic_and_never_replaces(tmp_path, monkeypatch):
+    monkeypatch.setattr("signaction.artifacts._renameat2", None)
+    art = Artifacts(tmp_path)
+    r = ref("r.io/ns/app:1")
+    assert [art.write_signature(r, DIGEST, b"%d" % i).name for i in range(2)] == \
+        ["signature-1", "signature-2"]
+    folder = art.signature_folder(r, DIGEST)
+    assert sorted(p.name for p in folder.iterdir()) == ["signature-1", "signature-2"]
+    assert (folder / "signature-1").read_bytes() == b"0"
+
+
+def test_signature_files_are_world_readable(tmp_path):
+    path = Artifacts(tmp_path).write_signature(ref("r.io/ns/app:1"), DIGEST, b"x")
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_bad_digests_are_refused(tmp_path):
