@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                                  signer.public_keys(plan))
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
-    return _report(actions, inputs, results, str(results_path))
+    return _report(actions, inputs, results, [e.to_json() for e in entries], str(results_path))
 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:
@@ -119,8 +119,9 @@ def _invalid(actions: Actions, message: str) -> int:
     return 2
 
 
-def _report(actions: Actions, inputs: Inputs, results: dict, results_file: str) -> int:
-    images, c = results["images"], results["summary"]
+def _report(actions: Actions, inputs: Inputs, results: dict, images: list[dict],
+            results_file: str) -> int:
+    c = results["summary"]
     for entry in images:
         if entry["status"] == FAILED:
             actions.error(f"Signing failed: {entry['reference']}",

@@ -23,7 +23,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from .errors import InputError
 from .reference import Reference
@@ -116,9 +116,25 @@ class Artifacts:
     # -- results and verification ---------------------------------------------------------
 
     def write_results(self, results: Mapping) -> Path:
+        """results.json, atomically. A value with a ``texts`` attribute (results.Stream) is a
+        JSON array given element by element, written as it is read: a 10,000-image result is
+        never one big string in memory. No indent: that takes the pure-Python encoder."""
         path = self.root / "results.json"
-        # No indent: that would take the pure-Python encoder (1.2 s for 3,000 msg replies).
-        _replace(path, (json.dumps(results) + "\n").encode("utf-8"))
+
+        def write(f) -> None:
+            f.write("{")
+            for n, (key, value) in enumerate(results.items()):
+                f.write(f"{', ' if n else ''}{json.dumps(key)}: ")
+                if hasattr(value, "texts"):
+                    f.write("[")
+                    for i, text in enumerate(value.texts):
+                        f.write(", " + text if i else text)
+                    f.write("]")
+                else:
+                    f.write(json.dumps(value))
+            f.write("}\n")
+
+        _replace(path, write)
         return path
 
     def write_verification(self, images: Iterable[tuple[Reference, str]],
@@ -181,15 +197,16 @@ _UMASK = os.umask(0o022)  # read once, at import (single-threaded), and put back
 os.umask(_UMASK)
 
 
-def _write_temp(folder: str | Path, data: bytes, mode: int) -> str:
+def _write_temp(folder: str | Path, data: bytes | str | Callable, mode: int) -> str:
     """A new hidden file in ``folder`` holding ``data``; its name is unique to this process and
     thread. No fsync: readers need atomic visibility (the rename gives it), not durability across
     a power loss, after which a CI job is lost anyway (fsync cost 4 ms a signature)."""
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_temp_names)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        binary = isinstance(data, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            data(f) if callable(data) else f.write(data)
         if mode & _UMASK:  # a strict umask took bits away
             os.chmod(tmp, mode)
     except BaseException:
@@ -225,7 +242,7 @@ def _rename_noreplace(src: str, dst: str) -> None:
     os.unlink(src)
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes | str | Callable) -> None:
     """Write a whole file atomically (readers see the old or the new content, never half)."""
     tmp = _write_temp(path.parent, data, mode=0o644)
     try:

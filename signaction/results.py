@@ -6,11 +6,13 @@ signing_keys) so its consumers keep working, and adds ``images``: one entry per 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from signers import Outcome, Signer
 
@@ -20,6 +22,13 @@ from .inputs import Inputs
 from .plan import Plan, WorkItem
 
 log = logging.getLogger("signaction")
+
+
+class Stream:
+    """A JSON array given as an iterable of its elements' JSON texts, written as it is read."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts = texts
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -50,7 +59,9 @@ class Recorder:
         self.plan = plan
         self._entries: dict[WorkItem, Entry] = {}
         self._claimed: set[WorkItem] = set()
-        self._details: list[Any] = []
+        # Signer details (e.g. each msg reply) are spooled to a file as they come, as JSON lines:
+        # 10,000 parsed replies would otherwise hold ~40 MB until results.json is written.
+        self._details = tempfile.TemporaryFile("w+", encoding="utf-8")
         self._lock = threading.Lock()
 
     def report(self, outcome: Outcome) -> None:
@@ -65,7 +76,7 @@ class Recorder:
         with self._lock:
             self._entries[item] = entry
             if outcome.detail is not None and entry.status == OK:
-                self._details.append(outcome.detail)
+                self._details.write(json.dumps(outcome.detail) + "\n")
         if entry.status == FAILED:
             log.info("FAILED %s@%s key %s: %s", item.image.reference, item.image.digest,
                      item.key.key, entry.error)
@@ -96,9 +107,13 @@ class Recorder:
             return [self._entries.get(item) or Entry(item, FAILED, error=unfinished_reason)
                     for item in self.plan.items()]
 
-    def details(self) -> list[Any]:
+    def details(self) -> Iterator[str]:
+        """Each spooled detail as a JSON text, in arrival order."""
         with self._lock:
-            return list(self._details)
+            self._details.flush()
+            self._details.seek(0)
+            for line in self._details:
+                yield line.rstrip("\n")
 
 
 def counts(entries: list[Entry]) -> dict[str, int]:
@@ -108,15 +123,17 @@ def counts(entries: list[Entry]) -> dict[str, int]:
     return c
 
 
-def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: list[Any],
+def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iterable[str],
                  signer: Signer, error: str | None) -> dict[str, Any]:
+    """results.json as a dict whose two big lists are streams of JSON texts (Artifacts.
+    write_results writes them piece by piece): ``operation_results`` and ``images``."""
     c = counts(entries)
     if error is None and c[FAILED]:
         error = f"{c[FAILED]} of {len(entries)} signature(s) failed"
     keys = [k.key for k in plan.keys]
     return {
         "signer_result": {"status": "error" if error else "ok", "error_message": error or ""},
-        "operation_results": details,
+        "operation_results": Stream(details),
         "operation": {
             "references": [str(i.reference) for i in plan.images],
             "digests": [i.digest for i in plan.images],
@@ -131,5 +148,5 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: list
         "creator": CREATOR,
         "summary": {"signed": c[OK], "failed": c[FAILED], "skipped": c[SKIPPED],
                     "total": len(entries)},
-        "images": [e.to_json() for e in entries],
+        "images": Stream(json.dumps(e.to_json()) for e in entries),
     }

@@ -291,20 +291,21 @@ class _Call:
         self.fn()
 
 
-def run_session(settings: Settings, requests: Sequence[Request],
+def run_session(settings: Settings, requests: dict[str, Request],
                 deliver: Callable[[Request, dict, dict, dict], None],
                 fail: Callable[[Request, str], None], deadline_at: float,
                 ttl: float) -> dict[str, int]:
-    """Send every request and hand each matched reply (request, msg, outer message, reply
-    properties) to ``deliver``, or each request given up to ``fail``, in one proton event loop.
-    Returns the counters (stray, duplicate, ...)."""
+    """Send every request (by id) and hand each matched reply (request, msg, outer message,
+    reply properties) to ``deliver``, or each request given up to ``fail``, in one proton event
+    loop. ``requests`` is consumed: each is removed once answered or given up. Returns the
+    counters (stray, duplicate, ...)."""
     proton, MessagingHandler, Container = _proton()
 
     class Session(MessagingHandler):
         def __init__(self):
             super().__init__(prefetch=1000)
-            self.by_id = {r.request_id: r for r in requests}
-            self.unanswered: dict[str, Request] = dict(self.by_id)
+            self.unanswered: dict[str, Request] = requests
+            self.known: set[str] = set(requests)  # ids only: answered requests are freed
             self.given_up: set[str] = set()
             self.queues: dict[str, deque[Request]] = {}
             self.queued: set[str] = set()  # request ids waiting in a queue (never twice)
@@ -479,7 +480,7 @@ def run_session(settings: Settings, requests: Sequence[Request],
             req = self.unanswered.pop(request_id, None)
             if req is None:
                 kind = ("late" if request_id in self.given_up else
-                        "duplicate" if request_id in self.by_id else "stray")
+                        "duplicate" if request_id in self.known else "stray")
                 self.counts[kind] += 1
                 return
             self.last_progress = time.monotonic()
@@ -658,8 +659,10 @@ class MsgSigner(Signer):
         writer.start()
         log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
                  ", ".join(s.brokers))
+        pending = {r.request_id: r for r in requests}
+        del requests  # the session pops each request once answered: memory stays flat
         try:
-            counts = run_session(s, requests, deliver, fail, deadline_at,
+            counts = run_session(s, pending, deliver, fail, deadline_at,
                                  ttl=s.timeout * s.retries)
         finally:
             outcomes.put(None)
