@@ -40,6 +40,7 @@ log = logging.getLogger("signers.msg")
 
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
 TICK = 0.1  # seconds between checks of the timeout and the deadline
+CLOSE_GRACE = 2.0  # seconds a broker gets to answer our close at the end
 CONTAINER_SIGNATURE = "container_signature"
 BATCH = "batch"
 
@@ -326,6 +327,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
             self.last_progress = time.monotonic()
             self.receive_attempt = 0
             self.send_cycle = 1
+            self.stop_task = None
 
         # connection management
         def on_start(self, event):
@@ -528,9 +530,20 @@ def run_session(settings: Settings, requests: dict[str, Request],
             if self.unanswered or self.done:
                 return
             self.done = True
-            if self.conn is not None:
+            if self.conn is not None and self.listening:
+                # Close and let the close complete: stopping the container at once would drop
+                # the accepts of the last replies, and the broker would hand those replies to
+                # the next reader of the queue. A broker that does not answer the close gets a
+                # short grace, never past the deadline.
                 self.conn.close()
-            self.container.stop()
+                grace = max(0.0, min(CLOSE_GRACE, deadline_at - time.monotonic()))
+                self.stop_task = self.container.schedule(grace, _Call(self.container.stop))
+            else:
+                self.container.stop()
+
+        def on_connection_closed(self, event):
+            if self.done and self.stop_task is not None and self._current(event):
+                self.stop_task.cancel()  # closed cleanly: the loop ends by itself
 
     session = Session()
     if requests:

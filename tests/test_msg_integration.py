@@ -279,3 +279,31 @@ def test_an_unreachable_broker_fails_cleanly(tmp_path, gpg_keys, tls_material):
     results = json.loads((out / "results.json").read_text())
     assert all(e["error"].startswith("no signature: no broker reachable for 2 s")
                for e in results["images"]), results["images"]
+
+
+def test_failover_to_the_next_broker(tmp_path, broker, server, gpg_keys, tls_material):
+    from conftest import free_port
+    server()
+    out = tmp_path / "out"
+    config = conf(tmp_path, broker, tls_material, timeout=5)
+    data = json.loads(config.read_text())
+    data["msg_signer"]["messaging_brokers"] = [f"amqp://127.0.0.1:{free_port()}", broker]
+    config.write_text(json.dumps(data))
+    run = sign(config, out, [gpg_keys.a], images(3))
+    assert run.returncode == 0, run.stderr
+    assert "reconnecting" in run.stdout + run.stderr  # the first broker was tried and refused
+    assert len(signature_files(out)) == 3
+
+
+def test_every_reply_is_accepted_before_the_run_ends(tmp_path, broker, server, gpg_keys,
+                                                     tls_material):
+    # Two runs with the same task id read the same consumer queue. Had the first run ended
+    # without accepting its last replies, the broker would hand them to the second one.
+    server()
+    config = conf(tmp_path, broker, tls_material)
+    for n in (1, 2):
+        out = tmp_path / f"out{n}"
+        run = sign(config, out, [gpg_keys.a], images(30))
+        assert run.returncode == 0, run.stderr
+        results = json.loads((out / "results.json").read_text())
+        assert results["signer_stats"] == {}, results["signer_stats"]  # nothing stray

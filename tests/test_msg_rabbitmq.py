@@ -147,3 +147,47 @@ def test_an_address_rabbitmq_refuses_fails_at_once(tmp_path, rabbitmq, gpg_keys,
     results = json.loads((out / "results.json").read_text())
     assert all("the broker refused the link: amqp:invalid-field" in e["error"]
                for e in results["images"]), results["images"]
+
+
+def test_separate_certificate_and_key_files(tmp_path, rabbitmq, rabbit_server, gpg_keys,
+                                            tls_material, channel):
+    rabbit_server()
+    out = tmp_path / "out"
+    config = conf(tmp_path, rabbitmq, tls_material, channel,
+                  messaging_cert=str(tls_material.client_cert),
+                  messaging_key=str(tls_material.client_key))
+    data = json.loads(config.read_text())
+    del data["msg_signer"]["messaging_cert_key"]
+    config.write_text(json.dumps(data))
+    run = run_entrypoint(*args(config, out, gpg_keys.a, channel["task"], 3))
+    assert run.returncode == 0, run.stderr
+    assert len(signature_files(out)) == 3
+
+
+def test_turning_broker_verification_off_is_possible_and_loud(tmp_path, gpg_keys, tls_material,
+                                                             channel):
+    # A broker whose certificate comes from a CA nobody trusts: refused by default (above),
+    # accepted with broker_tls_verify: false, and the run says so.
+    broker, info = launch("reference.broker", [
+        "--listen", "127.0.0.1:0", "--tls-cert", tls_material.rogue_server_cert,
+        "--tls-key", tls_material.rogue_server_key])
+    url = f"amqps://localhost:{info['port']}"
+    server, _ = launch("reference.signing_server", [
+        "--broker", url, "--cert-key", tls_material.client_pem, "--listen-to", "queue://req",
+        "--reply-to", f"queue://rep.{channel['task']}", "--gnupg-home", gpg_keys.home])
+    try:
+        config = tmp_path / "conf.yaml"
+        config.write_text(json.dumps({"msg_signer": {
+            "messaging_brokers": [url], "messaging_cert_key": str(tls_material.client_pem),
+            "topic_send_to": "queue://req", "topic_listen_to": "queue://rep.{task_id}",
+            "environment": "e", "service": "s", "timeout": 10, "retries": 2,
+            "send_retries": 1, "message_id_key": "request_id", "broker_tls_verify": False}}))
+        out = tmp_path / "out"
+        run = run_entrypoint(*args(config, out, gpg_keys.a, channel["task"], 2))
+    finally:
+        stop(server)
+        stop(broker)
+    assert run.returncode == 0, run.stderr
+    assert "broker_tls_verify is false: the broker's certificate is NOT verified" in \
+        run.stdout + run.stderr
+    assert len(signature_files(out)) == 2
