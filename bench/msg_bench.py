@@ -48,13 +48,26 @@ KEY = "0123456789ABCDEF0123456789ABCDEF01234567"
 
 
 def measured(cmd: list[str], env: dict) -> tuple[float, float, int, str]:
-    """Wall seconds, peak RSS (MB) of that child, exit code, stderr tail."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, proc.returncode, stderr[-800:]
+    """Wall seconds, peak RSS (MB) of that process, exit code, stderr tail. The peak is the
+    kernel's high-water mark since exec (VmHWM), polled while it runs: wait4's ru_maxrss would
+    count the memory this (parent) process had when it forked the child."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak_kb = 0
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak_kb = max(peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)  # sampling the child's memory, not synchronisation
+        wall = time.perf_counter() - start
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-800:]
+    return wall, peak_kb / 1024, proc.returncode, tail
 
 
 def images(n: int) -> list[dict]:

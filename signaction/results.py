@@ -76,7 +76,9 @@ class Recorder:
         with self._lock:
             self._entries[item] = entry
             if outcome.detail is not None and entry.status == OK:
-                self._details.write(json.dumps(outcome.detail) + "\n")
+                text = outcome.detail if isinstance(outcome.detail, str) else \
+                    json.dumps(outcome.detail)
+                self._details.write(text.replace("\n", " ") + "\n")  # JSON text: one line
         if entry.status == FAILED:
             log.info("FAILED %s@%s key %s: %s", item.image.reference, item.image.digest,
                      item.key.key, entry.error)

@@ -25,7 +25,7 @@ class Outcome:
     signature: bytes | None = None  # raw signature for the lookaside tree (gpg, msg)
     error: str | None = None  # why it failed, in words for the user
     skipped: str | None = None  # why it needed no signature
-    detail: Any = None  # signer-specific record for results.json's operation_results
+    detail: Any = None  # for results.json's operation_results: a JSON-able value or JSON text
 
 
 Report = Callable[[Outcome], None]

@@ -135,8 +135,8 @@ class BadReply(Exception):
         self.kind = kind
 
 
-def parse_reply(body: Any, id_key: str) -> tuple[str, dict, dict]:
-    """(request id, msg, outer message) of a reply body, or BadReply."""
+def parse_reply(body: Any, id_key: str) -> tuple[str, dict, str]:
+    """(request id, msg, the body as JSON text) of a reply body, or BadReply."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if not isinstance(body, str):
@@ -151,7 +151,7 @@ def parse_reply(body: Any, id_key: str) -> tuple[str, dict, dict]:
         raise BadReply("malformed", "not a JSON object with msg." + id_key) from None
     if not isinstance(msg, dict) or not isinstance(request_id, str):
         raise BadReply("malformed", "msg is not an object, or its id is not a string")
-    return request_id, msg, outer
+    return request_id, msg, body
 
 
 def signature_of(msg: Mapping[str, Any]) -> bytes | str:
@@ -293,11 +293,11 @@ class _Call:
 
 
 def run_session(settings: Settings, requests: dict[str, Request],
-                deliver: Callable[[Request, dict, dict, dict], None],
+                deliver: Callable[[Request, dict, str, dict], None],
                 fail: Callable[[Request, str], None], deadline_at: float,
                 ttl: float) -> dict[str, int]:
-    """Send every request (by id) and hand each matched reply (request, msg, outer message,
-    reply properties) to ``deliver``, or each request given up to ``fail``, in one proton event
+    """Send every request (by id) and hand each matched reply (request, msg, the reply body as
+    JSON text, reply properties) to ``deliver``, or each request given up to ``fail``, in one proton event
     loop. ``requests`` is consumed: each is removed once answered or given up. Returns the
     counters (stray, duplicate, ...)."""
     proton, MessagingHandler, Container = _proton()
@@ -474,7 +474,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
             if self.done:
                 return
             try:
-                request_id, msg, outer = parse_reply(event.message.body, settings.id_key)
+                request_id, msg, text = parse_reply(event.message.body, settings.id_key)
             except BadReply as e:
                 self.counts[e.kind] += 1
                 log.debug("ignored a %s reply: %s", e.kind, e)
@@ -487,7 +487,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
                 return
             self.last_progress = time.monotonic()
             self.receive_attempt = 0
-            deliver(req, msg, outer, _jsonable(event.message.properties or {}))
+            deliver(req, msg, text, _jsonable(event.message.properties or {}))
             self._maybe_finish()
 
         # timeouts, retries, deadline
@@ -648,9 +648,12 @@ class MsgSigner(Signer):
         # the event loop never waits on the file system; it is drained before we return.
         outcomes: queue.SimpleQueue = queue.SimpleQueue()
 
-        def deliver(req: Request, msg: dict, outer: dict, headers: dict) -> None:
+        def deliver(req: Request, msg: dict, text: str, headers: dict) -> None:
+            # operation_results gets [reply, properties] once per reply, as pubtools-sign's
+            # does; kept as JSON text (the reply's own), which is smaller than parsed objects.
+            reply = f"[{text}, {json.dumps(headers)}]"
             for n, (item, signature) in enumerate(outcomes_of(req, msg)):
-                detail = [outer, headers] if n == 0 else None  # one entry per reply
+                detail = reply if n == 0 else None
                 if isinstance(signature, str):
                     outcomes.put(Outcome(item, error=signature, detail=detail))
                     continue

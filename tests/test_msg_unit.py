@@ -68,10 +68,9 @@ def reply(**msg):
 
 
 def test_parse_reply_and_signature():
-    rid, msg, outer = parse_reply(reply(request_id="r1", errors=[],
-                                        signed_claim=base64.b64encode(b"SIG").decode()),
-                                  "request_id")
-    assert rid == "r1" and outer["msg_id"] == "x"
+    body = reply(request_id="r1", errors=[], signed_claim=base64.b64encode(b"SIG").decode())
+    rid, msg, text = parse_reply(body, "request_id")
+    assert rid == "r1" and text == body
     assert signature_of(msg) == b"SIG"
     assert signature_of({"errors": ["key not allowed", "again"]}) == \
         "signing server: key not allowed; again"
