@@ -23,11 +23,13 @@ import json
 import logging
 import os
 import queue
+import subprocess
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from signaction.claim import atomic_claim
@@ -227,7 +229,6 @@ class Settings:
     verify_broker: bool = True
     deadline: float | None = None
     verify_keyring: str | None = None
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 def _path(value: str | None) -> str | None:
@@ -602,6 +603,11 @@ class MsgSigner(Signer):
                             ("messaging_ca_cert", s.ca), ("verify_keyring", s.verify_keyring)):
             if path and not os.access(path, os.R_OK):
                 raise InputError(f"{where}.{label}: {path!r} is not a readable file")
+        if s.verify_keyring and subprocess.run(
+                ["gpg", "--batch", "--show-keys", s.verify_keyring], capture_output=True,
+                check=False).returncode != 0:
+            raise InputError(f"{where}.verify_keyring: {s.verify_keyring!r} holds no OpenPGP "
+                             "public keys")
         if s.timeout <= 0 or s.retries < 1 or s.send_retries < 1:
             raise InputError(f"{where}: timeout must be > 0, retries and send_retries >= 1")
         requester = self.inputs.requester if self.inputs else None
@@ -644,6 +650,8 @@ class MsgSigner(Signer):
                                       creator=CREATOR, timestamp=now) for item in items]
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         checker = _SignatureCheck(s.verify_keyring) if s.verify_keyring else None
+        checks = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify") \
+            if checker else None
         # Outcomes go to one writer thread that records them (writes the signature files), so
         # the event loop never waits on the file system; it is drained before we return.
         outcomes: queue.SimpleQueue = queue.SimpleQueue()
@@ -656,12 +664,15 @@ class MsgSigner(Signer):
                 detail = reply if n == 0 else None
                 if isinstance(signature, str):
                     outcomes.put(Outcome(item, error=signature, detail=detail))
-                    continue
-                problem = checker.problem(signature, item) if checker is not None else None
-                if problem:
-                    outcomes.put(Outcome(item, error=f"signature refused: {problem}"))
+                elif checks is not None:  # gpg takes time: never in the event loop
+                    checks.submit(check, item, signature, detail)
                 else:
                     outcomes.put(Outcome(item, signature=signature, detail=detail))
+
+        def check(item: WorkItem, signature: bytes, detail: str | None) -> None:
+            problem = checker.problem(signature, item)
+            outcomes.put(Outcome(item, error=f"signature refused: {problem}") if problem else
+                         Outcome(item, signature=signature, detail=detail))
 
         def fail(req: Request, why: str) -> None:
             for item in req.items:
@@ -681,6 +692,9 @@ class MsgSigner(Signer):
             counts = run_session(s, pending, deliver, fail, deadline_at,
                                  ttl=s.timeout * s.retries)
         finally:
+            if checks is not None:
+                checks.shutdown(wait=True)
+                checker.close()
             outcomes.put(None)
             writer.join()
         self.stats = {k: v for k, v in counts.items() if v}
@@ -691,23 +705,30 @@ class MsgSigner(Signer):
 
 class _SignatureCheck:
     """Checks a returned signature before it is written: made by the requested key, over a
-    claim for exactly the requested digest and identity (optional: verify_keyring)."""
+    claim for exactly the requested digest and identity (optional: verify_keyring). The keyring
+    is imported once into a private GnuPG home; checks may run in several threads at once."""
 
     def __init__(self, keyring: str):
-        self.keyring = keyring
-
-    def problem(self, signature: bytes, item: WorkItem) -> str | None:
-        import subprocess
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="csa-verify-") as home:
-            proc = subprocess.run(
-                ["gpg", "--batch", "--no-tty", "--homedir", home, "--no-default-keyring",
-                 "--keyring", os.path.abspath(self.keyring), "--trust-model", "always",
-                 "--status-fd", "2", "--decrypt"],
-                input=signature, capture_output=True, check=False)
-            subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False,
-                           capture_output=True)
+        self.home = tempfile.mkdtemp(prefix="csa-verify-")
+        imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import",
+                                   os.path.abspath(keyring)], capture_output=True, check=False)
+        if imported.returncode != 0:
+            self.close()
+            raise InputError(f"verify_keyring {keyring!r}: gpg could not import it")
+
+    def close(self) -> None:
+        import shutil
+
+        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False,
+                       capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def problem(self, signature: bytes, item: WorkItem) -> str | None:
+        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
+                               "--trust-model", "always", "--status-fd", "2", "--decrypt"],
+                              input=signature, capture_output=True, check=False)
         status = proc.stderr.decode("utf-8", "replace")
         signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
         if proc.returncode != 0 or not signers:

@@ -115,6 +115,8 @@ def preflight(config, argv=()):
      "no requester: give --requester or a client certificate"),
     ({"messaging_cert_key": __file__, "messaging_ca_cert": __file__},
      "no PEM certificate in it"),
+    ({"messaging_cert_key": __file__, "messaging_ca_cert": __file__,
+      "verify_keyring": __file__}, "msg_signer.verify_keyring: "),
 ])
 def test_preflight_errors_name_the_key(change, message):
     config = {k: v for k, v in {**MSG, **change}.items() if v is not None}
