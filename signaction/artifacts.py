@@ -32,6 +32,13 @@ _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
 
+class Stream:
+    """A JSON array given as an iterable of its elements' JSON texts, written as it is read."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts = texts
+
+
 def registry_folder(host: str) -> str:
     return host.replace(":", "_")
 
@@ -71,6 +78,10 @@ class Artifacts:
         if self._resolved_root is None:
             self._resolved_root = str(self.root.resolve())
         return self._resolved_root
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the output folder, as results.json gives it."""
+        return os.path.relpath(path, self._root())
 
     def _make_folder(self, folder: str, reference: Reference) -> None:
         """Create ``folder`` below the resolved root one level at a time, never through a link:
@@ -116,8 +127,7 @@ class Artifacts:
     # -- results and verification ---------------------------------------------------------
 
     def write_results(self, results: Mapping) -> Path:
-        """results.json, atomically. A value with a ``texts`` attribute (results.Stream) is a
-        JSON array given element by element, written as it is read: a 10,000-image result is
+        """results.json, atomically. A Stream value is a JSON array given element by element, written as it is read: a 10,000-image result is
         never one big string in memory. No indent: that takes the pure-Python encoder."""
         path = self.root / "results.json"
 
@@ -125,7 +135,7 @@ class Artifacts:
             f.write("{")
             for n, (key, value) in enumerate(results.items()):
                 f.write(f"{', ' if n else ''}{json.dumps(key)}: ")
-                if hasattr(value, "texts"):
+                if isinstance(value, Stream):
                     f.write("[")
                     for i, text in enumerate(value.texts):
                         f.write(", " + text if i else text)

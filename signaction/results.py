@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -17,18 +16,11 @@ from typing import Any, Iterable, Iterator
 from signers import Outcome, Signer
 
 from . import CREATOR
-from .artifacts import Artifacts
+from .artifacts import Artifacts, Stream
 from .inputs import Inputs
 from .plan import Plan, WorkItem
 
 log = logging.getLogger("signaction")
-
-
-class Stream:
-    """A JSON array given as an iterable of its elements' JSON texts, written as it is read."""
-
-    def __init__(self, texts: Iterable[str]):
-        self.texts = texts
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -100,7 +92,7 @@ class Recorder:
                                                          outcome.signature)
             except (OSError, ValueError) as e:
                 return Entry(item, FAILED, error=f"could not write the signature: {e}")
-            path = os.path.relpath(written, self.artifacts._root())
+            path = self.artifacts.relative(written)
         return Entry(item, OK, signature_path=path)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:
