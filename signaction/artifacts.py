@@ -61,9 +61,10 @@ class Artifacts:
     def signature_folder(self, reference: Reference, digest: str) -> Path:
         """``<out>/<registry>/<ns>/<name>@sha256=<hex>`` (its components checked; whether
         symlinks lead elsewhere is checked when it is created)."""
-        return Path(self._folder(reference, digest))
+        return Path(os.path.join(self._root(), *self._parts(reference, digest)))
 
-    def _folder(self, reference: Reference, digest: str) -> str:
+    def _parts(self, reference: Reference, digest: str) -> list[str]:
+        """The folder's components below the root, each checked."""
         algo, _, hexpart = digest.partition(":")
         if algo != "sha256" or not _HEX64.fullmatch(hexpart):
             raise ValueError(f"not a sha256 digest: {digest!r}")
@@ -72,7 +73,7 @@ class Artifacts:
             if part in (".", "..") or not _SAFE_COMPONENT.fullmatch(part):
                 raise ValueError(f"unsafe path component {part!r} in {reference}")
         parts[-1] = f"{parts[-1]}@sha256={hexpart}"
-        return os.path.join(self._root(), *parts)
+        return parts
 
     def _root(self) -> str:
         if self._resolved_root is None:
@@ -81,19 +82,23 @@ class Artifacts:
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the output folder, as results.json gives it."""
-        return os.path.relpath(path, self._root())
+        path, root = os.fspath(path), self._root()
+        if path.startswith(root + os.sep):  # what this class wrote: no need for relpath's work
+            return path[len(root) + 1:]
+        return os.path.relpath(path, root)
 
-    def _make_folder(self, folder: str, reference: Reference) -> None:
-        """Create ``folder`` below the resolved root one level at a time, never through a link:
-        each level is created, or else must already be a real folder (lstat: links are not
-        followed). Each level is checked once per run."""
-        if folder in self._made:
-            return
+    def _make_folder(self, parts: list[str], reference: Reference) -> str:
+        """Create the folder ``parts`` below the resolved root one level at a time, never
+        through a link: each level is created, or else must already be a real folder (lstat:
+        links are not followed). Each level is checked once per run. Returns its path."""
         current = self._root()
+        folder = os.path.join(current, *parts)
+        if folder in self._made:
+            return folder
         if current not in self._made:
             os.makedirs(current, exist_ok=True)
             self._made.add(current)
-        for part in os.path.relpath(folder, current).split(os.sep):
+        for part in parts:
             current = os.path.join(current, part)
             if current in self._made:
                 continue
@@ -104,11 +109,11 @@ class Artifacts:
                     raise ValueError(f"{reference} would write outside {self.root}: {current} "
                                      "is not a folder") from None
             self._made.add(current)
+        return folder
 
     def write_signature(self, reference: Reference, digest: str, data: bytes) -> Path:
         """Store one raw signature as the first free ``signature-N``; return its path."""
-        folder = self._folder(reference, digest)
-        self._make_folder(folder, reference)
+        folder = self._make_folder(self._parts(reference, digest), reference)
         tmp = _write_temp(folder, data, mode=0o644)
         try:
             n = 1
@@ -214,9 +219,16 @@ def _write_temp(folder: str | Path, data: bytes | str | Callable, mode: int) -> 
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_temp_names)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        binary = isinstance(data, bytes)
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            data(f) if callable(data) else f.write(data)
+        if isinstance(data, bytes):  # a signature: no file object needed
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                data(f) if callable(data) else f.write(data)
         if mode & _UMASK:  # a strict umask took bits away
             os.chmod(tmp, mode)
     except BaseException:

@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ log = logging.getLogger("signers.msg")
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
 TICK = 0.1  # seconds between checks of the timeout and the deadline
 CLOSE_GRACE = 2.0  # seconds a broker gets to answer our close at the end
+CREDIT = 1000  # replies the broker may send before we have read them
 CONTAINER_SIGNATURE = "container_signature"
 BATCH = "batch"
 
@@ -278,9 +280,9 @@ def client_ssl_domain(cert=None, key=None, ca=None, *, verify: bool = True):
 
 def _proton():
     import proton
-    from proton.handlers import MessagingHandler
+    from proton.handlers import EndpointStateHandler
     from proton.reactor import Container
-    return proton, MessagingHandler, Container
+    return proton, EndpointStateHandler, Container
 
 
 class _Call:
@@ -301,11 +303,18 @@ def run_session(settings: Settings, requests: dict[str, Request],
     JSON text, reply properties) to ``deliver``, or each request given up to ``fail``, in one proton event
     loop. ``requests`` is consumed: each is removed once answered or given up. Returns the
     counters (stray, duplicate, ...)."""
-    proton, MessagingHandler, Container = _proton()
+    proton, EndpointStateHandler, Container = _proton()
+    from cproton import PN_ACCEPTED, pn_delivery_settle, pn_delivery_update
+    REJECTED = proton.Delivery.REJECTED
+    RELEASED, MODIFIED = proton.Delivery.RELEASED, proton.Delivery.MODIFIED
+    ACTIVE = proton.Endpoint.LOCAL_ACTIVE | proton.Endpoint.REMOTE_ACTIVE
 
-    class Session(MessagingHandler):
+    # Deliveries and credit are handled here, not by proton's MessagingHandler: its four child
+    # handlers see every event, and per message that dispatching cost more than the rest of the
+    # work (bench/msg_bench.py). Only the endpoint open/close/error logic is proton's.
+    class Session(proton.Handler):
         def __init__(self):
-            super().__init__(prefetch=1000)
+            self.handlers = [EndpointStateHandler(False, weakref.proxy(self))]
             self.unanswered: dict[str, Request] = requests
             self.known: set[str] = set(requests)  # ids only: answered requests are freed
             self.given_up: set[str] = set()
@@ -331,7 +340,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
             self.stop_task = None
 
         # connection management
-        def on_start(self, event):
+        def on_reactor_init(self, event):
             self.container = event.container
             self._connect()
             self._tick()
@@ -390,8 +399,44 @@ def run_session(settings: Settings, requests: dict[str, Request],
                 else:
                     self._send(self.senders[address])
 
-        def on_sendable(self, event):
-            self._send(event.sender)
+        def on_link_flow(self, event):
+            link = event.link
+            if link.is_sender and link.state & ACTIVE == ACTIVE:
+                self._send(link)
+
+        def on_link_remote_open(self, event):
+            link = event.link
+            if link.is_receiver:
+                link.flow(CREDIT - link.credit)
+
+        def on_delivery(self, event):
+            delivery = event.delivery
+            link = delivery.link
+            if link.is_receiver:
+                if delivery.aborted:
+                    delivery.settle()
+                elif delivery.readable and not delivery.partial:
+                    message = proton.Message()
+                    message.decode(link.recv(delivery.pending))
+                    link.advance()
+                    try:
+                        self._reply(message)
+                    finally:
+                        # Every reply is accepted, used or not (an unaccepted one comes back),
+                        # with the C API's two calls: Delivery.update() first copies the
+                        # (empty) local disposition through Python, ~0.1 ms a reply.
+                        pn_delivery_update(delivery._impl, PN_ACCEPTED)
+                        pn_delivery_settle(delivery._impl)
+                    if link.credit < CREDIT // 2:
+                        link.flow(CREDIT - link.credit)
+            elif delivery.updated:
+                state = delivery.remote_state
+                if state == REJECTED:
+                    self._rejected(delivery)
+                elif state == RELEASED or state == MODIFIED:
+                    self._released(delivery)
+                if delivery.settled:
+                    delivery.settle()
 
         def _send(self, sender) -> None:
             queue = self.queues.get(sender.target.address)
@@ -404,16 +449,16 @@ def run_session(settings: Settings, requests: dict[str, Request],
                                            body=req.body, ttl=ttl),
                             tag=req.request_id.encode())
 
-        def on_rejected(self, event):
-            req = self.unanswered.pop(event.delivery.tag.decode(), None)
+        def _rejected(self, delivery):
+            req = self.unanswered.pop(delivery.tag.decode(), None)
             if req is not None:
                 self.counts["rejected"] += 1
-                cond = event.delivery.remote.condition
+                cond = delivery.remote.condition
                 fail(req, f"the broker rejected the request: {cond.name if cond else 'rejected'}")
                 self._maybe_finish()
 
-        def on_released(self, event):
-            req = self.unanswered.get(event.delivery.tag.decode())
+        def _released(self, delivery):
+            req = self.unanswered.get(delivery.tag.decode())
             if req is not None and self.listening:
                 self._queue([req])
 
@@ -471,11 +516,11 @@ def run_session(settings: Settings, requests: dict[str, Request],
             self.container.schedule(delay, _Call(self._connect))
 
         # replies
-        def on_message(self, event):
+        def _reply(self, message):
             if self.done:
                 return
             try:
-                request_id, msg, text = parse_reply(event.message.body, settings.id_key)
+                request_id, msg, text = parse_reply(message.body, settings.id_key)
             except BadReply as e:
                 self.counts[e.kind] += 1
                 log.debug("ignored a %s reply: %s", e.kind, e)
@@ -488,7 +533,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
                 return
             self.last_progress = time.monotonic()
             self.receive_attempt = 0
-            deliver(req, msg, text, _jsonable(event.message.properties or {}))
+            deliver(req, msg, text, _jsonable(message.properties or {}))
             self._maybe_finish()
 
         # timeouts, retries, deadline
