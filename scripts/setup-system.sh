@@ -5,6 +5,7 @@
 #   docker-registry a real registry on loopback for the integration tests
 #   rabbitmq-server a real AMQP 1.0 broker for the messaging signer's tests (run as a private node)
 #   gcc python3-dev libssl-dev pkg-config   to build python-qpid-proton with SSL
+# then cosign 2.5 and skopeo 1.18 from trixie into .cache/trixie (fetch-trixie-tools.sh: no root).
 # Debian 12 or later; needs root (or sudo) only when something is missing.
 set -euo pipefail
 packages=(gnupg skopeo docker-registry rabbitmq-server gcc python3-dev libssl-dev pkg-config)
@@ -12,7 +13,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+fetch_trixie="$(dirname "$0")/fetch-trixie-tools.sh"
+[ ${#missing[@]} -eq 0 ] && exec "$fetch_trixie"
 echo "setup: installing ${missing[*]}" >&2
 as_root=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -28,3 +30,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+"$fetch_trixie"

@@ -23,7 +23,8 @@ ENTRYPOINT = ROOT / "entrypoint.py"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-pytest_plugins = ["infra.fixtures"]  # tls_material, rabbitmq
+# tls_material, rabbitmq; trixie_tools and the sigstore helpers; fault_proxy
+pytest_plugins = ["infra.fixtures", "infra.sigstore", "infra.fault_proxy"]
 
 
 # -- running the entrypoint ---------------------------------------------------------------
