@@ -1,0 +1,780 @@
+"""The project's one container-registry client: every signer reads registries through it.
+
+What it does, and why each behaviour exists:
+
+* ``resolve`` turns a tag into the digest that gets signed (users asked to sign by digest, never by
+  a tag that may move). It HEADs the manifest with an ``Accept`` naming OCI manifests and indexes
+  and Docker v2 manifests and lists: a registry that is not told a client accepts an index answers
+  404 for an OCI index, or rewrites a Docker list into one platform's manifest, and the digest
+  would be the wrong one. Without a usable ``Docker-Content-Digest`` header it GETs the manifest and
+  hashes the bytes itself.
+* ``manifest`` GETs a manifest by digest and refuses it unless sha256 of the bytes is that digest:
+  what we sign (and, for an index, the children we then sign) must be what the digest names, not
+  what a registry, proxy or cache chose to serve.
+* ``cosign_signatures`` and ``lookaside_signatures`` read the signatures already there, in the two
+  places podman, skopeo, CRI-O and bootc look (see shared notes, "Signature formats"), so that a
+  re-run can skip images already signed and a writer can take the first free lookaside number.
+  Signature payloads are digest-checked too.
+* Sizes are bounded (manifests 4 MiB, signature payloads 1 MiB; both are tiny in practice) and
+  bodies are read streamed up to that bound, so a broken or hostile server can't make the CI step
+  swallow gigabytes.
+* Credentials come from the places podman/skopeo/docker users already keep them (explicit
+  username/password, ``REGISTRY_AUTH_FILE``, the configured auth file, docker's config.json, then
+  ``$XDG_RUNTIME_DIR/containers/auth.json``); the first file holding an entry for the registry
+  wins, and the most specific ``host/namespace`` key inside a file wins, like containers-auth.json(5).
+  Docker's key spellings (``https://host/v1/``) and Docker Hub's aliases are accepted.
+* Auth follows the registry's ``WWW-Authenticate`` challenge: Basic, or a Bearer token fetched from
+  the challenge's realm (with the Basic credentials, if any) and cached per (host, scope) until it
+  expires, so N images don't cost N token round trips; after a 401 the request is retried once with
+  auth, never more. Credentials are sent to a token realm only over https (or a host the caller
+  allowed plain http for): a registry must not be able to route our password to plain http.
+* Rate limits (429) and flaky registries (5xx, dropped connections) are retried with exponential
+  backoff and jitter, capped, honouring ``Retry-After`` (capped too: a CI step can't wait an hour).
+  Other 4xx are final: retrying "denied" or "unknown" only makes a failure slower. Every retry is
+  logged as a warning; no log line or error message ever holds a credential or a token (only
+  methods, URLs without userinfo, statuses and the registry's error code/message).
+* One ``requests.Session`` is shared, for connection pooling, by the worker threads that call the
+  client concurrently; the token and credential caches are guarded by locks, and one token is
+  fetched per key even when many threads hit the same 401 at once.
+* TLS is verified by default; ``verify_tls`` may name a CA bundle or disable verification
+  (``allow_insecure_registry``). Plain http is used only for hosts ``plain_http`` allows
+  (``allow_http_registry``).
+* Docker Hub: ``docker.io`` is served by ``registry-1.docker.io`` and single-name repositories live
+  under ``library/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import requests.adapters
+import requests.auth
+import urllib3
+
+from .reference import Reference
+
+log = logging.getLogger("signaction.registry")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+
+COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 1024 * 1024
+_MAX_ERROR_BODY = 64 * 1024  # of an error response, read for its error code/message only
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+_SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_TOKEN_SLACK = 10.0  # seconds before a token's expiry at which it is no longer used
+
+
+class RegistryError(Exception):
+    """A registry (or lookaside server) operation failed. One line: the reference, what was being
+    done, and what went wrong (HTTP status, the registry's error code and message). Never holds a
+    credential or a token. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str  # sha256 of ``raw``, checked
+    media_type: str
+    raw: bytes
+
+    @property
+    def is_index(self) -> bool:
+        """An OCI image index or a Docker manifest list."""
+        return self.media_type in INDEX_TYPES
+
+    def platforms(self) -> list[tuple[str, str]]:
+        """``(digest, "os/arch[/variant]")`` of each child of an index, in index order; [] for a
+        single manifest. A child without a platform (e.g. an artifact) is ``"unknown/unknown"``,
+        as buildx writes for its attestation manifests: the caller decides what to sign."""
+        if not self.is_index:
+            return []
+        try:
+            doc = json.loads(self.raw)
+            children = doc.get("manifests") or []
+            if not isinstance(children, list):
+                raise ValueError("'manifests' is not a list")
+        except (ValueError, AttributeError) as e:
+            raise RegistryError(f"index {self.digest} is not valid JSON: {e}") from None
+        out = []
+        for child in children:
+            digest = child.get("digest") if isinstance(child, dict) else None
+            if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+                raise RegistryError(f"index {self.digest} has a child whose digest is not sha256:"
+                                    f"<64 hex>: {str(digest)[:80]!r}")
+            platform = child.get("platform") or {}
+            os_ = platform.get("os") or "unknown"
+            arch = platform.get("architecture") or "unknown"
+            variant = platform.get("variant")
+            out.append((digest, f"{os_}/{arch}/{variant}" if variant else f"{os_}/{arch}"))
+        return out
+
+
+# -- hosts, paths, credentials ----------------------------------------------------------------
+
+def api_host(host: str) -> str:
+    """The host that serves the registry API for a reference host (Docker Hub's differs)."""
+    return DOCKER_HUB_API if host in _DOCKER_HUB_ALIASES else host
+
+
+def repository_path(ref: Reference) -> str:
+    """The repository path the API uses: Docker Hub's single-name repositories are ``library/x``."""
+    if ref.host in _DOCKER_HUB_ALIASES and "/" not in ref.path:
+        return f"library/{ref.path}"
+    return ref.path
+
+
+def _normalize_auth_key(key: str) -> str:
+    """``https://index.docker.io/v1/`` -> ``docker.io``; ``quay.io/ns/`` -> ``quay.io/ns``."""
+    key = key.strip()
+    if "://" in key:
+        key = key.split("://", 1)[1]
+    key = key.rstrip("/")
+    for suffix in ("/v1", "/v2"):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+    host, sep, rest = key.partition("/")
+    if host in _DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB
+    return host + sep + rest
+
+
+def _auth_file_candidates(auth_file: str | None, environ: Mapping[str, str]) -> list[tuple[str, bool]]:
+    """(path, explicitly named) in lookup order."""
+    out: list[tuple[str, bool]] = []
+    if environ.get("REGISTRY_AUTH_FILE"):
+        out.append((environ["REGISTRY_AUTH_FILE"], True))
+    if auth_file:
+        out.append((auth_file, True))
+    if environ.get("DOCKER_CONFIG"):
+        out.append((os.path.join(environ["DOCKER_CONFIG"], "config.json"), False))
+    elif environ.get("HOME"):
+        out.append((os.path.join(environ["HOME"], ".docker", "config.json"), False))
+    if environ.get("XDG_RUNTIME_DIR"):
+        out.append((os.path.join(environ["XDG_RUNTIME_DIR"], "containers", "auth.json"), False))
+    return out
+
+
+def _load_auths(path: str, explicit: bool) -> dict[str, dict] | None:
+    """The ``auths`` map of an auth file, keys normalized; None if an implicit file is absent."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise RegistryError(f"auth file {path}: no such file") from None
+        return None
+    except (OSError, ValueError) as e:
+        # JSONDecodeError says where, not what: no file content gets into the message.
+        what = e.strerror if isinstance(e, OSError) else f"not valid JSON ({e.__class__.__name__} "\
+            f"at line {getattr(e, 'lineno', '?')})"
+        if explicit:
+            raise RegistryError(f"auth file {path}: {what}") from None
+        log.warning("ignoring auth file %s: %s", path, what)
+        return None
+    auths = doc.get("auths") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and not auths and (doc.get("credsStore") or doc.get("credHelpers")):
+        log.warning("auth file %s uses docker credential helpers, which are not supported: "
+                    "put the credentials in its 'auths' or use REGISTRY_AUTH_FILE", path)
+    if not isinstance(auths, dict):
+        return {}
+    return {_normalize_auth_key(k): v for k, v in auths.items() if isinstance(v, dict)}
+
+
+def _decode_entry(entry: dict, path: str, key: str) -> tuple[str, str] | None:
+    if entry.get("auth"):
+        try:
+            user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+        except (binascii.Error, ValueError, TypeError):
+            raise RegistryError(f"auth file {path}: the 'auth' of {key!r} is not base64 of "
+                                "user:password") from None
+        if not sep:
+            raise RegistryError(f"auth file {path}: the 'auth' of {key!r} has no ':' between "
+                                "user and password")
+        return user, password
+    if entry.get("username") and entry.get("password") is not None:
+        return str(entry["username"]), str(entry["password"])
+    return None
+
+
+def find_credentials(host: str, path: str = "", *, username: str | None = None,
+                     password: str | None = None, auth_file: str | None = None,
+                     environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
+    """(user, password) for a repository ``host/path``, or None for anonymous access.
+
+    Explicit username/password win; then the first auth file (see ``_auth_file_candidates``) with an
+    entry for the repository, its most specific ``host[/namespace...]`` key first.
+    """
+    if username is not None or password is not None:
+        if not username or password is None:
+            raise RegistryError("registry credentials: a username needs a password and vice versa")
+        return username, password
+    host = _normalize_auth_key(host)
+    parts = [p for p in path.split("/") if p]
+    keys = [host + "/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)] + [host]
+    for candidate, explicit in _auth_file_candidates(auth_file, environ):
+        auths = _load_auths(candidate, explicit)
+        if not auths:
+            continue
+        for key in keys:
+            if key in auths:
+                creds = _decode_entry(auths[key], candidate, key)
+                if creds is not None:
+                    return creds
+    return None
+
+
+# -- HTTP plumbing ------------------------------------------------------------------------------
+
+class _SetAuthorization(requests.auth.AuthBase):
+    """Sets (or, with None, leaves out) the Authorization header. Passing an ``auth`` object on
+    every request also stops requests from substituting ~/.netrc credentials for ours."""
+
+    def __init__(self, value: str | None):
+        self.value = value
+
+    def __call__(self, r):
+        if self.value is not None:
+            r.headers["Authorization"] = self.value
+        return r
+
+
+@dataclass
+class _Reply:
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+    attempts: int = 1
+
+    def reason_line(self) -> str:
+        after = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"HTTP {self.status}{f' {self.reason}' if self.reason else ''}{after}"
+
+
+@dataclass
+class _Challenge:
+    scheme: str  # "basic" or "bearer"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+_CHALLENGE_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
+
+
+def _parse_challenge(header: str | None) -> _Challenge | None:
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    params = {}
+    for m in _CHALLENGE_PARAM.finditer(rest):
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+    return _Challenge(scheme.lower(), params)
+
+
+def _redact(url: str) -> str:
+    """A URL fit for a message: no userinfo, no query (a query may hold anything)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_detail(body: bytes) -> str:
+    """The registry's ``{"errors": [{"code", "message"}]}`` as ``CODE: message``, else ''."""
+    try:
+        errors = json.loads(body).get("errors")
+        first = errors[0]
+        code, message = str(first.get("code", "")), str(first.get("message", ""))
+    except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+        return ""
+    return _one_line(": ".join(x for x in (code, message) if x))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+class RegistryClient:
+    """See the module docstring. Thread-safe; reuse one instance for a whole run."""
+
+    def __init__(self, *, auth_file: str | None = None, username: str | None = None,
+                 password: str | None = None, environ: Mapping[str, str] = os.environ,
+                 plain_http: Callable[[str], bool] | bool = False,
+                 verify_tls: bool | str = True,
+                 retries: int = 5, timeout: float = 30.0, max_backoff: float = 30.0,
+                 backoff_base: float = 0.5, pool_size: int = 32):
+        if retries < 1:
+            raise ValueError("retries counts attempts: at least 1")
+        if (username is None) != (password is None) or username == "":
+            raise RegistryError("registry credentials: a username needs a password and vice versa")
+        self._auth_file = auth_file
+        self._username = username
+        self._password = password
+        self._environ = dict(environ)
+        self._plain_http = plain_http if callable(plain_http) else (lambda _host, v=plain_http: v)
+        self._verify = verify_tls
+        if verify_tls is False:
+            # Chosen explicitly (allow_insecure_registry): say it once, not once per request.
+            log.warning("TLS certificates of registries are not verified")
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.retries = retries
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.backoff_base = backoff_base
+        self._sleep = time.sleep  # tests may replace it to observe the delays
+
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = "signaction-registry-client"
+
+        self._lock = threading.Lock()
+        self._credentials: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self._basic_hosts: set[str] = set()  # API hosts that asked for Basic: send it up front
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (host, scope) -> token, expiry
+        self._token_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def resolve(self, ref: Reference) -> str:
+        """The digest the tag points at (of the index, for a multi-platform image)."""
+        url = self._v2_url(ref, f"manifests/{ref.tag}")
+        headers = {"Accept": MANIFEST_ACCEPT}
+        what = f"resolving tag {ref.tag!r}"
+        reply = self._request("HEAD", url, ref=ref, what=what, headers=headers)
+        digest = reply.headers.get("Docker-Content-Digest", "").strip()
+        if reply.status == 200 and _SHA256_RE.fullmatch(digest):
+            return digest
+        if _retryable(reply.status):  # retries already spent: don't spend them twice
+            self._expect_ok(reply, ref, what)
+        # No usable digest header (or HEAD unsupported / failed): GET and hash, which also gives
+        # the registry's error code when there is one.
+        reply = self._request("GET", url, ref=ref, what=what, headers=headers,
+                              limit=MAX_MANIFEST_BYTES)
+        self._expect_ok(reply, ref, what)
+        return "sha256:" + hashlib.sha256(reply.body).hexdigest()
+
+    def manifest(self, ref: Reference, digest: str) -> Manifest:
+        """The manifest ``digest`` names, checked: sha256 of the bytes must be ``digest``."""
+        self._check_digest(ref, digest)
+        what = f"reading manifest {digest}"
+        reply = self._request("GET", self._v2_url(ref, f"manifests/{digest}"), ref=ref, what=what,
+                              headers={"Accept": MANIFEST_ACCEPT}, limit=MAX_MANIFEST_BYTES)
+        self._expect_ok(reply, ref, what)
+        return self._checked_manifest(ref, digest, reply)
+
+    def cosign_signatures(self, ref: Reference, digest: str) -> list[dict]:
+        """The cosign (legacy tag scheme) signatures of ``digest`` in the same repository.
+
+        Each is ``{"payload": bytes, "signature": base64 str, "annotations": dict}``; [] when the
+        ``sha256-<hex>.sig`` tag doesn't exist. Layers of other media types are ignored; a
+        simplesigning layer without its signature annotation is skipped with a warning.
+        """
+        self._check_digest(ref, digest)
+        tag = digest.replace(":", "-") + ".sig"
+        what = f"reading cosign signatures (tag {tag})"
+        reply = self._request("GET", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
+                              headers={"Accept": MANIFEST_ACCEPT}, limit=MAX_MANIFEST_BYTES)
+        if reply.status == 404:
+            return []
+        self._expect_ok(reply, ref, what)
+        try:
+            layers = json.loads(reply.body).get("layers") or []
+            if not isinstance(layers, list):
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise RegistryError(f"{ref}: {what}: the manifest is not a JSON image manifest") from None
+        out = []
+        for layer in layers:
+            if not isinstance(layer, dict) or layer.get("mediaType") != COSIGN_SIMPLESIGNING:
+                continue
+            annotations = layer.get("annotations") or {}
+            signature = annotations.get(COSIGN_SIGNATURE_ANNOTATION)
+            blob_digest = layer.get("digest")
+            if not isinstance(signature, str) or not signature:
+                log.warning("%s: cosign signature layer %s has no %s annotation; skipped", ref,
+                            blob_digest, COSIGN_SIGNATURE_ANNOTATION)
+                continue
+            out.append({"payload": self._signature_blob(ref, layer, what),
+                        "signature": signature, "annotations": dict(annotations)})
+        return out
+
+    def lookaside_signatures(self, base_url: str, ref: Reference, digest: str,
+                             limit: int = 100) -> list[bytes]:
+        """``<base>/<path>@sha256=<hex>/signature-1..N`` up to the first missing one.
+
+        ``base_url`` is http(s):// or file://. No registry credentials are sent to it (userinfo in
+        an http(s) ``base_url`` is sent as Basic auth, and kept out of messages). More than
+        ``limit`` signatures is taken as a server error, as containers/image does.
+        """
+        self._check_digest(ref, digest)
+        algo, hexdigest = digest.split(":", 1)
+        base = base_url.rstrip("/") + "/" + repository_path(ref) + f"@{algo}={hexdigest}"
+        scheme = urllib.parse.urlsplit(base).scheme
+        if scheme not in ("http", "https", "file"):
+            raise RegistryError(f"{ref}: lookaside {_redact(base_url)}: only http, https and "
+                                "file URLs are supported")
+        out: list[bytes] = []
+        for n in range(1, limit + 2):
+            url = f"{base}/signature-{n}"
+            data = self._read_file_url(ref, url) if scheme == "file" else self._read_http_lookaside(ref, url)
+            if data is None:
+                return out
+            if n > limit:
+                raise RegistryError(f"{ref}: lookaside {_redact(base)} holds more than {limit} "
+                                    "signatures; assuming a server error")
+            out.append(data)
+        return out  # not reached
+
+    # -- helpers for the API ------------------------------------------------------------------
+
+    def _v2_url(self, ref: Reference, rest: str) -> str:
+        host = api_host(ref.host)
+        scheme = "http" if self._plain_http(ref.host) else "https"
+        return f"{scheme}://{host}/v2/{repository_path(ref)}/{rest}"
+
+    @staticmethod
+    def _check_digest(ref: Reference, digest: str) -> None:
+        if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+            raise RegistryError(f"{ref}: {str(digest)[:80]!r} is not a sha256:<64 hex> digest")
+
+    @staticmethod
+    def _expect_ok(reply: _Reply, ref: Reference | str, what: str) -> None:
+        if 200 <= reply.status < 300:
+            return
+        detail = _error_detail(reply.body)
+        raise RegistryError(f"{ref}: {what}: {reply.reason_line()}"
+                            f"{f' ({detail})' if detail else ''}", reply.status)
+
+    @staticmethod
+    def _checked_manifest(ref: Reference, digest: str, reply: _Reply) -> Manifest:
+        actual = "sha256:" + hashlib.sha256(reply.body).hexdigest()
+        if actual != digest:
+            raise RegistryError(f"{ref}: manifest {digest}: the registry served content whose "
+                                f"digest is {actual}; refusing it")
+        media_type = ""
+        try:
+            doc = json.loads(reply.body)
+            if isinstance(doc, dict) and isinstance(doc.get("mediaType"), str):
+                media_type = doc["mediaType"]
+        except ValueError:
+            pass
+        if not media_type:
+            media_type = reply.headers.get("Content-Type", "").split(";")[0].strip()
+        return Manifest(digest, media_type, reply.body)
+
+    def _signature_blob(self, ref: Reference, layer: dict, what: str) -> bytes:
+        blob_digest, size = layer.get("digest"), layer.get("size")
+        if not isinstance(blob_digest, str) or not _SHA256_RE.fullmatch(blob_digest):
+            raise RegistryError(f"{ref}: {what}: a signature layer's digest is not sha256:<64 hex>")
+        if isinstance(size, int) and size > MAX_SIGNATURE_BYTES:
+            raise RegistryError(f"{ref}: {what}: signature payload {blob_digest} is {size} bytes, "
+                                f"more than the {MAX_SIGNATURE_BYTES} allowed")
+        blob_what = f"{what}: reading payload {blob_digest}"
+        reply = self._request("GET", self._v2_url(ref, f"blobs/{blob_digest}"), ref=ref,
+                              what=blob_what, limit=MAX_SIGNATURE_BYTES)
+        self._expect_ok(reply, ref, blob_what)
+        actual = "sha256:" + hashlib.sha256(reply.body).hexdigest()
+        if actual != blob_digest:
+            raise RegistryError(f"{ref}: {blob_what}: the registry served content whose digest is "
+                                f"{actual}; refusing it")
+        return reply.body
+
+    def _read_file_url(self, ref: Reference, url: str) -> bytes | None:
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_SIGNATURE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RegistryError(f"{ref}: lookaside {path}: {e.strerror}") from None
+        if len(data) > MAX_SIGNATURE_BYTES:
+            raise RegistryError(f"{ref}: lookaside {path} is more than {MAX_SIGNATURE_BYTES} bytes")
+        return data
+
+    def _read_http_lookaside(self, ref: Reference, url: str) -> bytes | None:
+        what = f"reading lookaside {_redact(url)}"
+        parts = urllib.parse.urlsplit(url)
+        authorization = None
+        if parts.username is not None:  # http://user:password@host/...: Basic, and out of the URL
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            authorization = self._basic((user, password))
+            url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        reply = self._send("GET", url, ref=ref, what=what, authorization=authorization,
+                           limit=MAX_SIGNATURE_BYTES)
+        if reply.status == 404:
+            return None
+        self._expect_ok(reply, ref, what)
+        return reply.body
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    def _creds(self, ref: Reference) -> tuple[str, str] | None:
+        key = (ref.host, repository_path(ref))
+        with self._lock:
+            if key in self._credentials:
+                return self._credentials[key]
+        creds = find_credentials(ref.host, key[1], username=self._username, password=self._password,
+                                 auth_file=self._auth_file, environ=self._environ)
+        with self._lock:
+            self._credentials[key] = creds
+        return creds
+
+    @staticmethod
+    def _basic(creds: tuple[str, str]) -> str:
+        return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+
+    def _cached_authorization(self, ref: Reference, scope: str) -> str | None:
+        host = api_host(ref.host)
+        with self._lock:
+            token = self._tokens.get((host, scope))
+            if token and token[1] > time.monotonic():
+                return "Bearer " + token[0]
+            basic = host in self._basic_hosts
+        if basic:
+            creds = self._creds(ref)
+            return self._basic(creds) if creds else None
+        return None
+
+    def _authenticate(self, ref: Reference, scope: str, challenge: _Challenge | None, sent: str | None,
+                      what: str) -> str:
+        """The Authorization value to retry with after a 401, or RegistryError."""
+        host = api_host(ref.host)
+        prefix = f"{ref}: {what}: 401 Unauthorized from {host}"
+        if challenge is None:
+            raise RegistryError(f"{prefix} without a WWW-Authenticate challenge", 401)
+        if challenge.scheme == "basic":
+            creds = self._creds(ref)
+            if creds is None:
+                raise RegistryError(f"{prefix}: Basic auth required and no credentials for "
+                                    f"{ref.host} were found", 401)
+            with self._lock:
+                self._basic_hosts.add(host)
+            value = self._basic(creds)
+            if value == sent:
+                raise RegistryError(f"{prefix}: the credentials for {ref.host} were rejected", 401)
+            return value
+        if challenge.scheme != "bearer":
+            raise RegistryError(f"{prefix}: unsupported auth scheme {challenge.scheme!r}", 401)
+        key = (host, scope)
+        with self._lock:
+            token_lock = self._token_locks.setdefault(key, threading.Lock())
+        with token_lock:  # one token fetch per key, however many threads got this 401
+            with self._lock:
+                cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic() and "Bearer " + cached[0] != sent:
+                return "Bearer " + cached[0]
+            token, lifetime = self._fetch_token(ref, scope, challenge, what)
+            with self._lock:
+                slack = min(_TOKEN_SLACK, lifetime / 2)
+                self._tokens[key] = (token, time.monotonic() + lifetime - slack)
+            return "Bearer " + token
+
+    def _fetch_token(self, ref: Reference, scope: str, challenge: _Challenge,
+                     what: str) -> tuple[str, float]:
+        realm = challenge.params.get("realm", "")
+        parts = urllib.parse.urlsplit(realm)
+        what = f"{what}: fetching a token from {_redact(realm)}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryError(f"{ref}: {what}: the registry's token realm is not an http(s) URL", 401)
+        realm_host = parts.netloc.rpartition("@")[2]
+        if parts.scheme == "http" and not self._plain_http(realm_host):
+            raise RegistryError(f"{ref}: {what}: the token realm is plain http and "
+                                f"{realm_host} is not allowed plain http", 401)
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query)]
+        if challenge.params.get("service"):
+            query.append(("service", challenge.params["service"]))
+        query.append(("scope", challenge.params.get("scope") or scope))
+        url = urllib.parse.urlunsplit((parts.scheme, realm_host, parts.path,
+                                       urllib.parse.urlencode(query), ""))
+        creds = self._creds(ref)
+        reply = self._send("GET", url, ref=ref, what=what,
+                           authorization=self._basic(creds) if creds else None,
+                           limit=_MAX_ERROR_BODY)
+        if reply.status == 401:
+            raise RegistryError(f"{ref}: {what}: 401 Unauthorized: " + (
+                f"the credentials for {ref.host} were rejected" if creds
+                else f"no credentials for {ref.host} were found"), 401)
+        self._expect_ok(reply, ref, what)
+        try:
+            doc = json.loads(reply.body)
+            token = doc.get("token") or doc.get("access_token")
+            lifetime = float(doc.get("expires_in") or 60)  # the token spec's default
+        except (ValueError, AttributeError, TypeError):
+            token, lifetime = None, 0.0
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{ref}: {what}: the answer holds no token")
+        return token, lifetime
+
+    # -- requests with auth and retries ----------------------------------------------------------
+
+    def _request(self, method: str, url: str, *, ref: Reference, what: str,
+                 headers: Mapping[str, str] | None = None, limit: int = _MAX_ERROR_BODY) -> _Reply:
+        """A registry API request: cached auth up front, one retry after a 401, retries on 429,
+        5xx and connection errors. Returns the final reply whatever its status, except 401."""
+        scope = f"repository:{repository_path(ref)}:pull"
+        sent = self._cached_authorization(ref, scope)
+        reply = self._send(method, url, ref=ref, what=what, headers=headers, authorization=sent,
+                           limit=limit)
+        if reply.status != 401:
+            return reply
+        challenge = _parse_challenge(reply.headers.get("WWW-Authenticate"))
+        authorization = self._authenticate(ref, scope, challenge, sent, what)
+        reply = self._send(method, url, ref=ref, what=what, headers=headers,
+                           authorization=authorization, limit=limit)
+        if reply.status == 401:
+            detail = _error_detail(reply.body)
+            raise RegistryError(f"{ref}: {what}: 401 Unauthorized from {api_host(ref.host)}: the "
+                                f"credentials for {ref.host} were rejected"
+                                f"{f' ({detail})' if detail else ''}", 401)
+        return reply
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, with jitter (half to all of the step), capped."""
+        step = min(self.max_backoff, self.backoff_base * (2 ** (attempt - 1)))
+        return step * (0.5 + random.random() / 2)
+
+    def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
+              authorization: str | None, headers: Mapping[str, str] | None = None,
+              limit: int) -> _Reply:
+        shown = f"{method} {_redact(url)}"
+        for attempt in range(1, self.retries + 1):
+            last = attempt == self.retries
+            try:
+                reply = self._once(method, url, authorization, headers, limit, ref, what)
+            except requests.RequestException as e:
+                # The exception text names the URL, not our headers; still, keep it to its class
+                # and the innermost reason, without the query.
+                reason = _one_line(f"{e.__class__.__name__}: {_reason(e)}")
+                if last:
+                    raise RegistryError(f"{ref}: {what}: {shown} failed after {attempt} "
+                                        f"attempt{'s' if attempt > 1 else ''}: {reason}") from None
+                delay = self._backoff(attempt)
+                log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", ref, shown, reason,
+                            attempt, self.retries, delay)
+                self._sleep(delay)
+                continue
+            if not _retryable(reply.status):
+                return reply
+            if last:
+                reply.attempts = attempt
+                return reply
+            after = _retry_after(reply.headers.get("Retry-After"))
+            delay = min(self.max_backoff, after) if after is not None else self._backoff(attempt)
+            detail = _error_detail(reply.body)
+            log.warning("%s: %s: HTTP %d%s (attempt %d/%d); retrying in %.1f s", ref, shown,
+                        reply.status, f" ({detail})" if detail else "", attempt, self.retries,
+                        delay)
+            self._sleep(delay)
+        raise AssertionError("not reached")
+
+    def _once(self, method: str, url: str, authorization: str | None,
+              headers: Mapping[str, str] | None, limit: int, ref, what: str) -> _Reply:
+        with self._session.request(method, url, headers=dict(headers or {}),
+                                   auth=_SetAuthorization(authorization), timeout=self.timeout,
+                                   verify=self._verify, stream=True,
+                                   allow_redirects=True) as resp:
+            ok = 200 <= resp.status_code < 300
+            cap = limit if ok else min(limit, _MAX_ERROR_BODY)
+            body = b""
+            if method != "HEAD":
+                length = resp.headers.get("Content-Length", "")
+                if ok and length.isdigit() and int(length) > cap:
+                    raise RegistryError(f"{ref}: {what}: the response is {length} bytes, more than "
+                                        f"the {cap} allowed")
+                body = b"".join(_read_capped(resp.iter_content(65536), cap + 1))
+                if len(body) > cap:
+                    if ok:
+                        raise RegistryError(f"{ref}: {what}: the response is more than the {cap} "
+                                            "bytes allowed")
+                    body = body[:cap]
+            return _Reply(resp.status_code, resp.reason or "", resp.headers, body, resp.url)
+
+
+def _read_capped(chunks: Iterator[bytes], cap: int) -> Iterator[bytes]:
+    got = 0
+    for chunk in chunks:
+        yield chunk
+        got += len(chunk)
+        if got >= cap:
+            return
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a requests exception, without URLs (which may carry a query) and
+    without urllib3's object reprs."""
+    seen: set[int] = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "reason", None)
+        if isinstance(inner, BaseException):
+            e = inner
+        elif e.args and isinstance(e.args[0], BaseException):
+            e = e.args[0]
+    text = re.sub(r"https?://\S+", "<url>", str(e))
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", text)
+    return text or e.__class__.__name__
