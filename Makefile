@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench bench-msg clean
+.PHONY: demo test system venv bench bench-msg bench-cosign clean
 .DEFAULT_GOAL := test
 
 demo: system venv
@@ -18,6 +18,9 @@ bench: venv
 
 bench-msg: venv
 	$(PY) bench/msg_bench.py
+
+bench-cosign: system venv
+	$(PY) bench/cosign_bench.py
 
 system:
 	scripts/setup-system.sh

@@ -27,6 +27,7 @@ from signaction.errors import InputError  # noqa: E402
 from signaction.github import Actions, summary_markdown  # noqa: E402
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
+from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Recorder, results_json  # noqa: E402
 from signers import Signer, signer_class  # noqa: E402
 
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         actions.mask([*config.secrets, *signer.secrets()])  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
         plan = build_plan(inputs, signer.key_aliases)
+        expand = signer.expands_index if inputs.expand_index is None else inputs.expand_index
+        if needs_registry(plan, expand):  # tags to digests, multi-arch images to platforms
+            plan = complete_plan(plan, signer.registry(), expand=expand)
         signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
@@ -69,7 +73,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     results = results_json(inputs, plan, entries, recorder.details(), signer, error)
     results_path = artifacts.write_results(results)
     artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
-                                 signer.public_keys(plan))
+                                 signer.public_keys(plan), signer.signature_kind)
+    if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
+        artifacts.write_attach_script(e.to_json() for e in entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
     return _report(actions, inputs, results, [e.to_json() for e in entries], str(results_path))

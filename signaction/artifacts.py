@@ -111,18 +111,37 @@ class Artifacts:
             self._made.add(current)
         return folder
 
-    def write_signature(self, reference: Reference, digest: str, data: bytes) -> Path:
-        """Store one raw signature as the first free ``signature-N``; return its path."""
-        folder = self._make_folder(self._parts(reference, digest), reference)
+    def write_signature(self, reference: Reference, digest: str, data: bytes, *,
+                        payload: bytes | None = None) -> Path:
+        """Store one signature as the first free number N; return its path. A raw GPG signature
+        goes to the lookaside tree as ``signature-N``; a cosign one (``data`` base64, with its
+        ``payload``) to ``cosign/<same tree>/signature-N.sig`` and ``signature-N.payload``."""
+        parts = self._parts(reference, digest)
+        if payload is None:
+            return Path(self._place(self._make_folder(parts, reference), data, ""))
+        folder = self._make_folder(["cosign", *parts], reference)
+        sig = self._place(folder, data, ".sig")  # takes the number...
+        pending = _write_temp(folder, payload, mode=0o644)  # ...which the payload shares
+        try:
+            _rename_noreplace(pending, sig.removesuffix(".sig") + ".payload")
+        except BaseException:
+            os.unlink(pending)
+            raise
+        return Path(sig)
+
+    @staticmethod
+    def _place(folder: str, data: bytes, suffix: str) -> str:
+        """Write ``data`` as ``folder/signature-N<suffix>`` for the first free N, atomically and
+        never over an existing file."""
         tmp = _write_temp(folder, data, mode=0o644)
         try:
             n = 1
             while True:
-                final = os.path.join(folder, f"signature-{n}")
+                final = os.path.join(folder, f"signature-{n}{suffix}")
                 try:
                     _rename_noreplace(tmp, final)  # atomic, never replaces a signature
                     tmp = None
-                    return Path(final)
+                    return final
                 except FileExistsError:
                     n += 1
         finally:
@@ -153,14 +172,18 @@ class Artifacts:
         return path
 
     def write_verification(self, images: Iterable[tuple[Reference, str]],
-                           public_keys: bytes | None) -> Path:
-        """A policy.json and registries.d that accept exactly the images signed here."""
+                           public_keys: bytes | None, kind: str = "gpg") -> Path:
+        """A policy.json and registries.d that accept exactly the images signed here: GPG
+        signatures in this lookaside tree (``kind`` "gpg"), or cosign signatures attached in the
+        registry ("sigstore")."""
         folder = self.root / "verification"
         (folder / "registries.d").mkdir(parents=True, exist_ok=True)
         root = self.root.resolve()
         refs = [ref for ref, _ in images]
         repositories = sorted({ref.repository for ref in refs})
         hosts = sorted({ref.host for ref in refs})
+        if kind == "sigstore":
+            return self._sigstore_verification(folder, repositories, hosts, public_keys)
 
         if public_keys:
             _replace(folder / "signing-keys.gpg", public_keys)
@@ -186,6 +209,80 @@ class Artifacts:
             else "not known to this run: put the signing public key where policy.json's "
                  "keyPath says").encode())
         return folder
+
+
+    def _sigstore_verification(self, folder: Path, repositories: list[str], hosts: list[str],
+                               public_keys: bytes | None) -> Path:
+        pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
+                          public_keys or b"", re.S)
+        if pems:
+            _replace(folder / "signing-keys.pub", b"".join(pems))
+            keys = [{"keyData": base64.b64encode(pem).decode("ascii")} for pem in pems]
+        else:
+            keys = [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
+        # One requirement per key: every image was signed with every key, and podman requires
+        # each requirement of a scope to be met.
+        requirement = [{"type": "sigstoreSigned", **key,
+                        "signedIdentity": {"type": "matchRepoDigestOrExact"}} for key in keys]
+        policy = {"default": [{"type": "reject"}],
+                  "transports": {"docker": {repo: requirement for repo in repositories}}}
+        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
+        lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
+        for host in hosts:
+            lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
+        _replace(folder / "registries.d" / "container-sign-action.yaml",
+                 ("\n".join(lines) + "\n").encode())
+        _replace(folder / "README.md", _SIGSTORE_README.encode())
+        return folder
+
+    def write_attach_script(self, entries: Iterable[Mapping]) -> Path:
+        """``cosign-attach.sh``: attaches the cosign signatures written here (made with upload
+        false) to their images, for a later job that may write to the registry."""
+        lines = ["#!/bin/sh",
+                 "# Attaches the cosign signatures of this run (signed with upload: false) to",
+                 "# their images. Run it where cosign can write to the registry (docker login,",
+                 "# or DOCKER_CONFIG); extra arguments go to every `cosign attach signature`,",
+                 "# e.g.  sh cosign-attach.sh --allow-http-registry=true",
+                 "set -eu", 'cd "$(dirname "$0")"']
+        for e in entries:
+            if e.get("status") == "ok" and e.get("payload_path"):
+                image = f"{e.get('location') or e['reference']}"
+                target = f"{image.rsplit(':', 1)[0] if _has_tag(image) else image}@{e['digest']}"
+                lines.append(f'cosign attach signature "$@" --payload {_sh(e["payload_path"])} '
+                             f'--signature {_sh(e["signature_path"])} {_sh(target)}')
+        path = self.root / "cosign-attach.sh"
+        _replace(path, ("\n".join(lines) + "\n").encode())
+        path.chmod(0o755)
+        return path
+
+
+def _has_tag(image: str) -> bool:
+    return ":" in image.rsplit("/", 1)[-1]
+
+
+def _sh(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+_SIGSTORE_README = """\
+# Verifying these cosign signatures
+
+- `policy.json` accepts exactly the repositories signed in this run, with a cosign signature by
+  each signing key (`signing-keys.pub`, also inlined as keyData), for the identity signed (the
+  reference with its tag), and rejects everything else.
+- `registries.d/container-sign-action.yaml` turns on `use-sigstore-attachments`, so podman and
+  skopeo look for the `sha256-<hex>.sig` tag next to each image.
+
+Try it (skopeo 1.13 or later, built with sigstore support):
+
+    skopeo --policy verification/policy.json --registries.d verification/registries.d \\
+        copy --all docker://REGISTRY/NS/NAME:TAG oci:/tmp/checked
+
+or, per digest, `cosign verify --key verification/signing-keys.pub REGISTRY/NS/NAME@sha256:...`.
+A multi-arch image has a signature for its index and for every platform manifest: `copy --all`
+checks each. After copying the image to another registry, copy its signatures with it (e.g.
+`cosign copy`), and sign for the name users pull (the identity), not the internal location.
+"""
 
 
 _VERIFY_README = """\

@@ -51,10 +51,18 @@ OPTIONS: tuple[Option, ...] = (
            "position)", metavar="REF"),
     Option("digests", "--digest", "list", "manifest digest of the image, sha256:<64 hex> "
            "(repeatable; the Nth digest belongs to the Nth --reference)", metavar="DIGEST"),
-    Option("images", "--image", "list", "image as one string, registry/ns/name:tag@sha256:<hex> "
-           "(repeatable; the action input takes one per line)", metavar="REF@DIGEST"),
+    Option("images", "--image", "list", "image as one string, registry/ns/name:tag@sha256:<hex>; "
+           "without @digest the tag is resolved in the registry; ' as IDENTITY' signs it for "
+           "another name (repeatable; the action input takes one per line)",
+           metavar="REF[@DIGEST][ as IDENTITY]"),
+    Option("identities", "--identity", "list", "identity to sign the Nth --reference as, when the "
+           "image is published under another name than where it is now (e.g. "
+           "registry.example.com/ns/app:1.0 for an image at quay.io/staging/app:1.0); paired "
+           "with --reference by position, as pubtools-sign's --identity. --image lines and "
+           "images files say it with ' as IDENTITY' and an 'identity' key", metavar="REF"),
     Option("images-file", "--images-file", "str", "YAML or JSON file holding a list of "
-           "{reference, digest} entries", metavar="FILE"),
+           "{reference, digest, identity} entries (digest and identity optional)",
+           metavar="FILE"),
     Option("signing-keys", "--signing-key", "list", "key to sign with: a key alias from the "
            "config, or the key itself (a GPG fingerprint or key id). Repeatable: every image is "
            "signed with every key", metavar="KEY"),
@@ -68,6 +76,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("deadline", "--deadline", "seconds", "total seconds the signing may take; what is not "
            "signed by then is reported as failed, and the run ends (msg signer; also a config "
            "key)", metavar="SECONDS"),
+    Option("expand-index", "--expand-index", "bool", "sign every platform manifest of a "
+           "multi-arch image (index / manifest list) as well as the index: podman checks the "
+           "platform it pulls. Default: on for cosign, off for gpg and msg (whose callers "
+           "usually list every digest; needs registry access)"),
+    Option("skip-signed", "--skip-signed", "bool", "skip what already has a valid signature by "
+           "the same key for the same identity (cosign: in the registry)", default=True),
+    Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
+           "false they are only written to the output folder, with a script that attaches "
+           "them later (also the config key cosign_signer.upload)"),
     Option("output-dir", "--output-dir", "str", "folder for signatures, results.json and "
            "verification files", default="signatures", metavar="DIR"),
     Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
@@ -102,12 +119,16 @@ class Inputs:
     references: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
     images_file: str | None = None
     signing_keys: tuple[str, ...] = ()
     signing_key_names: tuple[str, ...] = ()
     task_id: str | None = None
     requester: str | None = None
     deadline: float | None = None
+    expand_index: bool | None = None  # None: the signer's default
+    skip_signed: bool = True
+    upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     dry_run: bool = False
     log_level: str = "info"
@@ -149,8 +170,8 @@ def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
     for opt in OPTIONS:
         extra = f" (default: {opt.default})" if opt.default not in (None, False) else ""
         if opt.kind == "bool":
-            parser.add_argument(opt.flag, dest=opt.attr, action="store_const", const=True,
-                                default=None, help=opt.help)
+            parser.add_argument(opt.flag, dest=opt.attr, action=argparse.BooleanOptionalAction,
+                                default=None, help=opt.help + extra)
         elif opt.kind == "list":
             parser.add_argument(opt.flag, dest=opt.attr, action="append", default=None,
                                 metavar=opt.metavar, help=opt.help)

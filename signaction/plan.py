@@ -4,6 +4,11 @@ Images come from three places, in this order: --reference/--digest pairs, --imag
 images file. Each keeps where it came from, so an error names the flag occurrence, the input line or
 the file entry. Exact duplicates (same reference and digest) are collapsed; the same reference with
 different digests is kept (a multi-arch index and its platform manifests share one identity).
+
+An image has an identity (``reference``: the name written into the signature, with its tag, and
+where its signature is published) and, when it differs, a ``location`` (where the image is now, e.g.
+a staging repository). An image given without a digest has ``digest`` None until
+signaction.resolve looks its tag up in the registry.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from .reference import Reference, check_digest, parse_reference
 
 @dataclass(frozen=True, slots=True)
 class Image:
-    reference: Reference
-    digest: str
+    reference: Reference  # the identity signed
+    digest: str | None  # None: to be resolved from the location's tag
     origin: str  # e.g. "input 'images' line 3"
+    location: Reference | None = None  # where the image is, when not at its identity
+    platform: str | None = None  # "linux/arm64": a manifest found in a multi-arch index
+
+    @property
+    def source(self) -> Reference:
+        """Where the image (and a cosign signature) lives in a registry."""
+        return self.location or self.reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +67,11 @@ class Plan:
 
 def build_plan(inputs: Inputs, key_aliases: Mapping[str, str]) -> Plan:
     """Check every image and key; raise InputError naming the first bad one."""
-    images: dict[tuple[str, str], Image] = {}
+    images: dict[tuple, Image] = {}
     total = 0
     for image in _all_images(inputs):
         total += 1
-        images.setdefault((str(image.reference), image.digest), image)
+        images.setdefault((image.reference, image.digest, image.source), image)
     if not images:
         raise InputError("nothing to sign: give --reference with --digest, --image, or "
                          "--images-file (action inputs: references + digests, images, "
@@ -67,19 +79,27 @@ def build_plan(inputs: Inputs, key_aliases: Mapping[str, str]) -> Plan:
     return Plan(tuple(images.values()), _keys(inputs, key_aliases), total - len(images))
 
 
-def _image(origin: str, reference: str, digest: str | None) -> Image:
+def _image(origin: str, reference: str, digest: str | None, identity: str | None = None) -> Image:
+    """``reference`` with ``digest`` (or a ``@digest`` of its own, or none: resolved later), signed
+    as ``identity`` when given."""
     try:
         if digest is None:
             ref, digest = parse_reference(reference, allow_digest=True)
-            if digest is None:
-                raise InputError(f"{reference!r} has no digest: write it as "
-                                 "registry/ns/name:tag@sha256:<64 hex>")
         else:
             ref, _ = parse_reference(reference)
             check_digest(digest)
+        signed_as = parse_reference(identity)[0] if identity else ref
     except InputError as e:
         raise InputError(f"{origin}: {e}") from None
-    return Image(ref, digest, origin)
+    return Image(signed_as, digest, origin, location=ref if signed_as != ref else None)
+
+
+def _image_line(origin: str, text: str) -> Image:
+    """``REF[@DIGEST][ as IDENTITY]``."""
+    location, sep, identity = text.partition(" as ")
+    if sep and not identity.strip():
+        raise InputError(f"{origin}: nothing after ' as ': write REF@DIGEST as IDENTITY")
+    return _image(origin, location.strip(), None, identity.strip() or None)
 
 
 def _all_images(inputs: Inputs) -> Iterator[Image]:
@@ -90,10 +110,16 @@ def _all_images(inputs: Inputs) -> Iterator[Image]:
             f"{inputs.where('references')} has {len(refs)} value(s) but "
             f"{inputs.where('digests')} has {len(digests)}: references and digests are paired "
             "by position")
-    for (origin, ref), (_, digest) in zip(refs, digests):
-        yield _image(origin, ref, digest)
+    identities = inputs.numbered("identities")
+    if identities and len(identities) != len(refs):
+        raise InputError(
+            f"{inputs.where('identities')} has {len(identities)} value(s) but "
+            f"{inputs.where('references')} has {len(refs)}: identities are paired with "
+            "references by position")
+    for n, ((origin, ref), (_, digest)) in enumerate(zip(refs, digests)):
+        yield _image(origin, ref, digest, identities[n][1] if identities else None)
     for origin, text in inputs.numbered("images"):
-        yield _image(origin, text, None)
+        yield _image_line(origin, text)
     if inputs.images_file:
         yield from _images_file(inputs.images_file, inputs.where("images_file"))
 
@@ -114,14 +140,20 @@ def _images_file(path: str, where: str) -> Iterator[Image]:
         origin = f"{label} entry {n}"
         if not isinstance(entry, dict):
             raise InputError(f"{origin}: must be a mapping with reference and digest")
-        unknown = sorted(str(k) for k in entry if k not in ("reference", "digest"))
+        unknown = sorted(str(k) for k in entry if k not in _ENTRY_KEYS)
         if unknown:
-            raise InputError(f"{origin}: unknown key {unknown[0]!r} (allowed: reference, digest)")
-        reference, digest = entry.get("reference"), entry.get("digest")
-        for key, value in (("reference", reference), ("digest", digest)):
-            if not isinstance(value, str) or not value:
-                raise InputError(f"{origin}: {key} is missing or not a string")
-        yield _image(origin, reference, digest)
+            raise InputError(f"{origin}: unknown key {unknown[0]!r} (allowed: "
+                             f"{', '.join(_ENTRY_KEYS)})")
+        reference = entry.get("reference")
+        if not isinstance(reference, str) or not reference:
+            raise InputError(f"{origin}: reference is missing or not a string")
+        for key in ("digest", "identity"):
+            if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+                raise InputError(f"{origin}: {key} is not a string")
+        yield _image(origin, reference, entry.get("digest"), entry.get("identity"))
+
+
+_ENTRY_KEYS = ("reference", "digest", "identity")
 
 
 # The usual images file, parsed line by line: "- reference: X" / "  digest: Y" entries whose values
@@ -130,7 +162,7 @@ def _images_file(path: str, where: str) -> Iterator[Image]:
 # it as a null, bool, number or timestamp). Anything else returns None and goes to full YAML.
 # For 10,000 entries this takes ~40 ms where libyaml takes ~480 ms; test_plan proves both agree.
 _FAST_VALUE = r"(?P<q>['\"]?)(?P<value>[A-Za-z0-9][A-Za-z0-9._:/@+-]*)(?P=q)"
-_FAST_LINE = re.compile(rf"(?P<lead>- +| +)(?P<key>reference|digest): +{_FAST_VALUE}"
+_FAST_LINE = re.compile(rf"(?P<lead>- +| +)(?P<key>reference|digest|identity): +{_FAST_VALUE}"
                         r"(?: +#.*)? *")
 _FAST_SKIP = re.compile(r" *(#.*)?|---")
 

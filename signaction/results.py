@@ -31,16 +31,28 @@ class Entry:
     status: str
     error: str | None = None
     signature_path: str | None = None
+    payload_path: str | None = None  # cosign: what the signature signs
+    reason: str | None = None  # why it was skipped
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "reference": str(self.item.image.reference),
-            "digest": self.item.image.digest,
+        image = self.item.image
+        entry = {
+            "reference": str(image.reference),
+            "digest": image.digest,
             "signing_key": self.item.key.key,
             "status": self.status,
             "error": self.error,
             "signature_path": self.signature_path,
         }
+        if image.location is not None:
+            entry["location"] = str(image.location)  # where the image is; reference: as signed
+        if image.platform:
+            entry["platform"] = image.platform
+        if self.payload_path:
+            entry["payload_path"] = self.payload_path
+        if self.reason:
+            entry["reason"] = self.reason
+        return entry
 
 
 class Recorder:
@@ -77,23 +89,27 @@ class Recorder:
         else:
             log.info("%s %s@%s key %s%s", "signed" if entry.status == OK else "skipped",
                      item.image.reference, item.image.digest, item.key.key,
-                     f" -> {entry.signature_path}" if entry.signature_path else "")
+                     f" -> {entry.signature_path}" if entry.signature_path else
+                     f": {entry.reason}" if entry.reason else "")
 
     def _entry(self, outcome: Outcome) -> Entry:
         item = outcome.item
         if outcome.error is not None:
             return Entry(item, FAILED, error=outcome.error)
         if outcome.skipped is not None:
-            return Entry(item, SKIPPED, error=None, signature_path=None)
-        path = None
+            return Entry(item, SKIPPED, reason=outcome.skipped)
+        path = payload = None
         if outcome.signature is not None:
             try:
                 written = self.artifacts.write_signature(item.image.reference, item.image.digest,
-                                                         outcome.signature)
+                                                         outcome.signature,
+                                                         payload=outcome.payload)
             except (OSError, ValueError) as e:
                 return Entry(item, FAILED, error=f"could not write the signature: {e}")
             path = self.artifacts.relative(written)
-        return Entry(item, OK, signature_path=path)
+            if outcome.payload is not None:
+                payload = path.removesuffix(".sig") + ".payload"
+        return Entry(item, OK, signature_path=path, payload_path=payload)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:
         """Every work item in plan order; those never reported are failed with the reason."""

@@ -8,6 +8,9 @@ so work already done is kept whatever happens to the rest of the run.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -25,15 +28,49 @@ class Outcome:
     signature: bytes | None = None  # raw signature for the lookaside tree (gpg, msg)
     error: str | None = None  # why it failed, in words for the user
     skipped: str | None = None  # why it needed no signature
+    payload: bytes | None = None  # what a cosign signature signs (then ``signature`` is base64)
     detail: Any = None  # for results.json's operation_results: a JSON-able value or JSON text
 
 
 Report = Callable[[Outcome], None]
 
 
+class Running:
+    """The tool processes (gpg, cosign) of one run. Once ended, a process that registers is ended at once, so
+    none escapes an interruption however the threads interleave."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self._ended = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+            if self._ended:
+                proc.terminate()
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+            for proc in self._procs:
+                proc.terminate()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+
 class Signer(ABC):
     name: ClassVar[str]
     section: ClassVar[str]  # its config section, e.g. "gpg_signer"
+    expands_index: ClassVar[bool] = False  # sign multi-arch images' platforms by default
+    signature_kind: ClassVar[str] = "gpg"  # "gpg" (lookaside files) or "sigstore" (cosign)
+    attach_later: bool = False  # signatures are only in the output folder, to attach later
 
     def __init__(self, config: Mapping[str, Any] | None, environ: Mapping[str, str],
                  inputs: Inputs | None = None):
@@ -55,6 +92,18 @@ class Signer(ABC):
         """Secret values this signer read (beyond the config's), to be masked in logs."""
         return []
 
+    def read_secret_file(self, key: str) -> str | None:
+        """The first line of the file the config key ``key`` names (a passphrase), or None."""
+        path = self.config.get(key)
+        if not path:
+            return None
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise InputError(f"config: {self.section}.{key}: cannot read {path!r}: "
+                             f"{e.strerror}") from None
+
     @abstractmethod
     def preflight(self, plan: Plan) -> None:
         """Check, before anything is signed, that the plan can be carried out (keys exist,
@@ -65,11 +114,32 @@ class Signer(ABC):
         """Sign every item, calling ``report`` once per item."""
 
     def public_keys(self, plan: Plan) -> bytes | None:
-        """The signing keys' public part (an OpenPGP keyring), when this signer knows it."""
+        """The signing keys' public part (an OpenPGP keyring, or PEM public keys for sigstore),
+        when this signer knows it."""
         return None
 
+    def registry(self):
+        """The run's one registry client (signaction.registry), set up from this signer's
+        config section: registry_user/registry_password/registry_auth_file, allow_http_registry,
+        allow_insecure_registry, retries; else the usual auth files."""
+        if getattr(self, "_registry", None) is None:
+            from signaction.registry import RegistryClient, RegistryError
 
-_MODULES = {"gpg": "signers.gpg", "msg": "signers.msg"}
+            c = self.config
+            try:
+                self._registry = RegistryClient(
+                    auth_file=c.get("registry_auth_file") or None,
+                    username=c.get("registry_user") or None,
+                    password=c.get("registry_password") or None, environ=self.environ,
+                    plain_http=bool(c.get("allow_http_registry")),
+                    verify_tls=not c.get("allow_insecure_registry"),
+                    retries=int(c.get("retries") or 5))
+            except RegistryError as e:  # e.g. a user without a password, an unreadable file
+                raise InputError(f"config: {self.section}: {e}") from None
+        return self._registry
+
+
+_MODULES = {"gpg": "signers.gpg", "msg": "signers.msg", "cosign": "signers.cosign"}
 
 
 def signer_class(name: str) -> type[Signer]:

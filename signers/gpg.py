@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
@@ -19,43 +18,13 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, WorkItem
 
-from . import Outcome, Report, Signer
+from . import Outcome, Report, Running, Signer
 
 GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
 
 
 class GpgError(Exception):
     pass
-
-
-class Running:
-    """The gpg processes of one run. Once ended, a process that registers is ended at once, so
-    none escapes an interruption however the threads interleave."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
-        self._ended = False
-
-    def add(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.add(proc)
-            if self._ended:
-                proc.terminate()
-
-    def discard(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.discard(proc)
-
-    def end(self) -> None:
-        with self._lock:
-            self._ended = True
-            for proc in self._procs:
-                proc.terminate()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
 
 def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
@@ -114,19 +83,8 @@ class GpgSigner(Signer):
         super().__init__(config, environ, inputs)
         home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
         self.gnupg_home = os.path.expanduser(home) if home else None
-        self.passphrase = self._read_passphrase(self.config.get("passphrase_file"))
+        self.passphrase = self.read_secret_file("passphrase_file")
         self.workers = min(8, (os.cpu_count() or 1) * 2)
-
-    @staticmethod
-    def _read_passphrase(path: str | None) -> str | None:
-        if not path:
-            return None
-        try:
-            with open(os.path.expanduser(path), encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        except OSError as e:
-            raise InputError(f"config: gpg_signer.passphrase_file: cannot read {path!r}: "
-                             f"{e.strerror}") from None
 
     def secrets(self) -> list[str]:
         return [self.passphrase] if self.passphrase else []

@@ -19,7 +19,8 @@ def test_inputs_match_the_option_table():
         if opt.default is None:
             assert "default" not in declared, opt.input
         else:
-            assert declared["default"] == ("false" if opt.default is False else str(opt.default))
+            expected = str(opt.default).lower() if opt.kind == "bool" else str(opt.default)
+            assert declared["default"] == expected, opt.input
 
 
 def test_outputs_are_the_ones_the_entrypoint_writes():

@@ -80,9 +80,32 @@ def test_a_bad_digest_is_named(digest, problem):
     assert str(err.value).startswith("--reference #2: digest ") and problem in str(err.value)
 
 
-def test_an_image_line_without_digest():
-    with pytest.raises(InputError, match=r"^--image #1: 'r.io/a:1' has no digest"):
-        plan(["--image", "r.io/a:1", "--signing-key", "K"])
+def test_an_image_without_digest_waits_for_the_registry():
+    p = plan(["--image", "r.io/a:1", "--signing-key", "K"])
+    assert p.images[0].digest is None and str(p.images[0].reference) == "r.io/a:1"
+
+
+def test_identity_syntax_in_lines_flags_and_files(tmp_path):
+    listing = tmp_path / "images.yaml"
+    listing.write_text(f"- reference: stage.io/s/app:1\n  digest: {D1}\n"
+                       "  identity: r.io/pub/app:1.0\n")
+    p = plan(["--image", f"stage.io/s/app:1@{D1} as r.io/pub/app:1.0",
+              "--reference", "stage.io/s/app:2", "--digest", D1, "--identity", "r.io/pub/app:2",
+              "--images-file", str(listing), "--signing-key", "K"])
+    got = [(str(i.reference), str(i.source), i.digest) for i in p.images]
+    assert got == [("r.io/pub/app:2", "stage.io/s/app:2", D1),
+                   ("r.io/pub/app:1.0", "stage.io/s/app:1", D1)]
+    assert p.duplicates == 1  # the line and the file entry say the same thing
+
+
+def test_identity_errors_are_named():
+    with pytest.raises(InputError, match=r"^--image #1: nothing after ' as '"):
+        plan(["--image", f"r.io/a:1@{D1} as ", "--signing-key", "K"])
+    with pytest.raises(InputError, match=r"^--image #1: .*tag"):
+        plan(["--image", f"r.io/a:1@{D1} as r.io/b", "--signing-key", "K"])
+    with pytest.raises(InputError, match=r"--identity has 2 value\(s\) but --reference has 1"):
+        plan(["--reference", "r.io/a:1", "--digest", D1, "--identity", "r.io/b:1",
+              "--identity", "r.io/c:1", "--signing-key", "K"])
 
 
 def test_a_digest_inside_a_reference_is_refused():
@@ -108,10 +131,10 @@ def test_nothing_to_sign_and_no_key():
 
 
 @pytest.mark.parametrize("content,problem", [
-    ('[{"reference": "r.io/a:1", "digest": "%s"}, {"reference": "r.io/b:1"}]' % D1,
-     "entry 2: digest is missing or not a string"),
+    ('[{"reference": "r.io/a:1", "digest": "%s"}, {"reference": "r.io/b:1", "digest": 5}]' % D1,
+     "entry 2: digest is not a string"),
     ('[{"reference": "r.io/a:1", "digest": "%s", "tag": "x"}]' % D1,
-     "entry 1: unknown key 'tag' (allowed: reference, digest)"),
+     "entry 1: unknown key 'tag' (allowed: reference, digest, identity)"),
     ('{"images": []}', "must hold a list of {reference, digest} entries"),
     ("- reference: r.io/a:1\n  digest: %s\n- [oops\n" % D1, "line 4, column 1: did not find"),
     ("- reference: ns/a:1\n  digest: %s\n" % D1, "entry 1: 'ns/a:1' is not fully qualified"),

@@ -1,0 +1,343 @@
+"""Cosign signer: sigstore signatures made by the real cosign binary, attached in the registry.
+
+One ``cosign sign`` per (image, key), with everything that decides what the signature says given
+explicitly rather than left to cosign's defaults:
+- the identity: ``--sign-container-identity`` with the reference AND its tag. Signing by digest
+  alone makes cosign write a repository-only identity, which podman's default policy rejects;
+- the format: the legacy ``sha256-<hex>.sig`` tag (``signature_format: legacy``, the default), which
+  podman, skopeo, CRI-O and bootc read; on a cosign that defaults to bundles (3.x) the flags that
+  keep the legacy format are added. ``signature_format: bundle`` asks for the new bundle format
+  (needs a cosign that has ``--new-bundle-format``);
+- annotations: ``tag=<tag>`` as pubtools-sign adds, plus the config's ``annotations``.
+
+Secrets never reach argv: the key's passphrase goes to cosign as COSIGN_PASSWORD in its environment,
+registry credentials as a private docker config (DOCKER_CONFIG). Images are signed ``num_threads``
+at once, but one digest is never signed by two cosign processes at once: cosign rewrites the one
+``.sig`` manifest, and two concurrent writers lose a signature. What cosign signed (payload and
+signature) is also written to the output folder; with ``upload: false`` only there, with a script
+that attaches them later.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping, Sequence
+
+from signaction.errors import InputError
+from signaction.plan import Plan, SigningKey, WorkItem
+
+from . import Outcome, Report, Running, Signer
+
+log = logging.getLogger(__name__)
+
+KEY_URI = re.compile(r"^(awskms|gcpkms|azurekms|hashivault|k8s|env|pkcs11|gitlab)://")
+FORMATS = ("legacy", "bundle")
+PUBLIC_KEY_TIMEOUT = 120  # seconds for `cosign public-key` (a KMS may be slow)
+
+
+class CosignSigner(Signer):
+    name = "cosign"
+    section = "cosign_signer"
+    expands_index = True
+    signature_kind = "sigstore"
+
+    def __init__(self, config, environ: Mapping[str, str], inputs=None):
+        super().__init__(config, environ, inputs)
+        c = self.config
+        self.cosign = c.get("cosign_bin") or "cosign"
+        self.timeout = str(c.get("timeout") or "3m0s")
+        self.attempts = max(1, int(c.get("retries") if c.get("retries") is not None else 5))
+        self.threads = max(1, int(c.get("num_threads") or 10))
+        self.upload = inputs.upload if inputs is not None and inputs.upload is not None \
+            else bool(c.get("upload", True))
+        self.attach_later = not self.upload
+        self.skip_signed = inputs.skip_signed if inputs is not None else True
+        self.format = c.get("signature_format") or "legacy"
+        if self.format not in FORMATS:
+            raise InputError(f"config: cosign_signer.signature_format: {self.format!r} is not "
+                             f"one of {', '.join(FORMATS)}")
+        self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
+        self.password = self.read_secret_file("password_file") or \
+            environ.get("COSIGN_PASSWORD")
+        self.deadline = inputs.deadline if inputs is not None else None
+        self.started = time.monotonic()
+        self.flags: set[str] = set()  # the flags this cosign's `sign` knows
+        self.version = ""
+        self.public: dict[str, bytes] = {}  # key -> PEM public key
+
+    def secrets(self) -> list[str]:
+        return [self.password] if self.password else []
+
+    # -- before anything is signed ------------------------------------------------------
+
+    def _env(self, docker_config: str | None = None) -> dict[str, str]:
+        env = dict(self.environ)
+        env.update({str(k): str(v) for k, v in (self.config.get("env_variables") or {}).items()})
+        # Set even when empty: an unset COSIGN_PASSWORD makes cosign prompt, and CI has no tty.
+        env["COSIGN_PASSWORD"] = self.password or ""
+        if docker_config:
+            env["DOCKER_CONFIG"] = docker_config
+        return env
+
+    def _run(self, args: list[str], env: dict[str, str], timeout: float,
+             running: Running | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen([self.cosign, *args], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if running is not None:
+            running.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += f"\ncosign did not finish within {timeout:.0f} s"
+        finally:
+            if running is not None:
+                running.discard(proc)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def preflight(self, plan: Plan) -> None:
+        found = shutil.which(self.cosign)
+        if found is None:
+            raise InputError(f"cosign signer: {self.cosign!r} not found (install cosign, or set "
+                             "cosign_signer.cosign_bin)")
+        self.cosign = found
+        env = self._env()
+        help_text = self._run(["sign", "--help"], env, 30).stdout
+        self.flags = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text))
+        version = self._run(["version", "--json"], env, 30)
+        try:
+            self.version = json.loads(version.stdout).get("gitVersion", "")
+        except ValueError:
+            self.version = ""
+        if self.format == "bundle" and "new-bundle-format" not in self.flags:
+            raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
+                             f"with --new-bundle-format (3.x); {self.cosign} is "
+                             f"{self.version or 'older'}")
+        for key in plan.keys:
+            self.public[key.key] = self._public_key(key, env)
+
+    def _public_key(self, key: SigningKey, env: dict[str, str]) -> bytes:
+        named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
+                                               if key.given != key.key else "")
+        if not KEY_URI.match(key.key) and not os.path.isfile(key.key):
+            raise InputError(f"{named}: no such file (a cosign key file, or a KMS URI such as "
+                             "awskms://, gcpkms://, azurekms://, hashivault://, k8s://, env://)")
+        result = self._run(["public-key", "--key", key.key], env, PUBLIC_KEY_TIMEOUT)
+        if result.returncode != 0 or b"PUBLIC KEY" not in result.stdout.encode():
+            why = _last_line(result.stderr) or f"exit {result.returncode}"
+            hint = "" if self.password else " (COSIGN_PASSWORD is not set)"
+            raise InputError(f"{named}: cosign cannot use it: {why}{hint}")
+        return result.stdout.encode()
+
+    # -- signing ------------------------------------------------------------------------
+
+    def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        running = Running()
+        deadline_at = self.started + self.deadline if self.deadline else float("inf")
+        # One digest, one cosign at a time: its items run in order in one task.
+        groups: dict[tuple, list[WorkItem]] = defaultdict(list)
+        for item in items:
+            groups[(item.image.source.host, item.image.source.path, item.image.digest)].append(
+                item)
+        with tempfile.TemporaryDirectory(prefix="cosign-") as tmp:
+            env = self._env(self._docker_config(tmp, items))
+            counter = iter(range(len(items)))
+            lock = threading.Lock()
+
+            def one_digest(group: list[WorkItem]) -> None:
+                for item in group:
+                    if running.ended:
+                        return
+                    with lock:
+                        n = next(counter)
+                    report(self._sign_one(item, env, os.path.join(tmp, str(n)), running,
+                                          deadline_at))
+
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cosign")
+            try:
+                for future in [pool.submit(one_digest, g) for g in groups.values()]:
+                    remaining = deadline_at - time.monotonic()
+                    future.result(timeout=None if remaining == float("inf") else
+                                  max(remaining, 0) + 5)
+            except BaseException:  # interrupted (or past the deadline): end what runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                running.end()
+                raise
+            finally:
+                pool.shutdown(wait=True)
+
+    def _sign_one(self, item: WorkItem, env: dict[str, str], work: str, running: Running,
+                  deadline_at: float) -> Outcome:
+        image = item.image
+        target = f"{image.source.host}/{image.source.path}@{image.digest}"
+        if self.skip_signed:
+            found = self._existing(item)
+            if found:
+                return Outcome(item, skipped=found)
+        os.mkdir(work)
+        payload_file, sig_file = os.path.join(work, "payload"), os.path.join(work, "sig")
+        args = ["--timeout", self.timeout, "sign", "--yes", "--key", item.key.key,
+                f"--allow-http-registry={_bool(self.config.get('allow_http_registry'))}",
+                f"--allow-insecure-registry={_bool(self.config.get('allow_insecure_registry'))}",
+                f"--tlog-upload={_bool(self.config.get('upload_tlog', True))}",
+                f"--upload={_bool(self.upload)}",
+                "--sign-container-identity", str(image.reference),
+                "--output-payload", payload_file, "--output-signature", sig_file,
+                "-a", f"tag={image.reference.tag}"]
+        if self.config.get("rekor_url"):
+            args += ["--rekor-url", self.config["rekor_url"]]
+        for k, v in self.annotations.items():
+            args += ["-a", f"{k}={v}"]
+        args += self._format_flags()
+        args.append(target)
+        error = ""
+        for attempt in range(1, self.attempts + 1):
+            left = deadline_at - time.monotonic()
+            if left <= 0:
+                return Outcome(item, error=f"cosign: the deadline was reached ({error})"
+                               if error else "cosign: the deadline was reached")
+            result = self._run(args, env, min(left, _seconds(self.timeout) + 30), running)
+            if running.ended:
+                return Outcome(item, error="the run was stopped")
+            if result.returncode == 0:
+                try:
+                    with open(payload_file, "rb") as f:
+                        payload = f.read()
+                    with open(sig_file, "rb") as f:
+                        signature = f.read().strip()
+                except OSError as e:
+                    return Outcome(item, error=f"cosign wrote no signature file: {e.strerror}")
+                return Outcome(item, signature=signature, payload=payload,
+                               detail=json.dumps(result.stderr.strip()))  # JSON text
+            error = _last_line(result.stderr) or f"cosign exited with {result.returncode}"
+            if attempt < self.attempts:
+                pause = min(2.0 ** (attempt - 1), 30.0, max(deadline_at - time.monotonic(), 0))
+                log.warning("cosign sign %s failed (attempt %d of %d): %s; again in %.0f s",
+                            target, attempt, self.attempts, error, pause)
+                time.sleep(pause)  # backoff between attempts of a failing external command
+        return Outcome(item, error=f"cosign: {error}")
+
+    def _format_flags(self) -> list[str]:
+        if self.format == "bundle":
+            return ["--new-bundle-format=true"]
+        flags = []
+        if "new-bundle-format" in self.flags:  # cosign 3.x defaults to bundles via referrers
+            flags.append("--new-bundle-format=false")
+        if "use-signing-config" in self.flags:
+            flags.append("--use-signing-config=false")
+        return flags
+
+    def _existing(self, item: WorkItem) -> str | None:
+        """Why ``item`` needs no new signature (a signature in the registry by this key, for this
+        digest and identity, that verifies), or None. A registry problem means None: signing
+        again is safe, skipping wrongly is not."""
+        from signaction.registry import RegistryError
+
+        image = item.image
+        try:
+            found = self.registry().cosign_signatures(image.source, image.digest)
+        except RegistryError as e:
+            log.warning("could not check existing signatures of %s@%s: %s", image.source,
+                        image.digest, e)
+            return None
+        for sig in found:
+            if _matches(sig, image.digest, str(image.reference), self.public[item.key.key]):
+                return f"already signed in the registry by this key for {image.reference}"
+        return None
+
+    def _docker_config(self, tmp: str, items: Sequence[WorkItem]) -> str | None:
+        """A private docker config holding the configured registry credentials (cosign reads
+        DOCKER_CONFIG), merged over the user's own; None when none are configured."""
+        user, password = self.config.get("registry_user"), self.config.get("registry_password")
+        if not (user and password):
+            return None
+        home = self.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+        try:
+            with open(os.path.join(home, "config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            config = {}
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        auths = config.setdefault("auths", {})
+        for host in sorted({i.image.source.host for i in items}):
+            auths[host] = {"auth": auth}
+        folder = os.path.join(tmp, "docker")
+        os.mkdir(folder, 0o700)
+        fd = os.open(os.path.join(folder, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                     0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        return folder
+
+    def public_keys(self, plan: Plan) -> bytes | None:
+        return b"".join(self.public.get(k.key, b"") for k in plan.keys) or None
+
+
+def _matches(sig: dict, digest: str, identity: str, public_pem: bytes) -> bool:
+    """A cosign signature (payload, base64 signature) for this digest and identity, made by the
+    key whose public part is ``public_pem``."""
+    try:
+        critical = json.loads(sig["payload"])["critical"]
+        if critical["image"]["docker-manifest-digest"] != digest or \
+                critical["identity"]["docker-reference"] != identity:
+            return False
+        return verify_signature(public_pem, sig["payload"], base64.b64decode(sig["signature"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def verify_signature(public_pem: bytes, payload: bytes, signature: bytes) -> bool:
+    """Does ``signature`` over ``payload`` verify with this PEM public key (ECDSA, RSA, Ed25519,
+    as cosign makes them)?"""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    try:
+        key = serialization.load_pem_public_key(public_pem)
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            digest = {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size,
+                                                                       hashes.SHA256())
+            key.verify(signature, payload, ec.ECDSA(digest))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, payload)
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError):
+        return False
+    return True
+
+
+def _bool(value) -> str:
+    return "true" if value else "false"
+
+
+def _seconds(duration: str) -> float:
+    """A Go duration such as ``3m0s`` or ``90s`` in seconds (180 if it can't be read)."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", duration)
+    if not parts:
+        return 180.0
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+SIGNER = CosignSigner

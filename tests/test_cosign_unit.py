@@ -1,0 +1,123 @@
+"""Pure logic of the cosign signer and its artifacts (the real thing: test_cosign_integration)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from signaction.artifacts import Artifacts
+from signaction.reference import parse_reference
+from signers.cosign import CosignSigner, _matches, _seconds, verify_signature
+
+DIGEST = "sha256:" + "ab" * 32
+IDENTITY = "registry.example.com/ns/app:1.0"
+
+
+def pem(key) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def payload(digest=DIGEST, identity=IDENTITY) -> bytes:
+    return json.dumps({"critical": {"identity": {"docker-reference": identity},
+                                    "image": {"docker-manifest-digest": digest},
+                                    "type": "cosign container image signature"},
+                       "optional": {"tag": "1.0"}}).encode()
+
+
+def test_existing_signatures_must_match_digest_identity_and_key():
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def sig(body, signer=key):
+        return {"payload": body, "signature": base64.b64encode(
+            signer.sign(body, ec.ECDSA(hashes.SHA256()))).decode()}
+
+    assert _matches(sig(payload()), DIGEST, IDENTITY, pem(key))
+    assert not _matches(sig(payload()), DIGEST, IDENTITY, pem(other))  # another key
+    assert not _matches(sig(payload(digest="sha256:" + "cd" * 32)), DIGEST, IDENTITY, pem(key))
+    assert not _matches(sig(payload(identity="registry.example.com/ns/app")), DIGEST, IDENTITY,
+                        pem(key))  # repo-only identity: podman would refuse it
+    tampered = sig(payload())
+    tampered["payload"] = tampered["payload"].replace(b"1.0\"}}", b"2.0\"}}")
+    assert not _matches(tampered, DIGEST, IDENTITY, pem(key))
+    assert not _matches({"payload": b"not json", "signature": "x"}, DIGEST, IDENTITY, pem(key))
+
+
+def test_ed25519_and_p384_keys_verify():
+    ed = ed25519.Ed25519PrivateKey.generate()
+    assert verify_signature(pem(ed), b"data", ed.sign(b"data"))
+    assert not verify_signature(pem(ed), b"datA", ed.sign(b"data"))
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    assert verify_signature(pem(p384), b"d", p384.sign(b"d", ec.ECDSA(hashes.SHA384())))
+
+
+@pytest.mark.parametrize("text,seconds", [("3m0s", 180), ("90s", 90), ("1h", 3600),
+                                          ("1m30s", 90), ("500ms", 0.5), ("junk", 180)])
+def test_go_durations(text, seconds):
+    assert _seconds(text) == seconds
+
+
+def test_legacy_format_is_kept_on_a_cosign_that_defaults_to_bundles():
+    signer = CosignSigner({}, {})
+    signer.flags = {"new-bundle-format", "use-signing-config", "key"}  # what cosign 3 offers
+    assert signer._format_flags() == ["--new-bundle-format=false", "--use-signing-config=false"]
+    signer.flags = {"key"}  # cosign 2.5: legacy is its only format, nothing to add
+    assert signer._format_flags() == []
+
+
+def test_an_unknown_format_is_a_config_error():
+    from signaction.errors import InputError
+    with pytest.raises(InputError, match="signature_format: 'v3' is not one of legacy, bundle"):
+        CosignSigner({"signature_format": "v3"}, {})
+
+
+def test_cosign_files_share_their_number_and_never_overwrite(tmp_path):
+    art = Artifacts(tmp_path / "out")
+    ref, _ = parse_reference(IDENTITY)
+    first = art.write_signature(ref, DIGEST, b"c2ln", payload=b"{}")
+    second = art.write_signature(ref, DIGEST, b"c2lnMg==", payload=b"{2}")
+    assert first.name == "signature-1.sig" and second.name == "signature-2.sig"
+    assert first.with_name("signature-1.payload").read_bytes() == b"{}"
+    assert second.with_name("signature-2.payload").read_bytes() == b"{2}"
+    assert "cosign" in first.relative_to(tmp_path / "out").parts[0]
+
+
+def test_the_attach_script_quotes_what_it_is_given(tmp_path):
+    art = Artifacts(tmp_path)
+    art.create()
+    entries = [{"status": "ok", "reference": "r.io/a:1", "digest": DIGEST,
+                "location": "stage.io/it's/a:1", "signature_path": "cosign/x/signature-1.sig",
+                "payload_path": "cosign/x/signature-1.payload"},
+               {"status": "failed", "reference": "r.io/b:1", "digest": DIGEST}]
+    script = art.write_attach_script(entries)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "cosign").write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]" "$a"; done; echo\n')
+    (fake / "cosign").chmod(0o755)
+    out = subprocess.run(["sh", str(script), "--allow-http-registry=true"],
+                         env={"PATH": f"{fake}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "[attach][signature][--allow-http-registry=true][--payload]"
+        "[cosign/x/signature-1.payload][--signature][cosign/x/signature-1.sig]"
+        f"[stage.io/it's/a@{DIGEST}]"]
+
+
+def test_sigstore_verification_files(tmp_path):
+    art = Artifacts(tmp_path)
+    art.create()
+    k1, k2 = (pem(ec.generate_private_key(ec.SECP256R1())) for _ in range(2))
+    ref, _ = parse_reference(IDENTITY)
+    folder = art.write_verification([(ref, DIGEST)], k1 + k2, "sigstore")
+    policy = json.loads((folder / "policy.json").read_text())
+    rules = policy["transports"]["docker"]["registry.example.com/ns/app"]
+    assert [base64.b64decode(r["keyData"]) for r in rules] == [k1, k2]
+    assert {r["type"] for r in rules} == {"sigstoreSigned"}
+    assert policy["default"] == [{"type": "reject"}]
+    regd = (folder / "registries.d" / "container-sign-action.yaml").read_text()
+    assert "use-sigstore-attachments: true" in regd and "registry.example.com" in regd
