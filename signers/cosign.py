@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -92,14 +93,20 @@ class CosignSigner(Signer):
 
     def _run(self, args: list[str], env: dict[str, str], timeout: float,
              running: Running | None = None) -> subprocess.CompletedProcess:
+        # Its own process group: on a timeout, whatever it started goes too (a credential
+        # helper left behind would hold its output pipes open).
         proc = subprocess.Popen([self.cosign, *args], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         if running is not None:
             running.add(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             out, err = proc.communicate()
             err += f"\ncosign did not finish within {timeout:.0f} s"
         finally:

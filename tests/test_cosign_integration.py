@@ -244,3 +244,57 @@ def test_one_digest_is_never_signed_by_two_cosigns_at_once(registry, trixie_tool
     for i in images:  # both signatures kept
         assert sig_layers(registry, i.repo, i.digest) == 2
         assert cosign_verify(trixie_tools, pub2, i.by_digest()).returncode == 0
+
+
+def test_through_an_authenticating_flaky_registry(registry, fault_proxy, trixie_tools, keys,
+                                                  tmp_path):
+    """The registry (behind the proxy) wants a Bearer token, answers 429 with Retry-After to the
+    first tag lookup and 500 to the first signature read. The configured credentials reach both
+    the registry client (lookups, skip check) and cosign (its pushes), never argv."""
+    image = push_index(registry.host, "ns/flaky", "v1", tmp_path, content="flaky")
+    fault_proxy.require_bearer("ci-bot", "pa55-w0rd")
+    fault_proxy.fail_next(r"/v2/ns/flaky/manifests/v1$", 429, {"Retry-After": "1"}, method="HEAD")
+    fault_proxy.fail_next(r"/v2/ns/flaky/manifests/sha256-.*\.sig$", 500, method="GET")
+    conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, "
+            "registry_user: ci-bot, registry_password: pa55-w0rd}\n")
+    run = sign(tmp_path, trixie_tools, "--image", f"{fault_proxy.host}/ns/flaky:v1",
+               "--signing-key", str(keys["key"]), conf=conf)
+    assert run.returncode == 0, run.stderr
+    assert results(tmp_path)["summary"]["signed"] == 3
+    # the tag lookup: 429, retried after Retry-After; then the token dance; then the answer
+    assert [r.status for r in fault_proxy.requests_to(r"/manifests/v1$", "HEAD")] == \
+        [429, 401, 200]
+    assert any(r.status == 500 for r in fault_proxy.requests_to(r"\.sig$", "GET"))
+    pushes = fault_proxy.requests_to(r"/manifests/sha256-.*\.sig$", "PUT")
+    assert len(pushes) == 3 and all(r.status == 201 for r in pushes)
+    assert fault_proxy.token_requests  # cosign and the client got tokens with the credentials
+    for digest in [image.digest, *image.platforms.values()]:  # straight from the registry
+        assert cosign_verify(trixie_tools, keys["pub"], image.by_digest(digest)).returncode == 0
+    assert "pa55-w0rd" not in run.stdout + run.stderr
+
+
+def test_the_deadline_ends_a_hung_cosign_and_keeps_what_was_signed(registry, trixie_tools, keys,
+                                                                   tmp_path):
+    fast = push_index(registry.host, "ns/fast", "v1", tmp_path, content="fast")
+    hung = push_index(registry.host, "ns/hung", "v1", tmp_path, content="hung")
+    wrapper = tmp_path / "bin" / "cosign"
+    wrapper.parent.mkdir()
+    wrapper.write_text("#!/bin/sh\n"
+                       f'case "$*" in *{hung.digest}*) exec sleep 60;; esac\n'
+                       f'exec {trixie_tools.cosign} "$@"\n')
+    wrapper.chmod(0o755)
+    conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, num_threads: 2, "
+            f"cosign_bin: {wrapper}}}\n")
+    import time
+    start = time.monotonic()
+    run = sign(tmp_path, trixie_tools, "--image", f"{fast.by_tag}@{fast.digest}", "--image",
+               f"{hung.by_tag}@{hung.digest}", "--no-expand-index", "--deadline", "6",
+               "--signing-key", str(keys["key"]), conf=conf)
+    took = time.monotonic() - start
+    assert run.returncode == 1, run.stderr
+    by_digest = {e["digest"]: e for e in results(tmp_path)["images"]}
+    assert by_digest[fast.digest]["status"] == "ok"
+    assert by_digest[hung.digest]["status"] == "failed"
+    assert "deadline" in by_digest[hung.digest]["error"]
+    assert took < 6 + 4, f"the run took {took:.1f} s with a 6 s deadline"
+    assert cosign_verify(trixie_tools, keys["pub"], fast.by_digest()).returncode == 0
