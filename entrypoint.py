@@ -29,7 +29,7 @@ from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Recorder, results_json  # noqa: E402
-from signers import Signer, signer_class  # noqa: E402
+from signers import Signer, signer_class, skip_signed  # noqa: E402
 
 log = logging.getLogger("signaction")
 
@@ -93,7 +93,10 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         with actions.group(f"Signing {len(plan)} signature(s)"):
-            signer.sign(list(plan.items()), recorder.report)
+            items = list(plan.items())
+            if signer.inputs.skip_signed:
+                items = skip_signed(signer, plan, items, recorder.report)
+            signer.sign(items, recorder.report)
         return None
     except (Interrupted, KeyboardInterrupt) as e:
         message = str(e) or "the run was stopped (SIGINT)"

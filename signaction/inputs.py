@@ -82,6 +82,11 @@ OPTIONS: tuple[Option, ...] = (
            "usually list every digest; needs registry access)"),
     Option("skip-signed", "--skip-signed", "bool", "skip what already has a valid signature by "
            "the same key for the same identity (cosign: in the registry)", default=True),
+    Option("lookaside-url", "--lookaside-url", "str", "gpg and msg signers, with skip-signed: "
+           "where published signatures are (http(s):// or file://; {registry} stands for the "
+           "registry folder name, as in the output folder); an image with a signature-N there "
+           "that verifies with the signing key for its digest and identity is skipped",
+           metavar="URL"),
     Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
            "false they are only written to the output folder, with a script that attaches "
            "them later (also the config key cosign_signer.upload)"),
@@ -128,6 +133,7 @@ class Inputs:
     deadline: float | None = None
     expand_index: bool | None = None  # None: the signer's default
     skip_signed: bool = True
+    lookaside_url: str | None = None
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     dry_run: bool = False

@@ -8,16 +8,22 @@ so work already done is kept whatever happens to the rest of the run.
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import subprocess
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Plan, WorkItem
+
+log = logging.getLogger("signers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,61 @@ class Running:
     @property
     def ended(self) -> bool:
         return self._ended
+
+
+class SignatureCheck:
+    """Checks an atomic container signature: made by the item's key, over a claim for exactly
+    the item's digest and identity (the msg signer's verify_keyring; existing lookaside
+    signatures). The keyring is imported once into a private GnuPG home; checks may run in
+    several threads at once."""
+
+    def __init__(self, keyring: bytes, label: str = "the keyring"):
+        import tempfile
+
+        self.label = label
+        self.home = tempfile.mkdtemp(prefix="csa-verify-")
+        imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import"],
+                                  input=keyring, capture_output=True, check=False)
+        if imported.returncode != 0:
+            self.close()
+            raise InputError(f"{label}: gpg could not import it")
+
+    @classmethod
+    def from_file(cls, path: str) -> SignatureCheck:
+        try:
+            with open(path, "rb") as f:
+                return cls(f.read(), f"verify_keyring {path!r}")
+        except OSError as e:
+            raise InputError(f"verify_keyring {path!r}: {e.strerror}") from None
+
+    def close(self) -> None:
+        import shutil
+
+        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False,
+                       capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def problem(self, signature: bytes, item: WorkItem) -> str | None:
+        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
+                               "--trust-model", "always", "--status-fd", "2", "--decrypt"],
+                              input=signature, capture_output=True, check=False)
+        status = proc.stderr.decode("utf-8", "replace")
+        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
+        if proc.returncode != 0 or not signers:
+            return f"not a valid signature by any key in {self.label}"
+        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
+            return f"signed by {signers[0]}, not by the requested key {item.key.key}"
+        try:
+            critical = json.loads(proc.stdout)["critical"]
+            digest = critical["image"]["docker-manifest-digest"]
+            identity = critical["identity"]["docker-reference"]
+        except (ValueError, KeyError, TypeError):
+            return "the signed content is not an atomic container signature claim"
+        if digest != item.image.digest:
+            return f"it signs digest {digest}, not {item.image.digest}"
+        if identity != str(item.image.reference):
+            return f"it signs identity {identity}, not {item.image.reference}"
+        return None
 
 
 class Signer(ABC):
@@ -118,6 +179,43 @@ class Signer(ABC):
         when this signer knows it."""
         return None
 
+    @contextmanager
+    def signed_check(self, plan: Plan) -> Iterator[Callable[[WorkItem], str | None] | None]:
+        """A function telling why an item needs no new signature (None: it does), or None when
+        this signer cannot tell. GPG signers look in the lookaside at --lookaside-url for a
+        signature-N that verifies with the signing keys for the item's digest and identity."""
+        base = self.inputs.lookaside_url if self.inputs is not None else None
+        keyring = self.public_keys(plan) if base else None
+        if not base or not keyring:
+            if base:
+                log.warning("--lookaside-url: the %s signer does not know the signing keys' "
+                            "public part (msg: set verify_keyring), so existing signatures "
+                            "cannot be checked; signing everything", self.name)
+            yield None
+            return
+        check = SignatureCheck(keyring, "the signing keys")
+        try:
+            yield lambda item: self._in_lookaside(base, check, item)
+        finally:
+            check.close()
+
+    def _in_lookaside(self, base: str, check: SignatureCheck, item: WorkItem) -> str | None:
+        from signaction.artifacts import registry_folder
+        from signaction.registry import RegistryError
+
+        image = item.image
+        url = base.replace("{registry}", registry_folder(image.reference.host))
+        try:
+            found = self.registry().lookaside_signatures(url, image.reference, image.digest)
+        except RegistryError as e:  # signing again is safe; skipping wrongly is not
+            log.warning("could not read existing signatures of %s@%s: %s", image.reference,
+                        image.digest, e)
+            return None
+        for n, signature in enumerate(found, 1):
+            if check.problem(signature, item) is None:
+                return f"already signed by this key: signature-{n} in {url}"
+        return None
+
     def registry(self):
         """The run's one registry client (signaction.registry), set up from this signer's
         config section: registry_user/registry_password/registry_auth_file, allow_http_registry,
@@ -137,6 +235,27 @@ class Signer(ABC):
             except RegistryError as e:  # e.g. a user without a password, an unreadable file
                 raise InputError(f"config: {self.section}: {e}") from None
         return self._registry
+
+
+def skip_signed(signer: Signer, plan: Plan, items: list[WorkItem],
+                report: Report) -> list[WorkItem]:
+    """Report as skipped each item that already carries a valid signature (as far as the signer
+    can tell, checking several at once); return the others."""
+    with signer.signed_check(plan) as signed:
+        if signed is None:
+            return items
+        with ThreadPoolExecutor(8, thread_name_prefix="skip-check") as pool:
+            reasons = list(pool.map(signed, items))
+    rest = []
+    for item, reason in zip(items, reasons):
+        if reason:
+            report(Outcome(item, skipped=reason))
+        else:
+            rest.append(item)
+    if len(rest) < len(items):
+        log.info("%d of %d signature(s) already exist: skipped", len(items) - len(rest),
+                 len(items))
+    return rest
 
 
 _MODULES = {"gpg": "signers.gpg", "msg": "signers.msg", "cosign": "signers.cosign"}

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
@@ -63,7 +64,6 @@ class CosignSigner(Signer):
         self.upload = inputs.upload if inputs is not None and inputs.upload is not None \
             else bool(c.get("upload", True))
         self.attach_later = not self.upload
-        self.skip_signed = inputs.skip_signed if inputs is not None else True
         self.format = c.get("signature_format") or "legacy"
         if self.format not in FORMATS:
             raise InputError(f"config: cosign_signer.signature_format: {self.format!r} is not "
@@ -189,10 +189,6 @@ class CosignSigner(Signer):
                   deadline_at: float) -> Outcome:
         image = item.image
         target = f"{image.source.host}/{image.source.path}@{image.digest}"
-        if self.skip_signed:
-            found = self._existing(item)
-            if found:
-                return Outcome(item, skipped=found)
         os.mkdir(work)
         payload_file, sig_file = os.path.join(work, "payload"), os.path.join(work, "sig")
         args = ["--timeout", self.timeout, "sign", "--yes", "--key", item.key.key,
@@ -245,6 +241,10 @@ class CosignSigner(Signer):
         if "use-signing-config" in self.flags:
             flags.append("--use-signing-config=false")
         return flags
+
+    @contextmanager
+    def signed_check(self, plan: Plan):
+        yield self._existing
 
     def _existing(self, item: WorkItem) -> str | None:
         """Why ``item`` needs no new signature (a signature in the registry by this key, for this

@@ -37,7 +37,7 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, WorkItem
 
-from . import Outcome, Report, Signer
+from . import Outcome, Report, SignatureCheck, Signer
 
 log = logging.getLogger("signers.msg")
 
@@ -675,6 +675,16 @@ class MsgSigner(Signer):
             log.warning("warning: broker_tls_verify is false: the broker's certificate is NOT "
                         "verified; anyone on the network path can read and answer requests")
 
+    def public_keys(self, plan: Plan) -> bytes | None:
+        """The verify_keyring, when configured: the keys the signing server signs with."""
+        if not self.settings.verify_keyring:
+            return None
+        try:
+            with open(self.settings.verify_keyring, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
         from signaction import CREATOR
 
@@ -694,7 +704,7 @@ class MsgSigner(Signer):
                                       task_id_attribute=s.task_id_attribute, address=s.send_to,
                                       creator=CREATOR, timestamp=now) for item in items]
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
-        checker = _SignatureCheck(s.verify_keyring) if s.verify_keyring else None
+        checker = SignatureCheck.from_file(s.verify_keyring) if s.verify_keyring else None
         checks = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify") \
             if checker else None
         # Outcomes go to one writer thread that records them (writes the signature files), so
@@ -746,51 +756,6 @@ class MsgSigner(Signer):
         if self.stats:
             log.info("replies ignored or retried: %s",
                      ", ".join(f"{k} {v}" for k, v in self.stats.items()))
-
-
-class _SignatureCheck:
-    """Checks a returned signature before it is written: made by the requested key, over a
-    claim for exactly the requested digest and identity (optional: verify_keyring). The keyring
-    is imported once into a private GnuPG home; checks may run in several threads at once."""
-
-    def __init__(self, keyring: str):
-        import tempfile
-
-        self.home = tempfile.mkdtemp(prefix="csa-verify-")
-        imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import",
-                                   os.path.abspath(keyring)], capture_output=True, check=False)
-        if imported.returncode != 0:
-            self.close()
-            raise InputError(f"verify_keyring {keyring!r}: gpg could not import it")
-
-    def close(self) -> None:
-        import shutil
-
-        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False,
-                       capture_output=True)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def problem(self, signature: bytes, item: WorkItem) -> str | None:
-        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
-                               "--trust-model", "always", "--status-fd", "2", "--decrypt"],
-                              input=signature, capture_output=True, check=False)
-        status = proc.stderr.decode("utf-8", "replace")
-        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
-        if proc.returncode != 0 or not signers:
-            return "not a valid signature by any key in verify_keyring"
-        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
-            return f"signed by {signers[0]}, not by the requested key {item.key.key}"
-        try:
-            critical = json.loads(proc.stdout)["critical"]
-            digest = critical["image"]["docker-manifest-digest"]
-            identity = critical["identity"]["docker-reference"]
-        except (ValueError, KeyError, TypeError):
-            return "the signed content is not an atomic container signature claim"
-        if digest != item.image.digest:
-            return f"it signs digest {digest}, not {item.image.digest}"
-        if identity != str(item.image.reference):
-            return f"it signs identity {identity}, not {item.image.reference}"
-        return None
 
 
 SIGNER = MsgSigner

@@ -118,3 +118,44 @@ def test_a_second_run_adds_signature_2_and_both_verify(tmp_path, gpg_keys, image
     assert (first, second) == (gpg_keys.a, gpg_keys.b)
     # The second run's policy trusts key B: skopeo must walk past signature-1 (key A) to 2.
     assert skopeo_copy_verified(out, images["app"][0], tmp_path).returncode == 0
+
+
+def test_skip_signed_with_a_lookaside_url(tmp_path, gpg_keys, images):
+    """A second run pointed at the first run's (published) lookaside skips what verifies there:
+    same key, digest and identity. Another key, or a planted signature for another digest, does
+    not count."""
+    first = tmp_path / "first"
+    assert sign(first, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
+    url = (first.resolve() / "{registry}").as_uri().replace("%7B", "{").replace("%7D", "}")
+
+    def again(out, key, *pairs, extra=()):
+        args = ["--signer", "gpg", "--signing-key", key, "--task-id", "t2", "--output-dir",
+                str(out), "--lookaside-url", url, *extra]
+        for ref, digest in pairs:
+            args += ["--reference", ref, "--digest", digest]
+        run = run_entrypoint(*args, env=gpg_keys.env())
+        assert run.returncode == 0, run.stderr
+        return json.loads((out / "results.json").read_text())
+
+    res = again(tmp_path / "same", gpg_keys.a, images["app"], images["tool"])
+    by_ref = {e["reference"]: e for e in res["images"]}
+    assert by_ref[images["app"][0]]["status"] == "skipped"
+    assert "signature-1" in by_ref[images["app"][0]]["reason"]
+    assert by_ref[images["tool"][0]]["status"] == "ok"  # not signed before: signed now
+
+    other_key = again(tmp_path / "other", gpg_keys.b, images["app"])
+    assert other_key["summary"]["signed"] == 1
+
+    no_skip = again(tmp_path / "forced", gpg_keys.a, images["app"], extra=["--no-skip-signed"])
+    assert no_skip["summary"]["signed"] == 1
+
+    # the app's signature planted where the tool's would be: wrong digest and identity
+    ref, digest = images["tool"]
+    host, path = ref.split("/", 1)
+    planted = first / host.replace(":", "_") / f"{path.rsplit(':', 1)[0]}@sha256={digest[7:]}"
+    planted.mkdir(parents=True)
+    app_ref, app_digest = images["app"]
+    app_sig = next((first / host.replace(":", "_")).glob("ns/app@*/signature-1"))
+    shutil.copy(app_sig, planted / "signature-1")
+    res = again(tmp_path / "planted", gpg_keys.a, images["tool"])
+    assert res["summary"]["signed"] == 1
