@@ -29,6 +29,7 @@ from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Recorder, results_json  # noqa: E402
+from signaction.tekton import TektonResults  # noqa: E402
 from signers import Signer, signer_class, skip_signed  # noqa: E402
 
 log = logging.getLogger("signaction")
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else argv
     actions = Actions(environ)
+    tekton = TektonResults.find(argv, environ)  # a folder only in a Tekton step
 
     # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
     try:
@@ -58,11 +60,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
-            return _dry_run(plan, actions)
+            return _dry_run(plan, actions, tekton)
         artifacts = Artifacts(inputs.output_dir)
         artifacts.create()
     except InputError as e:
-        return _invalid(actions, str(e))
+        return _invalid(actions, tekton, str(e))
 
     # 4. Signer: each outcome is recorded (and its signature written) as soon as it arrives.
     recorder = Recorder(artifacts, plan)
@@ -78,7 +80,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         artifacts.write_attach_script(e.to_json() for e in entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
-    return _report(actions, inputs, results, [e.to_json() for e in entries], str(results_path))
+    return _report(actions, tekton, inputs, results, [e.to_json() for e in entries],
+                   str(results_path))
 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:
@@ -109,36 +112,42 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
         signal.signal(signal.SIGTERM, previous)
 
 
-def _dry_run(plan: Plan, actions: Actions) -> int:
+def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
     lines = [f"would sign {item.image.reference}@{item.image.digest} with key {item.key.key}"
              for item in plan.items()]
     lines.append(f"dry run: {len(plan.images)} image(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was signed")
     print("\n".join(lines), flush=True)
-    actions.set_outputs({"status": "dry-run", "signed-count": "0", "failed-count": "0"})
+    outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
+    actions.set_outputs(outputs)
+    tekton.write(outputs)
     return 0
 
 
-def _invalid(actions: Actions, message: str) -> int:
+def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     actions.error("Invalid input", message)
-    actions.set_outputs({"status": "invalid-input", "signed-count": "0", "failed-count": "0"})
+    outputs = {"status": "invalid-input", "signed-count": "0", "failed-count": "0"}
+    actions.set_outputs(outputs)
+    tekton.write(outputs)
     actions.write_summary(f"### Container signing: invalid input\n\n{message}\n\n"
                           "Nothing was signed.\n\n")
     return 2
 
 
-def _report(actions: Actions, inputs: Inputs, results: dict, images: list[dict],
-            results_file: str) -> int:
+def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: dict,
+            images: list[dict], results_file: str) -> int:
     c = results["summary"]
     for entry in images:
         if entry["status"] == FAILED:
             actions.error(f"Signing failed: {entry['reference']}",
                           f"{entry['digest']} with key {entry['signing_key']}: {entry['error']}")
     status = "success" if not c["failed"] else "partial" if c["signed"] else "failure"
-    actions.set_outputs({"status": status, "signed-count": str(c["signed"]),
-                         "failed-count": str(c["failed"]), "results-file": results_file,
-                         "signatures-dir": inputs.output_dir})
+    outputs = {"status": status, "signed-count": str(c["signed"]),
+               "failed-count": str(c["failed"]), "results-file": results_file,
+               "signatures-dir": inputs.output_dir}
+    actions.set_outputs(outputs)
+    tekton.write(outputs)
     actions.write_summary(summary_markdown(
         f"Container signing: {status} ({results['signer']} signer)", c, images, results_file,
         results["signer_stats"]))

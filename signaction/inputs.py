@@ -94,6 +94,10 @@ OPTIONS: tuple[Option, ...] = (
            "verification files", default="signatures", metavar="DIR"),
     Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
            "sign nothing", default=False),
+    Option("tekton-results", "--tekton-results", "str", "Tekton only: folder to write the "
+           "step's results into (status, signed-count, failed-count, results-file, "
+           "signatures-dir; a few bytes each). Default: /tekton/results when it exists and is "
+           "writable, else no results are written", metavar="DIR"),
     Option("log-level", "--log-level", "str", "how much to log", default="info",
            choices=LOG_LEVELS),
 )
@@ -108,6 +112,10 @@ examples:
 
   # see what a list of 10,000 images would do, without signing
   %(prog)s --images-file images.yaml --signing-key prod --dry-run
+
+  # a list given as one run of arguments, as a Tekton step expands an array param
+  %(prog)s --signing-key prod --dry-run \\
+      --values references r.io/ns/a:1 r.io/ns/b:1 --values digests sha256:... sha256:...
 
 As a GitHub action, each option is an input of the same name (task-id, signing-keys, ...);
 multi-valued inputs take one value per line. Flags win over INPUT_* variables.
@@ -137,6 +145,7 @@ class Inputs:
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     dry_run: bool = False
+    tekton_results: str | None = None
     log_level: str = "info"
     # Where each option came from ("flag", "input" or "default"), so errors can say where.
     origin: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -156,6 +165,8 @@ class Inputs:
 
 
 _BY_ATTR = {o.attr: o for o in OPTIONS}
+_LISTS = {o.input: o for o in OPTIONS if o.kind == "list"}  # --values NAME: by input name
+VALUES_FLAG = "--values"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -188,6 +199,13 @@ def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
             parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
                                 choices=opt.choices, help=opt.help + extra,
                                 type=str.lower if opt.choices else None)
+    parser.add_argument(
+        VALUES_FLAG, nargs="+", metavar=("NAME", "VALUE"),
+        help="give the list option NAME (" + ", ".join(_LISTS) + ") every argument that "
+        "follows, up to the next --values: '--values references A B' is '--reference A "
+        "--reference B'. For callers that expand an array into arguments (Tekton: "
+        "$(params.references[*])). Everything after the first --values is values, never "
+        "flags: put it last. No values means not given")
     parser.add_argument("--version", action="version", version=CREATOR)
     return parser
 
@@ -241,7 +259,8 @@ def _from_env(opt: Option, raw: str) -> object:
 
 def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
     """Pull ``--reference X`` / ``--digest=X`` ... out of argv in one pass: argparse takes time
-    quadratic in the number of flags, and pubtools-sign users pass thousands of them."""
+    quadratic in the number of flags, and pubtools-sign users pass thousands of them.
+    Everything from the first ``--values`` on is list values (see _take_values)."""
     lists: dict[str, list[str]] = {o.flag: [] for o in OPTIONS if o.kind == "list"}
     rest: list[str] = []
     i = 0
@@ -249,6 +268,9 @@ def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[st
         arg = argv[i]
         if arg == "--":
             rest += argv[i:]
+            break
+        if arg == VALUES_FLAG:
+            _take_values(argv[i + 1:], lists)
             break
         flag, eq, value = arg.partition("=")
         if flag in lists and (eq or i + 1 < len(argv)):
@@ -258,6 +280,28 @@ def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[st
         rest.append(arg)  # anything else, and a list flag missing its value: argparse's job
         i += 1
     return lists, rest
+
+
+def _take_values(tail: Sequence[str], lists: dict[str, list[str]]) -> None:
+    """``NAME V1 V2 ... [--values NAME2 W1 ...]``: each run of values goes to the list option
+    NAME (an input name: references, signing-keys, ...), after whatever its flag gave. A value is
+    never read as a flag, so an array param can't inject options; only ``--values`` itself is
+    special here."""
+    target: list[str] | None = None
+    for arg in tail:
+        if target is None:
+            opt = _LISTS.get(arg)
+            if opt is None:
+                raise InputError(f"{VALUES_FLAG}: {arg!r} is not a list option (one of "
+                                 f"{', '.join(_LISTS)})")
+            target = lists[opt.flag]
+        elif arg == VALUES_FLAG:
+            target = None
+        else:
+            target.append(arg)
+    if target is None:
+        raise InputError(f"{VALUES_FLAG}: expected a list option name (one of "
+                         f"{', '.join(_LISTS)})")
 
 
 def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
