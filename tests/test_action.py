@@ -27,3 +27,22 @@ def test_outputs_are_the_ones_the_entrypoint_writes():
     assert set(ACTION["outputs"]) == {"status", "signed-count", "failed-count", "results-file",
                                       "signatures-dir"}
     assert ACTION["runs"] == {"using": "docker", "image": "Dockerfile"}
+
+
+def test_workflows_run_the_tests_the_action_and_the_release():
+    flows = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+    load = lambda name: yaml.safe_load((flows / name).read_text())  # noqa: E731
+    steps = lambda flow: [s for job in flow["jobs"].values() for s in job["steps"]]  # noqa: E731
+    assert any(s.get("run") == "make test" for s in steps(load("ci.yml")))
+    selftest = load("self-test.yml")
+    assert {"gpg", "cosign"} <= set(selftest["jobs"])
+    for job in selftest["jobs"].values():  # the action as users run it, then checked
+        uses = [s for s in job["steps"] if s.get("uses") == "./"]
+        assert len(uses) == 1 and uses[0]["id"] == "sign"
+        later = job["steps"][job["steps"].index(uses[0]) + 1:]
+        assert any("verify" in s.get("run", "") or "--decrypt" in s.get("run", "")
+                   for s in later)
+    release = load("release.yml")
+    build = [s for s in steps(release) if s.get("uses", "").startswith("docker/build-push")]
+    assert build and build[0]["with"]["push"] is True
+    assert release[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as True
