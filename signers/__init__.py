@@ -139,6 +139,8 @@ class Signer(ABC):
         self.environ = environ
         self.inputs = inputs  # the run's task id, requester, deadline...
         self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
+        self._registry = None
+        self._registry_lock = threading.Lock()  # worker threads may ask for it at once
 
     @classmethod
     def config_section(cls, inputs: Inputs | None) -> str:
@@ -220,20 +222,23 @@ class Signer(ABC):
         """The run's one registry client (signaction.registry), set up from this signer's
         config section: registry_user/registry_password/registry_auth_file, allow_http_registry,
         allow_insecure_registry, retries; else the usual auth files."""
-        if getattr(self, "_registry", None) is None:
-            from signaction.registry import RegistryClient, RegistryError
+        with self._registry_lock:
+            return self._registry or self._new_registry()
 
-            c = self.config
-            try:
-                self._registry = RegistryClient(
-                    auth_file=c.get("registry_auth_file") or None,
-                    username=c.get("registry_user") or None,
-                    password=c.get("registry_password") or None, environ=self.environ,
-                    plain_http=bool(c.get("allow_http_registry")),
-                    verify_tls=not c.get("allow_insecure_registry"),
-                    retries=int(c.get("retries") or 5))
-            except RegistryError as e:  # e.g. a user without a password, an unreadable file
-                raise InputError(f"config: {self.section}: {e}") from None
+    def _new_registry(self):
+        from signaction.registry import RegistryClient, RegistryError
+
+        c = self.config
+        try:
+            self._registry = RegistryClient(
+                auth_file=c.get("registry_auth_file") or None,
+                username=c.get("registry_user") or None,
+                password=c.get("registry_password") or None, environ=self.environ,
+                plain_http=bool(c.get("allow_http_registry")),
+                verify_tls=not c.get("allow_insecure_registry"),
+                retries=int(c.get("retries") or 5))
+        except RegistryError as e:  # e.g. a user without a password, an unreadable file
+            raise InputError(f"config: {self.section}: {e}") from None
         return self._registry
 
 

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Cosign signer throughput: this project vs pubtools-sign 1.0.6 vs bare `cosign sign` calls.
+
+N distinct single-platform images in a docker-registry on loopback, signed with the same cosign
+2.5 binary (.cache/trixie/bin/cosign), key and thread count T, each run on freshly pushed
+repositories (nothing already signed; pushing is setup, not measured):
+- this project: `entrypoint.py --signer cosign --images-file ... --no-expand-index`, the whole
+  process (start-up, plan, cosign preflight, a skip-signed registry check and a cosign per image,
+  signature files, results.json); also with --no-skip-signed, and again on signed images;
+- pubtools-sign 1.0.6: `pubtools-sign-cosign-container-sign`, same config (its own venv in
+  .cache/, installed on first use);
+- bare cosign: the same N `cosign sign` calls, T at a time from a thread pool: the floor.
+Each run is checked (N signed; `cosign verify` of 3 digests). Shown: wall time (best of --repeat
+interleaved runs), CPU time with the children's (the cosigns share the cores), the registry's
+CPU and requests. Target (issue): not slower than pubtools-sign; say where the time goes.
+
+Run: .venv/bin/python bench/cosign_bench.py [--images 200] [--threads 10] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import free_port, make_image, wait_until  # noqa: E402
+from infra.pubtools_sign import ensure_pubtools_sign  # noqa: E402
+from infra.sigstore import cosign_keypair, ensure_trixie_tools  # noqa: E402
+
+PASSWORD = "bench-password"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SOLO = 5  # cosign signs timed one at a time
+
+
+def measured(cmd: list[str], env: dict) -> tuple[float, float, float, int, str, str]:
+    """Wall s; CPU s of the process and its waited-for children (wait4's rusage: the cosigns
+    count); its own peak RSS in MB (VmHWM, polled); exit code, stdout, stderr tail."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start, peak_kb = time.perf_counter(), 0
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        while not (waited := os.wait4(proc.pid, os.WNOHANG))[0]:
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    peak_kb = max([peak_kb] + [int(ln.split()[1]) for ln in f
+                                               if ln.startswith("VmHWM:")])
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)  # sampling the child's memory, not synchronisation
+        wall, (_, status, usage) = time.perf_counter() - start, waited
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0), err.seek(0)
+        return (wall, usage.ru_utime + usage.ru_stime, peak_kb / 1024, proc.returncode,
+                out.read().decode(errors="replace"), err.read().decode(errors="replace")[-1500:])
+
+
+class Result(NamedTuple):
+    wall: float  # s
+    cpu: float  # s: the process and its children (the cosigns)
+    rss: float  # MB: the process itself
+    requests: Counter  # registry requests during the run, per client (user agent)
+    registry_cpu: float  # s: the docker-registry process's CPU during the run
+
+
+class Registry:
+    """docker-registry on 127.0.0.1 (as tests/conftest.py's fixture), logging every request as
+    JSON, so each run's requests can be counted per client."""
+
+    def __init__(self, root: Path):
+        self.host, self.logfile = f"127.0.0.1:{free_port()}", root / "registry.log"
+        (root / "config.yml").write_text(json.dumps({  # JSON is YAML
+            "version": 0.1, "log": {"level": "info", "formatter": "json",
+                                    "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+            "http": {"addr": self.host}}))
+        self.log = open(self.logfile, "wb")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.http = requests.Session()
+        self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
+        wait_until(self._ready, 30, "docker-registry", self.proc)
+
+    def _ready(self) -> bool:
+        try:
+            return self.http.get(f"http://{self.host}/v2/", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def push(self, layout: Path, repo: str, tag: str) -> str:
+        """An OCI layout's blobs and manifest straight through the registry API (much faster
+        than a skopeo process per image); returns the manifest digest."""
+        desc = json.loads((layout / "index.json").read_text())["manifests"][0]
+        blob = lambda d: (layout / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa
+        manifest, base = blob(desc["digest"]), f"http://{self.host}/v2/{repo}"
+        for d in [json.loads(manifest)["config"], *json.loads(manifest)["layers"]]:
+            r = self.http.post(f"{base}/blobs/uploads/")
+            r.raise_for_status()
+            self.http.put(r.headers["Location"], params={"digest": d["digest"]},
+                          data=blob(d["digest"])).raise_for_status()
+        self.http.put(f"{base}/manifests/{tag}", data=manifest,
+                      headers={"Content-Type": MANIFEST}).raise_for_status()
+        return desc["digest"]
+
+    def _cpu(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:  # utime, stime: fields 14, 15
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def mark(self) -> None:
+        """Count from here (what came before, e.g. pushing, is setup)."""
+        self.offset, self.cpu_mark = self.logfile.stat().st_size, self._cpu()
+
+    def traffic(self) -> tuple[Counter, float]:
+        """Requests per client (user agent) since mark(), and the registry's CPU s since."""
+        count = Counter()
+        with open(self.logfile, "rb") as f:
+            f.seek(self.offset)
+            for line in f:
+                e = json.loads(line) if line.startswith(b"{") else {}
+                if e.get("msg") in ("response completed", "response completed with error"):
+                    agent = e.get("http.request.useragent", "")
+                    count["ours" if "signaction" in agent else agent.split("/")[0]] += 1
+        return count, self._cpu() - self.cpu_mark
+
+    def stop(self) -> None:
+        self.proc.terminate()  # by PID: the one this bench started
+        self.proc.wait(10)
+        self.log.close()
+
+
+class Bench:
+    def __init__(self, tmp: Path, n: int, threads: int):
+        self.tmp, self.n, self.threads, self.runs, self.outs = tmp, n, threads, 0, 0
+        self.tools = ensure_trixie_tools()
+        self.env = self.tools.cosign_env(PASSWORD)  # private HOME; the password only in env
+        self.key, self.pub = cosign_keypair(tmp, PASSWORD, tools=self.tools)
+        self.registry = Registry(tmp)
+        self.layouts = [make_image(tmp / "layouts" / str(i), f"bench image {i}\n")
+                        for i in range(max(n, SOLO))]
+        self.conf = tmp / "conf.yaml"
+        # log_level: pubtools-sign's schema allows it (its cosign signer never reads it).
+        self.conf.write_text(json.dumps({"cosign_signer": {
+            "cosign_bin": str(self.tools.cosign), "allow_http_registry": True,
+            "upload_tlog": False, "num_threads": threads, "log_level": "warning"}}))
+
+    def fresh(self, n: int | None = None) -> tuple[list[dict], Path]:
+        """n images pushed under a namespace of their own (nothing there is signed yet), and an
+        images file listing them."""
+        self.runs += 1
+
+        def push(i: int) -> dict:
+            repo = f"run{self.runs}/app{i}"
+            digest = self.registry.push(self.layouts[i], repo, "v1")
+            return {"reference": f"{self.registry.host}/{repo}:v1", "digest": digest}
+        with ThreadPoolExecutor(8) as pool:
+            images = list(pool.map(push, range(n or self.n)))
+        listing = self.tmp / f"images-{self.runs}.json"
+        listing.write_text(json.dumps(images))
+        return images, listing
+
+    def measure(self, who: str, cmd: list[str], images: list[dict] | None, ok) -> Result:
+        """Run cmd; ok(exit code, stdout) says what is wrong with the outcome, if anything;
+        then `cosign verify` of the first, a middle and the last image: really signed."""
+        self.registry.mark()
+        wall, cpu, rss, rc, out, err = measured(cmd, self.env)
+        count, registry_cpu = self.registry.traffic()
+        if wrong := ok(rc, out):
+            raise SystemExit(f"{who} failed: {wrong}: {err}")
+        for im in (images[0], images[len(images) // 2], images[-1]) if images else ():
+            target = im["reference"].rsplit(":", 1)[0] + "@" + im["digest"]
+            proc = self.tools.run_cosign("verify", "--key", str(self.pub), "--allow-http-registry",
+                                         "--insecure-ignore-tlog=true", target)
+            if proc.returncode:
+                raise SystemExit(f"{who}: {target} does not verify: {proc.stderr[-500:]}")
+        return Result(wall, cpu, rss, count, registry_cpu)
+
+    def ours(self, *extra: str, again: tuple | None = None) -> Result:
+        """A run of this project on fresh images, or `again` on the last run's (all signed:
+        each is skipped after its registry check)."""
+        images, listing = self.last = again or self.fresh()
+        self.outs += 1
+        out, dry = self.tmp / f"out-{self.outs}", "--dry-run" in extra
+        want = "skipped" if again else "signed"
+
+        def ok(rc: int, _: str) -> str:
+            summary = {} if dry else json.loads((out / "results.json").read_text())["summary"]
+            return f"exit {rc}, {summary}" if rc or summary.get(want, self.n) != self.n else ""
+        return self.measure("this project", [
+            str(ROOT / ".venv/bin/python"), str(ROOT / "entrypoint.py"), "--signer", "cosign",
+            "--config-file", str(self.conf), "--images-file", str(listing), "--signing-key",
+            str(self.key), "--task-id", "b", "--output-dir", str(out), "--log-level", "warning",
+            "--no-expand-index", *extra], None if dry or again else images, ok)
+
+    def pubtools(self, bindir: Path) -> Result:
+        images, _ = self.fresh()
+        cmd = [str(bindir / "pubtools-sign-cosign-container-sign"), "--config-file",
+               str(self.conf), "--signing-key", str(self.key)]
+        for im in images:  # --identity: the same tagged identity in the signature as ours
+            cmd += ["--digest", im["digest"], "--reference", im["reference"],
+                    "--identity", im["reference"]]
+
+        def ok(rc: int, out: str) -> str:  # it exits 0 when a cosign failed: its JSON says
+            try:
+                status = json.loads(out.strip().splitlines()[-1])["signer_result"]["status"]
+            except (ValueError, IndexError, KeyError):
+                status = f"no JSON result ({out[-300:]})"
+            return f"exit {rc}, status {status}" if rc or status != "ok" else ""
+        return self.measure("pubtools-sign", cmd, images, ok)
+
+    def bare(self, threads: int | None = None, n: int | None = None) -> Result:
+        """The same cosign calls, `threads` at a time, nothing else; in a child process (this
+        file with --bare-child) so that its CPU time, the cosigns', is measured alike."""
+        images, listing = self.fresh(n)
+        return self.measure("bare cosign", [
+            sys.executable, __file__, "--bare-child", str(self.tools.cosign), str(self.key),
+            str(listing), str(threads or self.threads)], images,
+            lambda rc, _: f"exit {rc}" if rc else "")
+
+
+def bare_child(cosign: str, key: str, listing: str, threads: int) -> None:
+    def sign(im: dict) -> None:
+        target = im["reference"].rsplit(":", 1)[0] + "@" + im["digest"]
+        subprocess.run([cosign, "--timeout", "3m0s", "sign", "--yes", "--key", key,
+                        "--allow-http-registry=true", "--tlog-upload=false",
+                        "--sign-container-identity", im["reference"], "-a", "tag=v1", target],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(sign, json.loads(Path(listing).read_text())))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs (best shown)")
+    parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.bare_child:
+        return bare_child(*opts.bare_child[:3], int(opts.bare_child[3]))
+    n, t = opts.images, opts.threads
+    bindir = ensure_pubtools_sign()
+    with tempfile.TemporaryDirectory(prefix="cosign-bench-") as tmp:
+        bench = Bench(Path(tmp), n, t)
+        try:
+            runs: dict[str, list[Result]] = {}
+            for _ in range(opts.repeat):  # interleaved, best of each: the host's load varies
+                for name, run in [("ours", bench.ours),
+                                  ("noskip", lambda: bench.ours("--no-skip-signed")),
+                                  ("pubtools", lambda: bench.pubtools(bindir)),
+                                  ("bare", bench.bare)]:
+                    runs.setdefault(name, []).append(run())
+            # Fixed and unit costs: our start-up, config, plan and cosign preflight (a dry run);
+            # the skip-signed checks alone (ours again on the last run's images: all signed,
+            # so no cosign runs); one cosign sign at a time; `cosign public-key`: start-up and
+            # decrypting the key, nothing else.
+            again, dry = bench.ours(again=bench.last), bench.ours("--dry-run")
+            solo = bench.bare(1, SOLO)
+            decrypt = bench.measure("cosign public-key", [str(bench.tools.cosign), "public-key",
+                                                          "--key", str(bench.key)], None,
+                                    lambda rc, _: rc)
+        finally:
+            bench.registry.stop()
+    ours, noskip, pub, bare = (min(runs[k], key=lambda r: r.wall)
+                               for k in ("ours", "noskip", "pubtools", "bare"))
+    print(f"{'N':>5} {'threads':>7} {'this project':>13} {'pubtools-sign':>14} "
+          f"{'ratio':>6} {'bare cosign':>12} {'this/bare':>10}")
+    print(f"{n:>5} {t:>7} {ours.wall:>11.2f} s {pub.wall:>12.2f} s {pub.wall / ours.wall:>5.2f}x "
+          f"{bare.wall:>10.2f} s {ours.wall / bare.wall:>9.2f}x")
+    print(f"(ratio = pubtools-sign / this project: > 1 means this project is faster; best of "
+          f"{opts.repeat} interleaved run(s), each signing {n} freshly pushed images)\n")
+    print(f"{'':30} {'wall s':>7} {'ms/image':>9} {'CPU s':>6} {'registry CPU s':>15} "
+          f"{'peak RSS':>9}  registry requests")
+    for label, r in [("this project", ours), ("this project --no-skip-signed", noskip),
+                     ("this project, all signed", again),
+                     ("pubtools-sign 1.0.6", pub), (f"bare cosign, {t} at a time", bare)]:
+        print(f"{label:30} {r.wall:>7.2f} {1000 * r.wall / n:>9.1f} {r.cpu:>6.1f} "
+              f"{r.registry_cpu:>15.1f} {r.rss:>6.0f} MB  "
+              + ", ".join(f"{k} {c}" for k, c in sorted(r.requests.items())))
+    cores, per_sign = os.cpu_count() or 1, solo.cpu / SOLO
+    print(f"""
+where the time goes:
+- cosign: one `cosign sign` alone takes {1000 * solo.wall / SOLO:.0f} ms wall, \
+{1000 * per_sign:.0f} ms CPU ({1000 * decrypt.cpu:.0f} ms: `cosign public-key` alone, i.e. \
+start-up and decrypting the key with scrypt) and {bare.requests["cosign"] / n:.0f} registry \
+requests. {n} of them need {n * per_sign:.0f} CPU s = {n * per_sign / cores:.1f} s on {cores} \
+cores, whatever the thread count; the runs used {ours.cpu:.0f} (ours) / {pub.cpu:.0f} \
+(pubtools-sign) / {bare.cpu:.0f} (bare) CPU s, and the registry {ours.registry_cpu:.0f} / \
+{pub.registry_cpu:.0f} / {bare.registry_cpu:.0f} s more.
+- this project on top: start-up+config+plan+cosign preflight {dry.wall:.2f} s, {dry.cpu:.2f} \
+CPU s (a --dry-run; the preflight decrypts the key once more); skip-signed checks: \
+{ours.requests["ours"]} registry requests, {ours.wall - noskip.wall:+.2f} s wall and \
+{ours.cpu - noskip.cpu:+.1f} CPU s vs --no-skip-signed; on their own (all {n} already signed: \
+a signature to fetch and verify each, no cosign) {again.wall - dry.wall:.2f} s wall, \
+{again.cpu - dry.cpu:.2f} CPU s more than the dry run.""")
+
+if __name__ == "__main__":
+    main()
