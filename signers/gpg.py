@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
@@ -83,6 +85,9 @@ class GpgSigner(Signer):
         super().__init__(config, environ, inputs)
         home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
         self.gnupg_home = os.path.expanduser(home) if home else None
+        self.key_files = [os.path.expanduser(f) for f in self.config.get("key_files") or []]
+        if self.key_files and self.config.get("gnupg_home"):
+            raise InputError("config: gpg_signer: give key_files or gnupg_home, not both")
         self.passphrase = self.read_secret_file("passphrase_file")
         self.workers = min(8, (os.cpu_count() or 1) * 2)
 
@@ -92,6 +97,8 @@ class GpgSigner(Signer):
     def preflight(self, plan: Plan) -> None:
         if shutil.which("gpg") is None:
             raise InputError("gpg signer: the gpg program is not on PATH (install gnupg)")
+        if self.key_files:
+            self.gnupg_home = self._private_home()
         if self.gnupg_home and not os.path.isdir(self.gnupg_home):
             raise InputError(f"config: gpg_signer.gnupg_home: {self.gnupg_home!r} is not a folder")
         where = self.gnupg_home or "the default GnuPG home"
@@ -102,6 +109,21 @@ class GpgSigner(Signer):
                 alias = f" (alias {key.given!r})" if key.given != key.key else ""
                 raise InputError(f"signing key {key.key!r}{alias}: no secret key for it in "
                                  f"{where}") from None
+
+    def _private_home(self) -> str:
+        """A GnuPG home of this run's own, holding the key_files; it (and its agent) go when
+        the run ends."""
+        home = tempfile.mkdtemp(prefix="csa-gnupg-")
+        weakref.finalize(self, _remove_home, home)
+        for n, path in enumerate(self.key_files, 1):
+            if not os.path.isfile(path):
+                raise InputError(f"config: gpg_signer.key_files[{n}]: {path!r}: no such file")
+            try:
+                _gpg(["--import", path], gnupg_home=home, passphrase=self.passphrase)
+            except GpgError as e:
+                raise InputError(f"config: gpg_signer.key_files[{n}]: {path!r}: gpg could not "
+                                 f"import it: {e}") from None
+        return home
 
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
         running = Running()
@@ -139,6 +161,12 @@ class GpgSigner(Signer):
                         gnupg_home=self.gnupg_home) or None
         except GpgError:
             return None
+
+
+def _remove_home(home: str) -> None:
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True,
+                   check=False)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 SIGNER = GpgSigner

@@ -159,3 +159,40 @@ def test_skip_signed_with_a_lookaside_url(tmp_path, gpg_keys, images):
     shutil.copy(app_sig, planted / "signature-1")
     res = again(tmp_path / "planted", gpg_keys.a, images["tool"])
     assert res["summary"]["signed"] == 1
+
+
+def test_key_files_from_a_read_only_folder(tmp_path, gpg_keys, images):
+    """As in a Tekton Task or a Kubernetes Secret: the key is a file in a read-only mount. It is
+    imported into a private GnuPG home that the run removes; the signature verifies."""
+    import os
+    import subprocess
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    exported = subprocess.run(
+        ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", gpg_keys.passphrase,
+         "--armor", "--export-secret-keys", gpg_keys.protected],
+        env={**os.environ, **gpg_keys.env()}, capture_output=True, check=True).stdout
+    (keys / "release.asc").write_bytes(exported)
+    (keys / "passphrase").write_text(gpg_keys.passphrase + "\n")
+    keys.chmod(0o555)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(f"gpg_signer:\n  key_files: [{keys / 'release.asc'}]\n"
+                    f"  passphrase_file: {keys / 'passphrase'}\n")
+    before = set(Path("/tmp").glob("csa-gnupg-*"))
+    ref, digest = images["app"]
+    out = tmp_path / "out"
+    run = run_entrypoint("--signer", "gpg", "--config-file", str(conf), "--reference", ref,
+                         "--digest", digest, "--signing-key", gpg_keys.protected,
+                         "--output-dir", str(out), env={"GNUPGHOME": str(tmp_path / "none")})
+    assert run.returncode == 0, run.stderr
+    sig = next(out.glob("*/ns/app@*/signature-1"))
+    claim, signer = gpg_decrypt(sig.read_bytes(), gpg_keys.home)
+    assert signer == gpg_keys.protected and digest in claim.decode()
+    assert set(Path("/tmp").glob("csa-gnupg-*")) <= before  # the private home is gone
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"gpg_signer:\n  key_files: [{keys / 'missing.asc'}]\n")
+    refused = run_entrypoint("--signer", "gpg", "--config-file", str(bad), "--reference", ref,
+                             "--digest", digest, "--signing-key", gpg_keys.protected,
+                             "--output-dir", str(tmp_path / "out2"))
+    assert refused.returncode == 2
+    assert "gpg_signer.key_files[1]" in refused.stderr and "no such file" in refused.stderr
