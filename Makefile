@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench bench-msg bench-cosign clean
+.PHONY: demo test system venv bench bench-msg bench-cosign clean image
 .DEFAULT_GOAL := test
 
 demo: system venv
@@ -24,6 +24,11 @@ bench-cosign: system venv
 
 system:
 	scripts/setup-system.sh
+
+# make image   build the action's image with buildah on a local Debian trixie base, then run the
+#              entrypoint inside it (msg and cosign signing, verified outside); see scripts/make-image.sh
+image: system venv
+	PYTHON=$(PY) scripts/make-image.sh
 
 venv: $(VENV)/.installed
 
