@@ -46,3 +46,10 @@ def test_workflows_run_the_tests_the_action_and_the_release():
     build = [s for s in steps(release) if s.get("uses", "").startswith("docker/build-push")]
     assert build and build[0]["with"]["push"] is True
     assert release[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as True
+
+
+def test_the_action_is_named_described_and_branded_for_the_marketplace():
+    assert ACTION["name"] and len(ACTION["description"]) > 40
+    assert set(ACTION["branding"]) == {"icon", "color"}
+    for name in ("deadline", "upload", "skip-signed", "expand-index", "identities"):
+        assert name in ACTION["inputs"], name
