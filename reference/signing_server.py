@@ -27,7 +27,9 @@ reply), ``--oversized BYTES`` (a reply body of that many characters with an unkn
 each real one), ``--wrong-key FPR`` (sign with FPR whatever was asked), ``--instant`` (no gpg: a
 fixed fake signature, answered in order, for throughput tests).
 
-It reconnects (with backoff) when the broker goes away. The ready file (JSON ``{"pid",
+It reconnects (with backoff) when the broker goes away, on a fresh connection with fresh links:
+proton's own reconnect re-attaches the old links, and RabbitMQ then refused a transfer on a
+re-attached link ("Unexpected frame") and ended the session, which ended the server. The ready file (JSON ``{"pid",
 "attached", "listen_to", "reply_to"}``) is written each time both its links are attached;
 ``attached`` counts the times. SIGTERM ends it at once.
 """
@@ -49,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from proton import Message
 from proton.handlers import MessagingHandler
-from proton.reactor import ApplicationEvent, Backoff, Container, EventInjector
+from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from reference import (cli_args, client_ssl_domain, condition_text, exit_on_sigterm, launch,
                        log_transport_error, write_ready_file)
@@ -223,16 +225,25 @@ class SigningServer(MessagingHandler):
         self.attached = 0
         self.open_links: set[str] = set()
         self.sender = None
+        self.conn = None
+        self.connects = 0
+        self.failures = 0  # reconnections since the links were last attached
 
     def on_start(self, event):
-        self.container = container = event.container
-        container.selectable(self.injector)
-        secure = any(url.startswith("amqps:") for url in self.opts.broker)
-        domain = client_ssl_domain(self.opts.cert_key, self.opts.ca_cert) if secure else None
-        conn = container.connect(urls=self.opts.broker, ssl_domain=domain, sasl_enabled=False,
-                                 reconnect=Backoff(initial=0.1, max_delay=2.0))
-        container.create_receiver(conn, self.opts.listen_to, name="requests")
-        self.sender = container.create_sender(conn, self.opts.reply_to, name="replies")
+        self.container = event.container
+        self.container.selectable(self.injector)
+        self._connect()
+
+    def _connect(self) -> None:
+        url = self.opts.broker[self.connects % len(self.opts.broker)]  # each broker in turn
+        self.connects += 1
+        domain = client_ssl_domain(self.opts.cert_key, self.opts.ca_cert) \
+            if url.startswith("amqps:") else None
+        self.conn = self.container.connect(url, ssl_domain=domain, sasl_enabled=False,
+                                           reconnect=False)
+        self.conn.generation = self.connects  # proton wrappers are not identical objects
+        self.container.create_receiver(self.conn, self.opts.listen_to, name="requests")
+        self.sender = self.container.create_sender(self.conn, self.opts.reply_to, name="replies")
 
     # -- links and the ready file -------------------------------------------------------------
 
@@ -244,17 +255,27 @@ class SigningServer(MessagingHandler):
         self.open_links.add(link.name)
         if len(self.open_links) == 2:
             self.attached += 1
+            self.failures = 0
+            self.flush()  # replies that waited for the links
             write_ready_file(self.opts.ready_file, {
                 "pid": os.getpid(), "attached": self.attached,
                 "listen_to": self.opts.listen_to, "reply_to": self.opts.reply_to})
             print(f"attached ({self.attached}) to {self.opts.listen_to}", flush=True)
 
     def on_disconnected(self, event):
+        # proton may report a lost connection twice: one reconnection per connection
+        if self.conn is None or getattr(event.connection, "generation", None) != self.connects:
+            return
+        self.conn, self.sender = None, None
         self.open_links.clear()
         lost = list(self.unsettled.values())  # sent but not confirmed: send again
         self.unsettled.clear()
         self.outgoing.extendleft(reversed(lost))
-        print(f"disconnected; {len(lost)} replies to resend", flush=True)
+        delay = min(0.1 * 2 ** self.failures, 2.0)
+        self.failures += 1
+        print(f"disconnected; {len(lost)} replies to resend; reconnecting in {delay:.1f} s",
+              flush=True)
+        self.container.schedule(delay, _Later(self._connect))
 
     def on_transport_error(self, event):  # reconnect follows, unless the broker is not trusted
         log_transport_error(event)
