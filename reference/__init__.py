@@ -292,3 +292,24 @@ def exchange(url: str, *, send: Iterable[Message] = (), send_to: str | None = No
                          credit, settle)
     Container(handler).run()
     return handler.result
+
+
+def example_manifests(refs, folder: Path) -> dict[str, tuple[Path, str]]:
+    """A small OCI manifest per reference (distinct, as a registry would serve it), written into
+    ``folder``: ``{ref: (manifest file, its digest)}``, for skopeo standalone-verify checks in the
+    demo and the image check."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    for ref in refs:
+        body = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(),
+                                      "size": len(ref)},
+                           "layers": []}).encode()
+        path = folder / (ref.replace("/", "_").replace(":", "_") + ".json")
+        path.write_bytes(body)
+        manifests[ref] = (path, "sha256:" + hashlib.sha256(body).hexdigest())
+    return manifests

@@ -6,7 +6,6 @@ verified with skopeo (or gpg, where skopeo is missing). Everything lives in .dem
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -49,18 +48,10 @@ def demo(env: dict, home: Path) -> int:
     print(f"   fingerprint {fpr}")
 
     print("2. three example image manifests (what a registry would serve) and their digests")
-    manifests = {}
+    from reference import example_manifests
+
+    manifests = example_manifests(IMAGES, DEMO / "manifests")
     for ref in IMAGES:
-        body = json.dumps({"schemaVersion": 2,
-                           "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(),
-                                      "size": len(ref)},
-                           "layers": []}).encode()
-        path = DEMO / "manifests" / (ref.replace("/", "_").replace(":", "_") + ".json")
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(body)
-        manifests[ref] = (path, "sha256:" + hashlib.sha256(body).hexdigest())
         print(f"   {ref}@{manifests[ref][1][:19]}...")
 
     print("3. an embedded AMQP 1.0 broker and the reference signing server (it holds the key)")

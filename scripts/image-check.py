@@ -22,7 +22,6 @@ working container removed, the temporary folder deleted (``--keep`` keeps it).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -139,19 +138,10 @@ def check_msg(img: Image, tmp: Path) -> str:
         colons = run(["gpg", "--with-colons", "--list-secret-keys"], env=env).stdout
         fpr = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
 
+        from reference import example_manifests
+
         work = tmp / "msg-workspace"
-        (work / "manifests").mkdir(parents=True)
-        manifests = {}
-        for ref in MSG_IMAGES:
-            body = json.dumps({"schemaVersion": 2,
-                               "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                          "digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(),
-                                          "size": len(ref)},
-                               "layers": []}).encode()
-            path = work / "manifests" / (ref.replace("/", "_").replace(":", "_") + ".json")
-            path.write_bytes(body)
-            manifests[ref] = (path, "sha256:" + hashlib.sha256(body).hexdigest())
+        manifests = example_manifests(MSG_IMAGES, work / "manifests")
 
         broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0"],
                               log=tmp / "broker.log")

@@ -42,32 +42,9 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 started=$(now)
 
 # -- 1. tools -------------------------------------------------------------------------------
-packages=(buildah debootstrap gnupg skopeo docker-registry)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  as_root=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { log "need root or sudo to install ${missing[*]}"; exit 1; }
-    as_root=(sudo)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  # Install only: no package's service starts (as scripts/setup-system.sh does).
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-    "${as_root[@]}" chmod +x /usr/sbin/policy-rc.d
-    trap '"${as_root[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [ -n "$(trap -p EXIT)" ]; then
-    "${as_root[@]}" rm -f /usr/sbin/policy-rc.d
-    trap - EXIT
-  fi
-fi
+# shellcheck source=lib/apt-install.sh
+. "$here/scripts/lib/apt-install.sh"
+install_missing make-image buildah debootstrap gnupg skopeo docker-registry
 "$here/scripts/fetch-trixie-tools.sh"  # the check verifies with trixie's cosign, outside the image
 [ "$(id -u)" -eq 0 ] || { log "debootstrap and buildah (vfs, chroot isolation) need root"; exit 1; }
 
