@@ -110,6 +110,11 @@ examples:
       --digest sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \\
       --signing-key 3A1B2C3D4E5F60718293A4B5C6D7E8F901234567 --task-id t1 --output-dir out
 
+  # cosign: a multi-arch image by tag (looked up, then the index and every platform signed
+  # by digest); the key's passphrase comes from COSIGN_PASSWORD
+  %(prog)s --signer cosign --config-file conf.yaml --image quay.io/ns/app:1.0 \\
+      --signing-key cosign.key --task-id t1 --output-dir out
+
   # see what a list of 10,000 images would do, without signing
   %(prog)s --images-file images.yaml --signing-key prod --dry-run
 
