@@ -36,8 +36,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import free_port, make_image, wait_until  # noqa: E402
+from conftest import make_image  # noqa: E402
 from infra.pubtools_sign import ensure_pubtools_sign  # noqa: E402
+from infra.registry import start_registry, stop_registry  # noqa: E402
 from infra.sigstore import cosign_keypair, ensure_trixie_tools  # noqa: E402
 
 PASSWORD = "bench-password"
@@ -79,24 +80,11 @@ class Registry:
     JSON, so each run's requests can be counted per client."""
 
     def __init__(self, root: Path):
-        self.host, self.logfile = f"127.0.0.1:{free_port()}", root / "registry.log"
-        (root / "config.yml").write_text(json.dumps({  # JSON is YAML
-            "version": 0.1, "log": {"level": "info", "formatter": "json",
-                                    "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-            "http": {"addr": self.host}}))
-        self.log = open(self.logfile, "wb")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.logfile = root / "registry" / "registry.log"
+        self.proc, self.host = start_registry(root / "registry", log={
+            "level": "info", "formatter": "json", "accesslog": {"disabled": True}})
         self.http = requests.Session()
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
-        wait_until(self._ready, 30, "docker-registry", self.proc)
-
-    def _ready(self) -> bool:
-        try:
-            return self.http.get(f"http://{self.host}/v2/", timeout=1).ok
-        except requests.ConnectionError:
-            return False
 
     def push(self, layout: Path, repo: str, tag: str) -> str:
         """An OCI layout's blobs and manifest straight through the registry API (much faster
@@ -135,9 +123,7 @@ class Registry:
         return count, self._cpu() - self.cpu_mark
 
     def stop(self) -> None:
-        self.proc.terminate()  # by PID: the one this bench started
-        self.proc.wait(10)
-        self.log.close()
+        stop_registry(self.proc)  # by PID: the one this bench started
 
 
 class Bench:

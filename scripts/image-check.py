@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,32 +201,12 @@ def check_msg(img: Image, tmp: Path) -> str:
 
 
 def check_cosign(img: Image, tmp: Path) -> str:
-    from conftest import free_port, wait_until
+    from infra.registry import start_registry, stop_registry
     from infra.sigstore import cosign_keypair, cosign_verify, ensure_trixie_tools, push_index
 
     tools = ensure_trixie_tools()
-    root = tmp / "registry"
-    root.mkdir()
-    port = free_port()
-    (root / "config.yml").write_text(json.dumps({  # JSON is YAML
-        "version": 0.1, "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")},
-                    "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"}}))
-    host = f"127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{host}/v2/", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    with open(root / "registry.log", "wb") as log:
-        registry = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
-                                    stdout=log, stderr=subprocess.STDOUT)
+    registry, host = start_registry(tmp / "registry")
     try:
-        wait_until(ready, 30, "docker-registry", registry)
         image = push_index(host, "check/app", "v1", tmp)
         work = tmp / "cosign-workspace"
         work.mkdir()
@@ -280,12 +259,7 @@ def check_cosign(img: Image, tmp: Path) -> str:
                 f"(registry {host}, GitHub-style inputs, GITHUB_OUTPUT status=success); "
                 "cosign verify (trixie's, outside) ok for each")
     finally:
-        registry.terminate()  # by PID
-        try:
-            registry.wait(10)
-        except subprocess.TimeoutExpired:
-            registry.kill()
-            registry.wait()
+        stop_registry(registry)  # by PID
 
 
 def main() -> int:

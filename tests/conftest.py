@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -22,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "entrypoint.py"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+# free_port and wait_until are imported from here by many tests
+from infra.registry import free_port, start_registry, stop_registry, wait_until  # noqa: E402,F401
 
 # tls_material, rabbitmq; trixie_tools and the sigstore helpers; fault_proxy
 pytest_plugins = ["infra.fixtures", "infra.sigstore", "infra.fault_proxy"]
@@ -100,23 +102,6 @@ def gpg_decrypt(data: bytes, home: str) -> tuple[bytes, str]:
 
 # -- a registry and images ----------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
-        if predicate():
-            return
-        time.sleep(0.05)  # polling a readiness condition, bounded by the deadline
-    raise TimeoutError(f"{what}: not ready after {timeout} s")
-
-
 @dataclass
 class Registry:
     host: str
@@ -139,37 +124,11 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "version": 0.1,
-        "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")},
-                    "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT)
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
+    proc, host = start_registry(tmp_path_factory.mktemp("registry"))
     try:
-        wait_until(ready, 30, "docker-registry", proc)
-        yield Registry(f"127.0.0.1:{port}")
+        yield Registry(host)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_registry(proc)
 
 
 def _blob(blobs: Path, data: bytes) -> dict:
