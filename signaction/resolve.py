@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-
 from typing import TYPE_CHECKING
 
 from .errors import InputError

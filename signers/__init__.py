@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
 from abc import ABC, abstractmethod
@@ -69,6 +70,34 @@ class Running:
     @property
     def ended(self) -> bool:
         return self._ended
+
+
+def run_tool(cmd: list[str], *, timeout: float, input: bytes | None = None,
+             env: Mapping[str, str] | None = None, pass_fds: tuple[int, ...] = (),
+             running: Running | None = None) -> tuple[subprocess.CompletedProcess, bool]:
+    """Run a signing tool (gpg, cosign): (the finished process, with bytes output; whether it
+    timed out). It gets its own process group, killed whole on a timeout (a helper it started
+    would otherwise hold its output pipes open), and ``running`` holds it while it runs, so that
+    an interrupted run can end it."""
+    proc = subprocess.Popen(cmd, env=env, pass_fds=pass_fds, start_new_session=True,
+                            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if running is not None:
+        running.add(proc)
+    timed_out = False
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    finally:
+        if running is not None:
+            running.discard(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), timed_out
 
 
 class SignatureCheck:

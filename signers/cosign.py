@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from typing import Mapping, Sequence
 from signaction.errors import InputError
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from . import Outcome, Report, Running, Signer
+from . import Outcome, Report, Running, Signer, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +91,13 @@ class CosignSigner(Signer):
 
     def _run(self, args: list[str], env: dict[str, str], timeout: float,
              running: Running | None = None) -> subprocess.CompletedProcess:
-        # Its own process group: on a timeout, whatever it started goes too (a credential
-        # helper left behind would hold its output pipes open).
-        proc = subprocess.Popen([self.cosign, *args], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        if running is not None:
-            running.add(proc)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            out, err = proc.communicate()
+        proc, timed_out = run_tool([self.cosign, *args], env=env, timeout=timeout,
+                                   running=running)
+        err = proc.stderr.decode("utf-8", "replace")
+        if timed_out:
             err += f"\ncosign did not finish within {timeout:.0f} s"
-        finally:
-            if running is not None:
-                running.discard(proc)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                           proc.stdout.decode("utf-8", "replace"), err)
 
     def preflight(self, plan: Plan) -> None:
         found = shutil.which(self.cosign)

@@ -20,7 +20,7 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, WorkItem
 
-from . import Outcome, Report, Running, Signer
+from . import Outcome, Report, Running, Signer, run_tool
 
 GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
 
@@ -45,26 +45,17 @@ def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
         cmd += ["--passphrase-fd", str(read_fd)]
         pass_fds = (read_fd,)
     try:
-        proc = subprocess.Popen(cmd + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=pass_fds)
+        proc, timed_out = run_tool(cmd + args, input=data, timeout=GPG_TIMEOUT,
+                                   pass_fds=pass_fds, running=running)
     finally:
         if read_fd is not None:
             os.close(read_fd)
-    if running is not None:
-        running.add(proc)
-    try:
-        stdout, stderr = proc.communicate(data, timeout=GPG_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s") from None
-    finally:
-        if running is not None:
-            running.discard(proc)
+    if timed_out:
+        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s")
     if proc.returncode != 0:
-        lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         raise GpgError("; ".join(lines[-3:]) or f"gpg exited with {proc.returncode}")
-    return stdout
+    return proc.stdout
 
 
 def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
