@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
                                  signer.public_keys(plan), signer.signature_kind)
     if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
-        artifacts.write_attach_script(e.to_json() for e in entries)
+        artifacts.write_attach_script(
+            (e.item.image.source, e.item.image.digest, e.payload_path, e.signature_path)
+            for e in entries if e.payload_path)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
     return _report(actions, tekton, inputs, results, [e.to_json() for e in entries],

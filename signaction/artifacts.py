@@ -178,13 +178,24 @@ class Artifacts:
         registry ("sigstore")."""
         folder = self.root / "verification"
         (folder / "registries.d").mkdir(parents=True, exist_ok=True)
-        root = self.root.resolve()
         refs = [ref for ref, _ in images]
         repositories = sorted({ref.repository for ref in refs})
         hosts = sorted({ref.host for ref in refs})
         if kind == "sigstore":
-            return self._sigstore_verification(folder, repositories, hosts, public_keys)
+            requirement, regd, readme = self._sigstore_parts(folder, hosts, public_keys)
+        else:
+            requirement, regd, readme = self._gpg_parts(folder, hosts, public_keys)
+        policy = {"default": [{"type": "reject"}],
+                  "transports": {"docker": {repo: requirement for repo in repositories}}}
+        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
+        _replace(folder / "registries.d" / "container-sign-action.yaml",
+                 ("\n".join(regd) + "\n").encode())
+        _replace(folder / "README.md", readme.encode())
+        return folder
 
+    def _gpg_parts(self, folder: Path, hosts: list[str],
+                   public_keys: bytes | None) -> tuple[list, list[str], str]:
+        """policy requirement, registries.d lines and README for GPG lookaside signatures."""
         if public_keys:
             _replace(folder / "signing-keys.gpg", public_keys)
             key = {"keyData": base64.b64encode(public_keys).decode("ascii")}
@@ -192,27 +203,23 @@ class Artifacts:
             key = {"keyPath": "/REPLACE/WITH/THE/SIGNING/PUBLIC/KEY.gpg"}
         requirement = [{"type": "signedBy", "keyType": "GPGKeys", **key,
                         "signedIdentity": {"type": "matchRepoDigestOrExact"}}]
-        policy = {"default": [{"type": "reject"}],
-                  "transports": {"docker": {repo: requirement for repo in repositories}}}
-        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
-
+        root = self.root.resolve()
         lines = ["# Where podman/skopeo find the signatures written by this run.",
                  "# Once you publish each registry folder on a web server, replace the",
                  "# file:// URL by its https:// URL.", "docker:"]
         for host in hosts:
             base = (root / registry_folder(host)).as_uri()
             lines += [f"  {json.dumps(host)}:", f"    lookaside: {json.dumps(base)}"]
-        _replace(folder / "registries.d" / "container-sign-action.yaml",
-                 ("\n".join(lines) + "\n").encode())
-        _replace(folder / "README.md", _VERIFY_README.format(
+        readme = _VERIFY_README.format(
             keys="signing-keys.gpg (also inlined as keyData in policy.json)" if public_keys
             else "not known to this run: put the signing public key where policy.json's "
-                 "keyPath says").encode())
-        return folder
+                 "keyPath says")
+        return requirement, lines, readme
 
-
-    def _sigstore_verification(self, folder: Path, repositories: list[str], hosts: list[str],
-                               public_keys: bytes | None) -> Path:
+    @staticmethod
+    def _sigstore_parts(folder: Path, hosts: list[str],
+                        public_keys: bytes | None) -> tuple[list, list[str], str]:
+        """policy requirement, registries.d lines and README for cosign attachments."""
         pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
                           public_keys or b"", re.S)
         if pems:
@@ -224,40 +231,30 @@ class Artifacts:
         # each requirement of a scope to be met.
         requirement = [{"type": "sigstoreSigned", **key,
                         "signedIdentity": {"type": "matchRepoDigestOrExact"}} for key in keys]
-        policy = {"default": [{"type": "reject"}],
-                  "transports": {"docker": {repo: requirement for repo in repositories}}}
-        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
         lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
         for host in hosts:
             lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
-        _replace(folder / "registries.d" / "container-sign-action.yaml",
-                 ("\n".join(lines) + "\n").encode())
-        _replace(folder / "README.md", _SIGSTORE_README.encode())
-        return folder
+        return requirement, lines, _SIGSTORE_README
 
-    def write_attach_script(self, entries: Iterable[Mapping]) -> Path:
+    def write_attach_script(self, signatures: Iterable[tuple[Reference, str, str, str]]) -> Path:
         """``cosign-attach.sh``: attaches the cosign signatures written here (made with upload
-        false) to their images, for a later job that may write to the registry."""
+        false) to their images, for a later job that may write to the registry. ``signatures``:
+        (where the image is, its digest, payload path, signature path), paths relative to the
+        output folder."""
         lines = ["#!/bin/sh",
                  "# Attaches the cosign signatures of this run (signed with upload: false) to",
                  "# their images. Run it where cosign can write to the registry (docker login,",
                  "# or DOCKER_CONFIG); extra arguments go to every `cosign attach signature`,",
                  "# e.g.  sh cosign-attach.sh --allow-http-registry=true",
                  "set -eu", 'cd "$(dirname "$0")"']
-        for e in entries:
-            if e.get("status") == "ok" and e.get("payload_path"):
-                image = f"{e.get('location') or e['reference']}"
-                target = f"{image.rsplit(':', 1)[0] if _has_tag(image) else image}@{e['digest']}"
-                lines.append(f'cosign attach signature "$@" --payload {_sh(e["payload_path"])} '
-                             f'--signature {_sh(e["signature_path"])} {_sh(target)}')
+        for location, digest, payload, signature in signatures:
+            target = f"{location.host}/{location.path}@{digest}"
+            lines.append(f'cosign attach signature "$@" --payload {_sh(payload)} '
+                         f'--signature {_sh(signature)} {_sh(target)}')
         path = self.root / "cosign-attach.sh"
         _replace(path, ("\n".join(lines) + "\n").encode())
         path.chmod(0o755)
         return path
-
-
-def _has_tag(image: str) -> bool:
-    return ":" in image.rsplit("/", 1)[-1]
 
 
 def _sh(text: str) -> str:

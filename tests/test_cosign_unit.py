@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from signaction.artifacts import Artifacts
-from signaction.reference import parse_reference
+from signaction.reference import Reference, parse_reference
 from signers.cosign import CosignSigner, _matches, _seconds, verify_signature
 
 DIGEST = "sha256:" + "ab" * 32
@@ -90,11 +90,9 @@ def test_cosign_files_share_their_number_and_never_overwrite(tmp_path):
 def test_the_attach_script_quotes_what_it_is_given(tmp_path):
     art = Artifacts(tmp_path)
     art.create()
-    entries = [{"status": "ok", "reference": "r.io/a:1", "digest": DIGEST,
-                "location": "stage.io/it's/a:1", "signature_path": "cosign/x/signature-1.sig",
-                "payload_path": "cosign/x/signature-1.payload"},
-               {"status": "failed", "reference": "r.io/b:1", "digest": DIGEST}]
-    script = art.write_attach_script(entries)
+    location = Reference(host="stage.io", path="it's/a", tag="1")  # quoting is the point
+    script = art.write_attach_script([(location, DIGEST, "cosign/x/signature-1.payload",
+                                       "cosign/x/signature-1.sig")])
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "cosign").write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]" "$a"; done; echo\n')
