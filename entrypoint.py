@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     # 5. Artifacts: results.json (always, even when everything failed) and verification files.
     entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
-    results = results_json(inputs, plan, entries, recorder.details(), signer, error)
+    results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)), signer,
+                           error)
     results_path = artifacts.write_results(results)
     artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
                                  signer.public_keys(plan), signer.signature_kind)

@@ -63,9 +63,12 @@ class Recorder:
         self.plan = plan
         self._entries: dict[WorkItem, Entry] = {}
         self._claimed: set[WorkItem] = set()
-        # Signer details (e.g. each msg reply) are spooled to a file as they come, as JSON lines:
-        # 10,000 parsed replies would otherwise hold ~40 MB until results.json is written.
-        self._details = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._position: dict[WorkItem, int] | None = None  # plan order, made on first need
+        # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
+        # of JSON text, with its place in operation_results: 10,000 parsed replies would
+        # otherwise hold ~40 MB until results.json is written.
+        self._details = tempfile.TemporaryFile("w+b")
+        self._spooled: dict[int, tuple[int, int]] = {}  # slot -> (offset, length) in the spool
         self._lock = threading.Lock()
 
     def report(self, outcome: Outcome) -> None:
@@ -79,10 +82,8 @@ class Recorder:
         entry = self._entry(outcome)  # writes the signature file, outside the lock
         with self._lock:
             self._entries[item] = entry
-            if outcome.detail is not None and entry.status == OK:
-                text = outcome.detail if isinstance(outcome.detail, str) else \
-                    json.dumps(outcome.detail)
-                self._details.write(text.replace("\n", " ") + "\n")  # JSON text: one line
+            if outcome.detail is not None:  # failed replies too: they keep their place
+                self._spool(outcome)
         if entry.status == FAILED:
             log.info("FAILED %s@%s key %s: %s", item.image.reference, item.image.digest,
                      item.key.key, entry.error)
@@ -117,13 +118,31 @@ class Recorder:
             return [self._entries.get(item) or Entry(item, FAILED, error=unfinished_reason)
                     for item in self.plan.items()]
 
-    def details(self) -> Iterator[str]:
-        """Each spooled detail as a JSON text, in arrival order."""
+    def _spool(self, outcome: Outcome) -> None:
+        slot = outcome.slot
+        if slot is None:
+            if self._position is None:
+                self._position = {item: n for n, item in enumerate(self.plan.items())}
+            slot = self._position[outcome.item]
+        if slot in self._spooled:  # e.g. a batch reply reported with each of its items
+            return
+        text = outcome.detail if isinstance(outcome.detail, str) else json.dumps(outcome.detail)
+        data = text.replace("\n", " ").encode("utf-8")  # JSON text: one line
+        self._spooled[slot] = (self._details.seek(0, 2), len(data))
+        self._details.write(data)
+
+    def details(self, slots: int) -> Iterator[str]:
+        """operation_results' entries in request order: slot 0 .. slots-1, each the detail
+        spooled for it as JSON text, or ``""`` (JSON) where none came (no reply)."""
         with self._lock:
             self._details.flush()
-            self._details.seek(0)
-            for line in self._details:
-                yield line.rstrip("\n")
+            for slot in range(slots):
+                where = self._spooled.get(slot)
+                if where is None:
+                    yield '""'
+                    continue
+                self._details.seek(where[0])
+                yield self._details.read(where[1]).decode("utf-8")
 
 
 def counts(entries: list[Entry]) -> dict[str, int]:

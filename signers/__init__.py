@@ -37,6 +37,10 @@ class Outcome:
     skipped: str | None = None  # why it needed no signature
     payload: bytes | None = None  # what a cosign signature signs (then ``signature`` is base64)
     detail: Any = None  # for results.json's operation_results: a JSON-able value or JSON text
+    # Where ``detail`` goes in operation_results: None = the item's position in the plan
+    # (pubtools-sign's request order: per image, then per key); a signer whose requests cover
+    # several items (msg batch) gives its request's index, and says how many in ``slots()``.
+    slot: int | None = None
 
 
 Report = Callable[[Outcome], None]
@@ -204,6 +208,11 @@ class Signer(ABC):
     @abstractmethod
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
         """Sign every item, calling ``report`` once per item."""
+
+    def slots(self, plan: Plan) -> int:
+        """How many entries results.json's operation_results has: one per request, in request
+        order (``""`` for a request without a detail). 0: this signer reports no details."""
+        return 0
 
     def public_keys(self, plan: Plan) -> bytes | None:
         """The signing keys' public part (an OpenPGP keyring, or PEM public keys for sigstore),

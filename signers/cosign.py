@@ -209,7 +209,10 @@ class CosignSigner(Signer):
                 log.warning("cosign sign %s failed (attempt %d of %d): %s; again in %.0f s",
                             target, attempt, self.attempts, error, pause)
                 time.sleep(pause)  # backoff between attempts of a failing external command
-        return Outcome(item, error=f"cosign: {error}")
+        return Outcome(item, error=f"cosign: {error}", detail=json.dumps(error))
+
+    def slots(self, plan: Plan) -> int:
+        return len(plan)  # cosign's output for each (image, key), as pubtools-sign keeps it
 
     def _format_flags(self) -> list[str]:
         if self.format == "bundle":

@@ -67,6 +67,7 @@ class Request:
     properties: dict[str, Any]
     body: str  # the JSON string that goes on the wire
     batch: bool = False
+    slot: int | None = None  # batch: its place in operation_results (request order)
 
 
 def build_request(item: WorkItem, *, requester: str, task_id: str, environment: str,
@@ -125,7 +126,7 @@ def build_batch_requests(images: Sequence, keys: Sequence, *, chunk_size: int, r
             }
             items = [WorkItem(i, k) for i in chunk for k in keys]
             requests.append(Request(items, request_id, address, dict(properties),
-                                    json.dumps(body), batch=True))
+                                    json.dumps(body), batch=True, slot=len(requests)))
     return requests
 
 
@@ -608,6 +609,7 @@ class MsgSigner(Signer):
     def __init__(self, config, environ: Mapping[str, str], inputs=None):
         super().__init__(config, environ, inputs)
         self.started = time.monotonic()  # the deadline counts from the start of the run
+        self.requests = 0  # how many were sent (batch: the chunks)
 
     def _settings(self) -> Settings:
         c = self.config
@@ -673,6 +675,10 @@ class MsgSigner(Signer):
             log.warning("warning: broker_tls_verify is false: the broker's certificate is NOT "
                         "verified; anyone on the network path can read and answer requests")
 
+    def slots(self, plan: Plan) -> int:
+        # single: one request per (image, key) of the plan, in plan order; batch: per request
+        return self.requests if self.section == "msg_batch_signer" else len(plan)
+
     def public_keys(self, plan: Plan) -> bytes | None:
         """The verify_keyring, when configured: the keys the signing server signs with."""
         if not self.settings.verify_keyring:
@@ -701,6 +707,7 @@ class MsgSigner(Signer):
                                       environment=s.environment, service=s.service,
                                       task_id_attribute=s.task_id_attribute, address=s.send_to,
                                       creator=CREATOR, timestamp=now) for item in items]
+        self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         checker = SignatureCheck.from_file(s.verify_keyring) if s.verify_keyring else None
         checks = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify") \
@@ -712,20 +719,22 @@ class MsgSigner(Signer):
         def deliver(req: Request, msg: dict, text: str, headers: dict) -> None:
             # operation_results gets [reply, properties] once per reply, as pubtools-sign's
             # does; kept as JSON text (the reply's own), which is smaller than parsed objects.
+            # In single mode its place is the item's in the plan (the request order); a batch
+            # reply is one entry, at its request's place.
             reply = f"[{text}, {json.dumps(headers)}]"
             for n, (item, signature) in enumerate(outcomes_of(req, msg)):
                 detail = reply if n == 0 else None
                 if isinstance(signature, str):
-                    report(Outcome(item, error=signature, detail=detail))
+                    report(Outcome(item, error=signature, detail=detail, slot=req.slot))
                 elif checks is not None:  # gpg takes time: never in the event loop
-                    checks.submit(check, item, signature, detail)
+                    checks.submit(check, item, signature, detail, req.slot)
                 else:
-                    report(Outcome(item, signature=signature, detail=detail))
+                    report(Outcome(item, signature=signature, detail=detail, slot=req.slot))
 
-        def check(item: WorkItem, signature: bytes, detail: str | None) -> None:
+        def check(item: WorkItem, signature: bytes, detail: str | None, slot: int | None) -> None:
             problem = checker.problem(signature, item)
-            report(Outcome(item, error=f"signature refused: {problem}") if problem else
-                         Outcome(item, signature=signature, detail=detail))
+            report(Outcome(item, error=f"signature refused: {problem}", detail=detail, slot=slot)
+                   if problem else Outcome(item, signature=signature, detail=detail, slot=slot))
 
         def fail(req: Request, why: str) -> None:
             for item in req.items:

@@ -266,8 +266,39 @@ def test_batch_mode(tmp_path, broker, server, gpg_keys, tls_material):
     assert run.returncode == 0, run.stderr
     results = check_signatures(out, gpg_keys)
     assert [e["status"] for e in results["images"]] == ["ok"] * 14
-    # 7 images in 3 repos (3+2+2) in chunks of 2: 2+1+1 = 4 requests, one reply each
-    assert len(results["operation_results"]) == 4
+    # 7 images in 3 repos (3+2+2) in chunks of 2: 2+1+1 = 4 requests, one reply each, in the
+    # order pubtools-sign sends them (repos by first appearance, then chunks)
+    assert [[c["manifest_digest"] for c in reply[0]["msg"]["claims"]]
+            for reply in results["operation_results"]] == \
+        [[f"sha256:{i:064x}" for i in chunk] for chunk in ([0, 3], [6], [1, 4], [2, 5])]
+
+
+def test_operation_results_are_in_request_order_with_failures_and_gaps(
+        tmp_path, broker, server, gpg_keys, tls_material):
+    """pubtools-sign's layout, which Konflux pairs with operation.references by position: entry i
+    answers request i (per image, then per key), a failed reply in place, "" for no reply."""
+    server(error_for_key=gpg_keys.b[-8:], drop_every=3)
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material, timeout=60, retries=3, send_retries=2), out,
+               [gpg_keys.a, gpg_keys.b], images(5), "--deadline", "3")
+    assert run.returncode == 1
+    results = check_signatures(out, gpg_keys)
+    assert results["signer_result"]["status"] == "error"
+    replies, entries = results["operation_results"], results["images"]
+    assert len(replies) == len(entries) == 10
+    assert [e["signing_key"] for e in entries] == [gpg_keys.a, gpg_keys.b] * 5
+    gaps = 0
+    for reply, entry in zip(replies, entries):
+        if reply == "":
+            gaps += 1
+            assert entry["error"] == "no signature: the deadline was reached"
+            continue
+        msg = reply[0]["msg"]
+        assert (msg["manifest_digest"], msg["sig_key_id"]) == \
+            (entry["digest"], entry["signing_key"][-8:])
+        assert bool(msg["errors"]) == (entry["signing_key"] == gpg_keys.b)
+        assert entry["status"] == ("failed" if msg["errors"] else "ok")
+    assert gaps == 3  # every third request went unanswered
 
 
 def test_an_unreachable_broker_fails_cleanly(tmp_path, gpg_keys, tls_material):
