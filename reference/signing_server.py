@@ -10,9 +10,13 @@ one PEM holding key and certificate, and checks the broker's certificate and hos
 --ca-cert), receives signing requests on --listen-to and sends each reply to --reply-to:
 
 - request (application property ``mtype`` other than ``batch``): a JSON body with
-  ``sig_key_id`` (the last 8 hex digits of a key fingerprint) and ``claim_file`` (base64); the
-  reply's ``msg`` is the request's fields plus ``errors``, ``signing_status`` and, on success,
-  ``signed_claim`` (base64 of the binary OpenPGP signed message wrapping the claim).
+  ``sig_key_id`` (the last 8 hex digits of a key fingerprint) and the base64 input; the reply's
+  ``msg`` is the request's fields plus ``errors``, ``signing_status`` and, on success, the base64
+  result, by ``mtype`` (any other is taken for ``container_signature``):
+  ``container_signature``: ``claim_file`` -> ``signed_claim``, the binary OpenPGP signed message
+  wrapping the claim (``gpg --sign``); ``clearsign_signature``: ``data`` -> ``signed_data``, the
+  ASCII-armored clear-signed text (``gpg --clearsign``); ``gpg_signature``: ``artifact`` ->
+  ``signed_payload``, a detached binary signature (``gpg --detach-sign``).
 - batch (``mtype: batch``): ``claims: [{claim_file, sig_key_ids, ...}]``; each claim of the reply
   gains ``signed_claims`` {key id: signature} and ``errors``.
 - the reply's body is the JSON string ``{"msg", "msg_id", "timestamp", "topic"}``; the request's
@@ -48,6 +52,7 @@ import threading
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from proton import Message
 from proton.handlers import MessagingHandler
@@ -59,6 +64,19 @@ from signers.gpg import GpgError, Running, gpg_sign
 
 INSTANT_SIGNATURE = b"instant-signature"
 STRAY_SIGNATURE = b"stray-signature"
+
+
+class Kind(NamedTuple):
+    """One kind of single signing request: its input and result fields, and gpg_sign's mode."""
+    source: str
+    result: str
+    mode: str
+
+
+CONTAINER = Kind("claim_file", "signed_claim", "sign")
+KINDS = {"container_signature": CONTAINER,
+         "clearsign_signature": Kind("data", "signed_data", "clearsign"),
+         "gpg_signature": Kind("artifact", "signed_payload", "detach")}
 
 
 def now_iso() -> str:
@@ -126,16 +144,19 @@ class Signing:
     def __init__(self, opts, keyring: Keyring | None, running: Running):
         self.opts, self.keyring, self.running = opts, keyring, running
 
-    def sign(self, claim_b64, key_id) -> str:
-        """base64 of the signature over the decoded claim; ValueError says why not."""
+    def sign(self, data_b64, key_id, kind: Kind = CONTAINER) -> str:
+        """base64 of the signature (by ``kind``) over the decoded input; ValueError says why
+        not."""
         if not isinstance(key_id, str) or not key_id:
             raise ValueError("no sig_key_id in the request")
         if any(same_key(key_id, refused) for refused in self.opts.error_for_key or ()):
             raise ValueError(f"signing with key {key_id} is refused (--error-for-key)")
+        if not isinstance(data_b64, str):
+            raise ValueError(f"no {kind.source} in the request")
         try:
-            claim = base64.b64decode(claim_b64, validate=True)
+            data = base64.b64decode(data_b64, validate=True)
         except (binascii.Error, TypeError, ValueError):
-            raise ValueError("claim_file is not base64") from None
+            raise ValueError(f"{kind.source} is not base64") from None
         if self.opts.instant:
             return b64(INSTANT_SIGNATURE)
         try:
@@ -143,8 +164,8 @@ class Signing:
         except KeyError as e:
             raise ValueError(e.args[0]) from None
         try:
-            return b64(gpg_sign(claim, fpr, gnupg_home=self.opts.gnupg_home,
-                                running=self.running))
+            return b64(gpg_sign(data, fpr, gnupg_home=self.opts.gnupg_home,
+                                running=self.running, mode=kind.mode))
         except (GpgError, OSError) as e:
             raise ValueError(f"gpg failed for key {key_id}: {e}") from None
 
@@ -153,17 +174,20 @@ class Signing:
         return {"msg": msg, "msg_id": str(uuid.uuid4()), "timestamp": now_iso(),
                 "topic": self.opts.reply_to}
 
-    def reply(self, request: dict, batch: bool) -> dict:
-        return self.envelope(self.batch(request) if batch else self.single(request))
+    def reply(self, request: dict, mtype) -> dict:
+        """The reply to a request whose application property ``mtype`` is that."""
+        if mtype == "batch":
+            return self.envelope(self.batch(request))
+        return self.envelope(self.single(request, KINDS.get(mtype, CONTAINER)))
 
-    def single(self, request: dict) -> dict:
+    def single(self, request: dict, kind: Kind = CONTAINER) -> dict:
         msg = dict(request)
         try:
-            signed = self.sign(request.get("claim_file"), request.get("sig_key_id"))
+            signed = self.sign(request.get(kind.source), request.get("sig_key_id"), kind)
         except ValueError as e:
             msg.update(errors=[str(e)], signing_status="failure")
         else:
-            msg.update(errors=[], signing_status="success", signed_claim=signed)
+            msg.update({"errors": [], "signing_status": "success", kind.result: signed})
         return msg
 
     def batch(self, request: dict) -> dict:
@@ -325,11 +349,11 @@ class SigningServer(MessagingHandler):
         properties = dict(message.properties or {})
         for _ in range(self.opts.stray):
             self.queue(json.dumps(self.signing.stray(request)), properties)
-        batch = properties.get("mtype") == "batch"
+        mtype = properties.get("mtype")
         if self.opts.instant:
-            self.answer(json.dumps(self.signing.reply(request, batch)), request, properties)
+            self.answer(json.dumps(self.signing.reply(request, mtype)), request, properties)
         else:
-            future = self.pool.submit(self.signing.reply, request, batch)
+            future = self.pool.submit(self.signing.reply, request, mtype)
             future.add_done_callback(lambda f: self._signed(f, request, properties))
 
     def _signed(self, future, request, properties):  # in a worker thread

@@ -58,10 +58,16 @@ def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
     return proc.stdout
 
 
+GPG_MODES = {"sign": "--sign", "clearsign": "--clearsign", "detach": "--detach-sign"}
+
+
 def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
-             passphrase: str | None = None, running: Running | None = None) -> bytes:
-    """A binary OpenPGP signed message (``gpg --sign``) wrapping ``data``, made with ``key``."""
-    signature = _gpg(["--local-user", key, "--sign"], gnupg_home=gnupg_home, data=data,
+             passphrase: str | None = None, running: Running | None = None,
+             mode: str = "sign") -> bytes:
+    """A signature over ``data`` made with ``key``: by ``mode``, a binary OpenPGP signed message
+    wrapping it (``sign``, ``gpg --sign``), the ASCII-armored clear-signed text (``clearsign``,
+    ``gpg --clearsign``) or a detached binary signature (``detach``, ``gpg --detach-sign``)."""
+    signature = _gpg(["--local-user", key, GPG_MODES[mode]], gnupg_home=gnupg_home, data=data,
                      passphrase=passphrase, running=running)
     if not signature:
         raise GpgError("gpg produced no signature")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -59,22 +61,44 @@ def claim_of(reference: str = REFERENCE, digest: str = DIGEST) -> str:
     return base64.b64encode(json.dumps(claim).encode("latin1")).decode("latin1")
 
 
+def sign_request(to: str, key: str, mtype: str, field: str, data: str, repo: str, *,
+                 requester: str = "signing-client", key_name: str = "",
+                 extra: dict) -> Message:
+    """One single (not batch) signing request exactly as pubtools-sign 1.0.6's MsgSigner builds
+    it; ``field`` holds the base64 ``data``, ``extra`` goes into both body and headers."""
+    body = {"sig_key_id": key[-8:], field: data, "request_id": str(uuid.uuid4()),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat()
+            .replace("+00:00", "Z"),
+            "requested_by": requester, "repo": repo}
+    if key_name:
+        body["sig_keyname"] = key_name
+    body.update(extra)
+    headers = {"service": "pubtools-sign", "environment": "prod", "owner_id": requester,
+               "mtype": mtype, "source": "metadata", **extra}
+    return Message(address=to, properties=headers, body=json.dumps(body), ttl=60 * 3)
+
+
 def request(to: str, key: str, *, reference: str = REFERENCE, digest: str = DIGEST,
             requester: str = "signing-client", task_id: str = "t1",
             key_name: str = "") -> Message:
     """One container signing request exactly as pubtools-sign 1.0.6 builds it."""
-    body = {"sig_key_id": key[-8:], "claim_file": claim_of(reference, digest),
-            "request_id": str(uuid.uuid4()),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat()
-            .replace("+00:00", "Z"),
-            "requested_by": requester, "repo": reference.split("/", 1)[1].split(":")[0]}
-    if key_name:
-        body["sig_keyname"] = key_name
-    body.update({"pub_task_id": task_id, "manifest_digest": digest})
-    headers = {"service": "pubtools-sign", "environment": "prod", "owner_id": requester,
-               "mtype": "container_signature", "source": "metadata", "pub_task_id": task_id,
-               "manifest_digest": digest}
-    return Message(address=to, properties=headers, body=json.dumps(body), ttl=60 * 3)
+    return sign_request(to, key, "container_signature", "claim_file", claim_of(reference, digest),
+                        reference.split("/", 1)[1].split(":")[0], requester=requester,
+                        key_name=key_name,
+                        extra={"pub_task_id": task_id, "manifest_digest": digest})
+
+
+def clearsign_request(to: str, key: str, text: str, key_name: str = "") -> Message:
+    """pubtools-sign's clear_sign: the text base64 encoded as latin-1, in ``data``."""
+    return sign_request(to, key, "clearsign_signature", "data",
+                        base64.b64encode(text.encode("latin1")).decode("latin-1"), "ns/app",
+                        key_name=key_name, extra={"pub_task_id": "t1"})
+
+
+def blob_request(to: str, key: str, blob: bytes) -> Message:
+    """pubtools-sign's blob_sign: the file's bytes base64 encoded, in ``artifact``, no repo."""
+    return sign_request(to, key, "gpg_signature", "artifact", base64.b64encode(blob).decode(),
+                        "", extra={"pub_task_id": "t1"})
 
 
 def batch_request(to: str, keys: list[str], digests: list[str], task_id: str = "t1") -> Message:
@@ -119,6 +143,31 @@ def run(broker, listen_to, reply_to, sent, **kwargs):
 def signed_by(signature_b64: str, home: str) -> tuple[dict, str]:
     claim, signer = gpg_decrypt(base64.b64decode(signature_b64), home)
     return json.loads(claim), signer
+
+
+def replies_by_id(got) -> dict:
+    return {reply_id(r.message.body): json.loads(r.message.body)["msg"] for r in got.received}
+
+
+def packet_tag(data: bytes) -> int | None:
+    """The tag of the first packet of binary OpenPGP data (RFC 4880 4.2), None if not binary
+    (armored, say)."""
+    first = data[0] if data else 0
+    if not first & 0x80:
+        return None
+    return first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
+
+
+def verify_detached(signature: bytes, blob: bytes, home: str, folder) -> str | None:
+    """The fingerprint that made ``signature`` over ``blob`` if ``gpg --verify NAME.sig NAME``
+    accepts it (as a client that wrote both files would check), else None."""
+    (folder / "blob.sig").write_bytes(signature)
+    (folder / "blob").write_bytes(blob)
+    proc = subprocess.run(["gpg", "--batch", "--status-fd", "1", "--verify",
+                           str(folder / "blob.sig"), str(folder / "blob")],
+                          env={**os.environ, "GNUPGHOME": home}, capture_output=True, text=True)
+    valid = [ln.split()[2] for ln in proc.stdout.splitlines() if ln.startswith("[GNUPG:] VALIDSIG")]
+    return valid[0] if proc.returncode == 0 and valid else None
 
 
 # -- signing ---------------------------------------------------------------------------------
@@ -205,6 +254,66 @@ def test_replies_through_a_virtual_topic_reach_the_clients_consumer_queue(broker
         assert outer["topic"] == "topic://VirtualTopic.eng.pub.sign"
         assert outer["msg"]["request_id"] == rid(sent[0])
         assert outer["msg"]["signed_claim"] == INSTANT
+
+
+def test_a_clearsign_request_gets_the_clear_signed_text(broker, serve, gpg_keys):
+    listen_to, reply_to = serve(gnupg_home=gpg_keys.home)
+    text = "Release notes for w\xe4rld\n- a line gpg dash-escapes\n\nthe end\n"
+    sent = [clearsign_request(listen_to, gpg_keys.a, text, key_name="release")]
+    (reply,) = run(broker, listen_to, reply_to, sent).received
+    msg = json.loads(reply.message.body)["msg"]
+    signed = base64.b64decode(msg.pop("signed_data"))
+    assert msg == {**json.loads(sent[0].body), "errors": [], "signing_status": "success"}
+    assert reply.message.properties == sent[0].properties
+    assert signed.startswith(b"-----BEGIN PGP SIGNED MESSAGE-----\n")
+    assert signed.rstrip().endswith(b"-----END PGP SIGNATURE-----")
+    assert gpg_decrypt(signed, gpg_keys.home) == (text.encode("latin1"), gpg_keys.a)
+
+
+def test_a_blob_request_gets_a_detached_signature_of_the_bytes(broker, serve, gpg_keys,
+                                                               tmp_path):
+    listen_to, reply_to = serve(gnupg_home=gpg_keys.home)
+    blob = bytes(range(256)) * 4
+    sent = [blob_request(listen_to, gpg_keys.b, blob)]
+    (reply,) = run(broker, listen_to, reply_to, sent).received
+    msg = json.loads(reply.message.body)["msg"]
+    signature = base64.b64decode(msg.pop("signed_payload"))
+    assert msg == {**json.loads(sent[0].body), "errors": [], "signing_status": "success"}
+    assert msg["artifact"] == base64.b64encode(blob).decode() and msg["repo"] == ""
+    assert packet_tag(signature) == 2  # a binary signature packet first, not armored
+    assert verify_detached(signature, blob, gpg_keys.home, tmp_path) == gpg_keys.b
+    assert verify_detached(signature, blob[:-1] + b"X", gpg_keys.home, tmp_path) is None
+
+
+@pytest.mark.parametrize("make, field, data", [(clearsign_request, "data", "text\n"),
+                                               (blob_request, "artifact", b"blob")])
+def test_bad_clearsign_and_blob_requests_get_errors_without_a_signature(broker, serve, gpg_keys,
+                                                                        make, field, data):
+    listen_to, reply_to = serve(gnupg_home=gpg_keys.home, error_for_key=gpg_keys.b)
+
+    def with_input(value):  # a request for key A with ``value`` as its input (None: none)
+        message = make(listen_to, gpg_keys.a, data)
+        body = {k: v for k, v in json.loads(message.body).items() if k != field}
+        message.body = json.dumps(body if value is None else {**body, field: value})
+        return message
+
+    sent = [with_input("not base64!"), with_input(None), make(listen_to, gpg_keys.b, data)]
+    replies = replies_by_id(run(broker, listen_to, reply_to, sent))
+    for message, why in zip(sent, (f"{field} is not base64", f"no {field}", "refused")):
+        msg = replies[rid(message)]
+        assert msg["signing_status"] == "failure"
+        assert len(msg["errors"]) == 1 and why in msg["errors"][0]
+        assert not {"signed_claim", "signed_data", "signed_payload"} & set(msg)
+
+
+def test_instant_mode_answers_clearsign_and_blob_requests(broker, serve):
+    listen_to, reply_to = serve(instant=True)
+    sent = [clearsign_request(listen_to, "F1551776", "text\n"),
+            blob_request(listen_to, "F1551776", b"\0blob")]
+    replies = replies_by_id(run(broker, listen_to, reply_to, sent))
+    assert replies[rid(sent[0])]["signed_data"] == INSTANT
+    assert replies[rid(sent[1])]["signed_payload"] == INSTANT
+    assert all(m["signing_status"] == "success" and m["errors"] == [] for m in replies.values())
 
 
 # -- fault switches --------------------------------------------------------------------------
