@@ -28,7 +28,7 @@ from signaction.github import Actions, summary_markdown  # noqa: E402
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
-from signaction.results import FAILED, Recorder, results_json  # noqa: E402
+from signaction.results import FAILED, Recorder, label, results_json  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
 from signers import Signer, signer_class, skip_signed  # noqa: E402
 
@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _setup_logging(inputs.log_level, to_stdout=actions.active)
         plan = build_plan(inputs, signer.key_aliases)
         expand = signer.expands_index if inputs.expand_index is None else inputs.expand_index
-        if needs_registry(plan, expand):  # tags to digests, multi-arch images to platforms
+        if plan.files and not signer.signs_files:
+            raise InputError(f"--signer {signer.name} cannot sign files (clear-sign-files, "
+                             "blob-files): use --signer msg")
+        if plan.images and needs_registry(plan, expand):  # tags to digests, multi-arch images to platforms
             plan = complete_plan(plan, signer.registry(), expand=expand)
         signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
@@ -75,8 +78,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)), signer,
                            error)
     results_path = artifacts.write_results(results)
-    artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
-                                 signer.public_keys(plan), signer.signature_kind)
+    if plan.images:  # (clear-signed and detached file signatures carry no policy)
+        artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
+                                     signer.public_keys(plan), signer.signature_kind)
     if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
         artifacts.write_attach_script(
             (e.item.image.source, e.item.image.digest, e.payload_path, e.signature_path)
@@ -89,7 +93,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:
     """Run the signer; return why it stopped early, if it did."""
-    log.info("signing %d image(s) with %d key(s): %d signature(s)%s", len(plan.images),
+    log.info("signing %d %s(s) with %d key(s): %d signature(s)%s",
+             len(plan.images or plan.files), "image" if plan.images else "file",
              len(plan.keys), len(plan),
              f" ({plan.duplicates} duplicate(s) collapsed)" if plan.duplicates else "")
 
@@ -100,7 +105,7 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
     try:
         with actions.group(f"Signing {len(plan)} signature(s)"):
             items = list(plan.items())
-            if signer.inputs.skip_signed:
+            if signer.inputs.skip_signed and plan.images:
                 items = skip_signed(signer, plan, items, recorder.report)
             signer.sign(items, recorder.report)
         return None
@@ -116,9 +121,9 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
 
 
 def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
-    lines = [f"would sign {item.image.reference}@{item.image.digest} with key {item.key.key}"
-             for item in plan.items()]
-    lines.append(f"dry run: {len(plan.images)} image(s) x {len(plan.keys)} key(s) = "
+    lines = [f"would sign {label(item)} with key {item.key.key}" for item in plan.items()]
+    lines.append(f"dry run: {len(plan.images or plan.files)} "
+                 f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was signed")
     print("\n".join(lines), flush=True)
     outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
@@ -143,8 +148,9 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
     c = results["summary"]
     for entry in images:
         if entry["status"] == FAILED:
-            actions.error(f"Signing failed: {entry['reference']}",
-                          f"{entry['digest']} with key {entry['signing_key']}: {entry['error']}")
+            what = entry.get("reference") or entry["file"]
+            actions.error(f"Signing failed: {what}", f"{entry.get('digest') or entry['file']} "
+                          f"with key {entry['signing_key']}: {entry['error']}")
     status = "success" if not c["failed"] else "partial" if c["signed"] else "failure"
     outputs = {"status": status, "signed-count": str(c["signed"]),
                "failed-count": str(c["failed"]), "results-file": results_file,

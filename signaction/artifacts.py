@@ -87,7 +87,7 @@ class Artifacts:
             return path[len(root) + 1:]
         return os.path.relpath(path, root)
 
-    def _make_folder(self, parts: list[str], reference: Reference) -> str:
+    def _make_folder(self, parts: list[str], what: object) -> str:
         """Create the folder ``parts`` below the resolved root one level at a time, never
         through a link: each level is created, or else must already be a real folder (lstat:
         links are not followed). Each level is checked once per run. Returns its path."""
@@ -106,7 +106,7 @@ class Artifacts:
                 os.mkdir(current)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(current).st_mode):  # a symlink, or a file
-                    raise ValueError(f"{reference} would write outside {self.root}: {current} "
+                    raise ValueError(f"{what} would write outside {self.root}: {current} "
                                      "is not a folder") from None
             self._made.add(current)
         return folder
@@ -128,6 +128,20 @@ class Artifacts:
             os.unlink(pending)
             raise
         return Path(sig)
+
+    def write_file_signature(self, name: str, data: bytes) -> Path:
+        """``<out>/<name>`` (a clear-signed or detached signature of a file), atomically, never
+        over an existing file (FileExistsError) nor through a link."""
+        if name in (".", "..") or not _SAFE_COMPONENT.fullmatch(name):
+            raise ValueError(f"unsafe file name {name!r}")
+        root = self._make_folder([], name)
+        tmp = _write_temp(root, data, mode=0o644)
+        try:
+            _rename_noreplace(tmp, os.path.join(root, name))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return Path(root, name)
 
     @staticmethod
     def _place(folder: str, data: bytes, suffix: str) -> str:

@@ -89,7 +89,8 @@ def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
     lines += ["| Status | Image | Digest | Key | Error |", "|---|---|---|---|---|"]
     for r in rows[:SUMMARY_ROWS]:
         mark = {"ok": "✅ ok", "failed": "❌ failed", "skipped": "⏭️ skipped"}[r["status"]]
-        lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "
+        digest = f"`{r['digest'][:19]}…`" if r.get("digest") else ""  # files have none
+        lines.append(f"| {mark} | {_cell(r.get('reference') or r.get('file'))} | {digest} | "
                      f"{_cell(r['signing_key'])} | {_cell(r['error'])} |")
     if len(rows) > SUMMARY_ROWS:
         lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failed ones are listed first); "

@@ -63,6 +63,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("images-file", "--images-file", "str", "YAML or JSON file holding a list of "
            "{reference, digest, identity} entries (digest and identity optional)",
            metavar="FILE"),
+    Option("clear-sign-files", "--clear-sign-file", "list", "msg signer: a text file to "
+           "clear-sign instead of images (repeatable); its signed copy is written as "
+           "<output-dir>/NAME.asc (with several keys NAME.<key id>.asc)", metavar="FILE"),
+    Option("blob-files", "--blob-file", "list", "msg signer: a file to sign with a detached "
+           "signature instead of images (repeatable); the signature is written as "
+           "<output-dir>/NAME.sig (with several keys NAME.<key id>.sig)", metavar="FILE"),
+    Option("repo", "--repo", "str", "clear-sign: the repository sent with each request "
+           "(pubtools-sign's --repo)", metavar="REPO"),
     Option("signing-keys", "--signing-key", "list", "key to sign with: a key alias from the "
            "config, or the key itself (a GPG fingerprint or key id). Repeatable: every image is "
            "signed with every key", metavar="KEY"),
@@ -139,6 +147,9 @@ class Inputs:
     images: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     images_file: str | None = None
+    clear_sign_files: tuple[str, ...] = ()
+    blob_files: tuple[str, ...] = ()
+    repo: str | None = None
     signing_keys: tuple[str, ...] = ()
     signing_key_names: tuple[str, ...] = ()
     task_id: str | None = None

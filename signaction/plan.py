@@ -14,7 +14,9 @@ signaction.resolve looks its tag up in the registry.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -44,9 +46,25 @@ class SigningKey:
     name: str | None = None  # sig_keyname, for signing servers
 
 
+CLEARSIGN, BLOB = "clearsign", "blob"  # what is done to a SignFile
+FILE_SUFFIX = {CLEARSIGN: ".asc", BLOB: ".sig"}
+MAX_FILE_BYTES = 4 << 20  # one file goes whole into one bus message, and comes back in its reply
+
+
+@dataclass(frozen=True, slots=True)
+class SignFile:
+    """A file (or a text given as an argument) to clear-sign or to sign with a detached
+    signature, instead of an image: pubtools-sign's clear-sign and blob-sign."""
+
+    name: str  # its signature is written as <output>/<name>.asc or .sig
+    data: bytes
+    kind: str  # CLEARSIGN or BLOB
+    origin: str  # e.g. "--blob-file #2 (dist/app.tar)"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    image: Image
+    image: Image | SignFile  # what is signed: an image; for clear-/blob-signing a file
     key: SigningKey
 
 
@@ -55,28 +73,78 @@ class Plan:
     images: tuple[Image, ...]
     keys: tuple[SigningKey, ...]
     duplicates: int  # exact duplicates collapsed
+    files: tuple[SignFile, ...] = ()  # a run signs images or files, never both
 
     def items(self) -> Iterator[WorkItem]:
-        for image in self.images:
+        """pubtools-sign's request order: per image (or file), then per key."""
+        for image in self.images or self.files:
             for key in self.keys:
                 yield WorkItem(image, key)
 
     def __len__(self) -> int:
-        return len(self.images) * len(self.keys)
+        return len(self.images or self.files) * len(self.keys)
+
+    @property
+    def kind(self) -> str:
+        """What the run does: "container" signing, or CLEARSIGN / BLOB of files."""
+        return self.files[0].kind if self.files else "container"
 
 
 def build_plan(inputs: Inputs, key_aliases: Mapping[str, str]) -> Plan:
-    """Check every image and key; raise InputError naming the first bad one."""
+    """Check every image (or file) and key; raise InputError naming the first bad one."""
+    files = _files(inputs)
     images: dict[tuple, Image] = {}
     total = 0
     for image in _all_images(inputs):
         total += 1
         images.setdefault((image.reference, image.digest, image.source), image)
-    if not images:
+    if files and images:
+        raise InputError("give images or files to sign, not both in one run")
+    if not images and not files:
         raise InputError("nothing to sign: give --reference with --digest, --image, or "
                          "--images-file (action inputs: references + digests, images, "
-                         "images-file)")
-    return Plan(tuple(images.values()), _keys(inputs, key_aliases), total - len(images))
+                         "images-file), or files: --clear-sign-file, --blob-file")
+    return Plan(tuple(images.values()), _keys(inputs, key_aliases), total - len(images),
+                files)
+
+
+def _files(inputs: Inputs) -> tuple[SignFile, ...]:
+    """The files to clear-sign or blob-sign; each name may occur once (it names the output)."""
+    given = [(CLEARSIGN, origin, value) for origin, value in inputs.numbered("clear_sign_files")]
+    given += [(BLOB, origin, value) for origin, value in inputs.numbered("blob_files")]
+    if {kind for kind, _, _ in given} == {CLEARSIGN, BLOB}:
+        raise InputError("give files to clear-sign or files to blob-sign, not both in one run")
+    files: dict[str, SignFile] = {}
+    for kind, origin, value in given:
+        name = os.path.basename(value)
+        if not _SAFE_NAME.fullmatch(name):
+            raise InputError(f"{origin}: {name!r} cannot name its signature file (letters, "
+                             "digits, '.', '_', '-'; not starting with '.')")
+        file = SignFile(name, read_regular_file(value, f"{origin} {value!r}", MAX_FILE_BYTES),
+                        kind, origin)
+        if file.name in files:
+            raise InputError(f"{origin}: {files[file.name].origin} has the same name "
+                             f"{file.name!r}: their signatures would be one file")
+        files[file.name] = file
+    return tuple(files.values())
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,200}")
+
+
+def read_regular_file(path: str, label: str, limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them (never a FIFO, a device or /dev/zero)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{label}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{label}: not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{label}: larger than {limit >> 20} MiB")
+    return data
 
 
 def _image(origin: str, reference: str, digest: str | None, identity: str | None = None) -> Image:

@@ -6,6 +6,7 @@ signing_keys) so its consumers keep working, and adds ``images``: one entry per 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import tempfile
@@ -18,7 +19,7 @@ from signers import Outcome, Signer
 from . import CREATOR
 from .artifacts import Artifacts, Stream
 from .inputs import Inputs
-from .plan import Plan, WorkItem
+from .plan import BLOB, CLEARSIGN, FILE_SUFFIX, Plan, SignFile, WorkItem
 
 log = logging.getLogger("signaction")
 
@@ -36,6 +37,10 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         image = self.item.image
+        if isinstance(image, SignFile):
+            return {"file": image.origin, "name": image.name, "kind": image.kind,
+                    "signing_key": self.item.key.key, "status": self.status,
+                    "error": self.error, "signature_path": self.signature_path}
         entry = {
             "reference": str(image.reference),
             "digest": image.digest,
@@ -85,11 +90,10 @@ class Recorder:
             if outcome.detail is not None:  # failed replies too: they keep their place
                 self._spool(outcome)
         if entry.status == FAILED:
-            log.info("FAILED %s@%s key %s: %s", item.image.reference, item.image.digest,
-                     item.key.key, entry.error)
+            log.info("FAILED %s key %s: %s", label(item), item.key.key, entry.error)
         else:
-            log.info("%s %s@%s key %s%s", "signed" if entry.status == OK else "skipped",
-                     item.image.reference, item.image.digest, item.key.key,
+            log.info("%s %s key %s%s", "signed" if entry.status == OK else "skipped",
+                     label(item), item.key.key,
                      f" -> {entry.signature_path}" if entry.signature_path else
                      f": {entry.reason}" if entry.reason else "")
 
@@ -102,15 +106,25 @@ class Recorder:
         path = payload = None
         if outcome.signature is not None:
             try:
-                written = self.artifacts.write_signature(item.image.reference, item.image.digest,
-                                                         outcome.signature,
-                                                         payload=outcome.payload)
+                written = self._write(item, outcome)
+            except FileExistsError as e:
+                return Entry(item, FAILED, error=f"could not write the signature: "
+                             f"{self.artifacts.relative(e.filename)} exists already")
             except (OSError, ValueError) as e:
                 return Entry(item, FAILED, error=f"could not write the signature: {e}")
             path = self.artifacts.relative(written)
             if outcome.payload is not None:
                 payload = path.removesuffix(".sig") + ".payload"
         return Entry(item, OK, signature_path=path, payload_path=payload)
+
+    def _write(self, item: WorkItem, outcome: Outcome):
+        target = item.image
+        if isinstance(target, SignFile):  # NAME.asc, or NAME.<key id>.asc with several keys
+            key = f".{item.key.key[-8:].upper()}" if len(self.plan.keys) > 1 else ""
+            return self.artifacts.write_file_signature(
+                f"{target.name}{key}{FILE_SUFFIX[target.kind]}", outcome.signature)
+        return self.artifacts.write_signature(target.reference, target.digest, outcome.signature,
+                                              payload=outcome.payload)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:
         """Every work item in plan order; those never reported are failed with the reason."""
@@ -145,6 +159,14 @@ class Recorder:
                 yield self._details.read(where[1]).decode("utf-8")
 
 
+def label(item: WorkItem) -> str:
+    """How a log line names what an item signs."""
+    target = item.image
+    if isinstance(target, SignFile):
+        return target.origin
+    return f"{target.reference}@{target.digest}"
+
+
 def counts(entries: list[Entry]) -> dict[str, int]:
     c = {OK: 0, FAILED: 0, SKIPPED: 0}
     for e in entries:
@@ -159,23 +181,35 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iter
     c = counts(entries)
     if error is None and c[FAILED]:
         error = f"{c[FAILED]} of {len(entries)} signature(s) failed"
-    keys = [k.key for k in plan.keys]
+    keys = [k.given for k in plan.keys]  # as pubtools-sign: as given, before alias lookup
     return {
         "signer_result": {"status": "error" if error else "ok", "error_message": error or ""},
         "operation_results": Stream(details),
-        "operation": {
-            "references": [str(i.reference) for i in plan.images],
-            "digests": [i.digest for i in plan.images],
-            "signing_keys": keys,
-            "signing_key_names": [k.name for k in plan.keys if k.name],
-            "task_id": inputs.task_id or "",
-            "requester": inputs.requester or "",
-        },
+        "operation": operation(inputs, plan),
         "signing_keys": keys,
         "signer": signer.name,
         "signer_stats": dict(signer.stats),
         "creator": CREATOR,
         "summary": {"signed": c[OK], "failed": c[FAILED], "skipped": c[SKIPPED],
                     "total": len(entries)},
-        "images": Stream(json.dumps(e.to_json()) for e in entries),
+        "files" if plan.files else "images": Stream(json.dumps(e.to_json()) for e in entries),
     }
+
+
+def operation(inputs: Inputs, plan: Plan) -> dict[str, Any]:
+    """What was asked, as pubtools-sign 1.0.6 reports its operation (same keys, same order)."""
+    keys = [k.given for k in plan.keys]
+    names = [k.name for k in plan.keys if k.name]
+    task_id, requester = inputs.task_id or "", inputs.requester or ""
+    if plan.kind == CLEARSIGN:
+        return {"inputs": [f.data.decode("utf-8", "replace") for f in plan.files],
+                "signing_keys": keys, "task_id": task_id, "repo": inputs.repo or "",
+                "requester": requester}
+    if plan.kind == BLOB:
+        return {"blobs": [base64.b64encode(f.data).decode("ascii") for f in plan.files],
+                "signing_key_names": names, "signing_keys": keys, "task_id": task_id,
+                "requester": requester}
+    return {"digests": [i.digest for i in plan.images],
+            "references": [str(i.reference) for i in plan.images],
+            "signing_key_names": names, "signing_keys": keys, "task_id": task_id,
+            "requester": requester}

@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from signaction.errors import InputError
 from signaction.inputs import Inputs
-from signaction.plan import Plan, WorkItem
+from signaction.plan import BLOB, Plan, SignFile, WorkItem
 
 log = logging.getLogger("signers")
 
@@ -137,26 +137,55 @@ class SignatureCheck:
         shutil.rmtree(self.home, ignore_errors=True)
 
     def problem(self, signature: bytes, item: WorkItem) -> str | None:
-        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
-                               "--trust-model", "always", "--status-fd", "2", "--decrypt"],
-                              input=signature, capture_output=True, check=False)
-        status = proc.stderr.decode("utf-8", "replace")
-        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
-        if proc.returncode != 0 or not signers:
-            return f"not a valid signature by any key in {self.label}"
-        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
-            return f"signed by {signers[0]}, not by the requested key {item.key.key}"
+        """Why ``signature`` is not a good one for ``item`` (None: it is)."""
+        target = item.image
+        if isinstance(target, SignFile):
+            return self._file_problem(signature, item, target)
+        signed, problem = self._gpg(["--decrypt"], signature, item)
+        if problem:
+            return problem
         try:
-            critical = json.loads(proc.stdout)["critical"]
+            critical = json.loads(signed)["critical"]
             digest = critical["image"]["docker-manifest-digest"]
             identity = critical["identity"]["docker-reference"]
         except (ValueError, KeyError, TypeError):
             return "the signed content is not an atomic container signature claim"
-        if digest != item.image.digest:
-            return f"it signs digest {digest}, not {item.image.digest}"
-        if identity != str(item.image.reference):
-            return f"it signs identity {identity}, not {item.image.reference}"
+        if digest != target.digest:
+            return f"it signs digest {digest}, not {target.digest}"
+        if identity != str(target.reference):
+            return f"it signs identity {identity}, not {target.reference}"
         return None
+
+    def _file_problem(self, signature: bytes, item: WorkItem, target: SignFile) -> str | None:
+        if target.kind == BLOB:  # a detached signature: the file's bytes go on stdin
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(dir=self.home, suffix=".sig") as sig:
+                sig.write(signature)
+                sig.flush()
+                return self._gpg(["--verify", sig.name, "-"], target.data, item)[1]
+        signed, problem = self._gpg(["--decrypt"], signature, item)  # clear-signed: its text
+        if problem is None and _text_lines(signed) != _text_lines(target.data):
+            return "the clear-signed text is not the text that was sent"
+        return problem
+
+    def _gpg(self, args: list[str], data: bytes, item: WorkItem) -> tuple[bytes, str | None]:
+        """gpg's output, and why the signature it checked is not by the item's key (or None)."""
+        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
+                               "--trust-model", "always", "--status-fd", "2", *args],
+                              input=data, capture_output=True, check=False)
+        status = proc.stderr.decode("utf-8", "replace")
+        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
+        if proc.returncode != 0 or not signers:
+            return proc.stdout, f"not a valid signature by any key in {self.label}"
+        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
+            return proc.stdout, f"signed by {signers[0]}, not by the requested key {item.key.key}"
+        return proc.stdout, None
+
+
+def _text_lines(data: bytes) -> list[str]:
+    """Lines as clear-signing keeps them (trailing white space is not signed)."""
+    return [line.rstrip() for line in data.decode("utf-8", "replace").splitlines()]
 
 
 class Signer(ABC):
@@ -165,6 +194,7 @@ class Signer(ABC):
     expands_index: ClassVar[bool] = False  # sign multi-arch images' platforms by default
     signature_kind: ClassVar[str] = "gpg"  # "gpg" (lookaside files) or "sigstore" (cosign)
     attach_later: bool = False  # signatures are only in the output folder, to attach later
+    signs_files: ClassVar[bool] = False  # can clear-sign / blob-sign files (plan.files)
 
     def __init__(self, config: Mapping[str, Any] | None, environ: Mapping[str, str],
                  inputs: Inputs | None = None):

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from signaction.claim import atomic_claim
 from signaction.errors import InputError
-from signaction.plan import Plan, WorkItem
+from signaction.plan import BLOB, CLEARSIGN, Plan, SignFile, WorkItem
 
 from . import Outcome, Report, SignatureCheck, Signer
 
@@ -45,6 +45,9 @@ CLOSE_GRACE = 2.0  # seconds a broker gets to answer our close at the end
 CREDIT = 1000  # replies the broker may send before we have read them
 CONTAINER_SIGNATURE = "container_signature"
 BATCH = "batch"
+# A file's request type and the body field carrying it; the reply field with the signature.
+FILE_REQUESTS = {CLEARSIGN: ("clearsign_signature", "data"), BLOB: ("gpg_signature", "artifact")}
+SIGNED_FIELD = {CLEARSIGN: "signed_data", BLOB: "signed_payload"}
 
 
 # -- the wire format (pure functions, unit-tested against pubtools-sign's) -------------------
@@ -72,25 +75,33 @@ class Request:
 
 def build_request(item: WorkItem, *, requester: str, task_id: str, environment: str,
                   service: str, task_id_attribute: str, address: str, creator: str,
-                  timestamp: int | None) -> Request:
-    """One signing request, field for field as pubtools-sign 1.0.6 builds it."""
-    reference, digest = str(item.image.reference), item.image.digest
-    claim = atomic_claim(reference, digest, creator, timestamp)
+                  timestamp: int | None, repo: str = "") -> Request:
+    """One signing request, field for field as pubtools-sign 1.0.6 builds it: a container
+    claim, or a file to clear-sign (its text in ``data``, with ``repo``) or to sign detached (its
+    bytes in ``artifact``)."""
+    target = item.image
+    if isinstance(target, SignFile):
+        mtype, field = FILE_REQUESTS[target.kind]
+        data, repo = target.data, repo if target.kind == CLEARSIGN else ""
+        extra: dict[str, Any] = {task_id_attribute: task_id}
+    else:
+        mtype, field, reference = CONTAINER_SIGNATURE, "claim_file", str(target.reference)
+        data, repo = atomic_claim(reference, target.digest, creator, timestamp), repo_of(reference)
+        extra = {task_id_attribute: task_id, "manifest_digest": target.digest}
     request_id = str(uuid.uuid4())
-    extra = {task_id_attribute: task_id, "manifest_digest": digest}
     body: dict[str, Any] = {
         "sig_key_id": item.key.key[-8:],
-        "claim_file": base64.b64encode(claim).decode("ascii"),
+        field: base64.b64encode(data).decode("ascii"),
         "request_id": request_id,
         "created": isodate_now(),
         "requested_by": requester,
-        "repo": repo_of(reference),
+        "repo": repo,
     }
     if item.key.name:
         body["sig_keyname"] = item.key.name
     body.update(extra)
     properties = {"service": service, "environment": environment, "owner_id": requester,
-                  "mtype": CONTAINER_SIGNATURE, "source": "metadata", **extra}
+                  "mtype": mtype, "source": "metadata", **extra}
     return Request([item], request_id, address, properties, json.dumps(body))
 
 
@@ -138,13 +149,13 @@ class BadReply(Exception):
         self.kind = kind
 
 
-def parse_reply(body: Any, id_key: str) -> tuple[str, dict, str]:
+def parse_reply(body: Any, id_key: str, max_bytes: int = MAX_REPLY_BYTES) -> tuple[str, dict, str]:
     """(request id, msg, the body as JSON text) of a reply body, or BadReply."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if not isinstance(body, str):
         raise BadReply("malformed", f"body of type {type(body).__name__}")
-    if len(body) > MAX_REPLY_BYTES:
+    if len(body) > max_bytes:
         raise BadReply("oversized", f"{len(body)} bytes")
     try:
         outer = json.loads(body)
@@ -157,25 +168,28 @@ def parse_reply(body: Any, id_key: str) -> tuple[str, dict, str]:
     return request_id, msg, body
 
 
-def signature_of(msg: Mapping[str, Any]) -> bytes | str:
-    """The raw signature in a reply's ``msg``, or the error text to report (a str)."""
+def signature_of(msg: Mapping[str, Any], field: str = "signed_claim") -> bytes | str:
+    """The raw signature in a reply's ``msg`` (base64 in ``field``), or the error text to report
+    (a str)."""
     errors = msg.get("errors")
     if errors:
         texts = errors if isinstance(errors, list) else [errors]
         return "signing server: " + "; ".join(str(e) for e in texts)
-    claim = msg.get("signed_claim")
+    claim = msg.get(field)
     if not isinstance(claim, str) or not claim:
-        return "signing server: the reply has neither errors nor a signed_claim"
+        return f"signing server: the reply has neither errors nor a {field}"
     try:
         return base64.b64decode(claim, validate=True)
     except (binascii.Error, ValueError):
-        return "signing server: the reply's signed_claim is not base64"
+        return f"signing server: the reply's {field} is not base64"
 
 
 def outcomes_of(req: Request, msg: Mapping[str, Any]) -> list[tuple[WorkItem, bytes | str]]:
     """Each work item of a request with its signature, or the error text (a str)."""
     if not req.batch:
-        return [(req.items[0], signature_of(msg))]
+        target = req.items[0].image
+        field = SIGNED_FIELD[target.kind] if isinstance(target, SignFile) else "signed_claim"
+        return [(req.items[0], signature_of(msg, field))]
     whole = signature_of({"errors": msg.get("errors")}) if msg.get("errors") else None
     claims = msg.get("claims")
     if not isinstance(claims, list):
@@ -230,6 +244,7 @@ class Settings:
     verify_broker: bool = True
     deadline: float | None = None
     verify_keyring: str | None = None
+    max_reply: int = MAX_REPLY_BYTES  # more when files are signed: a reply echoes the file
 
 
 def _path(value: str | None) -> str | None:
@@ -519,7 +534,8 @@ def run_session(settings: Settings, requests: dict[str, Request],
             if self.done:
                 return
             try:
-                request_id, msg, text = parse_reply(message.body, settings.id_key)
+                request_id, msg, text = parse_reply(message.body, settings.id_key,
+                                                    settings.max_reply)
             except BadReply as e:
                 self.counts[e.kind] += 1
                 log.debug("ignored a %s reply: %s", e.kind, e)
@@ -601,6 +617,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
 class MsgSigner(Signer):
     name = "msg"
     section = "msg_signer"
+    signs_files = True
 
     @classmethod
     def config_section(cls, inputs) -> str:
@@ -653,6 +670,12 @@ class MsgSigner(Signer):
                 check=False).returncode != 0:
             raise InputError(f"{where}.verify_keyring: {s.verify_keyring!r} holds no OpenPGP "
                              "public keys")
+        if plan.files:
+            if self.section == "msg_batch_signer":
+                raise InputError("--signer-type batch signs container images only, not files "
+                                 "(as pubtools-sign's msg_batch_signer)")
+            # a reply echoes the request (the file, base64) and adds its signed copy (base64)
+            s.max_reply = MAX_REPLY_BYTES + 3 * max(len(f.data) for f in plan.files)
         if s.timeout <= 0 or s.retries < 1 or s.send_retries < 1:
             raise InputError(f"{where}: timeout must be > 0, retries and send_retries >= 1")
         requester = self.inputs.requester if self.inputs else None
@@ -706,7 +729,9 @@ class MsgSigner(Signer):
             requests = [build_request(item, requester=self.requester, task_id=task_id,
                                       environment=s.environment, service=s.service,
                                       task_id_attribute=s.task_id_attribute, address=s.send_to,
-                                      creator=CREATOR, timestamp=now) for item in items]
+                                      creator=CREATOR, timestamp=now,
+                                      repo=(self.inputs.repo if self.inputs else None) or "")
+                        for item in items]
         self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         checker = SignatureCheck.from_file(s.verify_keyring) if s.verify_keyring else None

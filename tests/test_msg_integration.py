@@ -338,3 +338,54 @@ def test_every_reply_is_accepted_before_the_run_ends(tmp_path, broker, server, g
         assert run.returncode == 0, run.stderr
         results = json.loads((out / "results.json").read_text())
         assert results["signer_stats"] == {}, results["signer_stats"]  # nothing stray
+
+
+def gpg_verify(home: str, *args: str) -> str:
+    """The fingerprint gpg says made a good signature (raises if gpg refuses it)."""
+    proc = subprocess.run(["gpg", "--batch", "--status-fd", "1", "--verify", *args],
+                          env={**os.environ, "GNUPGHOME": home}, capture_output=True, text=True,
+                          check=True)
+    return next(ln.split()[2] for ln in proc.stdout.splitlines() if "[GNUPG:] VALIDSIG" in ln)
+
+
+def test_files_are_clear_signed_and_blob_signed_over_the_bus(tmp_path, broker, server,
+                                                           gpg_keys, tls_material):
+    """pubtools-sign's clear-sign and blob-sign through the action's inputs: NAME.asc holds the
+    clear-signed text, NAME.<key id>.sig a detached signature per key; gpg verifies each."""
+    server()
+    config = conf(tmp_path, broker, tls_material, verify_keyring=str(keyring(tmp_path, gpg_keys)))
+    notes, blob = tmp_path / "notes.txt", tmp_path / "app.tar"
+    notes.write_text("release notes\nline two\n")
+    blob.write_bytes(os.urandom(5000))
+    out = tmp_path / "out"
+    run = run_entrypoint("--signer", "msg", "--config-file", str(config), "--task-id", "t1",
+                         "--output-dir", str(out), "--signing-key", gpg_keys.a,
+                         "--clear-sign-file", str(notes), "--repo", "ns/app")
+    assert run.returncode == 0, run.stderr
+    assert gpg_verify(gpg_keys.home, str(out / "notes.txt.asc")) == gpg_keys.a
+    assert gpg_decrypt((out / "notes.txt.asc").read_bytes(), gpg_keys.home)[0] == \
+        notes.read_bytes()
+    results = json.loads((out / "results.json").read_text())
+    assert [e["signature_path"] for e in results["files"]] == ["notes.txt.asc"]
+    assert results["operation"]["inputs"] == [notes.read_text()]
+    assert results["operation_results"][0][0]["msg"]["repo"] == "ns/app"
+
+    run = run_entrypoint("--signer", "msg", "--config-file", str(config), "--task-id", "t1",
+                         "--output-dir", str(out), "--signing-key", gpg_keys.a,
+                         "--signing-key", gpg_keys.b, "--blob-file", str(blob))
+    assert run.returncode == 0, run.stderr
+    sigs = {key: out / f"app.tar.{key[-8:]}.sig" for key in (gpg_keys.a, gpg_keys.b)}
+    for key, sig in sigs.items():
+        assert gpg_verify(gpg_keys.home, str(sig), str(blob)) == key
+    blob.write_bytes(b"altered" + blob.read_bytes()[7:])
+    for sig in sigs.values():
+        with pytest.raises(subprocess.CalledProcessError):
+            gpg_verify(gpg_keys.home, str(sig), str(blob))
+
+
+def keyring(tmp_path: Path, gpg_keys) -> Path:
+    path = tmp_path / "keyring.gpg"
+    path.write_bytes(subprocess.run(["gpg", "--export", gpg_keys.a, gpg_keys.b],
+                                    env={**os.environ, **gpg_keys.env()}, capture_output=True,
+                                    check=True).stdout)
+    return path

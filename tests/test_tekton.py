@@ -38,7 +38,8 @@ TASK = yaml.safe_load(TASK_PATH.read_text())
 SPEC = TASK["spec"]
 STEP = SPEC["steps"][0]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
-ARRAYS = {"references", "digests", "images", "identities", "signing-keys", "signing-key-names"}
+ARRAYS = {"references", "digests", "images", "identities", "clear-sign-files", "blob-files",
+          "signing-keys", "signing-key-names"}
 # Action inputs the Task sets itself instead of taking them as params.
 NOT_PARAMS = {"tekton-results": "the Task points it at /tekton/results"}
 
