@@ -68,12 +68,14 @@ COPY entrypoint.py /opt/container-sign-action/
 COPY signaction /opt/container-sign-action/signaction
 COPY signers /opt/container-sign-action/signers
 COPY schemas /opt/container-sign-action/schemas
+COPY bin /opt/container-sign-action/bin
 # The venv's python resolves here (same base as the build stage), proton still has SSL (its
 # libraries are in this stage too), and the entrypoint starts.
 RUN set -eu; \
     /opt/venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SSL.present() else "proton lacks SSL")'; \
     /opt/venv/bin/python -m compileall -q /opt/container-sign-action; \
-    /opt/venv/bin/python /opt/container-sign-action/entrypoint.py --help >/dev/null
+    /opt/venv/bin/python /opt/container-sign-action/entrypoint.py --help >/dev/null; \
+    for cmd in /opt/container-sign-action/bin/*; do PATH=/opt/venv/bin:$PATH "$cmd" --help >/dev/null; done
 # Metadata last: other label values do not invalidate the cached layers above.
 ARG IMAGE_SOURCE=""
 ARG IMAGE_LICENSES=""
@@ -82,5 +84,6 @@ LABEL org.opencontainers.image.title="container-sign-action" \
       org.opencontainers.image.description="${IMAGE_DESCRIPTION}" \
       org.opencontainers.image.source="${IMAGE_SOURCE}" \
       org.opencontainers.image.licenses="${IMAGE_LICENSES}"
-ENV PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+# pubtools-sign's commands (bin/) on PATH, for pipelines that call them; their python3 is the venv's
+ENV PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:/opt/container-sign-action/bin:$PATH
 ENTRYPOINT ["/opt/venv/bin/python", "/opt/container-sign-action/entrypoint.py"]

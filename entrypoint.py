@@ -39,11 +39,14 @@ class Interrupted(Exception):
     pass
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *,
+         as_command: bool = False) -> int:
+    """One run. ``as_command``: a plain command whose stdout is data (the pubtools-sign
+    commands): no GitHub workflow commands or outputs, no Tekton results, logs on stderr."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else argv
-    actions = Actions(environ)
-    tekton = TektonResults.find(argv, environ)  # a folder only in a Tekton step
+    actions = Actions({} if as_command else environ)
+    tekton = TektonResults(None) if as_command else TektonResults.find(argv, environ)
 
     # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
     try:

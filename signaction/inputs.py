@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from . import CREATOR
 from .errors import InputError
@@ -273,11 +273,14 @@ def _from_env(opt: Option, raw: str) -> object:
     return value
 
 
-def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """Pull ``--reference X`` / ``--digest=X`` ... out of argv in one pass: argparse takes time
-    quadratic in the number of flags, and pubtools-sign users pass thousands of them.
-    Everything from the first ``--values`` on is list values (see _take_values)."""
-    lists: dict[str, list[str]] = {o.flag: [] for o in OPTIONS if o.kind == "list"}
+def take_list_flags(argv: Sequence[str], flags: Iterable[str] | None = None,
+                    values: bool = True) -> tuple[dict[str, list[str]], list[str]]:
+    """Pull ``--reference X`` / ``--digest=X`` ... (``flags``; default: every list option's) out
+    of argv in one pass: argparse takes time quadratic in the number of flags, and pubtools-sign
+    users pass thousands of them. With ``values``, everything from the first ``--values`` on is
+    list values (see _take_values)."""
+    lists: dict[str, list[str]] = {f: [] for f in flags} if flags is not None else \
+        {o.flag: [] for o in OPTIONS if o.kind == "list"}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -285,7 +288,7 @@ def _take_list_flags(argv: Sequence[str]) -> tuple[dict[str, list[str]], list[st
         if arg == "--":
             rest += argv[i:]
             break
-        if arg == VALUES_FLAG:
+        if values and arg == VALUES_FLAG:
             _take_values(argv[i + 1:], lists)
             break
         flag, eq, value = arg.partition("=")
@@ -322,7 +325,7 @@ def _take_values(tail: Sequence[str], lists: dict[str, list[str]]) -> None:
 
 def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
     """Merge command-line flags over action inputs over defaults. Raises InputError."""
-    lists, rest = _take_list_flags(list(argv))
+    lists, rest = take_list_flags(list(argv))
     args = build_parser().parse_args(rest)
     for opt in OPTIONS:
         if opt.kind == "list" and lists[opt.flag]:
