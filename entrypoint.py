@@ -24,8 +24,9 @@ from signaction import CREATOR  # noqa: E402
 from signaction.artifacts import Artifacts  # noqa: E402
 from signaction.config import load_config  # noqa: E402
 from signaction.errors import InputError  # noqa: E402
-from signaction.github import Actions, summary_markdown  # noqa: E402
+from signaction.github import Actions, markdown_text, summary_markdown  # noqa: E402
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
+from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Recorder, label, results_json  # noqa: E402
@@ -118,7 +119,7 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
         return message
     except Exception as e:  # a signer bug must not lose the signatures already made
         log.exception("the %s signer failed", signer.name)
-        return f"the {signer.name} signer failed: {type(e).__name__}: {e}"
+        return scrub(f"the {signer.name} signer failed: {type(e).__name__}: {e}")
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -128,7 +129,7 @@ def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
     lines.append(f"dry run: {len(plan.images or plan.files)} "
                  f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was signed")
-    print("\n".join(lines), flush=True)
+    print(scrub("\n".join(lines), limit=len(plan) * 600), flush=True)
     outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
     actions.set_outputs(outputs)
     tekton.write(outputs)
@@ -136,13 +137,14 @@ def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
 
 
 def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
+    message = scrub(message)  # it may quote input: a URL's password, a newline, '::'
     print(f"error: {message}", file=sys.stderr, flush=True)
     actions.error("Invalid input", message)
     outputs = {"status": "invalid-input", "signed-count": "0", "failed-count": "0"}
     actions.set_outputs(outputs)
     tekton.write(outputs)
-    actions.write_summary(f"### Container signing: invalid input\n\n{message}\n\n"
-                          "Nothing was signed.\n\n")
+    actions.write_summary(f"### Container signing: invalid input\n\n{markdown_text(message)}"
+                          "\n\nNothing was signed.\n\n")
     return 2
 
 
@@ -166,14 +168,15 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
     log.info("%d signed, %d failed, %d skipped; results in %s", c["signed"], c["failed"],
              c["skipped"], results_file)
     if c["failed"]:
-        print(f"error: {results['signer_result']['error_message']}", file=sys.stderr, flush=True)
+        print(f"error: {scrub(results['signer_result']['error_message'])}", file=sys.stderr,
+              flush=True)
     return 1 if c["failed"] else 0
 
 
 def _setup_logging(level: str, *, to_stdout: bool) -> None:
     # In GitHub, logs share stdout with workflow commands so groups enclose them in order.
     handler = logging.StreamHandler(sys.stdout if to_stdout else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(SafeFormatter("%(message)s"))  # nothing from outside reaches it raw
     for name in ("signaction", "signers"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

@@ -7,6 +7,7 @@ only when the runner names their files. Anywhere else none of this appears.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import uuid
 from typing import Iterable, Iterator, Mapping, TextIO
@@ -70,11 +71,21 @@ class Actions:
                 f.write(markdown)
 
 
-def _cell(text: str | None) -> str:
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def markdown_text(text: str | None, limit: int | None = None) -> str:
+    """``text`` (from outside) as literal Markdown on one line: every character Markdown could
+    read as syntax backslash-escaped, HTML tags and entities made inert."""
     text = " ".join((text or "").split())
-    if len(text) > SUMMARY_CELL:
-        text = text[:SUMMARY_CELL - 1] + "…"
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    text = text.replace("&", "&amp;").replace("<", "&lt;")
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def _cell(text: str | None) -> str:
+    return markdown_text(text, SUMMARY_CELL)
 
 
 def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],

@@ -18,6 +18,7 @@ from signers import Outcome, Signer
 
 from . import CREATOR
 from .artifacts import Artifacts, Stream
+from .outside import scrub
 from .inputs import Inputs
 from .plan import BLOB, CLEARSIGN, FILE_SUFFIX, Plan, SignFile, WorkItem
 
@@ -99,10 +100,10 @@ class Recorder:
 
     def _entry(self, outcome: Outcome) -> Entry:
         item = outcome.item
-        if outcome.error is not None:
-            return Entry(item, FAILED, error=outcome.error)
+        if outcome.error is not None:  # it may quote a server, a registry, a URL
+            return Entry(item, FAILED, error=scrub(outcome.error))
         if outcome.skipped is not None:
-            return Entry(item, SKIPPED, reason=outcome.skipped)
+            return Entry(item, SKIPPED, reason=scrub(outcome.skipped))
         path = payload = None
         if outcome.signature is not None:
             try:
