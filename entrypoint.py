@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if inputs.dry_run:
             return _dry_run(plan, actions, tekton)
         artifacts = Artifacts(inputs.output_dir)
-        artifacts.create()
+        artifacts.create()  # and proven writable, before anything is signed
     except InputError as e:
         return _invalid(actions, tekton, str(e))
 
@@ -81,18 +81,33 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
     results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)), signer,
                            error)
-    results_path = artifacts.write_results(results)
-    if plan.images:  # (clear-signed and detached file signatures carry no policy)
-        artifacts.write_verification(((i.reference, i.digest) for i in plan.images),
-                                     signer.public_keys(plan), signer.signature_kind)
-    if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
-        artifacts.write_attach_script(
-            (e.item.image.source, e.item.image.digest, e.payload_path, e.signature_path)
-            for e in entries if e.payload_path)
+    unwritten = _write_artifacts(artifacts, plan, signer, results, entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
     return _report(actions, tekton, inputs, results, [e.to_json() for e in entries],
-                   str(results_path))
+                   str(artifacts.root / "results.json"), unwritten)
+
+
+def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: dict,
+                     entries: list) -> list[str]:
+    """results.json, the verification files and the attach script, each written if it can be
+    (a full disk must not cost the others); returns what could not be written, and why."""
+    writes = [("results.json", lambda: artifacts.write_results(results))]
+    if plan.images:  # (clear-signed and detached file signatures carry no policy)
+        writes.append(("verification/", lambda: artifacts.write_verification(
+            ((i.reference, i.digest) for i in plan.images), signer.public_keys(plan),
+            signer.signature_kind)))
+    if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
+        writes.append(("cosign-attach.sh", lambda: artifacts.write_attach_script(
+            (e.item.image.source, e.item.image.digest, e.payload_path, e.signature_path)
+            for e in entries if e.payload_path)))
+    unwritten = []
+    for name, write in writes:
+        try:
+            write()
+        except (OSError, ValueError) as e:
+            unwritten.append(scrub(f"could not write {name}: {getattr(e, 'strerror', None) or e}"))
+    return unwritten
 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:
@@ -131,9 +146,11 @@ def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
                  f"{len(plan)} signature(s); nothing was signed")
     print(scrub("\n".join(lines), limit=len(plan) * 600), flush=True)
     outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
-    actions.set_outputs(outputs)
+    problems = actions.set_outputs(outputs)
     tekton.write(outputs)
-    return 0
+    for problem in problems:
+        print(f"error: {scrub(problem)}", file=sys.stderr, flush=True)
+    return 1 if problems else 0
 
 
 def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
@@ -141,7 +158,7 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     actions.error("Invalid input", message)
     outputs = {"status": "invalid-input", "signed-count": "0", "failed-count": "0"}
-    actions.set_outputs(outputs)
+    actions.set_outputs(outputs)  # (a run that failed this early reports nothing more)
     tekton.write(outputs)
     actions.write_summary(f"### Container signing: invalid input\n\n{markdown_text(message)}"
                           "\n\nNothing was signed.\n\n")
@@ -149,20 +166,24 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
 
 
 def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: dict,
-            images: list[dict], results_file: str) -> int:
+            images: list[dict], results_file: str, unwritten: list[str]) -> int:
     c = results["summary"]
+    for problem in unwritten:
+        actions.error("Output folder", problem)
     for entry in images:
         if entry["status"] == FAILED:
             what = entry.get("reference") or entry["file"]
             actions.error(f"Signing failed: {what}", f"{entry.get('digest') or entry['file']} "
                           f"with key {entry['signing_key']}: {entry['error']}")
-    status = "success" if not c["failed"] else "partial" if c["signed"] else "failure"
+    failed = c["failed"] or unwritten
+    status = "success" if not failed else "partial" if c["signed"] else "failure"
     outputs = {"status": status, "signed-count": str(c["signed"]),
-               "failed-count": str(c["failed"]), "results-file": results_file,
+               "failed-count": str(c["failed"]),
+               "results-file": "" if any("results.json" in u for u in unwritten) else results_file,
                "signatures-dir": inputs.output_dir}
-    actions.set_outputs(outputs)
+    unwritten += actions.set_outputs(outputs)
     tekton.write(outputs)
-    actions.write_summary(summary_markdown(
+    unwritten += actions.write_summary(summary_markdown(
         f"Container signing: {status} ({results['signer']} signer)", c, images, results_file,
         results["signer_stats"]))
     log.info("%d signed, %d failed, %d skipped; results in %s", c["signed"], c["failed"],
@@ -170,7 +191,9 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
     if c["failed"]:
         print(f"error: {scrub(results['signer_result']['error_message'])}", file=sys.stderr,
               flush=True)
-    return 1 if c["failed"] else 0
+    for problem in unwritten:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    return 1 if c["failed"] or unwritten else 0
 
 
 def _setup_logging(level: str, *, to_stdout: bool) -> None:

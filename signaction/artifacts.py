@@ -1,14 +1,21 @@
 """What a run leaves in the output folder, for a later job to upload.
 
-    <out>/<registry>/<namespaces>/<name>@sha256=<hex>/signature-<N>   raw binary signatures
-    <out>/results.json                                                 per-image outcome
-    <out>/verification/policy.json, registries.d/*.yaml, README.md     how to verify them
+    <out>/lookaside/<registry>/<namespaces>/<name>@sha256=<hex>/signature-<N>   raw signatures
+    <out>/cosign/<registry>/...@sha256=<hex>/signature-<N>.sig, .payload     cosign signatures
+    <out>/results.json                                  per-image outcome
+    <out>/verification/policy.json, registries.d/*.yaml, README.md, keys   how to verify them
+    <out>/cosign-attach.sh, <out>/NAME.asc, NAME.sig    (cosign upload false; signed files)
+
+The trees of signatures and the run's own files are apart, so that no registry name can collide
+with results.json or verification/ (``results.json`` is a valid registry host).
 
 ``<registry>`` is the registry host with ``:`` replaced by ``_`` (``127.0.0.1_5000``) because
 actions/upload-artifact refuses ``:`` in paths; host names cannot hold ``_``, so the name stays
 unambiguous. Each signature takes the first free N (readers stop at the first gap) and appears
 atomically: written to a temporary file, then hard-linked to its final name, which fails instead of
-overwriting when another writer took that N first. No reference can write outside the folder.
+overwriting when another writer took that N first. Every file, the run's own included, is
+written below the resolved output folder through real folders only: a link where a folder should
+be is refused, never followed, so nothing can be written outside the output folder.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ class Stream:
         self.texts = texts
 
 
+LOOKASIDE = "lookaside"  # the folder of the lookaside tree (GPG signatures)
+# The run's own paths below the output folder, and whether each is a folder.
+_OWN = ((["verification"], True), (["verification", "registries.d"], True), ([LOOKASIDE], True),
+        (["cosign"], True), (["results.json"], False), (["verification", "policy.json"], False),
+        (["cosign-attach.sh"], False))
+
+
 def registry_folder(host: str) -> str:
     return host.replace(":", "_")
 
@@ -50,11 +64,19 @@ class Artifacts:
         self._made: set[str] = set()  # folders created and checked to be inside the root
 
     def create(self) -> None:
-        """Make the output folder (only once the run is known to be valid)."""
+        """Make the output folder (only once the run is known to be valid) and prove it takes
+        files: a signature made and then lost to an unwritable folder would be wasted."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            os.unlink(_write_temp(self._make_folder([], self.root), b"", mode=0o600))
         except OSError as e:
             raise InputError(f"output folder {str(self.root)!r}: {e.strerror}") from None
+        for parts, folder in _OWN:  # left by an earlier run, or planted: never followed
+            path = os.path.join(self._root(), *parts)
+            if os.path.lexists(path) and stat.S_ISDIR(os.lstat(path).st_mode) != folder:
+                raise InputError(f"output folder {str(self.root)!r}: {os.path.join(*parts)} "
+                                 f"is {'not a folder' if folder else 'a folder'} (a link?): "
+                                 "remove it")
 
     # -- lookaside signatures -------------------------------------------------------------
 
@@ -68,7 +90,7 @@ class Artifacts:
         algo, _, hexpart = digest.partition(":")
         if algo != "sha256" or not _HEX64.fullmatch(hexpart):
             raise ValueError(f"not a sha256 digest: {digest!r}")
-        parts = [registry_folder(reference.host), *reference.path.split("/")]
+        parts = [LOOKASIDE, registry_folder(reference.host), *reference.path.split("/")]
         for part in parts:
             if part in (".", "..") or not _SAFE_COMPONENT.fullmatch(part):
                 raise ValueError(f"unsafe path component {part!r} in {reference}")
@@ -119,7 +141,7 @@ class Artifacts:
         parts = self._parts(reference, digest)
         if payload is None:
             return Path(self._place(self._make_folder(parts, reference), data, ""))
-        folder = self._make_folder(["cosign", *parts], reference)
+        folder = self._make_folder(["cosign", *parts[1:]], reference)
         sig = self._place(folder, data, ".sig")  # takes the number...
         pending = _write_temp(folder, payload, mode=0o644)  # ...which the payload shares
         try:
@@ -167,8 +189,6 @@ class Artifacts:
     def write_results(self, results: Mapping) -> Path:
         """results.json, atomically. A Stream value is a JSON array given element by element, written as it is read: a 10,000-image result is
         never one big string in memory. No indent: that takes the pure-Python encoder."""
-        path = self.root / "results.json"
-
         def write(f) -> None:
             f.write("{")
             for n, (key, value) in enumerate(results.items()):
@@ -182,16 +202,27 @@ class Artifacts:
                     f.write(json.dumps(value))
             f.write("}\n")
 
-        _replace(path, write)
-        return path
+        self._write_file(["results.json"], write)
+        return self.root / "results.json"
+
+    def _write_file(self, parts: list[str], data: bytes | str | Callable,
+                    mode: int = 0o644) -> Path:
+        """One of the run's own files (results.json, verification/..., the attach script),
+        replaced atomically, in real folders below the output folder (never through a link)."""
+        folder = self._make_folder(parts[:-1], "/".join(parts))
+        path = os.path.join(folder, parts[-1])
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise ValueError(f"{self.relative(path)} is a folder")
+        _replace(Path(path), data, mode)
+        return Path(path)
 
     def write_verification(self, images: Iterable[tuple[Reference, str]],
                            public_keys: bytes | None, kind: str = "gpg") -> Path:
         """A policy.json and registries.d that accept exactly the images signed here: GPG
         signatures in this lookaside tree (``kind`` "gpg"), or cosign signatures attached in the
         registry ("sigstore")."""
-        folder = self.root / "verification"
-        (folder / "registries.d").mkdir(parents=True, exist_ok=True)
+        folder = Path(self._make_folder(["verification", "registries.d"], "verification"))
+        folder = folder.parent
         refs = [ref for ref, _ in images]
         repositories = sorted({ref.repository for ref in refs})
         hosts = sorted({ref.host for ref in refs})
@@ -201,17 +232,18 @@ class Artifacts:
             requirement, regd, readme = self._gpg_parts(folder, hosts, public_keys)
         policy = {"default": [{"type": "reject"}],
                   "transports": {"docker": {repo: requirement for repo in repositories}}}
-        _replace(folder / "policy.json", (json.dumps(policy, indent=2) + "\n").encode())
-        _replace(folder / "registries.d" / "container-sign-action.yaml",
-                 ("\n".join(regd) + "\n").encode())
-        _replace(folder / "README.md", readme.encode())
+        self._write_file(["verification", "policy.json"],
+                         (json.dumps(policy, indent=2) + "\n").encode())
+        self._write_file(["verification", "registries.d", "container-sign-action.yaml"],
+                         ("\n".join(regd) + "\n").encode())
+        self._write_file(["verification", "README.md"], readme.encode())
         return folder
 
     def _gpg_parts(self, folder: Path, hosts: list[str],
                    public_keys: bytes | None) -> tuple[list, list[str], str]:
         """policy requirement, registries.d lines and README for GPG lookaside signatures."""
         if public_keys:
-            _replace(folder / "signing-keys.gpg", public_keys)
+            self._write_file(["verification", "signing-keys.gpg"], public_keys)
             key = {"keyData": base64.b64encode(public_keys).decode("ascii")}
         else:
             key = {"keyPath": "/REPLACE/WITH/THE/SIGNING/PUBLIC/KEY.gpg"}
@@ -222,7 +254,7 @@ class Artifacts:
                  "# Once you publish each registry folder on a web server, replace the",
                  "# file:// URL by its https:// URL.", "docker:"]
         for host in hosts:
-            base = (root / registry_folder(host)).as_uri()
+            base = (root / LOOKASIDE / registry_folder(host)).as_uri()
             lines += [f"  {json.dumps(host)}:", f"    lookaside: {json.dumps(base)}"]
         readme = _VERIFY_README.format(
             keys="signing-keys.gpg (also inlined as keyData in policy.json)" if public_keys
@@ -230,14 +262,13 @@ class Artifacts:
                  "keyPath says")
         return requirement, lines, readme
 
-    @staticmethod
-    def _sigstore_parts(folder: Path, hosts: list[str],
+    def _sigstore_parts(self, folder: Path, hosts: list[str],
                         public_keys: bytes | None) -> tuple[list, list[str], str]:
         """policy requirement, registries.d lines and README for cosign attachments."""
         pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
                           public_keys or b"", re.S)
         if pems:
-            _replace(folder / "signing-keys.pub", b"".join(pems))
+            self._write_file(["verification", "signing-keys.pub"], b"".join(pems))
             keys = [{"keyData": base64.b64encode(pem).decode("ascii")} for pem in pems]
         else:
             keys = [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
@@ -265,10 +296,8 @@ class Artifacts:
             target = f"{location.host}/{location.path}@{digest}"
             lines.append(f'cosign attach signature "$@" --payload {_sh(payload)} '
                          f'--signature {_sh(signature)} {_sh(target)}')
-        path = self.root / "cosign-attach.sh"
-        _replace(path, ("\n".join(lines) + "\n").encode())
-        path.chmod(0o755)
-        return path
+        return self._write_file(["cosign-attach.sh"], ("\n".join(lines) + "\n").encode(),
+                                mode=0o755)
 
 
 def _sh(text: str) -> str:
@@ -372,9 +401,10 @@ def _rename_noreplace(src: str, dst: str) -> None:
     os.unlink(src)
 
 
-def _replace(path: Path, data: bytes | str | Callable) -> None:
-    """Write a whole file atomically (readers see the old or the new content, never half)."""
-    tmp = _write_temp(path.parent, data, mode=0o644)
+def _replace(path: Path, data: bytes | str | Callable, mode: int = 0o644) -> None:
+    """Write a whole file atomically (readers see the old or the new content, never half); an
+    existing link at ``path`` is replaced, not followed."""
+    tmp = _write_temp(path.parent, data, mode=mode)
     try:
         os.replace(tmp, path)
     except BaseException:

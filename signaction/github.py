@@ -53,22 +53,32 @@ class Actions:
     def error(self, title: str, message: str) -> None:
         self._command(f"::error title={_escape_property(title)}::{_escape_data(message)}")
 
-    def set_outputs(self, outputs: Mapping[str, str]) -> None:
+    def set_outputs(self, outputs: Mapping[str, str]) -> list[str]:
+        """Append the step outputs; returns what went wrong (an unwritable GITHUB_OUTPUT)."""
         if not self.output_path:
-            return
+            return []
         chunks = []
         for name, value in outputs.items():
             delimiter = f"ghadelimiter_{uuid.uuid4()}"
             while delimiter in value:  # practically never; but a value must not end the block
                 delimiter = f"ghadelimiter_{uuid.uuid4()}"
             chunks.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
-        with open(self.output_path, "a", encoding="utf-8") as f:
-            f.write("".join(chunks))
+        return _append(self.output_path, "".join(chunks), "GITHUB_OUTPUT (the step outputs)")
 
-    def write_summary(self, markdown: str) -> None:
-        if self.summary_path:
-            with open(self.summary_path, "a", encoding="utf-8") as f:
-                f.write(markdown)
+    def write_summary(self, markdown: str) -> list[str]:
+        """Append to the step summary; returns what went wrong."""
+        if not self.summary_path:
+            return []
+        return _append(self.summary_path, markdown, "GITHUB_STEP_SUMMARY")
+
+
+def _append(path: str, text: str, what: str) -> list[str]:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        return [f"could not write {what}: {path}: {e.strerror}"]
+    return []
 
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")

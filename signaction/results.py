@@ -112,7 +112,8 @@ class Recorder:
                 return Entry(item, FAILED, error=f"could not write the signature: "
                              f"{self.artifacts.relative(e.filename)} exists already")
             except (OSError, ValueError) as e:
-                return Entry(item, FAILED, error=f"could not write the signature: {e}")
+                why = e.strerror if isinstance(e, OSError) and e.strerror else e
+                return Entry(item, FAILED, error=f"could not write the signature: {why}")
             path = self.artifacts.relative(written)
             if outcome.payload is not None:
                 payload = path.removesuffix(".sig") + ".payload"

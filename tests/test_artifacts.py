@@ -22,7 +22,7 @@ def test_layout_uses_an_upload_safe_registry_folder(tmp_path):
     art = Artifacts(tmp_path)
     path = art.write_signature(ref("127.0.0.1:5000/ns/sub/app:v1"), DIGEST, b"sig")
     assert path.relative_to(tmp_path.resolve()).as_posix() == \
-        f"127.0.0.1_5000/ns/sub/app@sha256={HEX}/signature-1"
+        f"lookaside/127.0.0.1_5000/ns/sub/app@sha256={HEX}/signature-1"
     assert path.read_bytes() == b"sig"
     forbidden = set('":<>|*?\r\n')
     assert not forbidden & set(path.relative_to(tmp_path.resolve()).as_posix().replace("@", ""))
@@ -32,7 +32,7 @@ def test_odd_but_valid_names(tmp_path):
     art = Artifacts(tmp_path)
     path = art.write_signature(ref("my-reg.example.com/a__b/c-d.e/f--g:Tag_1.0-rc"), DIGEST, b"x")
     assert path.relative_to(tmp_path.resolve()).as_posix() == \
-        f"my-reg.example.com/a__b/c-d.e/f--g@sha256={HEX}/signature-1"
+        f"lookaside/my-reg.example.com/a__b/c-d.e/f--g@sha256={HEX}/signature-1"
 
 
 def test_numbering_takes_the_first_free_number(tmp_path):
@@ -100,7 +100,8 @@ def test_a_symlink_inside_the_output_cannot_lead_outside(tmp_path):
     outside.mkdir()
     out = tmp_path / "out"
     out.mkdir()
-    (out / "r.io").symlink_to(outside)
+    (out / "lookaside").mkdir()
+    (out / "lookaside" / "r.io").symlink_to(outside)
     with pytest.raises(ValueError, match="outside"):
         Artifacts(out).write_signature(ref("r.io/ns/app:1"), DIGEST, b"x")
     assert list(outside.iterdir()) == []
@@ -112,7 +113,7 @@ def test_a_symlink_planted_as_the_signature_folder_is_refused(tmp_path):
     art = Artifacts(tmp_path / "out")
     art.write_signature(ref("r.io/ns/app:1"), DIGEST, b"x")  # r.io/ns exists and is checked
     other = f"sha256:{'cd' * 32}"
-    (tmp_path / "out" / "r.io" / "ns" / f"app@sha256={'cd' * 32}").symlink_to(outside)
+    (tmp_path / "out" / "lookaside" / "r.io" / "ns" / f"app@sha256={'cd' * 32}").symlink_to(outside)
     with pytest.raises(ValueError, match="outside"):
         art.write_signature(ref("r.io/ns/app:1"), other, b"x")
     assert list(outside.iterdir()) == []
@@ -162,8 +163,9 @@ def test_verification_files_name_each_repository_and_registry(tmp_path):
     import yaml
     lookaside = yaml.safe_load(registries)["docker"]
     assert lookaside == {
-        "127.0.0.1:5000": {"lookaside": (tmp_path.resolve() / "127.0.0.1_5000").as_uri()},
-        "r.io": {"lookaside": (tmp_path.resolve() / "r.io").as_uri()}}
+        "127.0.0.1:5000": {
+            "lookaside": (tmp_path.resolve() / "lookaside" / "127.0.0.1_5000").as_uri()},
+        "r.io": {"lookaside": (tmp_path.resolve() / "lookaside" / "r.io").as_uri()}}
     assert (folder / "signing-keys.gpg").read_bytes() == b"\x99keyring"
 
 

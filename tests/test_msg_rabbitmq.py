@@ -85,7 +85,7 @@ def test_tls_with_client_certificates_and_rabbitmq_addresses(tmp_path, rabbitmq,
         claim, fpr = gpg_decrypt((out / entry["signature_path"]).read_bytes(), gpg_keys.home)
         assert fpr == gpg_keys.a
         assert json.loads(claim)["critical"]["identity"]["docker-reference"] == entry["reference"]
-    assert str(signature_files(out)[0].relative_to(out)).startswith("localhost_5000/ns/")
+    assert str(signature_files(out)[0].relative_to(out)).startswith("lookaside/localhost_5000/ns/")
 
 
 def test_broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing(

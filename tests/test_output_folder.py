@@ -1,0 +1,120 @@
+"""The output folder under hostile conditions: links planted where the run writes, registry names
+that look like the run's own files, unwritable folders and files, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import gpg_decrypt, run_entrypoint
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def sign(out: Path, gpg_keys, *refs: tuple[str, str], env: dict | None = None):
+    args = ["--signer", "gpg", "--signing-key", gpg_keys.a, "--task-id", "t",
+            "--output-dir", str(out)]
+    for ref, digest in refs:
+        args += ["--reference", ref, "--digest", digest]
+    return run_entrypoint(*args, env={**gpg_keys.env(), **(env or {})})
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("planted", ["verification", "verification/registries.d", "lookaside"])
+def test_a_link_where_a_folder_should_be_is_refused_and_never_followed(tmp_path, gpg_keys,
+                                                                       planted):
+    outside = tmp_path / "etc-containers"
+    outside.mkdir()
+    out = tmp_path / "out"
+    (out / planted).parent.mkdir(parents=True, exist_ok=True)
+    (out / planted).symlink_to(outside)
+    run = sign(out, gpg_keys, ("r.io/ns/app:1", D1))
+    assert run.returncode == 2
+    assert "is not a folder" in one_error_line(run.stderr)
+    assert list(outside.iterdir()) == [] and not (out / "results.json").exists()
+
+
+def test_a_link_in_place_of_results_json_is_replaced_not_followed(tmp_path, gpg_keys):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").symlink_to(victim)
+    assert sign(out, gpg_keys, ("r.io/ns/app:1", D1)).returncode == 0
+    assert victim.read_text() == "keep me"
+    assert not (out / "results.json").is_symlink()
+    assert json.loads((out / "results.json").read_text())["summary"]["signed"] == 1
+
+
+@pytest.mark.parametrize("host", ["results.json", "cosign-attach.sh", "verification.io"])
+def test_registry_names_cannot_collide_with_the_run_s_own_files(tmp_path, gpg_keys, host):
+    out = tmp_path / "out"
+    run = sign(out, gpg_keys, (f"{host}/ns/app:1", D1), ("r.io/verification/app:1", D2))
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [e["status"] for e in results["images"]] == ["ok", "ok"]
+    for entry in results["images"]:
+        claim, _ = gpg_decrypt((out / entry["signature_path"]).read_bytes(), gpg_keys.home)
+        assert json.loads(claim)["critical"]["identity"]["docker-reference"] == \
+            entry["reference"]
+    assert (out / "verification" / "policy.json").is_file()
+
+
+def test_an_unwritable_output_folder_is_refused_before_signing(gpg_keys):
+    run = sign(Path("/sys/kernel"), gpg_keys, ("r.io/ns/app:1", D1))  # read-only even for root
+    assert run.returncode == 2
+    assert "output folder '/sys/kernel'" in one_error_line(run.stderr)
+    assert "signed" not in run.stderr
+
+
+def test_an_unwritable_github_output_is_one_line_and_exit_1(tmp_path, gpg_keys):
+    out = tmp_path / "out"
+    run = sign(out, gpg_keys, ("r.io/ns/app:1", D1),
+               env={"GITHUB_OUTPUT": str(tmp_path / "no-such-folder" / "output")})
+    assert run.returncode == 1
+    assert "could not write GITHUB_OUTPUT" in one_error_line(run.stderr)
+    assert json.loads((out / "results.json").read_text())["summary"]["signed"] == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs, almost full."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(fd)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_fails_the_signatures_it_loses_and_says_so_in_one_line_each(tiny_disk,
+                                                                             gpg_keys):
+    out = tiny_disk / "out"
+    run = sign(out, gpg_keys, ("r.io/ns/app:1", D1), ("r.io/ns/app:2", D2))
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    assert any("could not write results.json: No space left on device" in e for e in errors)
+    assert all("No space left" in e or "signature(s) failed" in e for e in errors), errors
+    assert "could not write the signature: No space left on device" in run.stderr
+    assert list(out.rglob("signature-*")) == [] and list(out.rglob(".tmp-*")) == []
