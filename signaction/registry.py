@@ -120,25 +120,35 @@ class Manifest:
         as buildx writes for its attestation manifests: the caller decides what to sign."""
         if not self.is_index:
             return []
+        where = f"the index {self.digest}"
         try:
             doc = json.loads(self.raw)
-            children = doc.get("manifests") or []
-            if not isinstance(children, list):
-                raise ValueError("'manifests' is not a list")
-        except (ValueError, AttributeError) as e:
-            raise RegistryError(f"index {self.digest} is not valid JSON: {e}") from None
+        except ValueError:
+            raise RegistryError(f"{where} is not valid JSON") from None
+        children = doc.get("manifests") if isinstance(doc, dict) else None
+        if not isinstance(children, list):
+            raise RegistryError(f"{where} has no list of manifests")
         out = []
-        for child in children:
+        for n, child in enumerate(children, 1):
             digest = child.get("digest") if isinstance(child, dict) else None
             if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
-                raise RegistryError(f"index {self.digest} has a child whose digest is not sha256:"
-                                    f"<64 hex>: {str(digest)[:80]!r}")
-            platform = child.get("platform") or {}
-            os_ = platform.get("os") or "unknown"
-            arch = platform.get("architecture") or "unknown"
-            variant = platform.get("variant")
+                raise RegistryError(f"{where}: manifest {n}'s digest is not sha256:<64 hex>")
+            platform = child.get("platform")
+            platform = {} if platform is None else platform
+            if not isinstance(platform, dict):
+                raise RegistryError(f"{where}: manifest {n}'s platform is not an object")
+            fields = [platform.get(k) for k in ("os", "architecture", "variant")]
+            if not all(f is None or isinstance(f, str) and _PLATFORM_FIELD.fullmatch(f)
+                       for f in fields):
+                raise RegistryError(f"{where}: manifest {n}'s platform has an os, architecture "
+                                    "or variant that is not a short plain name")
+            os_, arch, variant = fields
+            os_, arch = os_ or "unknown", arch or "unknown"
             out.append((digest, f"{os_}/{arch}/{variant}" if variant else f"{os_}/{arch}"))
         return out
+
+
+_PLATFORM_FIELD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # linux, arm64, v8, ppc64le
 
 
 # -- hosts, paths, credentials ----------------------------------------------------------------

@@ -246,6 +246,22 @@ def test_platforms_of_children_without_platform_and_bad_digests():
         Manifest(sha(raw), OCI_INDEX, raw).platforms()
 
 
+@pytest.mark.parametrize("doc, problem", [
+    ([], "no list of manifests"), ({"manifests": {"a": 1}}, "no list of manifests"),
+    ({"manifests": ["sha256:" + "a" * 64]}, "digest is not sha256"),
+    ({"manifests": [{"digest": "sha256:" + "a" * 64, "platform": "linux/amd64"}]},
+     "platform is not an object"),
+    ({"manifests": [{"digest": "sha256:" + "a" * 64, "platform": {"os": ["linux"]}}]},
+     "not a short plain name"),
+    ({"manifests": [{"digest": "sha256:" + "a" * 64,
+                     "platform": {"os": "linux", "architecture": "x\n::add-mask::y"}}]},
+     "not a short plain name")])
+def test_an_index_of_the_wrong_shape_is_a_registry_error_naming_it(doc, problem):
+    raw = json.dumps(doc).encode()
+    with pytest.raises(RegistryError, match=problem):
+        Manifest(sha(raw), OCI_INDEX, raw).platforms()
+
+
 @pytest.mark.integration
 def test_manifest_refuses_a_body_that_does_not_match_the_digest(images, fault_proxy):
     digest = images.digest("oci")
