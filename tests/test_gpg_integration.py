@@ -42,7 +42,7 @@ def test_signed_images_pass_skopeo_with_the_generated_policy(tmp_path, gpg_keys,
         sig = out / entry["signature_path"]
         host = ref.split("/")[0].replace(":", "_")
         assert sig.parent.parent.parts[-1] in ("ns", "sub")
-        assert str(sig.relative_to(out)).startswith(host + "/")
+        assert str(sig.relative_to(out)).startswith(f"lookaside/{host}/")
         claim, signer = gpg_decrypt(sig.read_bytes(), gpg_keys.home)
         assert signer == gpg_keys.a
         critical = json.loads(claim)["critical"]
@@ -126,7 +126,7 @@ def test_skip_signed_with_a_lookaside_url(tmp_path, gpg_keys, images):
     not count."""
     first = tmp_path / "first"
     assert sign(first, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
-    url = (first.resolve() / "{registry}").as_uri().replace("%7B", "{").replace("%7D", "}")
+    url = (first.resolve() / "lookaside" / "{registry}").as_uri().replace("%7B", "{").replace("%7D", "}")
 
     def again(out, key, *pairs, extra=()):
         args = ["--signer", "gpg", "--signing-key", key, "--task-id", "t2", "--output-dir",
@@ -152,10 +152,11 @@ def test_skip_signed_with_a_lookaside_url(tmp_path, gpg_keys, images):
     # the app's signature planted where the tool's would be: wrong digest and identity
     ref, digest = images["tool"]
     host, path = ref.split("/", 1)
-    planted = first / host.replace(":", "_") / f"{path.rsplit(':', 1)[0]}@sha256={digest[7:]}"
+    tree = first / "lookaside" / host.replace(":", "_")
+    planted = tree / f"{path.rsplit(':', 1)[0]}@sha256={digest[7:]}"
     planted.mkdir(parents=True)
     app_ref, app_digest = images["app"]
-    app_sig = next((first / host.replace(":", "_")).glob("ns/app@*/signature-1"))
+    app_sig = next(tree.glob("ns/app@*/signature-1"))
     shutil.copy(app_sig, planted / "signature-1")
     res = again(tmp_path / "planted", gpg_keys.a, images["tool"])
     assert res["summary"]["signed"] == 1
@@ -185,7 +186,7 @@ def test_key_files_from_a_read_only_folder(tmp_path, gpg_keys, images):
                          "--digest", digest, "--signing-key", gpg_keys.protected,
                          "--output-dir", str(out), env={"GNUPGHOME": str(tmp_path / "none")})
     assert run.returncode == 0, run.stderr
-    sig = next(out.glob("*/ns/app@*/signature-1"))
+    sig = next(out.glob("lookaside/*/ns/app@*/signature-1"))
     claim, signer = gpg_decrypt(sig.read_bytes(), gpg_keys.home)
     assert signer == gpg_keys.protected and digest in claim.decode()
     assert set(Path("/tmp").glob("csa-gnupg-*")) <= before  # the private home is gone
