@@ -5,6 +5,7 @@
 #   docker-registry a real registry on loopback for the integration tests
 #   rabbitmq-server a real AMQP 1.0 broker for the messaging signer's tests (run as a private node)
 #   gcc python3-dev libssl-dev pkg-config   to build python-qpid-proton with SSL
+#   jq              runs Konflux's check-signing-response script in the pubtools-sign drop-in tests
 # then cosign 2.5 and skopeo 1.18 from trixie into .cache/trixie (fetch-trixie-tools.sh: no root).
 # Debian 12 or later; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -12,5 +13,5 @@ here="$(dirname "$0")"
 # shellcheck source=lib/apt-install.sh
 . "$here/lib/apt-install.sh"
 install_missing setup gnupg skopeo docker-registry rabbitmq-server gcc python3-dev libssl-dev \
-  pkg-config
+  pkg-config jq
 exec "$here/fetch-trixie-tools.sh"
