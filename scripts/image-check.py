@@ -165,6 +165,10 @@ def check_msg(img: Image, tmp: Path) -> str:
             signed = img.run(args, volumes=[(work, WORKSPACE)], workdir=WORKSPACE,
                              env={"GNUPGHOME": "/tmp/client-has-no-keys"})
             took = time.monotonic() - started
+            # pubtools-sign's command, by name on the image's PATH, as a Konflux step calls it
+            dropin = img.run(["pubtools-sign-msg-container-sign", *[
+                a for a in args if a not in ("--signer", "msg", "--output-dir", "signatures")]],
+                entrypoint=False, volumes=[(work, WORKSPACE)], workdir=WORKSPACE)
         finally:
             if server is not None:
                 stop(server)  # by PID (Popen.terminate)
@@ -173,6 +177,14 @@ def check_msg(img: Image, tmp: Path) -> str:
             raise Failed(f"the msg signer in the image exited with {signed.returncode}:\n"
                          f"{signed.stdout[-2000:]}{signed.stderr[-3000:]}")
 
+        try:
+            response = json.loads(dropin.stdout)
+        except ValueError:
+            raise Failed(f"pubtools-sign-msg-container-sign in the image printed no JSON "
+                         f"(exit {dropin.returncode}): {dropin.stderr[-2000:]}") from None
+        if response["signer_result"]["status"] != "ok" or \
+                len(response["operation_results"]) != len(MSG_IMAGES):
+            raise Failed(f"pubtools-sign-msg-container-sign in the image: {dropin.stdout[:2000]}")
         results = json.loads((work / "signatures" / "results.json").read_text())
         if results["summary"]["signed"] != len(MSG_IMAGES):
             raise Failed(f"msg: {results['summary']}")
@@ -195,7 +207,8 @@ def check_msg(img: Image, tmp: Path) -> str:
         if check.returncode == 0:
             raise Failed(f"msg: a signature was accepted for {wrong}")
         return (f"{len(MSG_IMAGES)} signed in the image in {took:.1f} s (broker {url}); "
-                "verified outside (skopeo standalone-verify, gpg --verify); wrong identity refused")
+                "verified outside (skopeo standalone-verify, gpg --verify); wrong identity "
+                "refused; pubtools-sign-msg-container-sign on PATH printed its JSON")
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
 
