@@ -4,6 +4,7 @@
         --reply-to ADDRESS [--cert-key PEM --ca-cert FILE] [--gnupg-home DIR] [--ready-file PATH]
         [--workers N] [--instant] [--delay SECONDS] [--drop-every N] [--error-for-key KEYID]
         [--duplicate] [--stray N] [--garbage] [--oversized BYTES] [--wrong-key FPR]
+        [--wrong-claim WHAT] [--wrong-format FORMAT] [--garbage-signature] [--fault-key KEYID]
 
 It connects to the broker as a client (amqp:// or amqps://; with amqps it presents --cert-key,
 one PEM holding key and certificate, and checks the broker's certificate and host name against
@@ -28,8 +29,17 @@ loop. Fault switches, for tests of clients: ``--delay`` (each reply, without hol
 ``--duplicate`` (every reply twice), ``--stray N`` (N replies with unknown request ids before each
 real one), ``--garbage`` (a non-JSON body and a JSON body without ``msg`` before each real
 reply), ``--oversized BYTES`` (a reply body of that many characters with an unknown id before
-each real one), ``--wrong-key FPR`` (sign with FPR whatever was asked), ``--instant`` (no gpg: a
-fixed fake signature, answered in order, for throughput tests).
+each real one), ``--wrong-key FPR`` (sign with FPR whatever was asked), ``--wrong-claim WHAT``
+(sign a claim changed from the one asked for: another ``digest``, another ``identity``, the
+identity ``../../../etc`` (``traversal``), another ``type``, an ``unknown-key`` in critical),
+``--wrong-format FORMAT`` (answer a container request with ``gpg --sign --armor`` (``armored``),
+``gpg --detach-sign`` (``detached``) or ``gpg --clearsign`` (``clearsigned``) output),
+``--garbage-signature`` (300 random bytes as the signature), ``--fault-key KEYID`` (the last
+three only for requests for that key; others are signed as asked), ``--instant`` (no gpg:
+answered in order at once, for throughput tests; a container request gets a binary OpenPGP
+signed message of its claim naming the requested key, whose signature is a fixed dummy number
+that no key verifies (``instant_signed_message``); clear-sign and blob requests get
+``INSTANT_SIGNATURE``, which is not OpenPGP at all).
 
 It reconnects (with backoff) when the broker goes away, on a fresh connection with fresh links:
 proton's own reconnect re-attaches the old links, and RabbitMQ then refused a transfer on a
@@ -44,6 +54,7 @@ import argparse
 import base64
 import binascii
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -64,6 +75,9 @@ from signers.gpg import GpgError, Running, gpg_sign
 
 INSTANT_SIGNATURE = b"instant-signature"
 STRAY_SIGNATURE = b"stray-signature"
+WRONG_CLAIMS = ("digest", "identity", "traversal", "type", "unknown-key")
+WRONG_FORMATS = {"armored": ["--armor", "--sign"], "detached": ["--detach-sign"],
+                 "clearsigned": ["--clearsign"]}
 
 
 class Kind(NamedTuple):
@@ -85,6 +99,66 @@ def now_iso() -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _packet(tag: int, body: bytes) -> bytes:
+    """An OpenPGP packet in the new format (RFC 9580, 4.2)."""
+    n = len(body)
+    if n < 192:
+        length = bytes([n])
+    elif n < 8384:
+        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
+    else:
+        length = b"\xff" + n.to_bytes(4, "big")
+    return bytes([0xC0 | tag]) + length + body
+
+
+_DUMMY_NUMBER = (2048).to_bytes(2, "big") + b"\xa5" * 256  # an RSA-sized MPI, no real signature
+INSTANT_TIME = 1767225600  # 2026-01-01: the instant signatures' creation time, fixed
+
+
+def instant_signed_message(data: bytes, key_id: str, when: int = INSTANT_TIME) -> bytes:
+    """A binary OpenPGP signed message over ``data``, shaped as ``gpg -z 0 --sign`` makes it
+    (one-pass signature, literal data, version 4 RSA/SHA-256 signature whose issuer subpackets
+    end with ``key_id`` and whose hash prefix is right), but its signature number is a fixed
+    dummy: it parses like a real one and verifies with no key. Built per request in a few
+    microseconds, so the instant mode still stands for a server that signs; the same request
+    always gets the same bytes."""
+    kid = key_id.strip().upper()
+    try:
+        key = bytes.fromhex(kid[-16:].rjust(16, "0"))
+    except ValueError:
+        key = bytes(8)
+    hashed = (b"\x04\x00\x01\x08"  # version 4, binary document, RSA, SHA-256
+              + (6 + 23).to_bytes(2, "big")
+              + b"\x16\x21\x04" + b"\xd0" * 12 + key  # issuer fingerprint (v4), ends in key
+              + b"\x05\x02" + when.to_bytes(4, "big"))
+    digest = hashlib.sha256(data + hashed + b"\x04\xff" + len(hashed).to_bytes(4, "big")).digest()
+    signature = (hashed + (10).to_bytes(2, "big") + b"\x09\x10" + key  # issuer key id
+                 + digest[:2] + _DUMMY_NUMBER)
+    return (_packet(4, b"\x03\x00\x08\x01" + key + b"\x01")
+            + _packet(11, b"b\x00" + bytes(4) + data) + _packet(2, signature))
+
+
+def wrong_claim(data: bytes, what: str) -> bytes:
+    """The claim ``data`` changed as ``--wrong-claim`` says (unchanged if it is not JSON)."""
+    try:
+        claim = json.loads(data)
+        critical = claim["critical"]
+        if what == "digest":
+            critical["image"]["docker-manifest-digest"] = \
+                "sha256:" + hashlib.sha256(data).hexdigest()
+        elif what == "identity":
+            critical["identity"]["docker-reference"] = "registry.example.com/other/image:1.0"
+        elif what == "traversal":
+            critical["identity"]["docker-reference"] = "../../../etc"
+        elif what == "type":
+            critical["type"] = "cosign container image signature"
+        elif what == "unknown-key":
+            critical["expires"] = "never"
+    except (ValueError, KeyError, TypeError):
+        return data
+    return json.dumps(claim).encode("utf-8")
 
 
 def same_key(key_id: str, other: str) -> bool:
@@ -157,17 +231,36 @@ class Signing:
             data = base64.b64decode(data_b64, validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise ValueError(f"{kind.source} is not base64") from None
-        if self.opts.instant:
-            return b64(INSTANT_SIGNATURE)
+        opts = self.opts
+        faulty = not opts.fault_key or same_key(key_id, opts.fault_key)
+        if faulty and opts.garbage_signature:
+            return b64(os.urandom(300))
+        if faulty and opts.wrong_claim and kind is CONTAINER:
+            data = wrong_claim(data, opts.wrong_claim)
+        if opts.instant:
+            return b64(instant_signed_message(data, key_id) if kind is CONTAINER
+                       else INSTANT_SIGNATURE)
         try:
-            fpr = self.opts.wrong_key or self.keyring.find(key_id)
+            fpr = opts.wrong_key or self.keyring.find(key_id)
         except KeyError as e:
             raise ValueError(e.args[0]) from None
         try:
-            return b64(gpg_sign(data, fpr, gnupg_home=self.opts.gnupg_home,
+            if faulty and opts.wrong_format and kind is CONTAINER:
+                return b64(self.wrong_format(data, fpr))
+            return b64(gpg_sign(data, fpr, gnupg_home=opts.gnupg_home,
                                 running=self.running, mode=kind.mode))
         except (GpgError, OSError) as e:
             raise ValueError(f"gpg failed for key {key_id}: {e}") from None
+
+    def wrong_format(self, data: bytes, fpr: str) -> bytes:
+        """``data`` signed by ``fpr`` in the shape ``--wrong-format`` names (real gpg output)."""
+        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--quiet", "--homedir",
+                               self.opts.gnupg_home, "--local-user", fpr,
+                               *WRONG_FORMATS[self.opts.wrong_format]],
+                              input=data, capture_output=True, check=False)
+        if proc.returncode != 0 or not proc.stdout:
+            raise GpgError(proc.stderr.decode("utf-8", "replace").strip()[-300:])
+        return proc.stdout
 
     def envelope(self, msg: dict) -> dict:
         """A reply body around ``msg``."""
@@ -430,9 +523,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--oversized", type=int, default=0, metavar="BYTES")
     parser.add_argument("--wrong-key", metavar="FPR")
+    parser.add_argument("--wrong-claim", choices=WRONG_CLAIMS)
+    parser.add_argument("--wrong-format", choices=sorted(WRONG_FORMATS))
+    parser.add_argument("--garbage-signature", action="store_true")
+    parser.add_argument("--fault-key", metavar="KEYID")
     opts = parser.parse_args(argv)
     if not opts.instant and not opts.gnupg_home:
         parser.error("--gnupg-home is needed unless --instant")
+    if opts.instant and opts.wrong_format:
+        parser.error("--wrong-format needs gpg: not with --instant")
     running = Running()
     exit_on_sigterm(running.end)
     keyring = None if opts.instant else Keyring(opts.gnupg_home)
