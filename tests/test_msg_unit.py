@@ -4,14 +4,22 @@ parsing, and the config/preflight errors."""
 from __future__ import annotations
 
 import base64
+import bz2
 import json
+import random
+import subprocess
+import zlib
 
 import pytest
 
+from reference.signing_server import _packet
+from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.inputs import parse_inputs
 from signaction.plan import build_plan
+from signers import openpgp
 from signers.msg import BadReply, MsgSigner, build_request, parse_reply, repo_of, signature_of
+from signers.openpgp import OpenPGPError
 
 D = "sha256:" + "ab" * 32
 
@@ -151,3 +159,219 @@ def test_deadline_takes_the_smaller_of_input_and_config():
     assert preflight(config, ["--requester", "r", "--deadline", "10"]).settings.deadline == 10
     assert preflight(config, ["--requester", "r", "--deadline", "60"]).settings.deadline == 30
     assert preflight(config, ["--requester", "r"]).settings.deadline == 30
+
+
+# -- the OpenPGP reader (signers/openpgp.py), on what real gpg makes and on broken data -------
+
+REF = "registry.example.com/ns/app:1.0"
+CLAIM = atomic_claim(REF, D, "test", 1700000000)
+
+
+def gpg(keys, key, *args, data=CLAIM):
+    """What real gpg makes of ``data`` with ``key`` and ``args`` (e.g. "--sign")."""
+    return subprocess.run(["gpg", "--batch", "--quiet", "--homedir", keys.home, "--local-user",
+                           key, *args], input=data, capture_output=True, check=True).stdout
+
+
+def packets(data):
+    return openpgp._packets(data)
+
+
+def joined(pkts):
+    return b"".join(_packet(tag, body) for tag, body in pkts)
+
+
+@pytest.fixture(scope="module")
+def plain(gpg_keys):
+    """An uncompressed signed message of CLAIM by key A, as ``gpg -z 0 --sign`` makes it."""
+    return gpg(gpg_keys, gpg_keys.a, "-z", "0", "--sign")
+
+
+@pytest.mark.parametrize("args,compression", [
+    (["-z", "0"], None), ([], "ZIP"), (["--compress-algo", "zlib"], "ZLIB"),
+    (["--compress-algo", "bzip2"], "BZip2"), (["--textmode", "-z", "0"], None)])
+def test_messages_made_by_gpg_are_read_with_their_issuer(gpg_keys, args, compression):
+    data = gpg(gpg_keys, gpg_keys.a, *args, "--sign")
+    message = openpgp.signed_message(data)
+    assert (message.content, message.compression, message.one_pass) == (CLAIM, compression, True)
+    assert gpg_keys.a in message.signature.issuers
+    assert openpgp.issuer_problem(message.signature, gpg_keys.a) is None
+    assert openpgp.issuer_problem(message.signature, gpg_keys.b) == \
+        f"it says it was signed by {gpg_keys.a}, not by the requested key {gpg_keys.b}"
+
+
+def test_a_large_message_in_partial_lengths_is_read_and_its_content_checked(gpg_keys):
+    content = bytes(range(256)) * 400  # gpg writes literal data from a pipe in partial lengths
+    data = gpg(gpg_keys, gpg_keys.a, "-z", "0", "--sign", data=content)
+    assert any(b >= 0xE0 for b in data[15:17])  # the literal packet's first length is partial
+    assert openpgp.signed_message(data).content == content
+    changed = bytearray(data)
+    changed[5000] ^= 1  # a byte of the content, in the first part
+    with pytest.raises(OpenPGPError, match="not made over this content"):
+        openpgp.signed_message(bytes(changed))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_every_truncation_is_a_clear_error(gpg_keys, plain, compress):
+    data = gpg(gpg_keys, gpg_keys.a, "--sign") if compress else plain
+    for n in range(len(data)):
+        with pytest.raises(OpenPGPError):
+            openpgp.signed_message(data[:n])
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_corrupted_bytes_give_a_clear_error_or_a_message_never_another_exception(
+        gpg_keys, plain, compress):
+    data = gpg(gpg_keys, gpg_keys.a, "--sign") if compress else plain
+    rng = random.Random(13)
+    errors = 0
+    for n in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF, rng.randrange(1, 256)):
+            broken = bytearray(data)
+            broken[n] ^= flip
+            try:
+                openpgp.signed_message(bytes(broken))
+            except OpenPGPError:
+                errors += 1
+    assert errors > len(data)  # most corruptions are caught (the signature's number is not)
+
+
+@pytest.mark.parametrize("order", [[1, 0, 2], [2, 1], [0, 2, 1], [1, 2, 0], [1], [0, 1],
+                                   [2, 0, 1], [0, 0, 1], [1, 2, 2]])
+def test_packets_in_the_wrong_order_are_refused(plain, order):
+    pkts = packets(plain)  # one-pass signature, literal data, signature
+    with pytest.raises(OpenPGPError, match=r"a signed message is \[one-pass signature,\] literal"):
+        openpgp.signed_message(joined([pkts[i] for i in order]))
+
+
+def test_more_packets_than_a_signed_message_has_are_not_read(plain):
+    pkts = packets(plain)
+    for data in (joined(pkts + [pkts[2]]), joined([pkts[0]] + pkts), plain + b"\xca\x03PGP",
+                 b"\xca\x03PGP" * 100_000):  # marker packets, endlessly
+        with pytest.raises(OpenPGPError, match="more than 3 packets: not a signed message"):
+            openpgp.signed_message(data)
+
+
+def test_a_detached_signature_a_clear_signed_text_and_armor_are_not_signed_messages(gpg_keys):
+    for args, why in ((["--detach-sign"], "a detached signature"),
+                      (["--clearsign"], r"ASCII armor \(-----BEGIN PGP SIGNED MESSAGE-----\)"),
+                      (["--armor", "--sign"], r"ASCII armor \(-----BEGIN PGP MESSAGE-----\)")):
+        with pytest.raises(OpenPGPError, match=why):
+            openpgp.signed_message(gpg(gpg_keys, gpg_keys.a, *args))
+
+
+@pytest.mark.parametrize("header,why", [
+    (b"\xc2\xff\xff\xff\xff\xff", "says it has 4294967295 bytes, but only 0 follow"),  # 5 octets
+    (b"\x8a\xff\xff\xff\xf0", "says it has 4294967280 bytes"),  # old format, 4 octets
+    (b"\xcb\xdf\xff", "says it has 8383 bytes"),  # new, 2 octets
+    (b"\xc2\xff\x00", "truncated packet header"), (b"\x89\x01", "truncated packet header"),
+    (b"\x00\x01\x02", "does not start a packet"), (b"\xc0\x01x", "tag 0"),
+])
+def test_bogus_and_huge_length_fields_are_clear_errors(header, why):
+    with pytest.raises(OpenPGPError, match=why):
+        openpgp.signed_message(header)
+
+
+def test_a_partial_length_on_a_signature_packet_is_refused():
+    with pytest.raises(OpenPGPError, match="signature packet with a partial length"):
+        openpgp.signed_message(b"\xc2\xe0x\x01y")
+
+
+def test_endless_partial_lengths_are_refused(plain):
+    pkts = packets(plain)
+    body = pkts[1][1]
+    literal = bytes([0xCB]) + b"".join(b"\xe0" + bytes([c]) for c in body + b" " * 1024) + \
+        b"\x00"  # one byte a part
+    with pytest.raises(OpenPGPError, match="in more than 1024 parts"):
+        openpgp.signed_message(_packet(4, pkts[0][1]) + literal + _packet(2, pkts[2][1]))
+    short = bytes([0xCB]) + b"".join(b"\xe0" + bytes([c]) for c in body[:200]) + \
+        bytes([len(body) - 200]) + body[200:]
+    assert openpgp.signed_message(_packet(4, pkts[0][1]) + short + _packet(2, pkts[2][1])) \
+        .content == CLAIM  # a few partial lengths are fine
+
+
+def test_bogus_lengths_inside_the_signature_packet_are_clear_errors(plain):
+    ops, literal, (tag, sig) = packets(plain)
+    hashed = int.from_bytes(sig[4:6], "big")
+    unhashed_at = 6 + hashed
+    cases = {
+        "hashed subpackets say they have 65535 bytes": sig[:4] + b"\xff\xff" + sig[6:],
+        "unhashed subpackets say they have 65535": sig[:unhashed_at] + b"\xff\xff"
+                                                   + sig[unhashed_at + 2:],
+        "a signature subpacket says it has 191 bytes": sig[:6] + b"\xbf" + sig[7:],
+        "truncated": sig[:-3],
+        "after the signature's numbers": sig + b"\x00",
+    }
+    for why, body in cases.items():
+        with pytest.raises(OpenPGPError, match=why):
+            openpgp.signed_message(joined([ops, literal, (tag, body)]))
+
+
+def test_a_compression_bomb_is_refused_without_inflating_it(plain):
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15).compress(b"\0" * (200 << 20))
+    with pytest.raises(OpenPGPError, match="more than 1048576 bytes"):
+        openpgp.signed_message(_packet(8, b"\x01" + bomb + zlib.compressobj(9, zlib.DEFLATED,
+                                                                             -15).flush()))
+    with pytest.raises(OpenPGPError, match="more than 1048576 bytes"):
+        openpgp.signed_message(_packet(8, b"\x03" + bz2.compress(b"\0" * (20 << 20))))
+
+
+def test_compressed_data_must_be_whole_alone_and_hold_a_plain_message(plain):
+    def deflate(data):
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return c.compress(data) + c.flush()
+
+    assert openpgp.signed_message(_packet(8, b"\x01" + deflate(plain))).content == CLAIM
+    assert openpgp.signed_message(_packet(8, b"\x02" + zlib.compress(plain))).content == CLAIM
+    assert openpgp.signed_message(_packet(8, b"\x00" + plain)).content == CLAIM
+    cases = {
+        "truncated ZIP": _packet(8, b"\x01" + deflate(plain)[:-4]),
+        "3 bytes after the end of the ZLIB": _packet(8, b"\x02" + zlib.compress(plain) + b"abc"),
+        "does not decompress": _packet(8, b"\x02" + b"not zlib data"),
+        "compression algorithm 9": _packet(8, b"\x09" + plain),
+        "an empty compressed-data packet": _packet(8, b""),
+        "packets after the compressed data: literal data": _packet(8, b"\x00" + plain)
+        + _packet(11, b"b\x00\x00\x00\x00\x00x"),
+        "compressed data in the compressed data": _packet(8, b"\x00" + _packet(8, b"\x00"
+                                                                              + plain)),
+    }
+    for why, data in cases.items():
+        with pytest.raises(OpenPGPError, match=why):
+            openpgp.signed_message(data)
+
+
+def test_a_signature_taken_from_another_message_is_refused(gpg_keys, plain):
+    ops, literal, sig = packets(plain)
+    other = atomic_claim("registry.example.com/ns/other:2", D, "test", 1700000000)
+    swapped = joined([ops, (11, literal[1][:6] + other), sig])
+    with pytest.raises(OpenPGPError, match="not made over this content"):
+        openpgp.signed_message(swapped)
+    b_ops = packets(gpg(gpg_keys, gpg_keys.b, "-z", "0", "--sign"))[0]
+    with pytest.raises(OpenPGPError, match="one-pass signature packet names key"):
+        openpgp.signed_message(joined([b_ops, literal, sig]))
+
+
+def test_signature_types_and_algorithms_that_sign_no_document_are_refused(plain):
+    ops, literal, (tag, sig) = packets(plain)
+    for body, why in ((sig[:1] + b"\x13" + sig[2:], "type 0x13 is not a signature over a doc"),
+                      (sig[:2] + b"\x63" + sig[3:], "algorithm 99 is not one OpenPGP signs"),
+                      (b"\x05" + sig[1:], "version 5 is not supported")):
+        with pytest.raises(OpenPGPError, match=why):
+            openpgp.signed_message(joined([ops, literal, (tag, body)]))
+
+
+def test_an_issuer_must_be_named_and_every_one_must_match(plain):
+    ops, literal, (tag, sig) = packets(plain)
+    hashed = int.from_bytes(sig[4:6], "big")
+    bare = sig[:4] + b"\x00\x00" + b"\x00\x00" + sig[6 + hashed + 2 +
+                                                   int.from_bytes(sig[6 + hashed:8 + hashed],
+                                                                  "big"):]
+    signature = openpgp._signature(bare)
+    assert signature.issuers == ()
+    assert openpgp.issuer_problem(signature, "0123456789ABCDEF") == \
+        "the signature names no issuer key"
+    mixed = openpgp.Signature(4, 0, 1, 8, ("AAAAAAAA89ABCDEF", "AAAAAAAA00000000"), b"", b"")
+    assert openpgp.issuer_problem(mixed, "0123456789ABCDEF").startswith(
+        "it says it was signed by AAAAAAAA00000000")
+    assert "shorter than a key id" in openpgp.issuer_problem(mixed, "9ABCDEF")
+
