@@ -298,3 +298,39 @@ def test_the_deadline_ends_a_hung_cosign_and_keeps_what_was_signed(registry, tri
     assert "deadline" in by_digest[hung.digest]["error"]
     assert took < 6 + 4, f"the run took {took:.1f} s with a 6 s deadline"
     assert cosign_verify(trixie_tools, keys["pub"], fast.by_digest()).returncode == 0
+
+
+def test_pubtools_sign_cosign_container_sign_command(registry, trixie_tools, keys, tmp_path):
+    """pubtools-sign's cosign command (bin/): its flags, its JSON on stdout; the signature is
+    cosign's own, for the tagged identity, and only the digest given is signed (no expansion)."""
+    from conftest import ROOT
+    image = push_index(registry.host, "ns/tool", "v2", tmp_path)
+    (tmp_path / "conf.yaml").write_text(CONF)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))},
+           **trixie_tools.cosign_env(PASSWORD),
+           "PATH": f"{trixie_tools.cosign.parent}:{os.environ['PATH']}"}
+    run = subprocess.run([str(ROOT / ".venv" / "bin" / "python"),
+                          str(ROOT / "bin" / "pubtools-sign-cosign-container-sign"),
+                          "--config-file", str(tmp_path / "conf.yaml"), "--signing-key",
+                          str(keys["key"]), "--digest", image.digest, "--reference", image.by_tag],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    response = json.loads(run.stdout)
+    assert response["signer_result"] == {"status": "ok", "error_message": ""}
+    assert list(response) == ["signer_result", "operation_results", "operation", "signing_keys"]
+    assert response["operation"]["references"] == [image.by_tag]
+    assert len(response["operation_results"]) == 1 and response["signing_keys"] == \
+        [str(keys["key"])]
+    check = cosign_verify(trixie_tools, keys["pub"], image.by_digest(image.digest))
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)[0]["critical"]["identity"]["docker-reference"] == \
+        image.by_tag
+    platform = next(iter(image.platforms.values()))
+    assert cosign_verify(trixie_tools, keys["pub"], image.by_digest(platform)).returncode != 0
+
+    no_tag = subprocess.run([str(ROOT / ".venv" / "bin" / "python"),
+                             str(ROOT / "bin" / "pubtools-sign-cosign-container-sign"),
+                             "--signing-key", str(keys["key"]), "--digest",
+                             f"{registry.host}/ns/tool@{image.digest}"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert no_tag.returncode == 2 and "--reference is required" in no_tag.stderr
