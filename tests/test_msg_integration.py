@@ -389,3 +389,122 @@ def keyring(tmp_path: Path, gpg_keys) -> Path:
                                     env={**os.environ, **gpg_keys.env()}, capture_output=True,
                                     check=True).stdout)
     return path
+
+
+# -- every returned signature is checked before it is written, with or without a keyring -------
+
+def refused_and_kept_apart(out: Path, gpg_keys, run, bad: str, good: str, why: str,
+                           n: int) -> dict:
+    """Key ``bad``'s signatures were refused for ``why`` and none written; key ``good``'s are
+    written and verify; each reply is at its request's place in operation_results."""
+    assert run.returncode == 1, run.stderr
+    results = check_signatures(out, gpg_keys)
+    by_key = {k: [e for e in results["images"] if e["signing_key"] == k] for k in (bad, good)}
+    assert [e["status"] for e in by_key[good]] == ["ok"] * n
+    assert [e["status"] for e in by_key[bad]] == ["failed"] * n
+    for entry in by_key[bad]:
+        assert entry["error"].startswith("signature refused: ") and why in entry["error"], entry
+        assert not entry.get("signature_path")
+    files = signature_files(out)
+    assert len(files) == n
+    assert {gpg_decrypt(p.read_bytes(), gpg_keys.home)[1] for p in files} == {good}
+    assert results["signer_result"]["status"] == "error"
+    return results
+
+
+FAULTS = [
+    ({"wrong_claim": "digest"}, 'it signs digest "sha256:'),
+    ({"wrong_claim": "identity"}, 'it signs identity "registry.example.com/other/image:1.0", '
+                                  "not registry.example.com/ns/app"),
+    ({"wrong_claim": "traversal"}, 'it signs identity "../../../etc", not '
+                                   "registry.example.com/ns/app"),
+    ({"wrong_claim": "type"}, 'critical.type is "cosign container image signature"'),
+    ({"wrong_claim": "unknown-key"}, 'critical has unknown key(s) "expires"'),
+    ({"garbage_signature": True}, "not a binary OpenPGP signed message: "),
+    ({"wrong_format": "armored"}, "ASCII-armored OpenPGP data: podman and skopeo read only "
+                                  "binary signatures"),
+    ({"wrong_format": "detached"}, "not a binary OpenPGP signed message: a detached signature"),
+    ({"wrong_format": "clearsigned"}, "ASCII-armored OpenPGP data"),
+]
+
+
+@pytest.mark.parametrize("fault,why", FAULTS, ids=[next(iter(f.values())) if
+                                                    isinstance(next(iter(f.values())), str)
+                                                    else next(iter(f)) for f, _ in FAULTS])
+def test_a_bad_signature_is_refused_without_a_keyring_and_the_others_are_kept(
+        tmp_path, broker, server, gpg_keys, tls_material, fault, why):
+    server(fault_key=gpg_keys.a[-8:], **fault)  # key A's replies are bad, key B's good
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material), out, [gpg_keys.a, gpg_keys.b], images(3))
+    results = refused_and_kept_apart(out, gpg_keys, run, gpg_keys.a, gpg_keys.b, why, 3)
+    # every reply, refused or not, at its request's place (per image, then per key)
+    replies = results["operation_results"]
+    assert len(replies) == 6
+    for reply, entry in zip(replies, results["images"]):
+        msg = reply[0]["msg"]
+        assert (msg["manifest_digest"], msg["sig_key_id"]) == \
+            (entry["digest"], entry["signing_key"][-8:])
+        assert msg["errors"] == [] and msg["signed_claim"]
+
+
+def test_a_signature_by_another_key_is_refused_without_a_keyring(tmp_path, broker, server,
+                                                                 gpg_keys, tls_material):
+    server(wrong_key=gpg_keys.b)  # everything signed by B: right for B, wrong for A
+    out = tmp_path / "out"
+    run = sign(conf(tmp_path, broker, tls_material), out, [gpg_keys.a, gpg_keys.b], images(2))
+    refused_and_kept_apart(out, gpg_keys, run, gpg_keys.a, gpg_keys.b,
+                           f"it says it was signed by {gpg_keys.b}, not by the requested key "
+                           f"{gpg_keys.a}", 2)
+
+
+def test_batch_replies_are_checked_per_claim_and_key(tmp_path, broker, server, gpg_keys,
+                                                     tls_material):
+    server(fault_key=gpg_keys.a[-8:], wrong_claim="traversal")
+    out = tmp_path / "out"
+    config = conf(tmp_path, broker, tls_material, section="msg_batch_signer", chunk_size=2)
+    run = sign(config, out, [gpg_keys.a, gpg_keys.b], images(4), "--signer-type", "batch")
+    results = refused_and_kept_apart(out, gpg_keys, run, gpg_keys.a, gpg_keys.b,
+                                     'it signs identity "../../../etc"', 4)
+    # 4 images in 3 repos, chunks of 2: 3 requests, each reply once, in request order
+    assert [[c["manifest_digest"] for c in reply[0]["msg"]["claims"]]
+            for reply in results["operation_results"]] == \
+        [[f"sha256:{i:064x}" for i in chunk] for chunk in ([0, 3], [1], [2])]
+
+
+def test_with_a_keyring_a_claim_signed_by_the_right_key_is_still_checked(
+        tmp_path, broker, server, gpg_keys, tls_material):
+    server(fault_key=gpg_keys.a[-8:], wrong_claim="digest")  # A signs, but another digest
+    out = tmp_path / "out"
+    config = conf(tmp_path, broker, tls_material, verify_keyring=str(keyring(tmp_path, gpg_keys)))
+    run = sign(config, out, [gpg_keys.a, gpg_keys.b], images(2))
+    refused_and_kept_apart(out, gpg_keys, run, gpg_keys.a, gpg_keys.b, 'it signs digest "sha256:',
+                           2)
+
+
+def test_file_signatures_are_checked_without_a_keyring(tmp_path, broker, server, gpg_keys,
+                                                      tls_material):
+    """Clear-signed texts and detached signatures come back in their own shapes: each is
+    checked as that shape, for the text or bytes sent, and a bad one is not written."""
+    server(fault_key=gpg_keys.a[-8:], garbage_signature=True)
+    config = conf(tmp_path, broker, tls_material)
+    notes, blob = tmp_path / "notes.txt", tmp_path / "app.tar"
+    notes.write_text("release notes\n- line two\n")
+    blob.write_bytes(os.urandom(5000))
+    for flag, path, suffix, why in (
+            ("--clear-sign-file", notes, "asc", "not a clear-signed text: "),
+            ("--blob-file", blob, "sig", "not a detached binary signature of the file: ")):
+        out = tmp_path / f"out-{suffix}"
+        run = run_entrypoint("--signer", "msg", "--config-file", str(config), "--task-id", "t1",
+                             "--output-dir", str(out), "--signing-key", gpg_keys.a,
+                             "--signing-key", gpg_keys.b, flag, str(path), "--repo", "ns/app")
+        assert run.returncode == 1, run.stderr
+        entries = {e["signing_key"]: e for e in
+                   json.loads((out / "results.json").read_text())["files"]}
+        assert entries[gpg_keys.a]["status"] == "failed"
+        assert entries[gpg_keys.a]["error"].startswith("signature refused: " + why)
+        assert entries[gpg_keys.b]["status"] == "ok"
+        written = sorted(p.name for p in out.glob(f"{path.name}*.{suffix}"))
+        assert written == [Path(entries[gpg_keys.b]["signature_path"]).name]
+        signed = out / entries[gpg_keys.b]["signature_path"]
+        assert gpg_verify(gpg_keys.home, *([str(signed), str(path)] if suffix == "sig"
+                                           else [str(signed)])) == gpg_keys.b

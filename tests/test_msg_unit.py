@@ -6,19 +6,21 @@ from __future__ import annotations
 import base64
 import bz2
 import json
+import os
 import random
 import subprocess
 import zlib
 
 import pytest
 
-from reference.signing_server import _packet
+from reference.signing_server import INSTANT_SIGNATURE, _packet, instant_signed_message
 from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.inputs import parse_inputs
-from signaction.plan import build_plan
+from signaction.plan import BLOB, CLEARSIGN, SignFile, WorkItem, build_plan
 from signers import openpgp
-from signers.msg import BadReply, MsgSigner, build_request, parse_reply, repo_of, signature_of
+from signers.msg import (BadReply, MsgSigner, build_request, claim_problem, parse_reply, refusal,
+                         repo_of, signature_of, signed_text)
 from signers.openpgp import OpenPGPError
 
 D = "sha256:" + "ab" * 32
@@ -375,3 +377,157 @@ def test_an_issuer_must_be_named_and_every_one_must_match(plain):
         "it says it was signed by AAAAAAAA00000000")
     assert "shorter than a key id" in openpgp.issuer_problem(mixed, "9ABCDEF")
 
+
+# -- what the msg signer refuses to write (msg.refusal), without a keyring ---------------------
+
+def work_item(key, target=None):
+    base = item(key=key)
+    return WorkItem(target or base.image, base.key)
+
+
+def test_what_gpg_signs_for_the_request_passes_and_anything_else_is_refused(gpg_keys, plain):
+    assert refusal(work_item(gpg_keys.a), plain) is None
+    assert refusal(work_item(gpg_keys.a), gpg(gpg_keys, gpg_keys.a, "--sign")) is None
+    assert refusal(work_item(gpg_keys.b), plain) == \
+        f"it says it was signed by {gpg_keys.a}, not by the requested key {gpg_keys.b}"
+    assert refusal(work_item(gpg_keys.a), gpg(gpg_keys, gpg_keys.a, "--sign", data=b"{}")) == \
+        "the claim lacks critical, optional (readers refuse it)"
+    assert refusal(work_item(gpg_keys.a), gpg(gpg_keys, gpg_keys.a, "--detach-sign")) == \
+        "not a binary OpenPGP signed message: a detached signature (a signature packet " \
+        "alone), not a signed message"
+
+
+def test_armor_is_refused_not_dearmored(gpg_keys):
+    """An armored message holds the same signature, but the reply is handed on as it came
+    (operation_results, --raw): refusing it keeps what is written and what is reported the
+    same bytes, and a server that armors is told so at once."""
+    for args in (["--armor", "--sign"], ["--clearsign"]):
+        problem = refusal(work_item(gpg_keys.a), gpg(gpg_keys, gpg_keys.a, *args))
+        assert problem.startswith("ASCII-armored OpenPGP data: podman and skopeo read only binary")
+
+
+def claim_with(change=None, text=None):
+    claim = json.loads(CLAIM)
+    if change:
+        change(claim)
+    return text if text is not None else json.dumps(claim).encode()
+
+
+@pytest.mark.parametrize("content,why", [
+    (claim_with(lambda c: c["critical"]["image"].update({"docker-manifest-digest": "sha256:"
+                                                          + "cd" * 32})),
+     f'it signs digest "sha256:{"cd" * 32}", not {D}'),
+    (claim_with(lambda c: c["critical"]["identity"].update({"docker-reference": "r.io/x:1"})),
+     f'it signs identity "r.io/x:1", not {REF}'),
+    (claim_with(lambda c: c["critical"]["identity"].update({"docker-reference":
+                                                             "../../../etc"})),
+     f'it signs identity "../../../etc", not {REF}'),
+    (claim_with(lambda c: c["critical"]["identity"].update({"docker-reference":
+                                                             "x\n::error::pwn"})),
+     r'it signs identity "x\n::error::pwn", not'),
+    (claim_with(lambda c: c["critical"].update({"type": "cosign container image signature"})),
+     'critical.type is "cosign container image signature", not "atomic container signature"'),
+    (claim_with(lambda c: c["critical"].update({"expires": 1})),
+     'critical has unknown key(s) "expires" (readers refuse it)'),
+    (claim_with(lambda c: c["critical"]["image"].update({"size": 1})),
+     'critical.image has unknown key(s) "size"'),
+    (claim_with(lambda c: c.pop("optional")), "the claim lacks optional"),
+    (claim_with(lambda c: c.update({"extra": {}})), 'the claim has unknown key(s) "extra"'),
+    (claim_with(lambda c: c["critical"].pop("identity")), "critical lacks identity"),
+    (claim_with(lambda c: c.update({"optional": []})), "optional is not a JSON object"),
+    (claim_with(lambda c: c["optional"].update({"timestamp": 1.5})),
+     "optional.timestamp is not an integer"),
+    (claim_with(lambda c: c["optional"].update({"timestamp": True})),
+     "optional.timestamp is not an integer"),
+    (claim_with(lambda c: c["optional"].update({"creator": 7})),
+     "optional.creator is not a string"),
+    (claim_with(text=CLAIM[:-1] + b', "optional": {}}'), 'the key "optional" twice'),
+    (claim_with(text=CLAIM.replace(b"1700000000", b"NaN")), "holds NaN, which is not JSON"),
+    (claim_with(text=CLAIM.replace(b"1700000000", b"1e999")), "timestamp is not an integer"),
+    (claim_with(text=b"[" * 100000), "not a JSON claim"),
+    (claim_with(text=b"\xff\xfe{}"), "not a JSON claim"),
+    (claim_with(text=b'"critical"'), "the claim is not a JSON object"),
+])
+def test_a_claim_is_read_as_containers_image_reads_it(content, why):
+    assert claim_problem(CLAIM, D, REF) is None
+    assert claim_problem(content, D, REF) == why or why in claim_problem(content, D, REF)
+    problem = refusal(work_item("0123456789ABCDEF"),
+                      instant_signed_message(content, "89ABCDEF"))
+    assert problem is not None and why in problem and "\n" not in problem
+
+
+def test_timestamps_and_optional_keys_that_readers_accept_pass():
+    for change in (lambda c: c["optional"].update({"timestamp": 1700000000.0}),
+                   lambda c: c["optional"].clear(),
+                   lambda c: c["optional"].update({"anything": [1, 2]})):
+        assert claim_problem(claim_with(change), D, REF) is None
+    assert claim_problem(claim_with(lambda c: c["optional"].update({"timestamp": 2**63})), D,
+                         REF) == "optional.timestamp is not an integer"
+
+
+def test_the_instant_servers_message_passes_for_the_key_asked_only():
+    data = instant_signed_message(CLAIM, "89ABCDEF")
+    assert refusal(work_item("0123456789ABCDEF"), data) is None
+    assert refusal(work_item("0123456789ABCDEE"), data).startswith("it says it was signed by ")
+    assert refusal(work_item("0123456789ABCDEF"), INSTANT_SIGNATURE).startswith(
+        "not a binary OpenPGP signed message: not OpenPGP data")
+    assert refusal(work_item("0123456789ABCDEF"), os.urandom(300)).startswith(
+        "not a binary OpenPGP signed message: ")
+
+
+def file_item(key, kind, data):
+    return work_item(key, SignFile("notes.txt", data, kind, "test"))
+
+
+@pytest.mark.parametrize("text", [b"release notes\nline two\n", b"a  \n\n- dash\r\n-x\n\n",
+                                  b"no newline", b"", "w\xe4rld\n".encode("latin-1")])
+def test_clear_signed_texts_are_checked_against_the_text_sent(gpg_keys, text):
+    signed = gpg(gpg_keys, gpg_keys.a, "--clearsign", data=text)
+    assert openpgp.clearsigned(signed)[0] == signed_text(text)
+    assert refusal(file_item(gpg_keys.a, CLEARSIGN, text), signed) is None
+    assert refusal(file_item(gpg_keys.a, CLEARSIGN, text + b"more"), signed) == \
+        "the clear-signed text is not the text that was sent"
+    assert refusal(file_item(gpg_keys.b, CLEARSIGN, text), signed).startswith(
+        "it says it was signed by")
+
+
+def test_what_is_not_a_clear_signed_text_is_refused(gpg_keys):
+    text = b"notes\n"
+    signed = gpg(gpg_keys, gpg_keys.a, "--clearsign", data=text)
+    head, sig = signed.split(b"-----BEGIN PGP SIGNATURE-----\n")
+    lines = sig.split(b"\n")
+    crc = next(i for i, line in enumerate(lines) if line.startswith(b"="))
+    cases = {
+        "does not start with -----BEGIN PGP SIGNED MESSAGE-----": INSTANT_SIGNATURE,
+        "without -----BEGIN PGP SIGNATURE-----": head,
+        "no -----END PGP SIGNATURE-----": signed.replace(b"-----END PGP SIGNATURE-----", b""),
+        "the checksum does not match": head + b"-----BEGIN PGP SIGNATURE-----\n" + b"\n".join(
+            lines[:crc] + [b"=AAAA"] + lines[crc + 1:]),
+        "not base64": signed.replace(lines[1][:4], b"!!!!"),
+        "data after -----END PGP SIGNATURE-----": signed + b"trailing\n",
+        "a header line that is not 'Key: value'": signed.replace(
+            b"-----BEGIN PGP SIGNED MESSAGE-----\n", b"-----BEGIN PGP SIGNED MESSAGE-----\nx\n"),
+        "not made over this content": signed.replace(b"notes", b"nOtes"),
+        "holds signature, signature, not one signature": head + b"-----BEGIN PGP SIGNATURE-----"
+        b"\n\n" + base64.b64encode(2 * base64.b64decode(b"".join(lines[1:crc])))
+        + b"\n-----END PGP SIGNATURE-----\n",
+    }
+    for why, data in cases.items():
+        problem = refusal(file_item(gpg_keys.a, CLEARSIGN, text), data)
+        assert problem is not None and why in problem, (why, problem)
+
+
+def test_blob_signatures_are_detached_binary_signatures_of_the_bytes_sent(gpg_keys):
+    blob = os.urandom(3000)
+    sig = gpg(gpg_keys, gpg_keys.a, "--detach-sign", data=blob)
+    assert refusal(file_item(gpg_keys.a, BLOB, blob), sig) is None
+    assert "not made over this content" in refusal(file_item(gpg_keys.a, BLOB, blob + b"x"), sig)
+    assert refusal(file_item(gpg_keys.b, BLOB, blob), sig).startswith("it says it was signed by")
+    assert "a detached signature is one signature packet" in refusal(
+        file_item(gpg_keys.a, BLOB, blob), gpg(gpg_keys, gpg_keys.a, "-z", "0", "--sign",
+                                               data=blob))
+    assert refusal(file_item(gpg_keys.a, BLOB, blob), INSTANT_SIGNATURE).startswith(
+        "not a detached binary signature of the file: ")
+    assert "ASCII armor, not a binary detached signature" in refusal(
+        file_item(gpg_keys.a, BLOB, blob), gpg(gpg_keys, gpg_keys.a, "--armor", "--detach-sign",
+                                               data=blob))
