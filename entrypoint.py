@@ -19,6 +19,14 @@ if sys.version_info < (3, 11):
           file=sys.stderr)
     sys.exit(2)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import jsonschema  # noqa: F401
+    import yaml  # noqa: F401
+except ImportError as missing:  # e.g. the system's python3 instead of the project's venv
+    print(f"error: the Python package {missing.name!r} is missing: run this with the project's "
+          "virtual environment (make venv; .venv/bin/python entrypoint.py ...), or the image",
+          file=sys.stderr)
+    sys.exit(2)
 
 from signaction import CREATOR  # noqa: E402
 from signaction.artifacts import Artifacts  # noqa: E402

@@ -240,3 +240,13 @@ exec {real} "$@"
             _, fpr = gpg_decrypt((out / e["signature_path"]).read_bytes(), gpg_keys.home)
             assert fpr == gpg_keys.a
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_a_python_without_the_requirements_gets_one_line_not_a_traceback():
+    import subprocess
+    import sys
+    from conftest import ENTRYPOINT
+    run = subprocess.run([sys.executable, "-S", str(ENTRYPOINT), "--help"], capture_output=True,
+                         text=True, timeout=60)  # -S: no site-packages, as a bare system python
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: ") and ".venv/bin/python" in run.stderr
