@@ -4,12 +4,14 @@ and registries.d that the run generated."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import gpg_decrypt, make_image, run_entrypoint, skopeo_copy_verified
+from conftest import gpg_decrypt, make_image, run_entrypoint, skopeo_copy_verified, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +199,116 @@ def test_key_files_from_a_read_only_folder(tmp_path, gpg_keys, images):
                              "--output-dir", str(tmp_path / "out2"))
     assert refused.returncode == 2
     assert "gpg_signer.key_files[1]" in refused.stderr and "no such file" in refused.stderr
+
+
+# -- keys with a passphrase, ambiguous keys, the run's own gpg-agent --------------------------
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def sign_two(tmp_path, gpg_keys, *args, env=None):
+    """Two images signed with ``args`` (keys, config); the run's gpg argv recorded in
+    tmp_path/argv.log."""
+    bindir, log = tmp_path / "bin", tmp_path / "argv.log"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "gpg").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n'
+                                f'exec {shutil.which("gpg")} "$@"\n')
+    (bindir / "gpg").chmod(0o755)
+    run = run_entrypoint(*args, "--reference", "r.io/ns/a:1", "--digest", D1, "--reference",
+                         "r.io/ns/b:1", "--digest", D2, "--output-dir", str(tmp_path / "out"),
+                         env={**gpg_keys.env(), "PATH": f"{bindir}:{os.environ['PATH']}",
+                              **(env or {})})
+    return run, (log.read_text() if log.exists() else "")
+
+
+def refused(run, tmp_path, message: str) -> None:
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [f"error: {message}"], run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def passphrase_config(tmp_path, passphrase: str) -> tuple[str, str]:
+    path = tmp_path / "passphrase"
+    path.write_text(passphrase + "\n")
+    return str(path), f"gpg_signer: {{passphrase_file: {path}}}"
+
+
+def test_a_protected_key_without_a_passphrase_file_is_refused_before_signing(tmp_path, gpg_keys):
+    """Not "Sorry, we are in batchmode" once per image: one line naming passphrase_file."""
+    run, _ = sign_two(tmp_path, gpg_keys, "--signing-key", gpg_keys.a, "--signing-key",
+                      gpg_keys.protected)
+    refused(run, tmp_path, f"config: gpg_signer.passphrase_file: key {gpg_keys.protected} "
+                           "needs a passphrase: give passphrase_file")
+
+
+def test_a_wrong_passphrase_is_refused_before_signing(tmp_path, gpg_keys):
+    path, conf = passphrase_config(tmp_path, "not the passphrase")
+    run, _ = sign_two(tmp_path, gpg_keys, "--config", conf, "--signing-key", gpg_keys.protected)
+    refused(run, tmp_path, f"config: gpg_signer.passphrase_file: the passphrase in {path!r} "
+                           f"does not unlock key {gpg_keys.protected}")
+    assert "not the passphrase" not in run.stdout + run.stderr
+
+
+def test_a_passphrase_cached_by_the_users_gpg_agent_does_not_hide_a_wrong_one(tmp_path,
+                                                                              gpg_keys):
+    """The user's gpg-agent holds the right passphrase (a signature made just before): the run
+    signs through an agent of its own, which knows nothing, so the wrong passphrase_file is
+    found out. The run's home and agent are gone when it ends."""
+    subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase",
+                    gpg_keys.passphrase, "--local-user", gpg_keys.protected, "--sign"],
+                   input=b"cache it", env={**os.environ, **gpg_keys.env()},
+                   capture_output=True, check=True)
+    try:
+        path, conf = passphrase_config(tmp_path, "not the passphrase")
+        run, argv = sign_two(tmp_path, gpg_keys, "--config", conf, "--signing-key",
+                             gpg_keys.protected)
+        refused(run, tmp_path, f"config: gpg_signer.passphrase_file: the passphrase in "
+                               f"{path!r} does not unlock key {gpg_keys.protected}")
+        uses = [ln for ln in argv.splitlines() if "sign" in ln or "--passwd" in ln]
+        assert uses and all("/csa-gnupg-" in ln for ln in uses), argv  # never the user's home
+    finally:
+        gpg_keys.forget_passphrases()
+    # the right passphrase: signed in a private home, which is gone with its agent; the
+    # user's secret keys are as they were (the copy alone is re-protected for speed)
+    path, conf = passphrase_config(tmp_path, gpg_keys.passphrase)
+    (tmp_path / "argv.log").unlink()
+    secrets = {p.name: p.read_bytes()
+               for p in Path(gpg_keys.home, "private-keys-v1.d").iterdir()}
+    run, argv = sign_two(tmp_path, gpg_keys, "--config", conf, "--signing-key",
+                         gpg_keys.protected)
+    assert run.returncode == 0, run.stderr
+    assert {p.name: p.read_bytes()
+            for p in Path(gpg_keys.home, "private-keys-v1.d").iterdir()} == secrets
+    homes = {word for line in argv.splitlines() if " --sign" in f" {line}"
+             for word in line.split() if "/csa-gnupg-" in word}
+    assert len(homes) == 1, argv
+    home = homes.pop()
+    assert not Path(home).exists()
+
+    def agents() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if home.encode() in cmdline.read_bytes():
+                    found.append(str(cmdline))
+            except OSError:
+                pass
+        return found
+
+    wait_until(lambda: not agents(), 10, "the run's gpg-agent ended")
+
+
+def test_an_ambiguous_signing_key_is_refused_naming_the_keys(tmp_path, gpg_keys):
+    run, _ = sign_two(tmp_path, gpg_keys, "--signing-key", "test.invalid")
+    assert run.returncode == 2, run.stderr
+    line, = run.stderr.splitlines()
+    assert line.startswith("error: signing key 'test.invalid': ambiguous, 3 secret keys in ")
+    assert all(fpr in line for fpr in (gpg_keys.a, gpg_keys.b, gpg_keys.protected)), line
+    assert not (tmp_path / "out").exists()
+    # a user id that names one key is fine: signed with that key
+    run, _ = sign_two(tmp_path, gpg_keys, "--signing-key", "Key B")
+    assert run.returncode == 0, run.stderr
+    sig = next((tmp_path / "out").rglob("signature-1"))
+    assert gpg_decrypt(sig.read_bytes(), gpg_keys.home)[1] == gpg_keys.b
