@@ -76,13 +76,47 @@ class Running:
         return self._ended
 
 
+# -- what a tool gets from the environment ---------------------------------------------------
+
+# Every tool gets these (when set) and nothing else unless asked for: where programs are, whose
+# home, the language of its messages, the time zone, where temporary files go.
+BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR")
+
+# Never handed on, whatever a ``keep`` pattern says: the action's inputs (INPUT_CONFIG may hold
+# registry passwords), GitHub's tokens. Keyless cosign signing (a later issue) would let
+# ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN through to cosign alone: by ``extra``, not by loosening this.
+NEVER_ENV = ("INPUT_*", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_*")
+
+
+def _matches_any(name: str, patterns: Sequence[str]) -> bool:
+    """Is ``name`` one of ``patterns``: exact names, or prefixes ending in ``*``."""
+    return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)
+
+
+def child_env(environ: Mapping[str, str], keep: Sequence[str] = (),
+              extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a tool this program starts (gpg, gpgconf, cosign): from ``environ``
+    only BASE_ENV and ``keep`` (names, or prefixes ending in ``*``), never NEVER_ENV; then
+    ``extra``, values this program chose (a private GNUPGHOME or DOCKER_CONFIG, COSIGN_PASSWORD,
+    the config's env_variables), which win."""
+    env = {k: v for k, v in environ.items()
+           if _matches_any(k, BASE_ENV) or (_matches_any(k, keep) and not
+                                            _matches_any(k, NEVER_ENV))}
+    env.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return env
+
+
 def run_tool(cmd: list[str], *, timeout: float, input: bytes | None = None,
              env: Mapping[str, str] | None = None, pass_fds: tuple[int, ...] = (),
              running: Running | None = None) -> tuple[subprocess.CompletedProcess, bool]:
-    """Run a signing tool (gpg, cosign): (the finished process, with bytes output; whether it
-    timed out). It gets its own process group, killed whole on a timeout (a helper it started
-    would otherwise hold its output pipes open), and ``running`` holds it while it runs, so that
-    an interrupted run can end it."""
+    """Run a signing tool (gpg, gpgconf, cosign): (the finished process, with bytes output;
+    whether it timed out). ``env`` is its whole environment (build it with child_env); without
+    one it gets child_env(os.environ), never this process's environment as it is. It gets its
+    own process group, killed whole on a timeout (a helper it started would otherwise hold its
+    output pipes open), and ``running`` holds it while it runs, so that an interrupted run can
+    end it."""
+    if env is None:
+        env = child_env(os.environ)
     proc = subprocess.Popen(cmd, env=env, pass_fds=pass_fds, start_new_session=True,
                             stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -11,11 +11,13 @@ explicitly rather than left to cosign's defaults:
 - annotations: ``tag=<tag>`` as pubtools-sign adds, plus the config's ``annotations``.
 
 Secrets never reach argv: the key's passphrase goes to cosign as COSIGN_PASSWORD in its environment,
-registry credentials as a private docker config (DOCKER_CONFIG). Images are signed ``num_threads``
-at once, but one digest is never signed by two cosign processes at once: cosign rewrites the one
-``.sig`` manifest, and two concurrent writers lose a signature. What cosign signed (payload and
-signature) is also written to the output folder; with ``upload: false`` only there, with a script
-that attaches them later.
+registry credentials as a private docker config (DOCKER_CONFIG). cosign's environment is an
+allowlist (COSIGN_ENV, built by signers.child_env): never the action's INPUT_* (INPUT_CONFIG holds
+registry passwords) nor GitHub's tokens. Images are signed ``num_threads`` at once, but one
+digest is never signed by two cosign processes at once: cosign rewrites the one ``.sig``
+manifest, and two concurrent writers lose a signature. What cosign signed (payload and signature)
+is also written to the output folder; with ``upload: false`` only there, with a script that
+attaches them later.
 """
 
 from __future__ import annotations
@@ -38,13 +40,32 @@ from typing import Mapping, Sequence
 from signaction.errors import InputError
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from . import Outcome, Report, Running, Signer, run_tool
+from . import Outcome, Report, Running, Signer, child_env, run_tool
 
 log = logging.getLogger(__name__)
 
 KEY_URI = re.compile(r"^(awskms|gcpkms|azurekms|hashivault|k8s|env|pkcs11|gitlab)://")
 FORMATS = ("legacy", "bundle")
 PUBLIC_KEY_TIMEOUT = 120  # seconds for `cosign public-key` (a KMS may be slow)
+
+# What cosign gets from the environment besides signers.BASE_ENV: what it reads for a key-based
+# signature and nothing else. Registry credentials where its keychain (go-containerregistry's)
+# looks for them, as this project's registry client does; cosign's own settings (COSIGN_*: set
+# in the step's environment for cosign, e.g. COSIGN_REPOSITORY, COSIGN_PKCS11_PIN; COSIGN_PASSWORD
+# is set by the signer itself, see _env) and sigstore's (SIGSTORE_*, TUF_ROOT: trust roots, Rekor
+# and TSA keys); the network (proxies, CA certificates); KMS credentials (and the credential
+# helpers a docker config may name): AWS, Google Cloud, Azure, Vault. Keyless signing (a later
+# issue) would add GitHub's ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN here, through child_env's extra
+# (signers.NEVER_ENV keeps them from every tool until then).
+COSIGN_ENV = ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
+              "COSIGN_*", "SIGSTORE_*", "TUF_ROOT",
+              "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+              "SSL_CERT_FILE", "SSL_CERT_DIR",
+              "AWS_*", "GOOGLE_*", "CLOUDSDK_*", "AZURE_*", "VAULT_*")
+# ...and what one kind of key reads: env://NAME the variable NAME (the key itself), gitlab:// a
+# GitLab token, k8s:// the cluster's address and a kubeconfig.
+KEY_ENV = {"gitlab://": ("GITLAB_TOKEN", "GITLAB_HOST"),
+           "k8s://": ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
 
 
 class CosignSigner(Signer):
@@ -80,14 +101,27 @@ class CosignSigner(Signer):
 
     # -- before anything is signed ------------------------------------------------------
 
-    def _env(self, docker_config: str | None = None) -> dict[str, str]:
-        env = dict(self.environ)
-        env.update({str(k): str(v) for k, v in (self.config.get("env_variables") or {}).items()})
+    def _env(self, docker_config: str | None = None,
+             key: SigningKey | None = None) -> dict[str, str]:
+        """cosign's environment, for ``key`` (None: a call that uses no key): COSIGN_ENV and
+        what the key reads, the config's env_variables, the private docker config, and
+        COSIGN_PASSWORD: the key's passphrase for a key that is encrypted with one (a key file,
+        env://), else empty."""
+        keep = list(COSIGN_ENV)
+        uri = key.key if key is not None else ""
+        if uri.startswith("env://"):
+            keep.append(uri[len("env://"):])
+        for scheme, names in KEY_ENV.items():
+            if uri.startswith(scheme):
+                keep += names
+        extra = {str(k): str(v) for k, v in (self.config.get("env_variables") or {}).items()}
         # Set even when empty: an unset COSIGN_PASSWORD makes cosign prompt, and CI has no tty.
-        env["COSIGN_PASSWORD"] = self.password or ""
+        needs_password = key is not None and (uri.startswith("env://") or
+                                              not KEY_URI.match(uri))
+        extra["COSIGN_PASSWORD"] = (self.password or "") if needs_password else ""
         if docker_config:
-            env["DOCKER_CONFIG"] = docker_config
-        return env
+            extra["DOCKER_CONFIG"] = docker_config
+        return child_env(self.environ, keep=keep, extra=extra)
 
     def _run(self, args: list[str], env: dict[str, str], timeout: float,
              running: Running | None = None) -> subprocess.CompletedProcess:
@@ -112,7 +146,7 @@ class CosignSigner(Signer):
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
                              f"with --new-bundle-format (3.x); {self.cosign} has not")
         for key in plan.keys:
-            self.public[key.key] = self._public_key(key, env)
+            self.public[key.key] = self._public_key(key, self._env(key=key))
 
     def _public_key(self, key: SigningKey, env: dict[str, str]) -> bytes:
         named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
@@ -138,7 +172,11 @@ class CosignSigner(Signer):
             groups[(item.image.source.host, item.image.source.path, item.image.digest)].append(
                 item)
         with tempfile.TemporaryDirectory(prefix="cosign-") as tmp:
-            env = self._env(self._docker_config(tmp, items))
+            docker_config = self._docker_config(tmp, items)
+            envs: dict[str, dict[str, str]] = {}  # per key: its password or none, its names
+            for item in items:
+                if item.key.key not in envs:
+                    envs[item.key.key] = self._env(docker_config, item.key)
             counter = iter(range(len(items)))
             lock = threading.Lock()
 
@@ -148,8 +186,8 @@ class CosignSigner(Signer):
                         return
                     with lock:
                         n = next(counter)
-                    report(self._sign_one(item, env, os.path.join(tmp, str(n)), running,
-                                          deadline_at))
+                    report(self._sign_one(item, envs[item.key.key], os.path.join(tmp, str(n)),
+                                          running, deadline_at))
 
             pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cosign")
             try:

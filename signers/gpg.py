@@ -29,9 +29,12 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from . import Outcome, Report, Running, Signer, run_tool
+from . import Outcome, Report, Running, Signer, child_env, run_tool
 
 GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
+# gpg (and the gpg-agent it starts, which inherits gpg's environment) needs no more than
+# signers.BASE_ENV and where its home is; never COSIGN_PASSWORD, INPUT_*, tokens.
+GPG_ENV = ("GNUPGHOME",)
 _BAD_PASSPHRASE = 11  # gpg-error's GPG_ERR_BAD_PASSPHRASE, in a status line's error code
 
 
@@ -40,12 +43,9 @@ class GpgError(Exception):
 
 
 def gpg_env(environ: Mapping[str, str] | None, gnupg_home: str | None) -> dict[str, str]:
-    """The environment gpg gets: ``environ`` (default: this process's), GNUPGHOME
-    (``gnupg_home`` when given)."""
-    env = dict(os.environ if environ is None else environ)
-    if gnupg_home:
-        env["GNUPGHOME"] = gnupg_home
-    return env
+    """The environment gpg gets: signers.BASE_ENV, GNUPGHOME (``gnupg_home`` when given)."""
+    return child_env(os.environ if environ is None else environ, keep=GPG_ENV,
+                     extra={"GNUPGHOME": gnupg_home} if gnupg_home else None)
 
 
 def _run_gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
@@ -80,7 +80,7 @@ def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
          environ: Mapping[str, str] | None = None) -> bytes:
     """Run gpg in batch mode: its stdout, or GpgError with its last lines. ``running`` (if
     given) holds the process while it runs, so that an interrupted run can end it; ``environ``
-    (default: this process's) is gpg's environment."""
+    (default: this process's) is filtered by gpg_env."""
     proc = _run_gpg(args, gnupg_home=gnupg_home, data=data, passphrase=passphrase,
                     running=running, environ=environ)
     if proc.returncode != 0:
@@ -103,7 +103,7 @@ def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
     """A signature over ``data`` made with ``key``: by ``mode``, a binary OpenPGP signed message
     wrapping it (``sign``, ``gpg --sign``), the ASCII-armored clear-signed text (``clearsign``,
     ``gpg --clearsign``) or a detached binary signature (``detach``, ``gpg --detach-sign``).
-    gpg's environment is ``environ`` (default: this process's)."""
+    gpg's environment is gpg_env(``environ``)."""
     signature = _gpg(["--local-user", key, GPG_MODES[mode]], gnupg_home=gnupg_home, data=data,
                      passphrase=passphrase, running=running, environ=environ)
     if not signature:

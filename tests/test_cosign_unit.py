@@ -119,3 +119,26 @@ def test_sigstore_verification_files(tmp_path):
     assert policy["default"] == [{"type": "reject"}]
     regd = (folder / "registries.d" / "container-sign-action.yaml").read_text()
     assert "use-sigstore-attachments: true" in regd and "registry.example.com" in regd
+
+
+def test_cosign_environment_per_kind_of_key():
+    """What each kind of key reads, and only for that key: env://NAME the variable NAME,
+    gitlab:// a GitLab token, k8s:// the cluster; a KMS key gets no passphrase. Never the
+    action's inputs or GitHub's tokens, whatever the config's env_variables leave out."""
+    from signaction.plan import SigningKey
+    environ = {"PATH": "/bin", "HOME": "/h", "COSIGN_PASSWORD": "pw", "RELEASE_KEY": "pem",
+               "GITLAB_TOKEN": "glpat", "KUBECONFIG": "/kube", "INPUT_CONFIG": "registry pw",
+               "GITHUB_TOKEN": "ghp", "VAULT_ADDR": "https://vault", "OTHER": "x"}
+    signer = CosignSigner({"env_variables": {"EXTRA": "1"}}, environ)
+
+    def env(key):
+        return signer._env(key=SigningKey(key, key) if key else None)
+
+    common = {"PATH": "/bin", "HOME": "/h", "VAULT_ADDR": "https://vault", "EXTRA": "1"}
+    assert env(None) == {**common, "COSIGN_PASSWORD": ""}
+    assert env("cosign.key") == {**common, "COSIGN_PASSWORD": "pw"}
+    assert env("env://RELEASE_KEY") == {**common, "COSIGN_PASSWORD": "pw", "RELEASE_KEY": "pem"}
+    assert env("gitlab://project/key") == {**common, "COSIGN_PASSWORD": "",
+                                           "GITLAB_TOKEN": "glpat"}
+    assert env("k8s://ns/secret") == {**common, "COSIGN_PASSWORD": "", "KUBECONFIG": "/kube"}
+    assert env("hashivault://release") == {**common, "COSIGN_PASSWORD": ""}
