@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from signaction.errors import InputError
@@ -286,12 +287,13 @@ class Signer(ABC):
     @contextmanager
     def signed_check(self, plan: Plan) -> Iterator[Callable[[WorkItem], str | None] | None]:
         """A function telling why an item needs no new signature (None: it does), or None when
-        this signer cannot tell. GPG signers look in the lookaside at --lookaside-url for a
-        signature-N that verifies with the signing keys for the item's digest and identity."""
-        base = self.inputs.lookaside_url if self.inputs is not None else None
-        keyring = self.public_keys(plan) if base else None
-        if not base or not keyring:
-            if base:
+        this signer cannot tell. GPG signers look for a signature-N that verifies with the
+        signing keys for the item's digest and identity: in the output folder's own lookaside
+        tree (an earlier run into the same folder), then at --lookaside-url."""
+        bases = self._lookaside_bases()
+        keyring = self.public_keys(plan) if bases else None
+        if not bases or not keyring:
+            if self.inputs is not None and self.inputs.lookaside_url:
                 log.warning("--lookaside-url: the %s signer does not know the signing keys' "
                             "public part (msg: set verify_keyring), so existing signatures "
                             "cannot be checked; signing everything", self.name)
@@ -299,9 +301,21 @@ class Signer(ABC):
             return
         check = SignatureCheck(keyring, "the signing keys")
         try:
-            yield lambda item: self._in_lookaside(base, check, item)
+            yield lambda item: next((found for base in bases
+                                     if (found := self._in_lookaside(base, check, item))), None)
         finally:
             check.close()
+
+    def _lookaside_bases(self) -> list[str]:
+        """Where existing GPG signatures may be, ``{registry}`` standing for the registry
+        folder: this run's own output tree, if an earlier run left one, and --lookaside-url."""
+        from signaction.artifacts import LOOKASIDE
+
+        if self.inputs is None:
+            return []
+        own = Path(self.inputs.output_dir, LOOKASIDE)
+        bases = [own.resolve().as_uri() + "/{registry}"] if own.is_dir() else []
+        return bases + ([self.inputs.lookaside_url] if self.inputs.lookaside_url else [])
 
     def _in_lookaside(self, base: str, check: SignatureCheck, item: WorkItem) -> str | None:
         from signaction.artifacts import registry_folder

@@ -118,3 +118,19 @@ def test_a_full_disk_fails_the_signatures_it_loses_and_says_so_in_one_line_each(
     assert all("No space left" in e or "signature(s) failed" in e for e in errors), errors
     assert "could not write the signature: No space left on device" in run.stderr
     assert list(out.rglob("signature-*")) == [] and list(out.rglob(".tmp-*")) == []
+
+
+def test_a_rerun_into_the_same_folder_counts_what_is_there_and_files_no_duplicate(tmp_path,
+                                                                               gpg_keys):
+    out = tmp_path / "out"
+    assert sign(out, gpg_keys, ("r.io/ns/app:1", D1)).returncode == 0
+    first = sorted(p.relative_to(out) for p in out.rglob("signature-*"))
+    run = sign(out, gpg_keys, ("r.io/ns/app:1", D1), ("r.io/ns/app:2", D2))
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [e["status"] for e in results["images"]] == ["skipped", "ok"]
+    assert "signature-1" in results["images"][0]["reason"]
+    assert results["summary"] == {"signed": 1, "failed": 0, "skipped": 1, "total": 2}
+    names = sorted(p.relative_to(out) for p in out.rglob("signature-*"))
+    assert len(names) == 2 and set(first) < set(names)
+    assert all(p.name == "signature-1" for p in names)  # no duplicate signature-2
