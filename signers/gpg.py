@@ -35,6 +35,12 @@ GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the ru
 # gpg (and the gpg-agent it starts, which inherits gpg's environment) needs no more than
 # signers.BASE_ENV and where its home is; never COSIGN_PASSWORD, INPUT_*, tokens.
 GPG_ENV = ("GNUPGHOME",)
+# The private home's copy of a protected key is re-protected with gpg's smallest iteration count
+# once its passphrase is known: the user's key file keeps its own (often 10^8 iterations, ~0.6 s
+# of gpg-agent CPU per signature, one signature at a time); the copy lives in a folder of this
+# run's own (mode 0700) that is removed when the run ends, and the passphrase it would protect
+# is in passphrase_file anyway.
+PRIVATE_AGENT_CONF = "s2k-count 65536\n"
 _BAD_PASSPHRASE = 11  # gpg-error's GPG_ERR_BAD_PASSPHRASE, in a status line's error code
 
 
@@ -141,6 +147,8 @@ class GpgSigner(Signer):
         home = tempfile.mkdtemp(prefix="csa-gnupg-")
         ended = weakref.finalize(self, _remove_home, home, gpg_env(self.environ, home))
         try:
+            with open(os.path.join(home, "gpg-agent.conf"), "w", encoding="utf-8") as f:
+                f.write(PRIVATE_AGENT_CONF)
             if self.key_files:
                 self._import_key_files(home)
             for key in plan.keys:
@@ -230,6 +238,11 @@ class GpgSigner(Signer):
         """One test signature, with the passphrase if there is one: a key that needs one, a
         wrong one, an expired or unusable key is an InputError before anything is signed."""
         fpr = self.fingerprints[key.key]
+        if self.passphrase is not None:  # cheap protection for this copy (PRIVATE_AGENT_CONF);
+            try:  # a wrong passphrase fails here and again, with its reason, just below
+                self._gpg(["--passwd", fpr], home, passphrase=self.passphrase)
+            except GpgError:
+                pass
         proc = _run_gpg(["--status-fd", "2", "--local-user", fpr, "--detach-sign"],
                         gnupg_home=home, data=b"container-sign-action: can this key sign?",
                         passphrase=self.passphrase, environ=self.environ)

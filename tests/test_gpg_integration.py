@@ -312,3 +312,36 @@ def test_an_ambiguous_signing_key_is_refused_naming_the_keys(tmp_path, gpg_keys)
     assert run.returncode == 0, run.stderr
     sig = next((tmp_path / "out").rglob("signature-1"))
     assert gpg_decrypt(sig.read_bytes(), gpg_keys.home)[1] == gpg_keys.b
+
+
+def test_the_private_copy_of_a_protected_key_is_cheap_to_unlock(gpg_keys):
+    """The user's protected key is protected with gpg's calibrated iteration count (~10^8 here:
+    ~0.6 s of gpg-agent CPU per signature, one at a time, so 200 images took ~100 s); the run's
+    private copy is re-protected with the smallest count once the passphrase is known. The
+    user's own file is not touched."""
+    import re
+    from types import SimpleNamespace
+
+    from signaction.plan import SigningKey
+    from signers.gpg import GpgSigner
+
+    def s2k_counts(home) -> set[int]:
+        """The iteration counts in a home's secret key files: (sha1 SALT COUNT), the salt in
+        any of the S-expression spellings (#hex#, "string", |base64|, token)."""
+        salt = rb'(?:#[0-9A-Fa-f]*#|"(?:[^"\\]|\\.)*"|\|[^|]*\||[^\s()"#|]+)'
+        return {int(n) for f in Path(home, "private-keys-v1.d").iterdir()
+                for n in re.findall(rb'\(sha1\s*' + salt + rb'\s*"?(\d+)"?\)', f.read_bytes())}
+
+    passfile = Path(gpg_keys.home).parent / "p-cheap"
+    passfile.write_text(gpg_keys.passphrase + "\n")
+    theirs = s2k_counts(gpg_keys.home)
+    signer = GpgSigner({"passphrase_file": str(passfile)}, {**os.environ, **gpg_keys.env()})
+    signer.preflight(SimpleNamespace(keys=[SigningKey(gpg_keys.protected, gpg_keys.protected)]))
+    try:
+        assert s2k_counts(signer.gnupg_home) == {65536}, [
+            f.read_bytes()[:400] for f in Path(signer.gnupg_home, "private-keys-v1.d").iterdir()]
+        assert theirs and min(theirs) > 65536 and s2k_counts(gpg_keys.home) == theirs
+    finally:
+        home = signer.gnupg_home
+        del signer  # its home and agent go with it
+    assert not Path(home).exists()
