@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from .errors import InputError
+from .safeload import check_text_size, read_text_file
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
@@ -30,6 +31,8 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+CONFIG_BYTES = 1 << 20  # a config file or inline config; real ones are a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -63,21 +66,14 @@ def _read(config_file: str | None, inline: str | None) -> tuple[str | None, str]
     if config_file and inline:
         raise InputError("config: give either a config file or inline config, not both")
     if inline is not None:
-        return inline, "inline config"
+        return check_text_size(inline, "config: inline config", CONFIG_BYTES), "inline config"
     candidates = [config_file] if config_file else list(CONFIG_PATHS)
     for candidate in candidates:
-        path = Path(candidate).expanduser()
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            if config_file:
-                raise InputError(f"config: file {config_file!r} not found") from None
-        except IsADirectoryError:
-            raise InputError(f"config: {str(path)!r} is a folder, not a file") from None
-        except PermissionError:
-            raise InputError(f"config: {str(path)!r} is not readable (permission denied)") from None
-        except UnicodeDecodeError:
-            raise InputError(f"config: {str(path)!r} is not UTF-8 text") from None
+        path = str(Path(candidate).expanduser())
+        text = read_text_file(path, f"config: {path!r}", CONFIG_BYTES,
+                              missing_ok=not config_file)
+        if text is not None:
+            return text, path
     return None, "defaults (no config file)"
 
 

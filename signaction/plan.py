@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -24,6 +23,7 @@ from .config import parse_yaml
 from .errors import InputError
 from .inputs import Inputs
 from .reference import Reference, check_digest, parse_reference
+from .safeload import decode_text, read_regular_file
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -49,6 +49,7 @@ class SigningKey:
 CLEARSIGN, BLOB = "clearsign", "blob"  # what is done to a SignFile
 FILE_SUFFIX = {CLEARSIGN: ".asc", BLOB: ".sig"}
 MAX_FILE_BYTES = 4 << 20  # one file goes whole into one bus message, and comes back in its reply
+IMAGES_FILE_BYTES = 64 << 20  # about 500,000 entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +133,6 @@ def _files(inputs: Inputs) -> tuple[SignFile, ...]:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,200}")
 
 
-def read_regular_file(path: str, label: str, limit: int) -> bytes:
-    """A regular file's bytes, at most ``limit`` of them (never a FIFO, a device or /dev/zero)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise InputError(f"{label}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{label}: not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise InputError(f"{label}: larger than {limit >> 20} MiB")
-    return data
-
-
 def _image(origin: str, reference: str, digest: str | None, identity: str | None = None) -> Image:
     """``reference`` with ``digest`` (or a ``@digest`` of its own, or none: resolved later), signed
     as ``identity`` when given."""
@@ -194,13 +180,7 @@ def _all_images(inputs: Inputs) -> Iterator[Image]:
 
 def _images_file(path: str, where: str) -> Iterator[Image]:
     label = f"{where} {path}"
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise InputError(f"{label}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{label}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    text = decode_text(read_regular_file(path, label, IMAGES_FILE_BYTES), label)
     data = _load_list(text, label)
     if not isinstance(data, list):
         raise InputError(f"{label}: must hold a list of {{reference, digest}} entries")

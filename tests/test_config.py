@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,10 +141,80 @@ def test_a_yaml_error_does_not_echo_the_line(tmp_path):
 
 
 def test_a_named_config_file_that_does_not_exist_is_an_error(tmp_path):
-    with pytest.raises(InputError, match=r"config: file '.*nope.yaml' not found"):
+    with pytest.raises(InputError, match=r"^config: '.*nope.yaml': file not found$"):
         load_config(str(tmp_path / "nope.yaml"), None, {})
 
 
 def test_config_file_and_inline_config_together_are_refused(tmp_path):
     with pytest.raises(InputError, match="not both"):
         load_config(str(EXAMPLES[0]), "gpg_signer: {}", {})
+
+
+# -- hardening (issue 10): what an error may show, bounded parsing, duplicate keys, files, numbers
+
+SECRET = "TOPSECRET"  # every case below puts it where an error used to quote it
+
+
+def test_only_regular_files_of_at_most_1_mib_are_read(tmp_path, monkeypatch):
+    """Item 10 (a FIFO, which hung, and /dev/zero, read until memory ran out: end to end
+    below, in a process with a memory limit)."""
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"^config: '.*': is a folder, not a file$"):
+        load_config(str(tmp_path), None, {})
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(InputError, match=r"^config: '.*big.yaml': larger than 1 MiB$"):
+        load_config(str(big), None, {})
+    with pytest.raises(InputError, match=r"^config: inline config: larger than 1 MiB$"):
+        load_config(None, "#" * ((1 << 20) + 1), {})
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"gpg_signer: {gnupg_home: /h\xe9}\n")
+    with pytest.raises(InputError, match=r"^config: '.*latin.yaml': not UTF-8 text"):
+        load_config(str(latin), None, {})
+    with socket.socket(socket.AF_UNIX) as server:  # found at a default location: refused too
+        server.bind(str(tmp_path / "conf.yaml"))
+        monkeypatch.setattr("signaction.config.CONFIG_PATHS", (str(tmp_path / "conf.yaml"),))
+        with pytest.raises(InputError, match=r"^config: '.*conf.yaml': is a socket, not a "
+                                             "regular file$"):
+            load_config(None, None, {})
+    assert time.monotonic() - start < 1
+
+
+# -- end to end: exit 2, one error line, nothing written, the secret nowhere ------------------
+
+def invalid_run(tmp_path, *args: str, env: dict | None = None, secret: str = SECRET,
+                timeout: float = 30) -> str:
+    """Run the entrypoint as a GitHub action (at most 2 GiB of memory); return its one error
+    line after checking: exit 2, nothing else on stderr, nothing written, the secret nowhere."""
+    from conftest import ENTRYPOINT
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
+    run = subprocess.run(
+        [sys.executable, str(ENTRYPOINT), *args, "--signing-key", "K", "--output-dir",
+         str(tmp_path / "out")],
+        env={**base, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary),
+             "GITHUB_OUTPUT": str(output), **(env or {})},
+        cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)))
+    assert run.returncode == 2, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "signatures").exists()
+    for text in (run.stdout, run.stderr, summary.read_text(), output.read_text()):
+        assert secret not in text, text
+    assert "::error title=Invalid input::" in run.stdout
+    return lines[0]
+
+
+D1 = "sha256:" + "1" * 64
+
+
+def test_a_fifo_or_dev_zero_as_config_file_is_refused_end_to_end(tmp_path):
+    os.mkfifo(tmp_path / "conf.yaml")
+    line = invalid_run(tmp_path, "--config-file", str(tmp_path / "conf.yaml"), "--image",
+                       f"r.io/a:1@{D1}", timeout=20)
+    assert line == f"error: config: '{tmp_path / 'conf.yaml'}': is a named pipe (FIFO), not a " \
+                   "regular file"
+    line = invalid_run(tmp_path, "--config-file", "/dev/zero", "--image", f"r.io/a:1@{D1}")
+    assert line == "error: config: '/dev/zero': is a character device, not a regular file"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 
 import pytest
 
@@ -212,3 +215,52 @@ def test_fast_images_file_parser_agrees_with_yaml(text):
 def test_fast_images_file_parser_leaves_anything_else_to_yaml(text):
     from signaction.plan import _fast_yaml_list
     assert _fast_yaml_list(text) is None
+
+
+# -- hardening (issue 10): images files bounded, duplicate keys, special files; digest messages
+
+def images_file(tmp_path, content: str, name: str = "images.yaml"):
+    f = tmp_path / name
+    f.write_text(content)
+    return f
+
+
+def plan_error(argv) -> str:
+    start = time.monotonic()
+    with pytest.raises(InputError) as err:
+        plan(argv)
+    assert time.monotonic() - start < 0.5  # never a hang
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_images_files_are_regular_files_of_bounded_size(tmp_path, monkeypatch):
+    """Item 10 (a FIFO hung, /dev/zero was read until memory ran out: end to end below)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "images.sock"))
+    for path, problem in [(tmp_path / "images.sock", "is a socket, not a regular file"),
+                          (tmp_path, "is a folder, not a file"),
+                          (tmp_path / "none.yaml", "file not found")]:
+        assert plan_error(["--images-file", str(path), "--signing-key", "K"]) == \
+            f"--images-file {path}: {problem}"
+    from signaction import plan as planning  # 100,000 long entries fit twice in the real cap
+    entry = "- reference: registry.example.com/namespace/application-99999:v1.2.3\n" \
+            f"  digest: sha256:{'f' * 64}\n  identity: registry.example.com/ns/app-99999:1.0\n"
+    assert len(entry) * 100_000 * 2 < planning.IMAGES_FILE_BYTES
+    monkeypatch.setattr("signaction.plan.IMAGES_FILE_BYTES", 1 << 20)
+    big = images_file(tmp_path, f"- reference: r.io/a:1\n  digest: {D1}\n" * 30_000)
+    assert plan_error(["--images-file", str(big), "--signing-key", "K"]) == \
+        f"--images-file {big}: larger than 1 MiB"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"- reference: r.io/\xe9:1\n")
+    assert "not UTF-8 text" in plan_error(["--images-file", str(latin), "--signing-key", "K"])
+    sock.close()
+
+
+def test_a_fifo_or_dev_zero_as_images_file_end_to_end(tmp_path):
+    from test_config import invalid_run
+    os.mkfifo(tmp_path / "fifo.json")
+    line = invalid_run(tmp_path, "--images-file", str(tmp_path / "fifo.json"), timeout=20)
+    assert line.endswith("fifo.json: is a named pipe (FIFO), not a regular file")
+    line = invalid_run(tmp_path, "--images-file", "/dev/zero")
+    assert line == "error: --images-file /dev/zero: is a character device, not a regular file"
