@@ -8,6 +8,9 @@ not exist is an error rather than a fall-back to the default locations.
 
 Every error is one line naming the key path, and never shows a secret value (keys marked
 ``x-secret`` in the schema).
+
+Reading and parsing are bounded (signaction.safeload): a regular file of at most 1 MiB, YAML
+nesting and alias expansion capped, duplicate keys refused.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jsonschema
-import yaml
 
 from .errors import InputError
-from .safeload import check_text_size, read_text_file
+from .safeload import check_text_size, key_path, load_yaml, read_text_file
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
@@ -30,9 +32,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 CONFIG_BYTES = 1 << 20  # a config file or inline config; real ones are a few hundred bytes
+CONFIG_VALUES = 10_000  # values (each use of a YAML alias counted in full); real configs: < 100
 
 
 @dataclass(frozen=True)
@@ -77,35 +79,16 @@ def _read(config_file: str | None, inline: str | None) -> tuple[str | None, str]
     return None, "defaults (no config file)"
 
 
-def parse_yaml(text: str, label: str) -> Any:
-    """YAML to data, or InputError ``<label> line L, column C: <problem>``. Only the problem and
-    the position are shown: the snippet yaml would quote may hold a secret."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"{label}{where}: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{label}: not valid YAML ({type(e).__name__})") from None
-
-
 def _parse(text: str, source: str) -> dict:
-    data = parse_yaml(text, f"config: {source}")
+    label = f"config: {source}"
+    data = load_yaml(text, label, max_nodes=CONFIG_VALUES,
+                     where=lambda path: f"{label}: {key_path(path)}" if path else label)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(f"config: {source}: the top level must be a mapping of sections "
                          "(msg_signer, cosign_signer, gpg_signer, ...)")
     return data
-
-
-def key_path(parts: tuple | list) -> str:
-    """``msg_signer.messaging_brokers[0]``."""
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
 
 
 def _interpolate(node: Any, environ: Mapping[str, str], path: tuple) -> Any:

@@ -13,17 +13,16 @@ signaction.resolve looks its tag up in the registry.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from .config import parse_yaml
 from .errors import InputError
 from .inputs import Inputs
 from .reference import Reference, check_digest, parse_reference
-from .safeload import decode_text, read_regular_file
+from .safeload import (NotJSON, decode_text, key_path, load_json, load_yaml,
+                       read_regular_file)
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -50,6 +49,7 @@ CLEARSIGN, BLOB = "clearsign", "blob"  # what is done to a SignFile
 FILE_SUFFIX = {CLEARSIGN: ".asc", BLOB: ".sig"}
 MAX_FILE_BYTES = 4 << 20  # one file goes whole into one bus message, and comes back in its reply
 IMAGES_FILE_BYTES = 64 << 20  # about 500,000 entries
+IMAGES_FILE_VALUES = 5_000_000  # YAML or JSON values in an images file (7 an entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +238,29 @@ def _fast_yaml_list(text: str) -> list[dict] | None:
 
 
 def _load_list(text: str, label: str) -> object:
+    """JSON, the usual YAML shape (fast), or any YAML; each bounded, duplicate keys refused."""
+    where = _entry_namer(label)
     if text.lstrip()[:1] in ("[", "{"):
-        try:
-            return json.loads(text)  # much faster than YAML for large lists
-        except json.JSONDecodeError:
+        try:  # much faster than YAML for large lists
+            return load_json(text, label, where=where, max_nodes=IMAGES_FILE_VALUES)
+        except NotJSON:
             pass  # YAML flow style also starts with [ or {
-    fast = _fast_yaml_list(text)
+    fast = _fast_yaml_list(text)  # (an entry that repeats a key is left to YAML, which refuses)
     if fast is not None:
         return fast
-    return parse_yaml(text, label)
+    return load_yaml(text, label, where=where, max_nodes=IMAGES_FILE_VALUES)
+
+
+def _entry_namer(label: str):
+    """A place in an images file as errors name it: ``LABEL entry 3``, ``LABEL entry 3: digest``."""
+    def where(path: tuple) -> str:
+        if not path:
+            return label
+        if isinstance(path[0], int):
+            rest = f": {key_path(path[1:])}" if len(path) > 1 else ""
+            return f"{label} entry {path[0] + 1}{rest}"
+        return f"{label}: {key_path(path)}"
+    return where
 
 
 def _keys(inputs: Inputs, key_aliases: Mapping[str, str]) -> tuple[SigningKey, ...]:

@@ -155,6 +155,62 @@ def test_config_file_and_inline_config_together_are_refused(tmp_path):
 SECRET = "TOPSECRET"  # every case below puts it where an error used to quote it
 
 
+def bomb(levels: int) -> str:
+    """A "billion laughs": 9 ** (levels + 1) values once its aliases are expanded."""
+    return "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefghi"[:levels],
+                                                                     "bcdefghij"))
+
+
+BOMB = bomb(9)  # 3,486,784,401 values: end to end (it hung the run, eating the memory)
+
+
+@pytest.mark.parametrize("text,problem", [
+    (bomb(4), "more than 10,000 values"),  # 59,049 once expanded; the old code took them
+    ("a: &a [*a]\n", "alias *a is used inside the node it names"),
+    ("gpg_signer: {key_files: " + "[" * 500 + "]" * 500 + "}", "nested deeper than 32 levels"),
+    ("gpg_signer:\n  key_files:\n" + "    " + "- " * 500 + "x\n", "nested deeper than 32 levels"),
+    ('{"gpg_signer": {"key_files": ' + "[" * 500 + "]" * 500 + "}}",
+     "nested deeper than 32 levels"),
+    ("gpg_signer: {key_files: [" + ", ".join(["x"] * 20_000) + "]}", "more than 10,000 values"),
+])
+def test_alias_bombs_and_deep_nesting_are_refused_quickly(text, problem):
+    """Item 8: refused in well under a second, one line, never a hang or a RecursionError."""
+    start = time.monotonic()
+    with pytest.raises(InputError) as err:
+        load_config(None, text, {})
+    assert time.monotonic() - start < 0.5
+    assert problem in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert str(err.value).startswith("config: inline config")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("gpg_signer: {}\ncosign_signer: {}\ngpg_signer: {gnupg_home: /x}\n",
+     "config: inline config: duplicate key 'gpg_signer' (line 3, column 1)"),
+    ("gpg_signer:\n  gnupg_home: /a\n  gnupg_home: /b\n",
+     "config: inline config: gpg_signer: duplicate key 'gnupg_home' (line 3, column 3)"),
+    ('{"gpg_signer": {"gnupg_home": "/a", "gnupg_home": "/b"}}',
+     "config: inline config: gpg_signer: duplicate key 'gnupg_home' (line 1, column 37)"),
+    ("gpg_signer: {key_aliases: {yes: A, true: B}}",  # one key once read
+     "config: inline config: gpg_signer.key_aliases: duplicate key 'true' (line 1, column 36)"),
+    ("base: &b {gnupg_home: /a}\ngpg_signer: {<<: *b, <<: *b}",
+     "config: inline config: gpg_signer: duplicate key '<<' (line 2, column 22)"),
+])
+def test_duplicate_keys_are_refused_naming_the_key(text, expected):
+    """Item 9: the last one silently won."""
+    with pytest.raises(InputError) as err:
+        load_config(None, text, {})
+    assert str(err.value) == expected
+
+
+def test_duplicate_keys_in_a_config_file_name_the_file(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text("cosign_signer:\n  registry_user: a\n  registry_user: b\n")
+    with pytest.raises(InputError, match=rf"^config: {path}: cosign_signer: duplicate key "
+                                         r"'registry_user' \(line 3, column 3\)$"):
+        load_config(str(path), None, {})
+
+
 def test_only_regular_files_of_at_most_1_mib_are_read(tmp_path, monkeypatch):
     """Item 10 (a FIFO, which hung, and /dev/zero, read until memory ran out: end to end
     below, in a process with a memory limit)."""
@@ -208,6 +264,25 @@ def invalid_run(tmp_path, *args: str, env: dict | None = None, secret: str = SEC
 
 
 D1 = "sha256:" + "1" * 64
+
+
+@pytest.mark.parametrize("config,expected", [
+    (BOMB, "error: config: inline config: e: more than 10,000 values"),
+    ("gpg_signer: {gnupg_home: /a, gnupg_home: /b}",
+     "error: config: inline config: gpg_signer: duplicate key 'gnupg_home'"),
+], ids=["bomb", "duplicate"])
+def test_bad_configs_end_to_end(tmp_path, config, expected):
+    line = invalid_run(tmp_path, "--image", f"r.io/a:1@{D1}", "--dry-run",
+                       env={"INPUT_CONFIG": config, "S": SECRET})
+    assert line.startswith(expected), line
+
+
+def test_100000_nested_brackets_end_to_end(tmp_path):
+    """libyaml's own composer recursed in C on these and crashed the interpreter (SIGSEGV)."""
+    path = tmp_path / "conf.yaml"
+    path.write_text("gpg_signer: {key_files: " + "[" * 100_000 + "]" * 100_000 + "}\n")
+    line = invalid_run(tmp_path, "--config-file", str(path), "--image", f"r.io/a:1@{D1}")
+    assert line.startswith(f"error: config: {path}: gpg_signer: nested deeper than 32 levels")
 
 
 def test_a_fifo_or_dev_zero_as_config_file_is_refused_end_to_end(tmp_path):

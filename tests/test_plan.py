@@ -234,6 +234,61 @@ def plan_error(argv) -> str:
     return str(err.value)
 
 
+@pytest.mark.parametrize("content,name,problem", [
+    ("- reference: r.io/a:1\n  x0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+     "bomb.yaml", "entry 1: more than 5,000,000 values"),
+    ("- &e [" + ", ".join(["x"] * 10) + "]\n" + "".join(
+        f"- &e{i} [{', '.join(['*e' if i == 0 else f'*e{i - 1}'] * 10)}]\n" for i in range(9)),
+     "bomb2.yaml", "more than 5,000,000 values"),
+    ("- &x [*x]\n", "loop.yaml", "alias *x is used inside the node it names"),
+    ("[" * 500 + "]" * 500, "deep.json", "entry 1: nested deeper than 32 levels"),
+    ("[" * 100_000 + "]" * 100_000, "deeper.json", "nested deeper than 32 levels"),
+    ("[{\"reference\": " + "[" * 500 + "]" * 500 + "}]", "deep-entry.json",
+     "entry 1: nested deeper than 32 levels"),
+    ("- reference: " + "[" * 500 + "]" * 500 + "\n", "deep.yaml",
+     "entry 1: nested deeper than 32 levels"),
+    ("- " * 500 + "x\n", "deep-block.yaml", "entry 1: nested deeper than 32 levels"),
+])
+def test_images_file_bombs_and_depth_are_refused_quickly(tmp_path, content, name, problem):
+    """Item 8, for images files: JSON, the usual YAML shape and any other YAML."""
+    f = images_file(tmp_path, content, name)
+    message = plan_error(["--images-file", str(f), "--signing-key", "K"])
+    assert message.startswith(f"--images-file {f}") and problem in message, message
+
+
+@pytest.mark.parametrize("content,name,expected", [
+    (f"- reference: r.io/a:1\n  digest: {D1}\n- reference: r.io/b:1\n  digest: {D1}\n"
+     f"  digest: {D2}\n", "images.yaml", "entry 2: duplicate key 'digest' (line 5, column 3)"),
+    (f"- reference: r.io/a:1\n  reference: r.io/b:1\n  digest: {D1}\n", "images.yaml",
+     "entry 1: duplicate key 'reference' (line 2, column 3)"),
+    (f"- {{reference: r.io/a:1, digest: {D1}, 'digest': {D2}}}\n", "flow.yaml",
+     "entry 1: duplicate key 'digest' (line 1, column "),
+    (f"- reference: r.io/a:1\n  digest: {D1}\n  \"digest\": {D2}\n", "quoted.yaml",
+     "entry 1: duplicate key 'digest' (line 3, column 3)"),
+    (json.dumps([{"reference": "r.io/a:1", "digest": D1}])[:-1] +
+     f', {{"reference": "r.io/b:1", "digest": "{D1}", "digest": "{D2}"}}]', "images.json",
+     "entry 2: duplicate key 'digest'"),
+    (f'{{"images": [], "images": []}}', "top.json", "duplicate key 'images'"),
+])
+def test_duplicate_keys_in_images_files_are_refused_naming_the_entry(tmp_path, content, name,
+                                                                    expected):
+    """Item 9: a reviewer reads the first digest, the tool signed the second."""
+    f = images_file(tmp_path, content, name)
+    message = plan_error(["--images-file", str(f), "--signing-key", "K"])
+    assert message.startswith(f"--images-file {f}") and expected in message, message
+
+
+def test_the_fast_path_leaves_a_repeated_key_to_yaml_which_refuses(tmp_path):
+    from signaction.plan import _fast_yaml_list
+    text = "".join(f"- reference: r.io/ns/a{n}:1\n  digest: sha256:{n:064x}\n"
+                   for n in range(1000)) + f"  digest: {D2}\n"
+    assert _fast_yaml_list(text) is None
+    message = plan_error(["--images-file", str(images_file(tmp_path, text)), "--signing-key",
+                          "K"])
+    assert "entry 1000: duplicate key 'digest' (line 2001, column 3)" in message, message
+
+
 def test_images_files_are_regular_files_of_bounded_size(tmp_path, monkeypatch):
     """Item 10 (a FIFO hung, /dev/zero was read until memory ran out: end to end below)."""
     sock = socket.socket(socket.AF_UNIX)
@@ -255,6 +310,13 @@ def test_images_files_are_regular_files_of_bounded_size(tmp_path, monkeypatch):
     latin.write_bytes(b"- reference: r.io/\xe9:1\n")
     assert "not UTF-8 text" in plan_error(["--images-file", str(latin), "--signing-key", "K"])
     sock.close()
+
+
+def test_a_duplicate_key_in_an_images_file_end_to_end(tmp_path):
+    from test_config import invalid_run
+    f = images_file(tmp_path, f"- reference: r.io/a:1\n  digest: {D1}\n  digest: {D2}\n")
+    line = invalid_run(tmp_path, "--images-file", str(f), secret=D2)
+    assert line == f"error: --images-file {f} entry 1: duplicate key 'digest' (line 3, column 3)"
 
 
 def test_a_fifo_or_dev_zero_as_images_file_end_to_end(tmp_path):
