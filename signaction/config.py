@@ -6,8 +6,11 @@ also accept their string spelling, so ``timeout: ${MSG_TIMEOUT}`` works. Unlike 
 unset variable is an error rather than a silent null, and an explicitly named config file that does
 not exist is an error rather than a fall-back to the default locations.
 
-Every error is one line naming the key path, and never shows a secret value (keys marked
-``x-secret`` in the schema).
+Every error is one line naming the key path and the problem. A value is quoted only when it is
+literal config text under a key that holds no secret (``x-secret`` in the schema): a list or a
+mapping never is (it may hold anything), nor is a value that came from ``${VAR}`` (its template is
+shown instead), nor a secret. Strings made from ``${VAR}``, and secrets, stay marked (Unquoted):
+whatever quotes them with repr() later shows the template, never the value.
 
 Reading and parsing are bounded (signaction.safeload): a regular file of at most 1 MiB, YAML
 nesting and alias expansion capped, duplicate keys refused.
@@ -24,17 +27,39 @@ from typing import Any, Mapping
 import jsonschema
 
 from .errors import InputError
-from .safeload import check_text_size, key_path, load_yaml, read_text_file
+from .safeload import check_text_size, key_path, load_yaml, read_text_file, shown
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
+_INT_RE = re.compile(r"[+-]?[0-9]{1,100}")
 _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 CONFIG_BYTES = 1 << 20  # a config file or inline config; real ones are a few hundred bytes
 CONFIG_VALUES = 10_000  # values (each use of a YAML alias counted in full); real configs: < 100
+
+
+class Unquoted(str):
+    """A config string used as its value, but quoted (repr, ``!r``, what error messages use) as
+    ``shown``: the template written in the config for a value made from ``${VAR}``, or nothing for
+    a secret. So no later message can echo what the environment or a secret key held."""
+
+    shown: str
+
+    def __new__(cls, value: str, shown: str) -> "Unquoted":
+        self = super().__new__(cls, value)
+        self.shown = shown
+        return self
+
+    def __repr__(self) -> str:
+        return self.shown
+
+    def __reduce__(self):
+        return Unquoted, (str(self), self.shown)
+
+
+SECRET_SHOWN = "(secret, not shown)"
 
 
 @dataclass(frozen=True)
@@ -58,9 +83,10 @@ def load_config(config_file: str | None, inline: str | None,
     text, source = _read(config_file, inline)
     data = _parse(text, source) if text is not None else {}
     schema = load_schema()
-    data = _interpolate(data, environ, ())
+    templates: dict[tuple, str] = {}  # path -> the text with ${VAR}s, where one was replaced
+    data = _interpolate(data, environ, (), templates, schema)
     data = _coerce(data, schema)
-    _validate(data, schema)
+    _validate(data, schema, templates)
     return Config(data=data, source=source, secrets=tuple(_secrets(data, schema)))
 
 
@@ -91,20 +117,36 @@ def _parse(text: str, source: str) -> dict:
     return data
 
 
-def _interpolate(node: Any, environ: Mapping[str, str], path: tuple) -> Any:
+def _interpolate(node: Any, environ: Mapping[str, str], path: tuple,
+                 templates: dict[tuple, str], schema: Mapping, secret: bool = False) -> Any:
+    """``${VAR}`` replaced in every string value (never in keys, which must be strings); strings
+    made from variables, and secrets, become Unquoted."""
+    secret = secret or bool(schema.get("x-secret"))
     if isinstance(node, dict):
-        return {k: _interpolate(v, environ, path + (k,)) for k, v in node.items()}
+        for k in node:
+            if not isinstance(k, str):
+                raise InputError(f"config: {key_path(path)}: the key {shown(repr(k), 40)} is not "
+                                 "a string (YAML reads yes, no, on, off, null and numbers as "
+                                 "such: quote it)")
+        return {k: _interpolate(v, environ, path + (k,), templates, _subschema(schema, k), secret)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, environ, path + (i,)) for i, v in enumerate(node)]
-    if isinstance(node, str) and "${" in node:
-        def repl(m: re.Match) -> str:
-            name = m.group(1)
-            if name not in environ:
-                raise InputError(f"config: {key_path(path)}: environment variable {name} "
-                                 "is not set")
-            return environ[name]
-        return _ENV_RE.sub(repl, node)
-    return node
+        return [_interpolate(v, environ, path + (i,), templates, _subschema(schema, i), secret)
+                for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+    secret = secret or _holds_secret(schema)
+    if _ENV_RE.search(node) is None:
+        return Unquoted(node, SECRET_SHOWN) if secret else node
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in environ:
+            raise InputError(f"config: {key_path(path)}: environment variable {name} is not set")
+        return environ[name]
+    templates[path] = node
+    return Unquoted(_ENV_RE.sub(repl, node),
+                    SECRET_SHOWN if secret else f"{shown(node)} (value not shown)")
 
 
 def _subschema(schema: Mapping, key: Any) -> Mapping:
@@ -124,47 +166,104 @@ def _coerce(node: Any, schema: Mapping) -> Any:
     if isinstance(node, list):
         return [_coerce(v, _subschema(schema, i)) for i, v in enumerate(node)]
     if isinstance(node, str):
-        kind = schema.get("type")
-        if kind == "integer" and _INT_RE.fullmatch(node.strip()):
-            return int(node)
-        if kind == "boolean" and node.strip().lower() in _BOOLS:
-            return _BOOLS[node.strip().lower()]
+        kind, text = schema.get("type"), node.strip()
+        if kind == "integer" and _INT_RE.fullmatch(text):
+            return int(text)
+        if kind == "boolean" and text.lower() in _BOOLS:
+            return _BOOLS[text.lower()]
     return node
 
 
-def _validate(data: Mapping, schema: Mapping) -> None:
-    validator = jsonschema.Draft202012Validator(schema)
+_BOUNDS = {"minimum": "is less than the minimum of",
+           "maximum": "is greater than the maximum of",
+           "exclusiveMinimum": "is less than or equal to the minimum of",
+           "exclusiveMaximum": "is greater than or equal to the maximum of"}
+_KIND = {dict: "a mapping", list: "a list", str: "a string", Unquoted: "a string",
+         bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+
+
+def _validate(data: Mapping, schema: Mapping, templates: Mapping[tuple, str]) -> None:
     # One error is reported: a wrong value the user wrote before a key they left out.
-    errors = sorted(validator.iter_errors(data), key=lambda e: (e.validator == "required",
-                                                                 key_path(list(e.absolute_path))))
-    if not errors:
-        return
-    e = errors[0]
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                    key=lambda e: (e.validator == "required", key_path(list(e.absolute_path))))
+    if errors:
+        raise InputError(f"config: {_problem(errors[0], schema, templates)}")
+
+
+def _problem(e: jsonschema.ValidationError, root: Mapping, templates: Mapping[tuple, str]) -> str:
+    """``<key path>: <what is wrong>``, built from the schema and the key path only: never from
+    jsonschema's message, which quotes the whole value (a wrong-typed list may hold a secret)."""
     path = list(e.absolute_path)
-    if e.validator == "additionalProperties":
+    where, rule, expected = key_path(path), e.validator, e.validator_value
+    if rule == "additionalProperties":
         known = e.schema.get("properties", {})
         unknown = sorted(str(k) for k in e.instance if k not in known)
         what = "section" if not path else "key"
-        raise InputError(f"config: {key_path(path + [unknown[0]])}: unknown {what} "
-                         f"(allowed: {', '.join(known)})")
-    if e.validator == "required":
-        missing = [k for k in e.validator_value if k not in e.instance]
-        raise InputError(f"config: {key_path(path)}: missing required key {missing[0]!r}")
-    if e.schema.get("x-secret"):
-        raise InputError(f"config: {key_path(path)}: the (secret) value is not valid: "
-                         f"{e.validator} {e.validator_value!r}")
-    raise InputError(f"config: {key_path(path)}: {e.message}")
+        return f"{key_path(path + [unknown[0]])}: unknown {what} (allowed: {', '.join(known)})"
+    if rule == "required":
+        missing = [k for k in expected if k not in e.instance]
+        return f"{where}: missing required key {missing[0]!r}"
+    value = _describe(e.instance, tuple(path), _secret_at(root, path), templates)
+    if rule == "type":
+        names = expected if isinstance(expected, list) else [expected]
+        return f"{where}: {value} is not of type {', '.join(map(repr, names))}"
+    if rule == "enum":
+        return f"{where}: {value} is not one of {', '.join(map(repr, expected))}"
+    if rule in _BOUNDS:
+        return f"{where}: {value} {_BOUNDS[rule]} {expected!r}"
+    if rule in ("minItems", "maxItems"):
+        return f"{where}: must have at {'least' if rule == 'minItems' else 'most'} " \
+               f"{expected} item(s)"
+    return f"{where}: {value} is not valid ({rule} {expected!r})"
 
 
-def _secrets(node: Any, schema: Mapping) -> list[str]:
+def _describe(value: Any, path: tuple, secret: bool, templates: Mapping[tuple, str]) -> str:
+    """The value as an error may show it: quoted only if it is a literal scalar of the config
+    text under a key that holds no secret; else what kind of value it is."""
+    kind = _KIND.get(type(value), "a value")
+    if isinstance(value, (dict, list)):
+        return kind  # never quoted: it may hold anything, at any depth
+    if secret:
+        return f"{kind} {SECRET_SHOWN}"
+    if path in templates:
+        return f"{shown(templates[path])} (value not shown)"
+    if isinstance(value, str):
+        return shown(value)
+    return repr(value)
+
+
+def _secret_at(root: Mapping, path: list) -> bool:
+    """Whether the key at ``path``, a key above it or anything below it is ``x-secret``."""
+    schema = root
+    for step in path:
+        if schema.get("x-secret"):
+            return True
+        schema = _subschema(schema, step)
+    return _holds_secret(schema)
+
+
+def _holds_secret(schema: Any) -> bool:
+    """Whether the schema marks this key, or anything below it, ``x-secret``."""
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("x-secret"):
+        return True
+    return any(_holds_secret(sub) for key in ("properties", "patternProperties")
+               for sub in schema.get(key, {}).values()) or \
+        any(_holds_secret(schema.get(key)) for key in ("additionalProperties", "items"))
+
+
+def _secrets(node: Any, schema: Mapping, secret: bool = False) -> list[str]:
+    """Every string value under an ``x-secret`` key (or in a section marked so), to mask."""
+    secret = secret or bool(schema.get("x-secret"))
     found: list[str] = []
     if isinstance(node, dict):
         for k, v in node.items():
-            found += _secrets(v, _subschema(schema, k))
+            found += _secrets(v, _subschema(schema, k), secret)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            found += _secrets(v, _subschema(schema, i))
-    elif isinstance(node, str) and schema.get("x-secret") and node:
-        found.append(node)
+            found += _secrets(v, _subschema(schema, i), secret)
+    elif isinstance(node, str) and secret and node:
+        found.append(str(node))
     return found
 

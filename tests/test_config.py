@@ -103,10 +103,10 @@ BAD = [
     ("cosign_signer:\n  timeout: 180\n",
      "config: cosign_signer.timeout: 180 is not of type 'string'"),
     ("cosign_signer:\n  key_aliases: {prod: [1]}\n",
-     "config: cosign_signer.key_aliases.prod: [1] is not of type 'string'"),
+     "config: cosign_signer.key_aliases.prod: a list is not of type 'string'"),
     ("gpg_signer:\n  gnupg_home: ${NOPE}\n",
      "config: gpg_signer.gnupg_home: environment variable NOPE is not set"),
-    ("gpg_signer: [a]\n", "config: gpg_signer: ['a'] is not of type 'object'"),
+    ("gpg_signer: [a]\n", "config: gpg_signer: a list is not of type 'object'"),
     ("- just a list\n", "config: inline config: the top level must be a mapping"),
     ("gpg_signer:\n  gnupg_home: [\n", "config: inline config line 3, column 1: "),
     ("msg_signer:\n  messaging_brokers: [1]\n",
@@ -153,6 +153,73 @@ def test_config_file_and_inline_config_together_are_refused(tmp_path):
 # -- hardening (issue 10): what an error may show, bounded parsing, duplicate keys, files, numbers
 
 SECRET = "TOPSECRET"  # every case below puts it where an error used to quote it
+
+
+LEAKS = [  # each puts SECRET where an error could quote it; the first ones did, before
+    'cosign_signer: {env_variables: ["${S}"]}',  # the issue's example: a list where a map goes
+    'cosign_signer: {env_variables: "${S}"}',
+    "cosign_signer: {env_variables: TOPSECRET}",  # literal, but where secrets go
+    'cosign_signer: {annotations: {a: ["${S}"]}}',
+    'cosign_signer: {annotations: {a: {b: "${S}"}}}',
+    'cosign_signer: {signature_format: "${S}"}',  # enum
+    'cosign_signer: ["${S}"]',
+    'gpg_signer: "${S}"',
+    'gpg_signer: {gnupg_home: ["${S}"]}',
+    'gpg_signer: {key_files: [[[["${S}"]]]]}',
+    'gpg_signer: {key_files: "x${S}y"}',
+    'msg_signer: {messaging_brokers: [{a: "${S}"}]}',
+    'msg_signer: {timeout: "${S}"}',
+    'msg_signer: {deadline: "${S}"}',
+    "cosign_signer: {env_variables: {K: [TOPSECRET]}}",
+    "cosign_signer: {registry_password: [TOPSECRET]}",
+    "cosign_signer: {registry_password: {TOPSECRET: x}}",
+    'msg_batch_signer: {chunk_size: "${S}", bogus: "${S}"}',
+    'cosign_signer: {registry_password: "${S}", bogus: 1}',
+]
+
+
+def test_no_error_quotes_an_interpolated_or_secret_value():
+    """Item 1: a value from ${VAR} or under a secret key is never quoted, at any depth, also
+    when the container holding it has the wrong type."""
+    for text in LEAKS:
+        with pytest.raises(InputError) as err:
+            load_config(None, text, {"S": SECRET})
+        message = str(err.value)
+        assert SECRET not in message and "\n" not in message, (text, message)
+        assert message.startswith("config: ") and ": " in message[8:], message
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('cosign_signer: {env_variables: ["${S}"]}',
+     "config: cosign_signer.env_variables: a list is not of type 'object'"),
+    ('msg_signer: {timeout: "${S}"}',
+     "config: msg_signer.timeout: '${S}' (value not shown) is not of type 'integer'"),
+    ('cosign_signer: {signature_format: "${S}"}',
+     "config: cosign_signer.signature_format: '${S}' (value not shown) is not one of "
+     "'legacy', 'bundle'"),
+    ('cosign_signer: {num_threads: "${N}"}',
+     "config: cosign_signer.num_threads: '${N}' (value not shown) is less than the minimum of 1"),
+    ("cosign_signer: {registry_password: 5}",
+     "config: cosign_signer.registry_password: an integer (secret, not shown) is not of type "
+     "'string'"),
+    ("cosign_signer: {signature_format: x}",  # literal and not secret: quoted
+     "config: cosign_signer.signature_format: 'x' is not one of 'legacy', 'bundle'"),
+])
+def test_errors_name_the_key_and_the_problem(text, expected):
+    with pytest.raises(InputError) as err:
+        load_config(None, text, {"S": SECRET, "N": "-7"})
+    assert str(err.value) == expected
+
+
+def test_values_from_the_environment_and_secrets_quote_as_their_template():
+    """What a signer's message quotes later (repr) is the template, never the value."""
+    config = load_config(None, "gpg_signer: {gnupg_home: '${S}/gnupg'}\n"
+                               "cosign_signer: {registry_password: hunter2}\n", {"S": SECRET})
+    home = config.data["gpg_signer"]["gnupg_home"]
+    assert home == f"{SECRET}/gnupg" and isinstance(home, str)
+    assert repr(home) == "'${S}/gnupg' (value not shown)" and f"{home!r}".find(SECRET) < 0
+    assert "hunter2" not in repr(config.data["cosign_signer"])
+    assert config.secrets == ("hunter2",)
 
 
 def bomb(levels: int) -> str:
@@ -267,10 +334,14 @@ D1 = "sha256:" + "1" * 64
 
 
 @pytest.mark.parametrize("config,expected", [
+    ('cosign_signer: {env_variables: ["${S}"]}',
+     "error: config: cosign_signer.env_variables: a list is not of type 'object'"),
+    ('gpg_signer: {gnupg_home: "${S}"}',  # quoted by the gpg signer's own message
+     "error: config: gpg_signer.gnupg_home: '${S}' (value not shown) is not a folder"),
     (BOMB, "error: config: inline config: e: more than 10,000 values"),
     ("gpg_signer: {gnupg_home: /a, gnupg_home: /b}",
      "error: config: inline config: gpg_signer: duplicate key 'gnupg_home'"),
-], ids=["bomb", "duplicate"])
+], ids=["secret", "interpolated", "bomb", "duplicate"])
 def test_bad_configs_end_to_end(tmp_path, config, expected):
     line = invalid_run(tmp_path, "--image", f"r.io/a:1@{D1}", "--dry-run",
                        env={"INPUT_CONFIG": config, "S": SECRET})
