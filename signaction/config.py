@@ -2,9 +2,10 @@
 
 pubtools-sign's conf.yaml is accepted unchanged: the same sections and keys, the same default
 locations, unknown keys rejected, and (as its marshmallow schema does) integer and boolean keys
-also accept their string spelling, so ``timeout: ${MSG_TIMEOUT}`` works. Unlike pubtools-sign, an
-unset variable is an error rather than a silent null, and an explicitly named config file that does
-not exist is an error rather than a fall-back to the default locations.
+also accept their string spelling, so ``timeout: ${MSG_TIMEOUT}`` works (number keys too here:
+``deadline: ${DEADLINE}``; a decimal spelling only, and never NaN or an infinity). Unlike
+pubtools-sign, an unset variable is an error rather than a silent null, and an explicitly named
+config file that does not exist is an error rather than a fall-back to the default locations.
 
 Every error is one line naming the key path and the problem. A value is quoted only when it is
 literal config text under a key that holds no secret (``x-secret`` in the schema): a list or a
@@ -13,12 +14,13 @@ shown instead), nor a secret. Strings made from ``${VAR}``, and secrets, stay ma
 whatever quotes them with repr() later shows the template, never the value.
 
 Reading and parsing are bounded (signaction.safeload): a regular file of at most 1 MiB, YAML
-nesting and alias expansion capped, duplicate keys refused.
+nesting and alias expansion capped, duplicate keys and non-finite numbers refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +29,16 @@ from typing import Any, Mapping
 import jsonschema
 
 from .errors import InputError
-from .safeload import check_text_size, key_path, load_yaml, read_text_file, shown
+from .safeload import (check_text_size, key_path, load_yaml, non_finite_name,
+                       read_text_file, shown)
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INT_RE = re.compile(r"[+-]?[0-9]{1,100}")
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]{1,100}(?:\.[0-9]{0,100})?|\.[0-9]{1,100})"
+                        r"(?:[eE][+-]?[0-9]{1,4})?")  # decimal only: no "nan", "inf", "0x1"
 _BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 CONFIG_BYTES = 1 << 20  # a config file or inline config; real ones are a few hundred bytes
@@ -160,19 +165,33 @@ def _subschema(schema: Mapping, key: Any) -> Mapping:
 
 
 def _coerce(node: Any, schema: Mapping) -> Any:
-    """Integer and boolean keys accept their string spelling, as pubtools-sign's schema does."""
+    """Integer and boolean keys accept their string spelling, as pubtools-sign's schema does, and
+    number keys a decimal one."""
     if isinstance(node, dict):
         return {k: _coerce(v, _subschema(schema, k)) for k, v in node.items()}
     if isinstance(node, list):
         return [_coerce(v, _subschema(schema, i)) for i, v in enumerate(node)]
     if isinstance(node, str):
         kind, text = schema.get("type"), node.strip()
-        if kind == "integer" and _INT_RE.fullmatch(text):
+        if kind in ("integer", "number") and _INT_RE.fullmatch(text):
             return int(text)
+        if kind == "number" and _NUMBER_RE.fullmatch(text):
+            return float(text)  # may be inf ("1e999"): the validator refuses it, naming the key
         if kind == "boolean" and text.lower() in _BOOLS:
             return _BOOLS[text.lower()]
     return node
 
+
+def _finite_number(checker, value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value)))
+
+
+# "number" excludes NaN and the infinities (``deadline: .inf`` would turn the deadline off).
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number",
+                                                                       _finite_number))
 
 _BOUNDS = {"minimum": "is less than the minimum of",
            "maximum": "is greater than the maximum of",
@@ -184,7 +203,7 @@ _KIND = {dict: "a mapping", list: "a list", str: "a string", Unquoted: "a string
 
 def _validate(data: Mapping, schema: Mapping, templates: Mapping[tuple, str]) -> None:
     # One error is reported: a wrong value the user wrote before a key they left out.
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+    errors = sorted(_Validator(schema).iter_errors(data),
                     key=lambda e: (e.validator == "required", key_path(list(e.absolute_path))))
     if errors:
         raise InputError(f"config: {_problem(errors[0], schema, templates)}")
@@ -205,6 +224,8 @@ def _problem(e: jsonschema.ValidationError, root: Mapping, templates: Mapping[tu
         return f"{where}: missing required key {missing[0]!r}"
     value = _describe(e.instance, tuple(path), _secret_at(root, path), templates)
     if rule == "type":
+        if isinstance(e.instance, float) and not math.isfinite(e.instance):
+            return f"{where}: {value} is not a finite number"
         names = expected if isinstance(expected, list) else [expected]
         return f"{where}: {value} is not of type {', '.join(map(repr, names))}"
     if rule == "enum":
@@ -229,6 +250,8 @@ def _describe(value: Any, path: tuple, secret: bool, templates: Mapping[tuple, s
         return f"{shown(templates[path])} (value not shown)"
     if isinstance(value, str):
         return shown(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return non_finite_name(value)
     return repr(value)
 
 

@@ -9,7 +9,8 @@ in a traceback; every refusal is an InputError, one line, naming where:
   node it names, so a "billion laughs" bomb is refused after reading its first lines) and bounds
   the nesting depth before anything deeper is read (libyaml's own composer recurses in C and
   crashes the interpreter on 100,000 nested brackets); duplicate mapping keys are refused.
-- load_json: the same bounds and duplicate-key check for JSON.
+- load_json: the same bounds and duplicate-key check for JSON (plus NaN and Infinity, which JSON
+  does not have, refused).
 
 Where: the caller's ``where(path)`` turns a path inside the document (keys and list indices, as
 jsonschema gives them) into the message's prefix, e.g. ``--images-file f.yaml entry 3`` or
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -170,13 +172,19 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+_FLOAT = "tag:yaml.org,2002:float"
 _STR = "tag:yaml.org,2002:str"
 
 
+def non_finite_name(value: float) -> str:
+    """How to name a NaN or an infinity without quoting what was written."""
+    return "NaN" if math.isnan(value) else "infinity" if value > 0 else "-infinity"
+
+
 class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
-    """yaml.SafeLoader with libyaml's parser, a composer that bounds depth and size and refuses
-    duplicate keys, and a constructor whose value errors are YAML errors with a position. The
-    composer is PyYAML's, in one function (it is the hot loop)."""
+    """yaml.SafeLoader with libyaml's parser, a composer that bounds depth and size, refuses
+    duplicate keys and non-finite numbers, and a constructor whose value errors are YAML errors
+    with a position. The composer is PyYAML's, in one function (it is the hot loop)."""
 
     def __init__(self, text: str, where: Where, max_depth: int, max_nodes: int):
         _Parser.__init__(self, text)
@@ -236,6 +244,11 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
                 tag = self.resolve(ScalarNode, event.value, event.implicit)
             node = ScalarNode(tag, event.value, event.start_mark, event.end_mark,
                               style=event.style)
+            if tag == _FLOAT:
+                value = self.construct_object(node)
+                if not math.isfinite(value):
+                    self._refuse(f"{non_finite_name(value)} is not a finite number",
+                                 event.start_mark, self.path)
             if anchor is not None:
                 self.anchors[anchor] = node
                 self.named[anchor] = (1, 1)
@@ -350,14 +363,22 @@ class _Pairs(dict):
     pairs: list
 
 
+class _Constant:
+    """NaN or an infinity, where the document had one."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+
 _CONTAINERS = frozenset((dict, list, _Pairs))
 
 
 def load_json(text: str, label: str, *, where: Where | None = None, max_depth: int = MAX_DEPTH,
               max_nodes: int) -> Any:
-    """JSON to data with load_yaml's bounds and duplicate-key check; NotJSON for a syntax error."""
+    """JSON to data with load_yaml's bounds and duplicate-key check; NotJSON for a syntax error.
+    NaN and Infinity (not JSON, though Python reads them) are refused."""
     where = where or default_where(label)
-    odd: list = []  # objects with a repeated key
+    odd: list = []  # objects with a repeated key, NaN / Infinity
 
     def pairs_hook(pairs):
         obj = dict(pairs)
@@ -367,8 +388,16 @@ def load_json(text: str, label: str, *, where: Where | None = None, max_depth: i
             odd.append(obj)
         return obj
 
+    def number(text):  # only called for numbers with a fraction or exponent: few
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        odd.append(value)
+        return _Constant(value)
+
     try:
-        data = json.loads(text, object_pairs_hook=pairs_hook)
+        data = json.loads(text, object_pairs_hook=pairs_hook, parse_float=number,
+                          parse_constant=number)
     except json.JSONDecodeError as e:
         raise NotJSON(f"{label} line {e.lineno}, column {e.colno}: {e.msg}") from None
     except RecursionError:
@@ -411,6 +440,9 @@ def _refuse_json(data: Any, where: Where, max_depth: int, max_nodes: int) -> Non
             raise InputError(f"{where(path[:1])}: nested deeper than {max_depth} levels")
         if nodes > max_nodes:
             raise InputError(f"{where(path[:1])}: more than {max_nodes:,} values")
+        if isinstance(node, _Constant):
+            raise InputError(f"{where(path)}: {non_finite_name(node.value)} is not a finite "
+                             "number")
         if isinstance(node, _Pairs):
             seen = set()
             for key, _ in node.pairs:

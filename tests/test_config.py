@@ -303,6 +303,37 @@ def test_only_regular_files_of_at_most_1_mib_are_read(tmp_path, monkeypatch):
     assert time.monotonic() - start < 1
 
 
+DEADLINE_MSG = MSG.format(timeout=60) + "  deadline: {deadline}\n"
+
+
+NON_FINITE = [(".nan", {}), (".inf", {}), ("-.inf", {}), (".NaN", {}), ("+.inf", {}),
+              ("1.0e+999", {}), ('"${D}"', {"D": "1e999"}), ('"${D}"', {"D": "-1e999"}),
+              ('"${D}"', {"D": "nan"}), ('"${D}"', {"D": "inf"}), ("nan", {}), ("Infinity", {}),
+              ('"1e400"', {})]
+
+
+def test_non_finite_numbers_are_refused_naming_the_key():
+    """Item 11: `deadline: .nan` or `.inf` silently turned the deadline off."""
+    for deadline, env in NON_FINITE:
+        with pytest.raises(InputError) as err:
+            load_config(None, DEADLINE_MSG.format(deadline=deadline), env)
+        message = str(err.value)
+        assert "msg_signer.deadline: " in message and "\n" not in message, message
+        assert "finite number" in message or "is not of type 'number'" in message, message
+        assert not env or env["D"] not in message, message
+
+
+def test_number_keys_accept_a_decimal_string_and_deadline_flags_refuse_non_finite():
+    config = load_config(None, DEADLINE_MSG.format(deadline='"${D}"'), {"D": "90.5"})
+    assert config.data["msg_signer"]["deadline"] == 90.5
+    from signaction.inputs import parse_inputs
+    for text in ("nan", "inf", "-inf", "1e999", "Infinity", "0", "-5"):
+        with pytest.raises(InputError, match="is not a positive number of seconds"):
+            parse_inputs([f"--deadline={text}"], {})
+        with pytest.raises(InputError, match="^input 'deadline': .* is not a positive number"):
+            parse_inputs([], {"INPUT_DEADLINE": text})
+
+
 # -- end to end: exit 2, one error line, nothing written, the secret nowhere ------------------
 
 def invalid_run(tmp_path, *args: str, env: dict | None = None, secret: str = SECRET,
@@ -341,7 +372,9 @@ D1 = "sha256:" + "1" * 64
     (BOMB, "error: config: inline config: e: more than 10,000 values"),
     ("gpg_signer: {gnupg_home: /a, gnupg_home: /b}",
      "error: config: inline config: gpg_signer: duplicate key 'gnupg_home'"),
-], ids=["secret", "interpolated", "bomb", "duplicate"])
+    (DEADLINE_MSG.format(deadline=".nan"),
+     "error: config: inline config: msg_signer.deadline: NaN is not a finite number"),
+], ids=["secret", "interpolated", "bomb", "duplicate", "nan"])
 def test_bad_configs_end_to_end(tmp_path, config, expected):
     line = invalid_run(tmp_path, "--image", f"r.io/a:1@{D1}", "--dry-run",
                        env={"INPUT_CONFIG": config, "S": SECRET})
