@@ -36,6 +36,7 @@ from signaction.github import Actions, markdown_text, summary_markdown  # noqa: 
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
+from signaction.registry import RegistryError, RegistrySettings  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Recorder, label, results_json  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         inputs = parse_inputs(argv, environ)
         config = load_config(inputs.config_file, inputs.config, environ)
         signer_cls = signer_class(inputs.signer)
-        signer = signer_cls(config.section(signer_cls.config_section(inputs)), environ, inputs)
+        signer = signer_cls(config.section(signer_cls.config_section(inputs)), environ, inputs,
+                            registry=registry_settings(config))
         actions.mask([*config.secrets, *signer.secrets()])  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
         plan = build_plan(inputs, signer.key_aliases)
@@ -116,6 +118,16 @@ def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: 
         except (OSError, ValueError) as e:
             unwritten.append(scrub(f"could not write {name}: {getattr(e, 'strerror', None) or e}"))
     return unwritten
+
+
+def registry_settings(config) -> RegistrySettings:
+    """The registry settings every signer's client and tools use: section ``registry``, or
+    pubtools-sign's registry_* keys under cosign_signer."""
+    try:
+        return RegistrySettings.from_config(config.section("registry"),
+                                            config.section("cosign_signer"))
+    except RegistryError as e:
+        raise InputError(f"config: {e}") from None
 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:

@@ -58,7 +58,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +194,65 @@ def _auth_file_candidates(auth_file: str | None, environ: Mapping[str, str]) -> 
     if environ.get("XDG_RUNTIME_DIR"):
         out.append((os.path.join(environ["XDG_RUNTIME_DIR"], "containers", "auth.json"), False))
     return out
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+# The config's one ``registry`` section, and the same settings under cosign_signer in
+# pubtools-sign's spelling (its conf.yaml keeps working). Every signer's client and the cosign
+# binary get the same settings, so the credentials cosign sees are the ones the client uses.
+REGISTRY_KEYS = {"user": "registry_user", "password": "registry_password",
+                 "auth_file": "registry_auth_file", "allow_http": "allow_http_registry",
+                 "allow_insecure": "allow_insecure_registry"}
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    user: str | None = None
+    password: str | None = None
+    auth_file: str | None = None
+    allow_http: bool = False
+    allow_insecure: bool = False
+    retries: int = 5
+
+    @classmethod
+    def from_config(cls, registry: Mapping | None, cosign: Mapping | None) -> RegistrySettings:
+        """Merged from ``registry`` and ``cosign_signer``; a setting given in both with
+        different values is an error (RegistryError names it)."""
+        registry, cosign = registry or {}, cosign or {}
+        values: dict = {}
+        for name, pubtools in REGISTRY_KEYS.items():
+            ours, theirs = registry.get(name), cosign.get(pubtools)
+            if ours is not None and theirs is not None and ours != theirs:
+                raise RegistryError(f"registry.{name} and cosign_signer.{pubtools} differ: "
+                                    "give the setting once")
+            value = ours if ours is not None else theirs
+            if value not in (None, ""):
+                values[name] = os.path.expanduser(value) if name == "auth_file" else value
+        retries = registry.get("retries", cosign.get("retries"))
+        return cls(**values, retries=int(retries) if retries else 5)
+
+    def client(self, environ: Mapping[str, str]) -> RegistryClient:
+        return RegistryClient(auth_file=self.auth_file, username=self.user,
+                              password=self.password, environ=environ,
+                              plain_http=self.allow_http, verify_tls=not self.allow_insecure,
+                              retries=self.retries)
+
+    def docker_auths(self, hosts: Iterable[str], environ: Mapping[str, str]) -> dict | None:
+        """The ``auths`` of a docker config.json that gives a tool (cosign) these settings'
+        credentials for ``hosts``; None when no credentials are configured here (the tool then
+        reads the user's own files, as the client does)."""
+        if self.user and self.password:
+            auth = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            return {host: {"auth": auth} for host in hosts}
+        if self.auth_file:  # what the client finds for each host, as the client finds it
+            out = {}
+            for host in hosts:
+                creds = find_credentials(host, auth_file=self.auth_file, environ=environ)
+                if creds:
+                    out[host] = {"auth": base64.b64encode(":".join(creds).encode()).decode()}
+            return out or None
+        return None
 
 
 def _load_auths(path: str, explicit: bool) -> dict[str, dict] | None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import BLOB, Plan, SignFile, WorkItem
+from signaction.registry import RegistrySettings
 
 log = logging.getLogger("signers")
 
@@ -232,10 +233,12 @@ class Signer(ABC):
     signs_files: ClassVar[bool] = False  # can clear-sign / blob-sign files (plan.files)
 
     def __init__(self, config: Mapping[str, Any] | None, environ: Mapping[str, str],
-                 inputs: Inputs | None = None):
+                 inputs: Inputs | None = None, registry: RegistrySettings | None = None):
         self.config = dict(config or {})
         self.environ = environ
         self.inputs = inputs  # the run's task id, requester, deadline...
+        # the config's registry settings (section registry, or cosign_signer's registry_* keys)
+        self.registry_settings = registry or RegistrySettings()
         self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
         self._registry = None
         self._registry_lock = threading.Lock()  # worker threads may ask for it at once
@@ -335,27 +338,17 @@ class Signer(ABC):
         return None
 
     def registry(self):
-        """The run's one registry client (signaction.registry), set up from this signer's
-        config section: registry_user/registry_password/registry_auth_file, allow_http_registry,
-        allow_insecure_registry, retries; else the usual auth files."""
+        """The run's one registry client (signaction.registry), set up from the config's
+        registry settings (``registry_settings``); else the usual auth files."""
+        from signaction.registry import RegistryError
+
         with self._registry_lock:
-            return self._registry or self._new_registry()
-
-    def _new_registry(self):
-        from signaction.registry import RegistryClient, RegistryError
-
-        c = self.config
-        try:
-            self._registry = RegistryClient(
-                auth_file=c.get("registry_auth_file") or None,
-                username=c.get("registry_user") or None,
-                password=c.get("registry_password") or None, environ=self.environ,
-                plain_http=bool(c.get("allow_http_registry")),
-                verify_tls=not c.get("allow_insecure_registry"),
-                retries=int(c.get("retries") or 5))
-        except RegistryError as e:  # e.g. a user without a password, an unreadable file
-            raise InputError(f"config: {self.section}: {e}") from None
-        return self._registry
+            if self._registry is None:
+                try:
+                    self._registry = self.registry_settings.client(self.environ)
+                except RegistryError as e:  # e.g. a user without a password
+                    raise InputError(f"config: registry: {e}") from None
+            return self._registry
 
 
 def skip_signed(signer: Signer, plan: Plan, items: list[WorkItem],

@@ -74,8 +74,8 @@ class CosignSigner(Signer):
     expands_index = True
     signature_kind = "sigstore"
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None):
-        super().__init__(config, environ, inputs)
+    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
+        super().__init__(config, environ, inputs, **kw)
         c = self.config
         self.cosign = c.get("cosign_bin") or "cosign"
         self.timeout = str(c.get("timeout") or "3m0s")
@@ -209,8 +209,8 @@ class CosignSigner(Signer):
         os.mkdir(work)
         payload_file, sig_file = os.path.join(work, "payload"), os.path.join(work, "sig")
         args = ["--timeout", self.timeout, "sign", "--yes", "--key", item.key.key,
-                f"--allow-http-registry={_bool(self.config.get('allow_http_registry'))}",
-                f"--allow-insecure-registry={_bool(self.config.get('allow_insecure_registry'))}",
+                f"--allow-http-registry={_bool(self.registry_settings.allow_http)}",
+                f"--allow-insecure-registry={_bool(self.registry_settings.allow_insecure)}",
                 f"--tlog-upload={_bool(self.config.get('upload_tlog', True))}",
                 f"--upload={_bool(self.upload)}",
                 "--sign-container-identity", str(image.reference),
@@ -286,9 +286,11 @@ class CosignSigner(Signer):
 
     def _docker_config(self, tmp: str, items: Sequence[WorkItem]) -> str | None:
         """A private docker config holding the configured registry credentials (cosign reads
-        DOCKER_CONFIG), merged over the user's own; None when none are configured."""
-        user, password = self.config.get("registry_user"), self.config.get("registry_password")
-        if not (user and password):
+        DOCKER_CONFIG), merged over the user's own: the same credentials the registry client
+        uses (registry_settings); None when none are configured."""
+        hosts = sorted({i.image.source.host for i in items})
+        configured = self.registry_settings.docker_auths(hosts, self.environ)
+        if configured is None:
             return None
         home = self.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
         try:
@@ -296,10 +298,9 @@ class CosignSigner(Signer):
                 config = json.load(f)
         except (OSError, ValueError):
             config = {}
-        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        auths = config.setdefault("auths", {})
-        for host in sorted({i.image.source.host for i in items}):
-            auths[host] = {"auth": auth}
+        if not isinstance(config, dict) or not isinstance(config.get("auths", {}), dict):
+            config = {}
+        config.setdefault("auths", {}).update(configured)
         folder = os.path.join(tmp, "docker")
         os.mkdir(folder, 0o700)
         fd = os.open(os.path.join(folder, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,

@@ -121,8 +121,8 @@ class GpgSigner(Signer):
     name = "gpg"
     section = "gpg_signer"
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None):
-        super().__init__(config, environ, inputs)
+    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
+        super().__init__(config, environ, inputs, **kw)
         home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
         self.user_home = os.path.expanduser(home) if home else None  # where the keys are
         self.gnupg_home: str | None = None  # the run's own home, where it signs (preflight)

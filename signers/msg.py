@@ -762,8 +762,8 @@ class MsgSigner(Signer):
     def config_section(cls, inputs) -> str:
         return "msg_batch_signer" if inputs and inputs.signer_type == "batch" else cls.section
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None):
-        super().__init__(config, environ, inputs)
+    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
+        super().__init__(config, environ, inputs, **kw)
         self.started = time.monotonic()  # the deadline counts from the start of the run
         self.requests = 0  # how many were sent (batch: the chunks)
 

@@ -134,3 +134,33 @@ def test_a_rerun_into_the_same_folder_counts_what_is_there_and_files_no_duplicat
     names = sorted(p.relative_to(out) for p in out.rglob("signature-*"))
     assert len(names) == 2 and set(first) < set(names)
     assert all(p.name == "signature-1" for p in names)  # no duplicate signature-2
+
+
+def test_one_registry_section_serves_every_signer(tmp_path, gpg_keys, registry):
+    """registry.allow_http lets the gpg signer look a tag up on a plain-HTTP registry (before,
+    only cosign_signer had the switch); without it the lookup fails with one line."""
+    from conftest import make_image
+    digest = registry.push(make_image(tmp_path / "img", "one registry section"), "ns/reg", "v1")
+    for conf, code in (("registry: {allow_http: true}\n", 0), ("{}\n", 2)):
+        (tmp_path / "conf.yaml").write_text(conf)
+        out = tmp_path / f"out{code}"
+        run = run_entrypoint("--signer", "gpg", "--config-file", str(tmp_path / "conf.yaml"),
+                             "--signing-key", gpg_keys.a, "--task-id", "t", "--output-dir",
+                             str(out), "--image", f"{registry.host}/ns/reg:v1",
+                             env=gpg_keys.env())
+        assert run.returncode == code, run.stderr
+        if code == 0:
+            results = json.loads((out / "results.json").read_text())
+            assert results["images"][0]["digest"] == digest
+        else:
+            assert f"{registry.host}/ns/reg:v1" in one_error_line(run.stderr)
+
+
+def test_registry_settings_merge_pubtools_spelling_and_refuse_disagreement():
+    from signaction.registry import RegistryError, RegistrySettings
+    merged = RegistrySettings.from_config({"user": "u"}, {"registry_password": "p",
+                                                          "allow_http_registry": True})
+    assert (merged.user, merged.password, merged.allow_http) == ("u", "p", True)
+    assert merged.docker_auths(["r.io"], {}) == {"r.io": {"auth": "dTpw"}}  # base64 "u:p"
+    with pytest.raises(RegistryError, match="registry.user and cosign_signer.registry_user"):
+        RegistrySettings.from_config({"user": "a"}, {"registry_user": "b"})
