@@ -165,14 +165,29 @@ class Inputs:
     log_level: str = "info"
     # Where each option came from ("flag", "input" or "default"), so errors can say where.
     origin: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Flags found among the values after --values (read as values): the run refuses them.
+    misplaced: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def numbered(self, attr: str) -> list[tuple[str, str]]:
-        """The non-empty values of a list option, each with where it came from:
-        ``("--reference #2", ...)`` or ``("input 'references' line 2", ...)``."""
+        """The values of a list option, each with where it came from: ``("--reference #2",
+        ...)`` or ``("input 'references' line 2", ...)``. Blank lines of an input are skipped
+        (so that a list can end with a newline); a blank flag value is an error."""
         values = getattr(self, attr)
         if self.origin.get(attr) == "input":
             return [(f"{self.where(attr)} line {n}", v) for n, v in enumerate(values, 1) if v]
-        return [(f"{self.where(attr)} #{n}", v) for n, v in enumerate(values, 1) if v]
+        numbered = [(f"{self.where(attr)} #{n}", v) for n, v in enumerate(values, 1)]
+        for origin, value in numbered:
+            if not value.strip():
+                raise InputError(f"{origin}: the value is empty")
+        return numbered
+
+    def check_values_last(self) -> None:
+        """--values takes every argument after it as a value: a flag there was not obeyed."""
+        if self.misplaced:
+            name, arg = self.misplaced[0]
+            raise InputError(f"{VALUES_FLAG} {name}: {arg[:60]!r} is read as a value, not as a "
+                             f"flag: everything after {VALUES_FLAG} is values, so {VALUES_FLAG} "
+                             f"must come last (put {arg.partition('=')[0][:40]} before it)")
 
     def where(self, attr: str) -> str:
         """How to name an option in an error message: ``--reference`` or ``input 'references'``."""
@@ -183,6 +198,16 @@ class Inputs:
 _BY_ATTR = {o.attr: o for o in OPTIONS}
 _LISTS = {o.input: o for o in OPTIONS if o.kind == "list"}  # --values NAME: by input name
 VALUES_FLAG = "--values"
+_FLAGS = frozenset([o.flag for o in OPTIONS] + ["--no-" + o.flag[2:] for o in OPTIONS
+                                                 if o.kind == "bool"] + ["-h", "--help",
+                                                                         "--version"])
+
+
+def _default_text(opt: Option) -> str:
+    """What --help says of a default: nothing when there is none, on/off for a switch."""
+    if opt.default is None or opt.default is False:
+        return ""
+    return " (default: on)" if opt.default is True else f" (default: {opt.default})"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -201,7 +226,7 @@ def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     for opt in OPTIONS:
-        extra = f" (default: {opt.default})" if opt.default not in (None, False) else ""
+        extra = _default_text(opt)
         if opt.kind == "bool":
             parser.add_argument(opt.flag, dest=opt.attr, action=argparse.BooleanOptionalAction,
                                 default=None, help=opt.help + extra)
@@ -274,11 +299,12 @@ def _from_env(opt: Option, raw: str) -> object:
 
 
 def take_list_flags(argv: Sequence[str], flags: Iterable[str] | None = None,
-                    values: bool = True) -> tuple[dict[str, list[str]], list[str]]:
+                    values: bool = True, misplaced: list | None = None,
+                    ) -> tuple[dict[str, list[str]], list[str]]:
     """Pull ``--reference X`` / ``--digest=X`` ... (``flags``; default: every list option's) out
     of argv in one pass: argparse takes time quadratic in the number of flags, and pubtools-sign
     users pass thousands of them. With ``values``, everything from the first ``--values`` on is
-    list values (see _take_values)."""
+    list values (see _take_values; flags among them are added to ``misplaced``)."""
     lists: dict[str, list[str]] = {f: [] for f in flags} if flags is not None else \
         {o.flag: [] for o in OPTIONS if o.kind == "list"}
     rest: list[str] = []
@@ -289,7 +315,7 @@ def take_list_flags(argv: Sequence[str], flags: Iterable[str] | None = None,
             rest += argv[i:]
             break
         if values and arg == VALUES_FLAG:
-            _take_values(argv[i + 1:], lists)
+            _take_values(argv[i + 1:], lists, [] if misplaced is None else misplaced)
             break
         flag, eq, value = arg.partition("=")
         if flag in lists and (eq or i + 1 < len(argv)):
@@ -301,22 +327,27 @@ def take_list_flags(argv: Sequence[str], flags: Iterable[str] | None = None,
     return lists, rest
 
 
-def _take_values(tail: Sequence[str], lists: dict[str, list[str]]) -> None:
+def _take_values(tail: Sequence[str], lists: dict[str, list[str]],
+                 misplaced: list[tuple[str, str]]) -> None:
     """``NAME V1 V2 ... [--values NAME2 W1 ...]``: each run of values goes to the list option
     NAME (an input name: references, signing-keys, ...), after whatever its flag gave. A value is
     never read as a flag, so an array param can't inject options; only ``--values`` itself is
-    special here."""
+    special here. A value that is one of our flags is noted in ``misplaced`` (the run refuses
+    it: --values was not given last)."""
     target: list[str] | None = None
+    name = ""
     for arg in tail:
         if target is None:
             opt = _LISTS.get(arg)
             if opt is None:
-                raise InputError(f"{VALUES_FLAG}: {arg!r} is not a list option (one of "
+                raise InputError(f"{VALUES_FLAG}: {arg[:60]!r} is not a list option (one of "
                                  f"{', '.join(_LISTS)})")
-            target = lists[opt.flag]
+            target, name = lists[opt.flag], arg
         elif arg == VALUES_FLAG:
             target = None
         else:
+            if arg[:1] == "-" and arg.partition("=")[0] in _FLAGS:
+                misplaced.append((name, arg))
             target.append(arg)
     if target is None:
         raise InputError(f"{VALUES_FLAG}: expected a list option name (one of "
@@ -325,7 +356,8 @@ def _take_values(tail: Sequence[str], lists: dict[str, list[str]]) -> None:
 
 def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
     """Merge command-line flags over action inputs over defaults. Raises InputError."""
-    lists, rest = take_list_flags(list(argv))
+    misplaced: list[tuple[str, str]] = []
+    lists, rest = take_list_flags(list(argv), misplaced=misplaced)
     args = build_parser().parse_args(rest)
     for opt in OPTIONS:
         if opt.kind == "list" and lists[opt.flag]:
@@ -346,4 +378,4 @@ def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
             origin[opt.attr] = "default"
             if opt.default is not None:
                 values[opt.attr] = opt.default
-    return Inputs(**values, origin=origin)
+    return Inputs(**values, origin=origin, misplaced=tuple(misplaced))

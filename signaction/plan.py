@@ -93,6 +93,7 @@ class Plan:
 
 def build_plan(inputs: Inputs, key_aliases: Mapping[str, str]) -> Plan:
     """Check every image (or file) and key; raise InputError naming the first bad one."""
+    inputs.check_values_last()
     files = _files(inputs)
     images: dict[tuple, Image] = {}
     total = 0
@@ -138,14 +139,26 @@ def _image(origin: str, reference: str, digest: str | None, identity: str | None
     as ``identity`` when given."""
     try:
         if digest is None:
-            ref, digest = parse_reference(reference, allow_digest=True)
+            ref, digest = _parse(reference, allow_digest=True)
         else:
-            ref, _ = parse_reference(reference)
+            ref, _ = _parse(reference)
             check_digest(digest)
-        signed_as = parse_reference(identity)[0] if identity else ref
+        signed_as = _parse(identity)[0] if identity else ref
     except InputError as e:
         raise InputError(f"{origin}: {e}") from None
     return Image(signed_as, digest, origin, location=ref if signed_as != ref else None)
+
+
+def _parse(text: str, allow_digest: bool = False) -> tuple[Reference, str | None]:
+    """parse_reference, but a malformed ``@DIGEST`` is named as such (the reference grammar alone
+    can only say that the whole is not a reference)."""
+    _, at, digest = text.partition("@")
+    if at:
+        try:
+            check_digest(digest)
+        except InputError as e:
+            raise InputError(f"{text!r} is not a valid docker reference: {e}") from None
+    return parse_reference(text, allow_digest=allow_digest)
 
 
 def _image_line(origin: str, text: str) -> Image:

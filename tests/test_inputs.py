@@ -45,7 +45,8 @@ def test_empty_inputs_are_not_given():
 
 
 def test_defaults_are_the_same_in_the_table_and_the_dataclass():
-    fields = {f.name: f.default for f in dataclasses.fields(Inputs) if f.name != "origin"}
+    fields = {f.name: f.default for f in dataclasses.fields(Inputs)
+              if f.name not in ("origin", "misplaced")}
     for opt in OPTIONS:
         expected = () if opt.kind == "list" else opt.default
         if opt.kind == "bool":
@@ -113,3 +114,60 @@ def test_thousands_of_repeated_flags_are_read_in_order_and_in_linear_time():
 def test_a_list_flag_without_value_is_still_argparses_error():
     with pytest.raises(InputError, match="expected one argument"):
         parse_inputs(["--reference"], {})
+
+
+# -- hardening (issue 10, item 17) ----------------------------------------------------------
+
+D1 = "sha256:" + "1" * 64
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--image", "  "], "--image #1: the value is empty"),
+    (["--image", f"r.io/a:1@{D1}", "--image", ""], "--image #2: the value is empty"),
+    (["--image", f"r.io/a:1@{D1}", "--signing-key", "\t"], "--signing-key #1: the value is empty"),
+    (["--reference", "r.io/a:1", "--digest", " ", "--signing-key", "K"],
+     "--digest #1: the value is empty"),
+    (["--signing-key", "K", "--values", "images", f"r.io/a:1@{D1}", " "],
+     "--image #2: the value is empty"),
+])
+def test_a_blank_value_says_it_is_empty(argv, expected):
+    from signaction.plan import build_plan
+    with pytest.raises(InputError) as err:
+        build_plan(parse_inputs(argv + (["--signing-key", "K"] if "--signing-key" not in argv
+                                        else []), {}), {})
+    assert str(err.value) == expected
+    # the blank lines of an input are still skipped (a list may end with a newline)
+    inputs = parse_inputs([], {"INPUT_IMAGES": f"\n  \nr.io/a:1@{D1}\n\t\n"})
+    assert inputs.numbered("images") == [("input 'images' line 3", f"r.io/a:1@{D1}")]
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--values", "references", "r.io/a:1", "--signer", "gpg"], "--signer"),
+    (["--values", "images", f"r.io/a:1@{D1}", "--dry-run"], "--dry-run"),
+    (["--values", "images", f"r.io/a:1@{D1}", "--no-skip-signed"], "--no-skip-signed"),
+    (["--values", "signing-keys", "K", "--config-file=c.yaml"], "--config-file"),
+    (["--values", "digests", D1, "--values", "references", "r.io/a:1", "--help"], "--help"),
+])
+def test_flags_after_values_are_refused_saying_values_must_come_last(argv, flag):
+    from signaction.plan import build_plan
+    inputs = parse_inputs(argv, {})  # read as values, as before: never obeyed
+    with pytest.raises(InputError) as err:
+        build_plan(inputs, {})
+    message = str(err.value)
+    assert message.startswith("--values ") and f"'{flag}" in message, message
+    assert "is read as a value, not as a flag" in message and "must come last" in message
+
+
+def test_help_shows_no_python_booleans(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: True)" not in text and "(default: False)" not in text
+    assert "for the same identity (cosign: in the registry) (default: on)" in text
+
+
+def test_bad_inputs_end_to_end(tmp_path):
+    from test_config import invalid_run
+    assert invalid_run(tmp_path, "--image", "  ") == "error: --image #1: the value is empty"
+    line = invalid_run(tmp_path, "--values", "images", f"r.io/a:1@{D1}", "--signer", "gpg")
+    assert line.startswith("error: --values images: '--signer' is read as a value"), line

@@ -312,6 +312,23 @@ def test_images_files_are_regular_files_of_bounded_size(tmp_path, monkeypatch):
     sock.close()
 
 
+@pytest.mark.parametrize("value,problem", [
+    (f"r.io/a:1@sha256:abc", "digest 'sha256:abc' is not sha256: followed by 64 hex characters"),
+    (f"r.io/a:1@sha256:{'A' * 64}", "must be lowercase hex"),
+    (f"r.io/a:1@sha512:{'a' * 128}", "only sha256 digests are supported"),
+    ("r.io/a:1@", "digest '' is not sha256: followed by 64 hex characters"),
+    (f"r.io/a:1@{'1' * 64}", "is not sha256: followed by 64 hex characters"),
+    (f"r.io/a:1@sha256:abc as r.io/b:1", "digest 'sha256:abc' is not sha256"),
+])
+def test_an_image_with_a_bad_digest_says_what_is_wrong_with_the_digest(tmp_path, value, problem):
+    """Item 17: not only "is not a valid docker reference"."""
+    message = plan_error(["--image", value, "--signing-key", "K"])
+    assert message.startswith("--image #1: ") and problem in message, message
+    f = images_file(tmp_path, f"- reference: '{value.split(' as ')[0]}'\n")
+    message = plan_error(["--images-file", str(f), "--signing-key", "K"])
+    assert message.startswith(f"--images-file {f} entry 1: ") and problem in message, message
+
+
 def test_a_duplicate_key_in_an_images_file_end_to_end(tmp_path):
     from test_config import invalid_run
     f = images_file(tmp_path, f"- reference: r.io/a:1\n  digest: {D1}\n  digest: {D2}\n")
