@@ -209,14 +209,20 @@ def pubtools_document(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def raw_lines(results: Mapping[str, Any], kind: str, signer: str) -> tuple[list[str], list[str]]:
     """(stdout lines, stderr lines) of ``--raw``: pubtools-sign prints each request's signed
-    data, or its errors. cosign: each cosign output."""
+    data, or its errors. A reply whose signature this project refused (results' entry failed)
+    is not printed as signed: its error is. cosign: each cosign output."""
     if signer == "cosign":
         return [str(r) for r in results["operation_results"]], []
+    replies = results["operation_results"]
+    entries = results.get("files") or results.get("images") or []
+    per_request = len(entries) == len(replies)  # single mode: entry i is request i's item
     out, err = [], []
-    for reply in results["operation_results"]:
+    for n, reply in enumerate(replies):
         msg = reply[0]["msg"] if isinstance(reply, list) and reply else {}
         if msg.get("errors"):
             err += [str(e) for e in msg["errors"]]
+        elif per_request and entries[n]["status"] != "ok":
+            err.append(str(entries[n]["error"]))
         elif msg.get(RAW_FIELD[kind]):
             out.append(str(msg[RAW_FIELD[kind]]))
     return out, err

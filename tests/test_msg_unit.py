@@ -531,3 +531,16 @@ def test_blob_signatures_are_detached_binary_signatures_of_the_bytes_sent(gpg_ke
     assert "ASCII armor, not a binary detached signature" in refusal(
         file_item(gpg_keys.a, BLOB, blob), gpg(gpg_keys, gpg_keys.a, "--armor", "--detach-sign",
                                                data=blob))
+
+
+def test_raw_never_prints_a_signature_this_project_refused():
+    from signaction.pubtools import raw_lines
+    ok = [{"msg": {"errors": [], "signed_claim": "GOOD"}}, {}]
+    refused = [{"msg": {"errors": [], "signed_claim": "BAD"}}, {}]
+    results = {"operation_results": [ok, refused, ""],
+               "images": [{"status": "ok", "error": None},
+                          {"status": "failed", "error": "signature refused: another digest"},
+                          {"status": "failed", "error": "no signature: no reply"}]}
+    out, err = raw_lines(results, "container", "msg")
+    assert out == ["GOOD"]
+    assert err == ["signature refused: another digest", "no signature: no reply"]

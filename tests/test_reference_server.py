@@ -23,7 +23,7 @@ from reference.signing_server import start_signing_server
 
 DIGEST = "sha256:" + "ab" * 32
 REFERENCE = "registry.example.com/ns/app:1.0"
-INSTANT = base64.b64encode(b"instant-signature").decode()
+INSTANT = base64.b64encode(b"instant-signature").decode()  # clear-sign and blob requests
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,13 @@ def serve(broker, tmp_path):
     yield start
     for proc in procs:
         stop(proc)
+
+
+def instant_claim(key_id: str = "F1551776") -> str:
+    """What --instant answers a container request for claim_of() with (deterministic): a signed
+    message of the claim naming the key, with a dummy signature number."""
+    from reference.signing_server import instant_signed_message
+    return base64.b64encode(instant_signed_message(base64.b64decode(claim_of()), key_id)).decode()
 
 
 def claim_of(reference: str = REFERENCE, digest: str = DIGEST) -> str:
@@ -253,7 +260,7 @@ def test_replies_through_a_virtual_topic_reach_the_clients_consumer_queue(broker
         outer = json.loads(body)
         assert outer["topic"] == "topic://VirtualTopic.eng.pub.sign"
         assert outer["msg"]["request_id"] == rid(sent[0])
-        assert outer["msg"]["signed_claim"] == INSTANT
+        assert outer["msg"]["signed_claim"] == instant_claim()
 
 
 def test_a_clearsign_request_gets_the_clear_signed_text(broker, serve, gpg_keys):
@@ -357,7 +364,7 @@ def test_duplicate_sends_every_reply_twice(broker, serve):
     bodies = got.bodies()
     assert Counter(map(reply_id, bodies)) == {rid(m): 2 for m in sent}
     assert bodies[0] == bodies[1]  # the same reply, msg_id included
-    assert json.loads(bodies[0])["msg"]["signed_claim"] == INSTANT
+    assert json.loads(bodies[0])["msg"]["signed_claim"] == instant_claim()
 
 
 def test_stray_replies_carry_unknown_ids_and_come_before_the_real_one(broker, serve):
