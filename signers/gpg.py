@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Mapping, Sequence
 
 from signaction import CREATOR
@@ -42,6 +42,10 @@ GPG_ENV = ("GNUPGHOME",)
 # is in passphrase_file anyway.
 PRIVATE_AGENT_CONF = "s2k-count 65536\n"
 _BAD_PASSPHRASE = 11  # gpg-error's GPG_ERR_BAD_PASSPHRASE, in a status line's error code
+# The kernel may hand the run's SIGTERM to a worker thread; Python then runs its handler in the
+# main thread only once that thread runs Python code again. Waiting for a gpg that hangs, it
+# would not: so it waits in slices of this many seconds.
+WAKE_EVERY = 0.5
 
 
 class GpgError(Exception):
@@ -282,6 +286,8 @@ class GpgSigner(Signer):
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpg")
         try:
             for future in [pool.submit(one, item) for item in items]:
+                while not wait([future], timeout=WAKE_EVERY).done:
+                    pass  # (a signal's handler runs here)
                 future.result()
         except BaseException:  # interrupted: drop what has not started, end what runs
             pool.shutdown(wait=False, cancel_futures=True)

@@ -345,3 +345,55 @@ def test_the_private_copy_of_a_protected_key_is_cheap_to_unlock(gpg_keys):
         home = signer.gnupg_home
         del signer  # its home and agent go with it
     assert not Path(home).exists()
+
+
+def test_a_sigterm_that_lands_on_a_worker_thread_still_ends_the_run(tmp_path, gpg_keys):
+    """The kernel hands a process's SIGTERM to any of its threads; Python runs the handler in
+    the main thread only when that thread runs again. Sent here to a gpg worker thread (tgkill)
+    while the main thread waits for a gpg that hangs: the run must still end promptly, keeping
+    what was signed."""
+    import ctypes
+    import platform
+    import signal
+    import sys
+
+    from conftest import ENTRYPOINT
+    tgkill = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+    if tgkill is None:
+        pytest.skip(f"tgkill's syscall number on {platform.machine()} is not known here")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    hung = tmp_path / "hung"
+    (bindir / "gpg").write_text(f"""#!/bin/sh
+case " $* " in *" --sign "*)
+  if mkdir {tmp_path}/slot 2>/dev/null; then exec {shutil.which("gpg")} "$@"; fi
+  touch {hung}; exec sleep 300;;
+esac
+exec {shutil.which("gpg")} "$@"
+""")
+    (bindir / "gpg").chmod(0o755)
+    out = tmp_path / "out"
+    refs = [a for n in range(4) for a in ("--reference", f"r.io/ns/app{n}:1", "--digest",
+                                          f"sha256:{n:064x}")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
+    env.update(gpg_keys.env(), PATH=f"{bindir}:{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "--signing-key", gpg_keys.a, *refs,
+                             "--output-dir", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: hung.exists() and len(list(out.rglob("signature-*"))) == 1, 60,
+                   "one signature made and a gpg hung", proc)
+        workers = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                   if int(t.name) != proc.pid]
+        assert workers
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(tgkill, proc.pid, workers[0], signal.SIGTERM) == 0
+        _, stderr = proc.communicate(timeout=10)  # promptly: not when the hung gpg ends
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(e["status"] for e in results["images"]) == ["failed"] * 3 + ["ok"]
+    assert results["signer_result"]["error_message"] == "the run was stopped (SIGTERM)"
