@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -175,3 +176,23 @@ def skopeo_copy_verified(out_dir: Path, image: str, tmp: Path,
          "--registries.d", str(verification / "registries.d"), "copy", "--quiet",
          "--src-tls-verify=false", f"docker://{image}", f"dir:{dest}"],
         capture_output=True, text=True)
+
+
+@pytest.fixture
+def gpg_refusing(tmp_path):
+    """``gpg_refusing(key)``: the env of a gpg on PATH that passes everything to the real gpg,
+    except that signing an image's claim with ``key`` fails as a wrong passphrase does (the
+    preflight's test signature, a detached one, still succeeds): a key that fails mid-run."""
+    def make(key: str) -> dict:
+        real = shutil.which("gpg")
+        bindir = tmp_path / "gpg-refusing"
+        bindir.mkdir(exist_ok=True)
+        wrapper = bindir / "gpg"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'case " $* " in *" {key} "*"--sign "*)\n'
+            '  echo "gpg: signing failed: Bad passphrase" >&2; exit 2;;\nesac\n'
+            f'exec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        return {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    return make

@@ -81,14 +81,16 @@ def test_the_issue_example_signs_and_skopeo_verifies(tmp_path, gpg_keys):
     assert "Signature verified" in verify.stdout
 
 
-def test_some_failures_exit_1_and_keep_the_rest(tmp_path, gpg_keys):
-    wrong = tmp_path / "wrong-pass"
-    wrong.write_text("not the passphrase\n")
-    conf = f"gpg_signer: {{passphrase_file: {wrong}}}"
+def test_some_failures_exit_1_and_keep_the_rest(tmp_path, gpg_keys, gpg_refusing):
+    # (a wrong passphrase_file is refused before signing now: the key fails mid-run instead)
+    passfile = tmp_path / "pass"
+    passfile.write_text(gpg_keys.passphrase + "\n")
+    conf = f"gpg_signer: {{passphrase_file: {passfile}}}"
     gpg_keys.forget_passphrases()
     run = run_entrypoint("--config", conf, "--signing-key", gpg_keys.a, "--signing-key",
                          gpg_keys.protected, *two_images(), "--output-dir",
-                         str(tmp_path / "out"), env=gpg_keys.env())
+                         str(tmp_path / "out"),
+                         env={**gpg_keys.env(), **gpg_refusing(gpg_keys.protected)})
     assert run.returncode == 1, run.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     by_key = {}
@@ -106,10 +108,10 @@ def test_some_failures_exit_1_and_keep_the_rest(tmp_path, gpg_keys):
     assert "error: 2 of 4 signature(s) failed" in run.stderr
 
 
-def test_all_failed_still_writes_results(tmp_path, gpg_keys):
-    gpg_keys.forget_passphrases()
-    run = run_entrypoint("--signing-key", gpg_keys.protected, *two_images(), "--output-dir",
-                         str(tmp_path / "out"), env=gpg_keys.env(), timeout=60)
+def test_all_failed_still_writes_results(tmp_path, gpg_keys, gpg_refusing):
+    run = run_entrypoint("--signing-key", gpg_keys.a, *two_images(), "--output-dir",
+                         str(tmp_path / "out"), env={**gpg_keys.env(), **gpg_refusing(gpg_keys.a)},
+                         timeout=60)
     assert run.returncode == 1  # and it did not hang on a prompt: there is none
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [e["status"] for e in results["images"]] == ["failed", "failed"]
@@ -146,12 +148,14 @@ def test_passphrase_from_file_signs_and_never_reaches_argv(tmp_path, gpg_keys, r
     assert gpg_keys.passphrase not in json.dumps(results)
 
 
-def test_github_mode_masks_first_writes_outputs_summary_and_annotations(tmp_path, gpg_keys):
+def test_github_mode_masks_first_writes_outputs_summary_and_annotations(tmp_path, gpg_keys,
+                                                                        gpg_refusing):
     passfile = tmp_path / "pass"
-    passfile.write_text("wrong secret\nsecond line\n")
+    passfile.write_text(f"{gpg_keys.passphrase}\nsecond line\n")
     gpg_keys.forget_passphrases()
     output, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
-    env = {**gpg_keys.env(), "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output),
+    env = {**gpg_keys.env(), **gpg_refusing(gpg_keys.protected), "GITHUB_ACTIONS": "true",
+           "GITHUB_OUTPUT": str(output),
            "GITHUB_STEP_SUMMARY": str(summary),
            "INPUT_CONFIG": f"gpg_signer: {{passphrase_file: {passfile}}}",
            "INPUT_SIGNING-KEYS": f"{gpg_keys.a}\n{gpg_keys.protected}\n",
@@ -160,8 +164,8 @@ def test_github_mode_masks_first_writes_outputs_summary_and_annotations(tmp_path
     run = run_entrypoint(env=env)
     assert run.returncode == 1, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0] == "::add-mask::wrong secret"  # the passphrase file's first line
-    assert not any("wrong secret" in line for line in lines[1:] + run.stderr.splitlines())
+    assert lines[0] == f"::add-mask::{gpg_keys.passphrase}"  # the passphrase file's first line
+    assert not any(gpg_keys.passphrase in line for line in lines[1:] + run.stderr.splitlines())
     assert "::group::Signing 4 signature(s)" in lines and "::endgroup::" in lines
     errors = [line for line in lines if line.startswith("::error ")]
     assert len(errors) == 2 and all("title=Signing failed%3A r.io/ns/" in e for e in errors)

@@ -327,17 +327,18 @@ def test_gpg_signing_through_the_rendered_step(pod, gpg_keys):
     assert not [p for p in folders["results"].iterdir() if p.name.startswith(".")]
 
 
-def test_a_partial_failure_fails_the_step_and_still_writes_the_results(pod, gpg_keys, tmp_path):
+def test_a_partial_failure_fails_the_step_and_still_writes_the_results(pod, gpg_keys, tmp_path,
+                                                                      gpg_refusing):
     folders, mounts = pod
-    wrong = tmp_path / "wrong-pass"
-    wrong.write_text("not the passphrase\n")
+    wrong = tmp_path / "pass"  # the right one: the key fails mid-run (gpg_refusing)
+    wrong.write_text(gpg_keys.passphrase + "\n")
     gpg_keys.forget_passphrases()
     step = render_step({
         "references": ["registry.example.com/ns/a:1", "registry.example.com/ns/b:1"],
         "digests": [D1, D2], "signing-keys": [gpg_keys.a, gpg_keys.protected],
         "config": f"gpg_signer: {{gnupg_home: {gpg_keys.home}, passphrase_file: {wrong}}}"},
         mounts)
-    run = run_step(step, timeout=120)
+    run = run_step(step, timeout=120, extra_env=gpg_refusing(gpg_keys.protected))
     assert run.returncode == 1, run.stderr  # the TaskRun fails: signing failures are not hidden
     assert results_of(folders["results"]) == {
         "status": "partial", "signed-count": "2", "failed-count": "2",
