@@ -39,6 +39,14 @@ class Run:
     stderr: str
 
 
+def popen_entrypoint(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The entrypoint started as users run it (a clean environment plus ``env``), not waited
+    for: for tests that signal it mid-run."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
+    return subprocess.Popen([sys.executable, str(ENTRYPOINT), *args], env={**base, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def run_entrypoint(*args: str, env: dict | None = None, cwd: str | os.PathLike | None = None,
                    timeout: float = 300) -> Run:
     """The entrypoint as users run it: a separate process, a clean environment."""

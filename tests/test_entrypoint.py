@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import gpg_decrypt, run_entrypoint
+from conftest import gpg_decrypt, popen_entrypoint, run_entrypoint
 from test_github import parse_github_output
 
 D1 = "sha256:" + "1" * 64
@@ -197,9 +197,8 @@ def test_invalid_input_in_github_mode_reports_and_sets_status(tmp_path, gpg_keys
 def test_sigterm_keeps_what_was_signed_and_reports_the_rest(tmp_path, gpg_keys):
     """A gpg that signs twice, then hangs: SIGTERM must end the run promptly, keep both
     signatures, and report every other item as not signed because the run was stopped."""
-    from conftest import ENTRYPOINT, wait_until
+    from conftest import wait_until
     import signal
-    import sys
     real = shutil.which("gpg")
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -219,11 +218,8 @@ exec {real} "$@"
     refs = []
     for n in range(6):
         refs += ["--reference", f"r.io/ns/app{n}:1", "--digest", f"sha256:{n:064x}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
-    env.update(gpg_keys.env(), PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "--signing-key", gpg_keys.a, *refs,
-                             "--output-dir", str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = popen_entrypoint("--signing-key", gpg_keys.a, *refs, "--output-dir", str(out),
+                            env={**gpg_keys.env(), "PATH": f"{bindir}:{os.environ['PATH']}"})
     try:
         wait_until(lambda: hung.exists() and len(list(out.rglob("signature-*"))) == 2, 60,
                    "two signatures made and a gpg hung", proc)

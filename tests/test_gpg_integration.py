@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpg_decrypt, make_image, run_entrypoint, skopeo_copy_verified, wait_until
+from conftest import (gpg_decrypt, make_image, popen_entrypoint, run_entrypoint,
+                      skopeo_copy_verified, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -181,17 +182,23 @@ def test_key_files_from_a_read_only_folder(tmp_path, gpg_keys, images):
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"gpg_signer:\n  key_files: [{keys / 'release.asc'}]\n"
                     f"  passphrase_file: {keys / 'passphrase'}\n")
-    before = set(Path("/tmp").glob("csa-gnupg-*"))
+    bindir, log = tmp_path / "bin", tmp_path / "argv.log"  # which home the run used
+    bindir.mkdir()
+    (bindir / "gpg").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n'
+                                f'exec {shutil.which("gpg")} "$@"\n')
+    (bindir / "gpg").chmod(0o755)
     ref, digest = images["app"]
     out = tmp_path / "out"
     run = run_entrypoint("--signer", "gpg", "--config-file", str(conf), "--reference", ref,
                          "--digest", digest, "--signing-key", gpg_keys.protected,
-                         "--output-dir", str(out), env={"GNUPGHOME": str(tmp_path / "none")})
+                         "--output-dir", str(out), env={"GNUPGHOME": str(tmp_path / "none"),
+                                                        "PATH": f"{bindir}:{os.environ['PATH']}"})
     assert run.returncode == 0, run.stderr
     sig = next(out.glob("lookaside/*/ns/app@*/signature-1"))
     claim, signer = gpg_decrypt(sig.read_bytes(), gpg_keys.home)
     assert signer == gpg_keys.protected and digest in claim.decode()
-    assert set(Path("/tmp").glob("csa-gnupg-*")) <= before  # the private home is gone
+    homes = {w for w in log.read_text().split() if "/csa-gnupg-" in w}
+    assert homes and not any(Path(h).exists() for h in homes)  # the private home is gone
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"gpg_signer:\n  key_files: [{keys / 'missing.asc'}]\n")
     refused = run_entrypoint("--signer", "gpg", "--config-file", str(bad), "--reference", ref,
@@ -355,9 +362,7 @@ def test_a_sigterm_that_lands_on_a_worker_thread_still_ends_the_run(tmp_path, gp
     import ctypes
     import platform
     import signal
-    import sys
 
-    from conftest import ENTRYPOINT
     tgkill = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
     if tgkill is None:
         pytest.skip(f"tgkill's syscall number on {platform.machine()} is not known here")
@@ -375,11 +380,8 @@ exec {shutil.which("gpg")} "$@"
     out = tmp_path / "out"
     refs = [a for n in range(4) for a in ("--reference", f"r.io/ns/app{n}:1", "--digest",
                                           f"sha256:{n:064x}")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))}
-    env.update(gpg_keys.env(), PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "--signing-key", gpg_keys.a, *refs,
-                             "--output-dir", str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = popen_entrypoint("--signing-key", gpg_keys.a, *refs, "--output-dir", str(out),
+                            env={**gpg_keys.env(), "PATH": f"{bindir}:{os.environ['PATH']}"})
     try:
         wait_until(lambda: hung.exists() and len(list(out.rglob("signature-*"))) == 1, 60,
                    "one signature made and a gpg hung", proc)
