@@ -152,7 +152,8 @@ class SignatureCheck:
         self.label = label
         self.home = tempfile.mkdtemp(prefix="csa-verify-")
         imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import"],
-                                  input=keyring, capture_output=True, check=False)
+                                  input=keyring, capture_output=True, check=False,
+                                  env=child_env(os.environ))
         if imported.returncode != 0:
             self.close()
             raise InputError(f"{label}: gpg could not import it")
@@ -169,7 +170,7 @@ class SignatureCheck:
         import shutil
 
         subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False,
-                       capture_output=True)
+                       capture_output=True, env=child_env(os.environ))
         shutil.rmtree(self.home, ignore_errors=True)
 
     def problem(self, signature: bytes, item: WorkItem) -> str | None:
@@ -209,7 +210,8 @@ class SignatureCheck:
         """gpg's output, and why the signature it checked is not by the item's key (or None)."""
         proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
                                "--trust-model", "always", "--status-fd", "2", *args],
-                              input=data, capture_output=True, check=False)
+                              input=data, capture_output=True, check=False,
+                              env=child_env(os.environ))
         status = proc.stderr.decode("utf-8", "replace")
         signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
         if proc.returncode != 0 or not signers:

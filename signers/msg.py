@@ -39,7 +39,7 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import BLOB, CLEARSIGN, Plan, SignFile, WorkItem
 
-from . import Outcome, Report, SignatureCheck, Signer, openpgp
+from . import Outcome, Report, SignatureCheck, Signer, child_env, openpgp
 
 log = logging.getLogger("signers.msg")
 
@@ -806,7 +806,7 @@ class MsgSigner(Signer):
                 raise InputError(f"{where}.{label}: {path!r} is not a readable file")
         if s.verify_keyring and subprocess.run(
                 ["gpg", "--batch", "--show-keys", s.verify_keyring], capture_output=True,
-                check=False).returncode != 0:
+                check=False, env=child_env(self.environ)).returncode != 0:
             raise InputError(f"{where}.verify_keyring: {s.verify_keyring!r} holds no OpenPGP "
                              "public keys")
         if plan.files:
