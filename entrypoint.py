@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if plan.files and not signer.signs_files:
             raise InputError(f"--signer {signer.name} cannot sign files (clear-sign-files, "
                              "blob-files): use --signer msg")
-        if plan.images and needs_registry(plan, expand):  # tags to digests, multi-arch images to platforms
+        if plan.images and needs_registry(plan, expand):
+            # tags to digests, multi-arch images to their platforms
             plan = complete_plan(plan, signer.registry(), expand=expand)
         signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
