@@ -146,10 +146,14 @@ class SignatureCheck:
     signatures). The keyring is imported once into a private GnuPG home; checks may run in
     several threads at once."""
 
-    def __init__(self, keyring: bytes, label: str = "the keyring"):
+    def __init__(self, keyring: bytes, label: str = "the keyring",
+                 fingerprints: Mapping[str, str] | None = None):
         import tempfile
 
         self.label = label
+        # --signing-key (after aliases) -> its fingerprint, where the signer resolved it (a user
+        # id or short id names no fingerprint by itself)
+        self.fingerprints = {k: v.upper() for k, v in (fingerprints or {}).items()}
         self.home = tempfile.mkdtemp(prefix="csa-verify-")
         imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import"],
                                   input=keyring, capture_output=True, check=False,
@@ -216,7 +220,9 @@ class SignatureCheck:
         signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
         if proc.returncode != 0 or not signers:
             return proc.stdout, f"not a valid signature by any key in {self.label}"
-        if not any(fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
+        expected = self.fingerprints.get(item.key.key)
+        if not any(fpr.upper() == expected if expected else
+                   fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
             return proc.stdout, f"signed by {signers[0]}, not by the requested key {item.key.key}"
         return proc.stdout, None
 
@@ -284,6 +290,10 @@ class Signer(ABC):
         order (``""`` for a request without a detail). 0: this signer reports no details."""
         return 0
 
+    def key_fingerprints(self) -> Mapping[str, str]:
+        """Each signing key (after aliases) -> the fingerprint it resolved to, where known."""
+        return {}
+
     def public_keys(self, plan: Plan) -> bytes | None:
         """The signing keys' public part (an OpenPGP keyring, or PEM public keys for sigstore),
         when this signer knows it."""
@@ -304,7 +314,7 @@ class Signer(ABC):
                             "cannot be checked; signing everything", self.name)
             yield None
             return
-        check = SignatureCheck(keyring, "the signing keys")
+        check = SignatureCheck(keyring, "the signing keys", self.key_fingerprints())
         try:
             yield lambda item: next((found for base in bases
                                      if (found := self._in_lookaside(base, check, item))), None)

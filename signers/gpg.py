@@ -296,6 +296,9 @@ class GpgSigner(Signer):
         finally:
             pool.shutdown(wait=True)
 
+    def key_fingerprints(self) -> Mapping[str, str]:
+        return self.fingerprints
+
     def public_keys(self, plan: Plan) -> bytes | None:
         try:
             return self._gpg(["--export", *(self.fingerprints.get(k.key, k.key)

@@ -164,3 +164,16 @@ def test_registry_settings_merge_pubtools_spelling_and_refuse_disagreement():
     assert merged.docker_auths(["r.io"], {}) == {"r.io": {"auth": "dTpw"}}  # base64 "u:p"
     with pytest.raises(RegistryError, match="registry.user and cosign_signer.registry_user"):
         RegistrySettings.from_config({"user": "a"}, {"registry_user": "b"})
+
+
+def test_a_rerun_with_a_user_id_key_counts_its_signature_too(tmp_path, gpg_keys):
+    """skip-signed matches the signature's signer with the fingerprint the key resolved to, not
+    the last 8 characters of what was given (a user id has none)."""
+    out = tmp_path / "out"
+    args = ["--signer", "gpg", "--signing-key", "Key A <a@test.invalid>", "--task-id", "t",
+            "--output-dir", str(out), "--reference", "r.io/ns/app:1", "--digest", D1]
+    assert run_entrypoint(*args, env=gpg_keys.env()).returncode == 0
+    run = run_entrypoint(*args, env=gpg_keys.env())
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "results.json").read_text())["summary"]["skipped"] == 1
+    assert [p.name for p in out.rglob("signature-*")] == ["signature-1"]
