@@ -221,8 +221,8 @@ class Artifacts:
         """A policy.json and registries.d that accept exactly the images signed here: GPG
         signatures in this lookaside tree (``kind`` "gpg"), or cosign signatures attached in the
         registry ("sigstore")."""
-        folder = Path(self._make_folder(["verification", "registries.d"], "verification"))
-        folder = folder.parent
+        self._make_folder(["verification", "registries.d"], "verification")
+        folder = Path(self._root(), "verification")
         refs = [ref for ref, _ in images]
         repositories = sorted({ref.repository for ref in refs})
         hosts = sorted({ref.host for ref in refs})
