@@ -28,9 +28,11 @@ What it does, and why each behaviour exists:
   expires, so N images don't cost N token round trips; after a 401 the request is retried once with
   auth, never more. Credentials are sent to a token realm only over https (or a host the caller
   allowed plain http for): a registry must not be able to route our password to plain http.
-* Rate limits (429) and flaky registries (5xx, dropped connections) are retried with exponential
-  backoff and jitter, capped, honouring ``Retry-After`` (capped too: a CI step can't wait an hour).
-  Other 4xx are final: retrying "denied" or "unknown" only makes a failure slower. Every retry is
+* Rate limits (429) and flaky registries (5xx, refused or dropped connections, timeouts) are
+  retried with exponential backoff and jitter, capped, honouring ``Retry-After`` (capped too: a CI
+  step can't wait an hour). Other 4xx are final: retrying "denied" or "unknown" only makes a failure
+  slower. urllib3's ``Retry`` on the session's adapter does the retrying (``_Retry``); a connection
+  that breaks once the headers are in, while the body streams, is not retried. Every retry is
   logged as a warning; no log line or error message ever holds a credential or a token (only
   methods, URLs without userinfo, statuses and the registry's error code/message).
 * One ``requests.Session`` is shared, for connection pooling, by the worker threads that call the
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
+import contextvars
 import hashlib
 import json
 import logging
@@ -396,23 +398,118 @@ def _error_detail(body: bytes) -> str:
     return _one_line(": ".join(x for x in (code, message) if x))
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+# -- retries ----------------------------------------------------------------------------------
+
+_RETRY_STATUSES = frozenset({429, *range(500, 600)})
+# The only methods the client sends. Read errors and these statuses are retried for them; urllib3
+# retries a connection that could not be made for any method (nothing reached the server).
+_RETRY_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass
+class _Attempts:
+    """One client request, as its retry log lines name it, and how many retries it has taken."""
+    ref: Reference | str
+    shown: str  # "METHOD url", the URL redacted
+    limit: int  # attempts allowed
+    sleep: Callable[[float], object]  # the client's, read when the request starts
+    retried: int = 0
+
+
+# The request the calling thread is making through ``RegistryClient._send``: the adapter's one Retry
+# is shared by every thread, so what it logs and how it sleeps come from here.
+_CURRENT: contextvars.ContextVar[_Attempts] = contextvars.ContextVar("signaction_registry_request")
+
+
+class _Retry(urllib3.Retry):
+    """urllib3's Retry, with the delays, log lines and error bodies the client wants."""
+
+    # Only the retried statuses: by default urllib3 also retries a 413 that has a Retry-After.
+    RETRY_AFTER_STATUS_CODES = _RETRY_STATUSES
+    _detail = ""  # the registry's error code/message of the response being retried
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        if response is not None:  # it will be retried: read its error before urllib3 discards it
+            new._detail = _retry_detail(response)
+        return new
+
+    def get_backoff_time(self) -> float:
+        # Hand-written (test_backoff_is_exponential_with_jitter_and_capped): urllib3 does not wait
+        # at all before the first retry and adds its jitter (a fixed number of seconds) before
+        # capping, so at the cap every client would retry at the same moment. Here: half to all of
+        # backoff_factor * 2**(n-1), capped at backoff_max, before retry n.
+        step = min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1))
+        return step * (0.5 + random.random() / 2)
+
+    def get_retry_after(self, response) -> float | None:
+        try:
+            after = super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:  # neither seconds nor a date: back off as without
+            return None
+        # Capped like the backoff (retry_after_max would do it, but takes whole seconds only).
+        return None if after is None else min(after, self.backoff_max)
+
+    def sleep(self, response=None) -> None:
+        # Replaces urllib3's sleep to log each retry and to sleep with the client's (injectable)
+        # sleep; also, a "Retry-After: 0" means no wait here, where urllib3 would back off.
+        after = None
+        if response is not None and self.respect_retry_after_header:
+            after = self.get_retry_after(response)
+        delay = after if after is not None else self.get_backoff_time()
+        attempts = _CURRENT.get(None)
+        if attempts is None:  # not a request of RegistryClient._send
+            time.sleep(delay)
+            return
+        attempts.retried += 1
+        last = self.history[-1]
+        if last.error is not None:
+            why = _one_line(f"{_error_name(last.error)}: {_reason(last.error)}")
+        else:
+            why = f"HTTP {last.status}{f' ({self._detail})' if self._detail else ''}"
+        log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", attempts.ref, attempts.shown,
+                    why, attempts.retried, attempts.limit, delay)
+        attempts.sleep(delay)
+
+
+def _retry_detail(response) -> str:
+    """The registry's error code/message from a response about to be retried, reading no more than
+    an error body's bound; a longer body's connection is closed rather than drained."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        body = response.read(_MAX_ERROR_BODY + 1, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, OSError):
+        return ""
+    if len(body) > _MAX_ERROR_BODY:
+        response.close()
+    return _error_detail(body[:_MAX_ERROR_BODY])
 
 
-def _retryable(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
+def _error_name(e: BaseException) -> str:
+    """What requests calls an error, also when urllib3 retried it: requests reports every error
+    wrapped in urllib3's MaxRetryError as a ConnectionError, a read timeout too."""
+    if isinstance(e, requests.RequestException):
+        inner = e.args[0] if e.args else None
+        if not isinstance(inner, urllib3.exceptions.MaxRetryError) or inner.reason is None:
+            return e.__class__.__name__
+        e = inner.reason
+    errors = urllib3.exceptions
+    for cls, name in ((errors.ProxyError, "ProxyError"), (errors.SSLError, "SSLError"),
+                      (errors.ReadTimeoutError, "ReadTimeout")):
+        if isinstance(e, cls):
+            return name
+    if isinstance(e, errors.ConnectTimeoutError) and not isinstance(e, errors.NewConnectionError):
+        return "ConnectTimeout"
+    return "ConnectionError"
+
+
+def _quiet_urllib3_retries(record: logging.LogRecord) -> bool:
+    """Drops urllib3's own warning about a retried connection during a client request: the
+    client's log line says it already (and counts the warnings the tests count)."""
+    return not (hasattr(record, "__urllib3-retry-warning") and _CURRENT.get(None) is not None)
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_quiet_urllib3_retries)
 
 
 class RegistryClient:
@@ -442,10 +539,16 @@ class RegistryClient:
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.backoff_base = backoff_base
-        self._sleep = time.sleep  # tests may replace it to observe the delays
+        self._sleep = time.sleep  # tests may replace it to observe the delays (read per request)
 
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        # ``retries`` counts attempts; Retry counts retries. raise_on_status=False: the last answer
+        # of a retried status comes back as a reply (its reason line says how many attempts).
+        retry = _Retry(total=retries - 1, allowed_methods=_RETRY_METHODS,
+                       status_forcelist=_RETRY_STATUSES, backoff_factor=backoff_base,
+                       backoff_max=max_backoff, raise_on_status=False)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
+                                                max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = "signaction-registry-client"
@@ -476,7 +579,7 @@ class RegistryClient:
         digest = reply.headers.get("Docker-Content-Digest", "").strip()
         if reply.status == 200 and _SHA256_RE.fullmatch(digest):
             return digest
-        if _retryable(reply.status):  # retries already spent: don't spend them twice
+        if reply.status in _RETRY_STATUSES:  # retries already spent: don't spend them twice
             self._expect_ok(reply, ref, what)
         # No usable digest header (or HEAD unsupported / failed): GET and hash, which also gives
         # the registry's error code when there is one.
@@ -762,44 +865,27 @@ class RegistryClient:
                                 f"{f' ({detail})' if detail else ''}", 401)
         return reply
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential, with jitter (half to all of the step), capped."""
-        step = min(self.max_backoff, self.backoff_base * (2 ** (attempt - 1)))
-        return step * (0.5 + random.random() / 2)
-
     def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
               authorization: str | None, headers: Mapping[str, str] | None = None,
               limit: int) -> _Reply:
+        """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer."""
         shown = f"{method} {_redact(url)}"
-        for attempt in range(1, self.retries + 1):
-            last = attempt == self.retries
-            try:
-                reply = self._once(method, url, authorization, headers, limit, ref, what)
-            except requests.RequestException as e:
-                # The exception text names the URL, not our headers; still, keep it to its class
-                # and the innermost reason, without the query.
-                reason = _one_line(f"{e.__class__.__name__}: {_reason(e)}")
-                if last:
-                    raise RegistryError(f"{ref}: {what}: {shown} failed after {attempt} "
-                                        f"attempt{'s' if attempt > 1 else ''}: {reason}") from None
-                delay = self._backoff(attempt)
-                log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", ref, shown, reason,
-                            attempt, self.retries, delay)
-                self._sleep(delay)
-                continue
-            if not _retryable(reply.status):
-                return reply
-            if last:
-                reply.attempts = attempt
-                return reply
-            after = _retry_after(reply.headers.get("Retry-After"))
-            delay = min(self.max_backoff, after) if after is not None else self._backoff(attempt)
-            detail = _error_detail(reply.body)
-            log.warning("%s: %s: HTTP %d%s (attempt %d/%d); retrying in %.1f s", ref, shown,
-                        reply.status, f" ({detail})" if detail else "", attempt, self.retries,
-                        delay)
-            self._sleep(delay)
-        raise AssertionError("not reached")
+        attempts = _Attempts(ref, shown, self.retries, self._sleep)
+        current = _CURRENT.set(attempts)
+        try:
+            reply = self._once(method, url, authorization, headers, limit, ref, what)
+        except requests.RequestException as e:
+            # The exception text names the URL, not our headers; still, keep it to its class
+            # and the innermost reason, without the query.
+            reason = _one_line(f"{_error_name(e)}: {_reason(e)}")
+            n = attempts.retried + 1
+            raise RegistryError(f"{ref}: {what}: {shown} failed after {n} "
+                                f"attempt{'s' if n > 1 else ''}: {reason}") from None
+        finally:
+            _CURRENT.reset(current)
+        if reply.status in _RETRY_STATUSES:
+            reply.attempts = attempts.retried + 1
+        return reply
 
     def _once(self, method: str, url: str, authorization: str | None,
               headers: Mapping[str, str] | None, limit: int, ref, what: str) -> _Reply:
