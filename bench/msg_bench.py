@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Messaging signer throughput: this project vs pubtools-sign 1.0.6 vs a bare proton echo.
 
-All three go through the same embedded broker (reference/broker.py) and the same instant-reply
-signing server (reference/signing_server.py --instant), with ActiveMQ-style virtual-topic
+All three go through the same embedded broker (testbed/broker.py) and the same instant-reply
+signing server (testbed/signing_server.py --instant), with ActiveMQ-style virtual-topic
 addresses as in production:
 - this project: `entrypoint.py --signer msg --images-file ...` as a whole process (start-up,
   config, plan, signing, writing every signature file, results.json);
@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 # imported in main().
 from proton import Message  # noqa: E402
 
-from reference import exchange  # noqa: E402
+from testbed import exchange  # noqa: E402
 
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"
@@ -158,16 +158,16 @@ def main() -> None:
         return
     from infra.pubtools_sign import ensure_pubtools_sign
     from infra.tls import make_tls
-    from reference import launch, stop
+    from testbed import launch, stop
 
     sizes = [int(s) for s in opts.sizes.split(",")]
     bindir = ensure_pubtools_sign() if opts.anchor_max else None
     with tempfile.TemporaryDirectory(prefix="msg-bench-") as tmp:
         tmp = Path(tmp)
         tls = make_tls(tmp / "tls")
-        broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0"])
+        broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
         url = f"amqp://127.0.0.1:{info['port']}"
-        server, _ = launch("reference.signing_server", [
+        server, _ = launch("testbed.signing_server", [
             "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
         try:
             conf = config(tmp / "conf.yaml", url, tls)

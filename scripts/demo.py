@@ -48,19 +48,19 @@ def demo(env: dict, home: Path) -> int:
     print(f"   fingerprint {fpr}")
 
     print("2. three example image manifests (what a registry would serve) and their digests")
-    from reference import example_manifests
+    from testbed import example_manifests
 
     manifests = example_manifests(IMAGES, DEMO / "manifests")
     for ref in IMAGES:
         print(f"   {ref}@{manifests[ref][1][:19]}...")
 
     print("3. an embedded AMQP 1.0 broker and the reference signing server (it holds the key)")
-    from reference import launch, stop
+    from testbed import launch, stop
 
-    broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0"],
+    broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"],
                           log=DEMO / "broker.log")
     url = f"amqp://127.0.0.1:{info['port']}"
-    server, _ = launch("reference.signing_server", [
+    server, _ = launch("testbed.signing_server", [
         "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC,
         "--gnupg-home", str(home)], log=DEMO / "signing-server.log")
     print(f"   broker {url}; server reads {SERVER_QUEUE}")

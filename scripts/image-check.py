@@ -5,8 +5,8 @@ command), against servers on this host's loopback, and every signature it makes 
 OUTSIDE the image with this host's tools.
 
 1. smoke: ``--help``; the versions of Python, cosign, skopeo and gpg in the image.
-2. msg: the embedded AMQP broker and the reference signing server (``reference.broker``,
-   ``reference.signing_server``, as in ``make demo``) run on the host with a throwaway GPG key; the
+2. msg: the embedded AMQP broker and the reference signing server (``testbed.broker``,
+   ``testbed.signing_server``, as in ``make demo``) run on the host with a throwaway GPG key; the
    msg signer in the image sends the requests and writes the signatures to a host folder mounted
    into the container; each is checked with ``skopeo standalone-verify`` (and a wrong identity
    must be refused).
@@ -125,7 +125,7 @@ def check_smoke(img: Image, facts: dict) -> str:
 
 
 def check_msg(img: Image, tmp: Path) -> str:
-    from reference import launch, stop
+    from testbed import launch, stop
 
     home = tmp / "gnupg"
     home.mkdir(mode=0o700)
@@ -137,17 +137,17 @@ def check_msg(img: Image, tmp: Path) -> str:
         colons = run(["gpg", "--with-colons", "--list-secret-keys"], env=env).stdout
         fpr = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
 
-        from reference import example_manifests
+        from testbed import example_manifests
 
         work = tmp / "msg-workspace"
         manifests = example_manifests(MSG_IMAGES, work / "manifests")
 
-        broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0"],
+        broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"],
                               log=tmp / "broker.log")
         url = f"amqp://127.0.0.1:{info['port']}"
         server = None
         try:
-            server, _ = launch("reference.signing_server", [
+            server, _ = launch("testbed.signing_server", [
                 "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC,
                 "--gnupg-home", str(home)], log=tmp / "signing-server.log")
             (work / "conf.yaml").write_text(json.dumps({"msg_signer": {  # JSON is YAML

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
-from reference import launch, stop
+from testbed import launch, stop
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ LISTEN_TO = "queue://Consumer.{creator}.{task_id}.VirtualTopic.eng.pub.sign"
 
 @pytest.fixture
 def broker():  # one per test: leftover replies on virtual topics would reach the next test
-    proc, info = launch("reference.broker", ["--listen", "127.0.0.1:0"])
+    proc, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
     yield f"amqp://127.0.0.1:{info['port']}"
     stop(proc)
 
@@ -36,7 +36,7 @@ class Server:
         for name, value in switches.items():
             flag = "--" + name.replace("_", "-")
             args += [flag] if value is True else [flag, str(value)]
-        self.proc, _ = launch("reference.signing_server", args)
+        self.proc, _ = launch("testbed.signing_server", args)
 
     def stop(self):
         stop(self.proc)

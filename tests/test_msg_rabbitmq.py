@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
-from reference import launch, stop
+from testbed import launch, stop
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def rabbit_server(rabbitmq, gpg_keys, tls_material, channel):
         for name, value in switches.items():
             flag = "--" + name.replace("_", "-")
             args += [flag] if value is True else [flag, str(value)]
-        proc, _ = launch("reference.signing_server", args, timeout=60)
+        proc, _ = launch("testbed.signing_server", args, timeout=60)
         servers.append(proc)
         return proc
 
@@ -168,11 +168,11 @@ def test_turning_broker_verification_off_is_possible_and_loud(tmp_path, gpg_keys
                                                              channel):
     # A broker whose certificate comes from a CA nobody trusts: refused by default (above),
     # accepted with broker_tls_verify: false, and the run says so.
-    broker, info = launch("reference.broker", [
+    broker, info = launch("testbed.broker", [
         "--listen", "127.0.0.1:0", "--tls-cert", tls_material.rogue_server_cert,
         "--tls-key", tls_material.rogue_server_key])
     url = f"amqps://localhost:{info['port']}"
-    server, _ = launch("reference.signing_server", [
+    server, _ = launch("testbed.signing_server", [
         "--broker", url, "--cert-key", tls_material.client_pem, "--listen-to", "queue://req",
         "--reply-to", f"queue://rep.{channel['task']}", "--gnupg-home", gpg_keys.home])
     try:

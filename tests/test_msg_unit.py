@@ -13,7 +13,6 @@ import zlib
 
 import pytest
 
-from reference.signing_server import INSTANT_SIGNATURE, _packet, instant_signed_message
 from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.inputs import parse_inputs
@@ -22,6 +21,7 @@ from signers import openpgp
 from signers.msg import (BadReply, MsgSigner, build_request, claim_problem, parse_reply, refusal,
                          repo_of, signature_of, signed_text)
 from signers.openpgp import OpenPGPError
+from testbed.signing_server import INSTANT_SIGNATURE, _packet, instant_signed_message
 
 D = "sha256:" + "ab" * 32
 

@@ -185,7 +185,7 @@ def write_conf(path: Path, url: str, tls, section: str = "msg_signer", **overrid
 @dataclass
 class RecordingBus:
     """A reference broker that records every message it receives (one JSON line each, see
-    reference.broker.record_line), and the signing server on it."""
+    testbed.broker.record_line), and the signing server on it."""
     url: str
     record: Path
 
@@ -206,15 +206,15 @@ class RecordingBus:
 
 @contextlib.contextmanager
 def recording_bus(folder: Path, **server_switches) -> Iterator[RecordingBus]:
-    """Start ``reference.broker --record`` and ``reference.signing_server`` on it (reading
+    """Start ``testbed.broker --record`` and ``testbed.signing_server`` on it (reading
     ``SERVER_QUEUE``, replying to ``REPLY_TOPIC``) with ``server_switches`` by their Python names
     (``instant=True``, ``gnupg_home=...``, ``error_for_key=[...]``, ``drop_every=2``); stop both
     at the end."""
-    from reference import launch, stop  # proton is imported only when a test needs a broker
-    from reference.signing_server import start_signing_server
+    from testbed import launch, stop  # proton is imported only when a test needs a broker
+    from testbed.signing_server import start_signing_server
 
     record = folder / "wire.jsonl"
-    broker, info = launch("reference.broker", ["--listen", "127.0.0.1:0", "--record", record])
+    broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0", "--record", record])
     try:
         url = f"amqp://127.0.0.1:{info['port']}"
         server, _ = start_signing_server(url, SERVER_QUEUE, REPLY_TOPIC, **server_switches)

@@ -1,6 +1,6 @@
 """Reference counterparts for testing the messaging signer: an AMQP 1.0 broker with ActiveMQ's
-addressing (``reference.broker``) and a signing server speaking pubtools-sign's wire format
-(``reference.signing_server``). Both run as subprocesses; this module holds what they share:
+addressing (``testbed.broker``) and a signing server speaking pubtools-sign's wire format
+(``testbed.signing_server``). Both run as subprocesses; this module holds what they share:
 starting one and waiting for its ready file, stopping it, TLS client settings, and ``exchange``,
 a small proton client that sends and receives in one go.
 """

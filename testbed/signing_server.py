@@ -1,6 +1,6 @@
 """A reference signing server: the server side of pubtools-sign 1.0.6's messaging format.
 
-    python -m reference.signing_server --broker URL [--broker URL ...] --listen-to ADDRESS
+    python -m testbed.signing_server --broker URL [--broker URL ...] --listen-to ADDRESS
         --reply-to ADDRESS [--cert-key PEM --ca-cert FILE] [--gnupg-home DIR] [--ready-file PATH]
         [--workers N] [--instant] [--delay SECONDS] [--drop-every N] [--error-for-key KEYID]
         [--duplicate] [--stray N] [--garbage] [--oversized BYTES] [--wrong-key FPR]
@@ -69,9 +69,9 @@ from proton import Message
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from reference import (cli_args, client_ssl_domain, condition_text, exit_on_sigterm, launch,
-                       log_transport_error, write_ready_file)
 from signers.gpg import GpgError, Running, gpg_sign
+from testbed import (cli_args, client_ssl_domain, condition_text, exit_on_sigterm, launch,
+                     log_transport_error, write_ready_file)
 
 INSTANT_SIGNATURE = b"instant-signature"
 STRAY_SIGNATURE = b"stray-signature"
@@ -503,7 +503,7 @@ class SigningServer(MessagingHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference.signing_server",
+    parser = argparse.ArgumentParser(prog="python -m testbed.signing_server",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--broker", action="append", required=True, metavar="URL")
@@ -541,13 +541,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_signing_server(brokers, listen_to: str, reply_to: str, *, log=None,
                          timeout: float = 30, **switches):
-    """Start ``python -m reference.signing_server`` and wait until its links are attached:
+    """Start ``python -m testbed.signing_server`` and wait until its links are attached:
     (Popen, ready dict). ``switches`` are the other options by their Python names, e.g.
     ``gnupg_home=..., instant=True, drop_every=3, error_for_key=[...]``. Stop it with
     ``reference.stop(proc)``."""
     brokers = [brokers] if isinstance(brokers, str) else list(brokers)
     args = cli_args(broker=brokers, listen_to=listen_to, reply_to=reply_to, **switches)
-    return launch("reference.signing_server", args, timeout=timeout, log=log)
+    return launch("testbed.signing_server", args, timeout=timeout, log=log)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """An embedded AMQP 1.0 broker with ActiveMQ's addressing, for tests and demos.
 
-    python -m reference.broker --listen 127.0.0.1:PORT [--tls-cert F --tls-key F [--tls-ca F]]
+    python -m testbed.broker --listen 127.0.0.1:PORT [--tls-cert F --tls-key F [--tls-ca F]]
                                [--ready-file PATH] [--record PATH]
 
 - ``queue://NAME`` and bare ``NAME``: one queue, kept in memory until a consumer with credit takes
@@ -35,7 +35,7 @@ from typing import IO
 from proton import Condition, Delivery, Endpoint, Handler, Link, Message, SSLDomain, symbol
 from proton.reactor import Container
 
-from reference import cli_args, exit_on_sigterm, launch, log_transport_error, write_ready_file
+from testbed import cli_args, exit_on_sigterm, launch, log_transport_error, write_ready_file
 
 CREDIT = 1000  # what each producer link may send ahead
 ANONYMOUS_RELAY = symbol("ANONYMOUS-RELAY")
@@ -355,7 +355,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference.broker", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m testbed.broker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 0),
                         metavar="HOST:PORT")
@@ -379,11 +379,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_broker(port: int = 0, *, host: str = "127.0.0.1", tls_cert=None, tls_key=None,
                  tls_ca=None, record=None, log=None, timeout: float = 30):
-    """Start ``python -m reference.broker`` and wait until it listens: (Popen, port).
+    """Start ``python -m testbed.broker`` and wait until it listens: (Popen, port).
     Stop it with ``reference.stop(proc)``."""
     args = cli_args(listen=f"{host}:{port}", tls_cert=tls_cert, tls_key=tls_key,
                     tls_ca=tls_ca, record=record)
-    proc, ready = launch("reference.broker", args, timeout=timeout, log=log)
+    proc, ready = launch("testbed.broker", args, timeout=timeout, log=log)
     return proc, ready["port"]
 
 

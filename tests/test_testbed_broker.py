@@ -1,4 +1,4 @@
-"""The reference broker (reference/broker.py) as a subprocess on loopback, driven by a real proton
+"""The reference broker (testbed/broker.py) as a subprocess on loopback, driven by a real proton
 client: ActiveMQ addressing, anonymous relay, the --record file, TLS, and speed."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from proton import Message
 
 from infra.tls import make_tls
-from reference import client_ssl_domain, exchange, stop
-from reference.broker import start_broker
+from testbed import client_ssl_domain, exchange, stop
+from testbed.broker import start_broker
 
 
 def unique(prefix: str) -> str:

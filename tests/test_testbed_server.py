@@ -1,4 +1,4 @@
-"""The reference signing server (reference/signing_server.py) and broker as subprocesses on
+"""The reference signing server (testbed/signing_server.py) and broker as subprocesses on
 loopback, driven by a proton client that sends requests built like pubtools-sign 1.0.6's."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from proton import Message
 
 from conftest import free_port, gpg_decrypt
 from infra.tls import make_tls
-from reference import client_ssl_domain, exchange, stop
-from reference.broker import start_broker
-from reference.signing_server import start_signing_server
+from testbed import client_ssl_domain, exchange, stop
+from testbed.broker import start_broker
+from testbed.signing_server import start_signing_server
 
 DIGEST = "sha256:" + "ab" * 32
 REFERENCE = "registry.example.com/ns/app:1.0"
@@ -55,7 +55,7 @@ def serve(broker, tmp_path):
 def instant_claim(key_id: str = "F1551776") -> str:
     """What --instant answers a container request for claim_of() with (deterministic): a signed
     message of the claim naming the key, with a dummy signature number."""
-    from reference.signing_server import instant_signed_message
+    from testbed.signing_server import instant_signed_message
     return base64.b64encode(instant_signed_message(base64.b64decode(claim_of()), key_id)).decode()
 
 
