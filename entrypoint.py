@@ -18,7 +18,6 @@ if sys.version_info < (3, 11):
     print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
           file=sys.stderr)
     sys.exit(2)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import jsonschema  # noqa: F401
     import yaml  # noqa: F401
@@ -30,17 +29,18 @@ except ImportError as missing:  # e.g. the system's python3 instead of the proje
 
 from signaction import CREATOR  # noqa: E402
 from signaction.artifacts import Artifacts  # noqa: E402
-from signaction.config import load_config  # noqa: E402
+from signaction.config import Config, load_config  # noqa: E402
 from signaction.errors import InputError  # noqa: E402
 from signaction.github import Actions, markdown_text, summary_markdown  # noqa: E402
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
-from signaction.registry import RegistryError, RegistrySettings  # noqa: E402
+from signaction.registry import RegistryClient, RegistryError, RegistrySettings  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
-from signaction.results import FAILED, Recorder, label, results_json  # noqa: E402
+from signaction.results import FAILED, Entry, Recorder, label, results_json  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
-from signers import Signer, signer_class, skip_signed  # noqa: E402
+from signers import available, signer_class  # noqa: E402
+from signers.base import Options, Signer, skip_signed  # noqa: E402
 
 log = logging.getLogger("signaction")
 
@@ -60,13 +60,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
     try:
-        inputs = parse_inputs(argv, environ)
+        inputs = parse_inputs(argv, environ, {n: s.summary for n, s in available().items()})
         config = load_config(inputs.config_file, inputs.config, environ)
-        signer_cls = signer_class(inputs.signer)
-        signer = signer_cls(config.section(signer_cls.config_section(inputs)), environ, inputs,
-                            registry=registry_settings(config))
-        actions.mask([*config.secrets, *signer.secrets()])  # before any log line
+        actions.mask(config.secrets)  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
+        registry = _registry(config, environ)  # the run's one client, for planning and signer
+        signer = _signer(inputs, config, registry, environ)
+        actions.mask(signer.secrets())
         plan = build_plan(inputs, signer.key_aliases)
         expand = signer.expands_index if inputs.expand_index is None else inputs.expand_index
         if plan.files and not signer.signs_files:
@@ -74,24 +74,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                              "blob-files): use --signer msg")
         if plan.images and needs_registry(plan, expand):
             # tags to digests, multi-arch images to their platforms
-            plan = complete_plan(plan, signer.registry(), expand=expand)
+            plan = complete_plan(plan, registry.client, expand=expand)
         signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
             return _dry_run(plan, actions, tekton)
         artifacts = Artifacts(inputs.output_dir)
-        artifacts.create()  # and proven writable, before anything is signed
+        artifacts.create(signer.format.own_paths)  # proven writable, before anything is signed
     except InputError as e:
         return _invalid(actions, tekton, str(e))
 
     # 4. Signer: each outcome is recorded (and its signature written) as soon as it arrives.
-    recorder = Recorder(artifacts, plan)
+    recorder = Recorder(artifacts, plan, signer.format)
     error = _sign(signer, plan, recorder, actions)
 
     # 5. Artifacts: results.json (always, even when everything failed) and verification files.
     entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
-    results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)), signer,
-                           error)
+    results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)),
+                           signer.name, signer.stats, error)
     unwritten = _write_artifacts(artifacts, plan, signer, results, entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
@@ -99,19 +99,43 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                    str(artifacts.root / "results.json"), unwritten)
 
 
+class _Registry:
+    """The run's registry settings and the one client built from them."""
+
+    def __init__(self, settings: RegistrySettings, client: RegistryClient):
+        self.settings, self.client = settings, client
+
+
+def _registry(config: Config, environ: Mapping[str, str]) -> _Registry:
+    """The registry settings every part of the run uses (section ``registry``, or
+    pubtools-sign's registry_* keys under cosign_signer) and the client built from them."""
+    try:
+        settings = RegistrySettings.from_config(config.section("registry"),
+                                                config.section("cosign_signer"))
+        return _Registry(settings, settings.client(environ))
+    except RegistryError as e:  # e.g. a user without a password
+        raise InputError(f"config: registry: {e}") from None
+
+
+def _signer(inputs: Inputs, config: Config, registry: _Registry,
+            environ: Mapping[str, str]) -> Signer:
+    signer_cls = signer_class(inputs.signer)
+    return signer_cls(config.section(signer_cls.config_section(inputs)),
+                      Options(inputs, environ, registry.client, registry.settings))
+
+
 def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: dict,
-                     entries: list) -> list[str]:
-    """results.json, the verification files and the attach script, each written if it can be
-    (a full disk must not cost the others); returns what could not be written, and why."""
+                     entries: list[Entry]) -> list[str]:
+    """results.json, the verification files and what the signer's format writes after the run
+    (e.g. an attach script), each written if it can be (a full disk must not cost the others);
+    returns what could not be written, and why."""
     writes = [("results.json", lambda: artifacts.write_results(results))]
     if plan.images:  # (clear-signed and detached file signatures carry no policy)
+        hosts = sorted({i.reference.host for i in plan.images})
         writes.append(("verification/", lambda: artifacts.write_verification(
-            ((i.reference, i.digest) for i in plan.images), signer.public_keys(plan),
-            signer.signature_kind)))
-    if signer.attach_later:  # cosign with upload false: a later job attaches the signatures
-        writes.append(("cosign-attach.sh", lambda: artifacts.write_attach_script(
-            (e.item.image.source, e.item.image.digest, e.payload_path, e.signature_path)
-            for e in entries if e.payload_path)))
+            (i.reference.repository for i in plan.images),
+            signer.format.verification(artifacts, hosts, signer.public_keys(plan)))))
+    writes += signer.format.after_run(artifacts, entries)
     unwritten = []
     for name, write in writes:
         try:
@@ -119,16 +143,6 @@ def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: 
         except (OSError, ValueError) as e:
             unwritten.append(scrub(f"could not write {name}: {getattr(e, 'strerror', None) or e}"))
     return unwritten
-
-
-def registry_settings(config) -> RegistrySettings:
-    """The registry settings every signer's client and tools use: section ``registry``, or
-    pubtools-sign's registry_* keys under cosign_signer."""
-    try:
-        return RegistrySettings.from_config(config.section("registry"),
-                                            config.section("cosign_signer"))
-    except RegistryError as e:
-        raise InputError(f"config: {e}") from None
 
 
 def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> str | None:

@@ -9,13 +9,13 @@ command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from . import CREATOR
 from .errors import InputError
 
-SIGNERS = ("gpg", "msg", "cosign")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -35,9 +35,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("signer", "--signer", "str", "which signer makes the signatures: gpg (a local GnuPG "
-           "key), msg (a remote signing server over an AMQP 1.0 bus) or cosign",
-           default="gpg", choices=SIGNERS),
+    # (its choices are the signers the run has: parse_inputs' ``signers``)
+    Option("signer", "--signer", "str", "which signer makes the signatures", default="gpg"),
     Option("signer-type", "--signer-type", "str", "msg signer mode: single (one request per "
            "image and key) or batch (msg_batch_signer: chunk_size claims per request)",
            default="single", choices=("single", "batch")),
@@ -215,7 +214,19 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
+def _with_signers(signers: Mapping[str, str] | None) -> tuple[Option, ...]:
+    """OPTIONS, with the signers the run has (name -> what it signs with) as --signer's
+    choices, each named in its help."""
+    if not signers:
+        return OPTIONS
+    listed = ", ".join(f"{name} ({summary})" if summary else name
+                       for name, summary in signers.items())
+    return tuple(dataclasses.replace(o, help=f"{o.help}: {listed}", choices=tuple(signers))
+                 if o.attr == "signer" else o for o in OPTIONS)
+
+
+def build_parser(prog: str = "entrypoint.py", options: Sequence[Option] = OPTIONS
+                 ) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
         description="Sign container images (atomic GPG signatures via a local key or a signing "
@@ -225,7 +236,7 @@ def build_parser(prog: str = "entrypoint.py") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    for opt in OPTIONS:
+    for opt in options:
         extra = _default_text(opt)
         if opt.kind == "bool":
             parser.add_argument(opt.flag, dest=opt.attr, action=argparse.BooleanOptionalAction,
@@ -354,17 +365,21 @@ def _take_values(tail: Sequence[str], lists: dict[str, list[str]],
                          f"{', '.join(_LISTS)})")
 
 
-def parse_inputs(argv: Sequence[str], environ: Mapping[str, str]) -> Inputs:
-    """Merge command-line flags over action inputs over defaults. Raises InputError."""
+def parse_inputs(argv: Sequence[str], environ: Mapping[str, str],
+                 signers: Mapping[str, str] | None = None) -> Inputs:
+    """Merge command-line flags over action inputs over defaults. ``signers``: the signers
+    this run has, by name, with what each signs with (for --help); --signer must be one of
+    them (None: not checked here). Raises InputError."""
+    options = _with_signers(signers)
     misplaced: list[tuple[str, str]] = []
     lists, rest = take_list_flags(list(argv), misplaced=misplaced)
-    args = build_parser().parse_args(rest)
-    for opt in OPTIONS:
+    args = build_parser(options=options).parse_args(rest)
+    for opt in options:
         if opt.kind == "list" and lists[opt.flag]:
             setattr(args, opt.attr, lists[opt.flag])
     values: dict[str, object] = {}
     origin: dict[str, str] = {}
-    for opt in OPTIONS:
+    for opt in options:
         flag_value = getattr(args, opt.attr)
         if flag_value is not None:
             values[opt.attr] = tuple(flag_value) if opt.kind == "list" else flag_value

@@ -11,16 +11,16 @@ import json
 import logging
 import tempfile
 import threading
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
-
-from signers import Outcome, Signer
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import CREATOR
 from .artifacts import Artifacts, Stream
-from .outside import scrub
 from .inputs import Inputs
+from .outside import scrub
 from .plan import BLOB, CLEARSIGN, FILE_SUFFIX, Plan, SignFile, WorkItem
+from .signing import Outcome, SignatureFormat
 
 log = logging.getLogger("signaction")
 
@@ -32,9 +32,14 @@ class Entry:
     item: WorkItem
     status: str
     error: str | None = None
-    signature_path: str | None = None
-    payload_path: str | None = None  # cosign: what the signature signs
+    # the files written for it, relative to the output folder, by results.json key: the
+    # signature_path, and whatever else its format writes beside it (cosign: payload_path)
+    paths: dict[str, str] = field(default_factory=dict)
     reason: str | None = None  # why it was skipped
+
+    @property
+    def signature_path(self) -> str | None:
+        return self.paths.get("signature_path")
 
     def to_json(self) -> dict[str, Any]:
         image = self.item.image
@@ -54,8 +59,9 @@ class Entry:
             entry["location"] = str(image.location)  # where the image is; reference: as signed
         if image.platform:
             entry["platform"] = image.platform
-        if self.payload_path:
-            entry["payload_path"] = self.payload_path
+        for key, path in self.paths.items():
+            if key != "signature_path":
+                entry[key] = path
         if self.reason:
             entry["reason"] = self.reason
         return entry
@@ -64,9 +70,10 @@ class Entry:
 class Recorder:
     """Thread-safe sink for signer outcomes; ``report`` is the signer's callback."""
 
-    def __init__(self, artifacts: Artifacts, plan: Plan):
+    def __init__(self, artifacts: Artifacts, plan: Plan, signature_format: SignatureFormat):
         self.artifacts = artifacts
         self.plan = plan
+        self.format = signature_format  # how the signer's image signatures are written
         self._entries: dict[WorkItem, Entry] = {}
         self._claimed: set[WorkItem] = set()
         self._position: dict[WorkItem, int] | None = None  # plan order, made on first need
@@ -104,7 +111,7 @@ class Recorder:
             return Entry(item, FAILED, error=scrub(outcome.error))
         if outcome.skipped is not None:
             return Entry(item, SKIPPED, reason=scrub(outcome.skipped))
-        path = payload = None
+        paths: dict[str, str] = {}
         if outcome.signature is not None:
             try:
                 written = self._write(item, outcome)
@@ -114,19 +121,16 @@ class Recorder:
             except (OSError, ValueError) as e:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else e
                 return Entry(item, FAILED, error=f"could not write the signature: {why}")
-            path = self.artifacts.relative(written)
-            if outcome.payload is not None:
-                payload = path.removesuffix(".sig") + ".payload"
-        return Entry(item, OK, signature_path=path, payload_path=payload)
+            paths = {key: self.artifacts.relative(path) for key, path in written.items()}
+        return Entry(item, OK, paths=paths)
 
-    def _write(self, item: WorkItem, outcome: Outcome):
+    def _write(self, item: WorkItem, outcome: Outcome) -> Mapping[str, Path]:
         target = item.image
         if isinstance(target, SignFile):  # NAME.asc, or NAME.<key id>.asc with several keys
             key = f".{item.key.key[-8:].upper()}" if len(self.plan.keys) > 1 else ""
-            return self.artifacts.write_file_signature(
-                f"{target.name}{key}{FILE_SUFFIX[target.kind]}", outcome.signature)
-        return self.artifacts.write_signature(target.reference, target.digest, outcome.signature,
-                                              payload=outcome.payload)
+            return {"signature_path": self.artifacts.write_file_signature(
+                f"{target.name}{key}{FILE_SUFFIX[target.kind]}", outcome.signature)}
+        return self.format.write(self.artifacts, target, outcome.signature)
 
     def entries(self, unfinished_reason: str) -> list[Entry]:
         """Every work item in plan order; those never reported are failed with the reason."""
@@ -177,7 +181,7 @@ def counts(entries: list[Entry]) -> dict[str, int]:
 
 
 def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iterable[str],
-                 signer: Signer, error: str | None) -> dict[str, Any]:
+                 signer: str, stats: Mapping[str, int], error: str | None) -> dict[str, Any]:
     """results.json as a dict whose two big lists are streams of JSON texts (Artifacts.
     write_results writes them piece by piece): ``operation_results`` and ``images``."""
     c = counts(entries)
@@ -189,8 +193,8 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iter
         "operation_results": Stream(details),
         "operation": operation(inputs, plan),
         "signing_keys": keys,
-        "signer": signer.name,
-        "signer_stats": dict(signer.stats),
+        "signer": signer,
+        "signer_stats": dict(stats),
         "creator": CREATOR,
         "summary": {"signed": c[OK], "failed": c[FAILED], "skipped": c[SKIPPED],
                     "total": len(entries)},

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from typing import Mapping, Sequence
 
-from .inputs import OPTIONS, VALUES_FLAG, _env_value
+from . import atomic
+from .errors import InputError
+from .inputs import VALUES_FLAG, _env_value, _Parser, take_list_flags
 
 RESULTS_DIR = "/tekton/results"
 # Every result the Task declares, always all written (empty when they don't apply: a result a
@@ -29,29 +30,23 @@ TERMINATION_MESSAGE_LIMIT = 4096  # bytes, for the whole step (Kubernetes; Tekto
 BUDGET = 2048  # bytes of that message these results may take; the rest is left to Tekton
 
 _FLAG = "--tekton-results"
-_LIST_FLAGS = {o.flag for o in OPTIONS if o.kind == "list"}
 
 
 def requested_folder(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
-    """The folder named by ``--tekton-results`` (the last one wins) or by the input, read the
-    way parse_inputs reads it; here so that invalid input, which stops parsing, is reported
-    too."""
-    found = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("--", VALUES_FLAG):  # what follows is no flag
-            break
-        if arg in _LIST_FLAGS:  # its value is a value, whatever it looks like
-            i += 2
-            continue
-        if arg == _FLAG and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            found = argv[i + 1]  # (argparse takes no value that looks like a flag either)
-            i += 2
-            continue
-        if arg.startswith(_FLAG + "="):
-            found = arg[len(_FLAG) + 1:]
-        i += 1
+    """The folder named by ``--tekton-results`` (the last one wins) or by the input, read by
+    the one argv reader (list flags and their values taken out as parse_inputs does; nothing
+    after ``--`` or ``--values``: what follows is no flag); here so that invalid input, which
+    stops parsing, is reported too."""
+    _, rest = take_list_flags(list(argv), values=False)
+    for end in ("--", VALUES_FLAG):
+        if end in rest:
+            rest = rest[:rest.index(end)]
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    parser.add_argument(_FLAG)
+    try:
+        found = parser.parse_known_args(rest)[0].tekton_results
+    except InputError:  # e.g. the flag without a value: as if not given
+        found = None
     if found is not None:
         return found
     raw = _env_value(environ, "tekton-results")
@@ -85,7 +80,9 @@ class TektonResults:
         try:
             os.makedirs(self.folder, exist_ok=True)
             for name, value in values.items():
-                _replace(os.path.join(self.folder, name), value)
+                # exactly the value (Tekton keeps every byte: no newline), readable by Tekton's
+                # other containers
+                atomic.replace(os.path.join(self.folder, name), value)
         except OSError as e:
             print(f"warning: Tekton results not written to {self.folder}: {e.strerror or e}",
                   file=sys.stderr, flush=True)
@@ -127,21 +124,3 @@ def _json_len(text: str) -> int:
         else:
             n += len(ch.encode("utf-8"))
     return n
-
-
-def _replace(path: str, value: str) -> None:
-    """Write ``value`` exactly (Tekton keeps every byte: no newline) through a temporary file
-    renamed over ``path``, readable by Tekton's other containers."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(value)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

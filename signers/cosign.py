@@ -34,13 +34,19 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
+from signaction.artifacts import Artifacts, key_data
 from signaction.errors import InputError
-from signaction.plan import Plan, SigningKey, WorkItem
+from signaction.plan import Image, Plan, SigningKey, WorkItem
+from signaction.registry import RegistryError
+from signaction.results import Entry
+from signaction.signing import FollowUp, SignatureFormat, Verification
 
-from . import Outcome, Report, Running, Signer, child_env, run_tool
+from .base import Options, Outcome, Report, Signer
+from .tools import Running, child_env, run_pool, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +74,108 @@ KEY_ENV = {"gitlab://": ("GITLAB_TOKEN", "GITLAB_HOST"),
            "k8s://": ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
 
 
+TREE = "cosign"  # the output folder's tree of cosign signatures
+ATTACH_SCRIPT = "cosign-attach.sh"
+
+
+@dataclass(frozen=True, slots=True)
+class CosignSignature:
+    """One cosign signature: the simple-signing payload it signs, and the signature (base64)."""
+
+    payload: bytes
+    signature: bytes
+
+
+class CosignFormat(SignatureFormat):
+    """cosign's legacy attachments: a copy of each signature in the output folder,
+    ``cosign/<registry>/<ns>/<name>@sha256=<hex>/signature-N.sig`` (base64) with its
+    ``signature-N.payload``; verified by podman/skopeo as ``sigstoreSigned`` from the
+    ``sha256-<hex>.sig`` tag in the registry. ``attach_later`` (upload false): the signatures
+    are only in the output folder, and ``cosign-attach.sh`` attaches them later."""
+
+    own_paths = (((TREE,), True), ((ATTACH_SCRIPT,), False))
+
+    def __init__(self, attach_later: bool = False):
+        self.attach_later = attach_later
+
+    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
+        path = artifacts.write_signature(TREE, image.reference, image.digest,
+                                         signature.signature, suffix=".sig",
+                                         companions={".payload": signature.payload})
+        return {"signature_path": path, "payload_path": path.with_suffix(".payload")}
+
+    def verification(self, artifacts: Artifacts, hosts: list[str],
+                     public_keys: bytes | None) -> Verification:
+        pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
+                          public_keys or b"", re.S)
+        files = {"signing-keys.pub": b"".join(pems)} if pems else {}
+        keys = [key_data(pem) for pem in pems] or \
+            [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
+        # One requirement per key: every image was signed with every key, and podman requires
+        # each requirement of a scope to be met.
+        requirement = [{"type": "sigstoreSigned", **key,
+                        "signedIdentity": {"type": "matchRepoDigestOrExact"}} for key in keys]
+        lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
+        for host in hosts:
+            lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
+        return Verification(requirement, lines, _README, files)
+
+    def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
+        if not self.attach_later:
+            return []
+        signed = [(e.item.image.source, e.item.image.digest, e.paths["payload_path"],
+                   e.paths["signature_path"]) for e in entries if "payload_path" in e.paths]
+        return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
+
+
+def write_attach_script(artifacts: Artifacts, signatures: Iterable[tuple[Any, str, str, str]]
+                        ) -> Path:
+    """``cosign-attach.sh``: attaches the cosign signatures written here (made with upload
+    false) to their images, for a later job that may write to the registry. ``signatures``:
+    (where the image is, its digest, payload path, signature path), paths relative to the
+    output folder."""
+    lines = ["#!/bin/sh",
+             "# Attaches the cosign signatures of this run (signed with upload: false) to",
+             "# their images. Run it where cosign can write to the registry (docker login,",
+             "# or DOCKER_CONFIG); extra arguments go to every `cosign attach signature`,",
+             "# e.g.  sh cosign-attach.sh --allow-http-registry=true",
+             "set -eu", 'cd "$(dirname "$0")"']
+    for location, digest, payload, signature in signatures:
+        target = f"{location.host}/{location.path}@{digest}"
+        lines.append(f'cosign attach signature "$@" --payload {_sh(payload)} '
+                     f'--signature {_sh(signature)} {_sh(target)}')
+    return artifacts.write_file([ATTACH_SCRIPT], ("\n".join(lines) + "\n").encode(), mode=0o755)
+
+
+def _sh(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
 class CosignSigner(Signer):
     name = "cosign"
     section = "cosign_signer"
+    summary = "sigstore signatures made by cosign, attached in the registry"
     expands_index = True
-    signature_kind = "sigstore"
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
-        super().__init__(config, environ, inputs, **kw)
+    def __init__(self, config, options: Options):
+        super().__init__(config, options)
+        inputs, environ = self.inputs, self.environ
         c = self.config
         self.cosign = c.get("cosign_bin") or "cosign"
         self.timeout = str(c.get("timeout") or "3m0s")
         self.attempts = max(1, int(c.get("retries") if c.get("retries") is not None else 5))
         self.threads = max(1, int(c.get("num_threads") or 10))
-        self.upload = inputs.upload if inputs is not None and inputs.upload is not None \
-            else bool(c.get("upload", True))
-        self.attach_later = not self.upload
-        self.format = c.get("signature_format") or "legacy"
-        if self.format not in FORMATS:
-            raise InputError(f"config: cosign_signer.signature_format: {self.format!r} is not "
+        self.upload = inputs.upload if inputs.upload is not None else bool(c.get("upload", True))
+        self.format = CosignFormat(attach_later=not self.upload)
+        self.signature_format = c.get("signature_format") or "legacy"
+        if self.signature_format not in FORMATS:
+            raise InputError(f"config: cosign_signer.signature_format: "
+                             f"{self.signature_format!r} is not "
                              f"one of {', '.join(FORMATS)}")
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.password = self.read_secret_file("password_file") or \
             environ.get("COSIGN_PASSWORD")
-        self.deadline = inputs.deadline if inputs is not None else None
+        self.deadline = inputs.deadline
         self.started = time.monotonic()
         self.flags: set[str] = set()  # the flags this cosign's `sign` knows
         self.public: dict[str, bytes] = {}  # key -> PEM public key
@@ -142,7 +226,7 @@ class CosignSigner(Signer):
         env = self._env()
         help_text = self._run(["sign", "--help"], env, 30).stdout
         self.flags = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text))
-        if self.format == "bundle" and "new-bundle-format" not in self.flags:
+        if self.signature_format == "bundle" and "new-bundle-format" not in self.flags:
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
                              f"with --new-bundle-format (3.x); {self.cosign} has not")
         for key in plan.keys:
@@ -189,18 +273,8 @@ class CosignSigner(Signer):
                     report(self._sign_one(item, envs[item.key.key], os.path.join(tmp, str(n)),
                                           running, deadline_at))
 
-            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cosign")
-            try:
-                for future in [pool.submit(one_digest, g) for g in groups.values()]:
-                    remaining = deadline_at - time.monotonic()
-                    future.result(timeout=None if remaining == float("inf") else
-                                  max(remaining, 0) + 5)
-            except BaseException:  # interrupted (or past the deadline): end what runs
-                pool.shutdown(wait=False, cancel_futures=True)
-                running.end()
-                raise
-            finally:
-                pool.shutdown(wait=True)
+            run_pool(one_digest, groups.values(), workers=self.threads, name="cosign",
+                     running=running, deadline_at=deadline_at)
 
     def _sign_one(self, item: WorkItem, env: dict[str, str], work: str, running: Running,
                   deadline_at: float) -> Outcome:
@@ -239,7 +313,7 @@ class CosignSigner(Signer):
                         signature = f.read().strip()
                 except OSError as e:
                     return Outcome(item, error=f"cosign wrote no signature file: {e.strerror}")
-                return Outcome(item, signature=signature, payload=payload,
+                return Outcome(item, signature=CosignSignature(payload, signature),
                                detail=json.dumps(result.stderr.strip()))  # JSON text
             error = _last_line(result.stderr) or f"cosign exited with {result.returncode}"
             if attempt < self.attempts:
@@ -253,7 +327,7 @@ class CosignSigner(Signer):
         return len(plan)  # cosign's output for each (image, key), as pubtools-sign keeps it
 
     def _format_flags(self) -> list[str]:
-        if self.format == "bundle":
+        if self.signature_format == "bundle":
             return ["--new-bundle-format=true"]
         flags = []
         if "new-bundle-format" in self.flags:  # cosign 3.x defaults to bundles via referrers
@@ -270,11 +344,9 @@ class CosignSigner(Signer):
         """Why ``item`` needs no new signature (a signature in the registry by this key, for this
         digest and identity, that verifies), or None. A registry problem means None: signing
         again is safe, skipping wrongly is not."""
-        from signaction.registry import RegistryError
-
         image = item.image
         try:
-            found = self.registry().cosign_signatures(image.source, image.digest)
+            found = self.registry.cosign_signatures(image.source, image.digest)
         except RegistryError as e:
             log.warning("could not check existing signatures of %s@%s: %s", image.source,
                         image.digest, e)
@@ -311,6 +383,27 @@ class CosignSigner(Signer):
 
     def public_keys(self, plan: Plan) -> bytes | None:
         return b"".join(self.public.get(k.key, b"") for k in plan.keys) or None
+
+
+_README = """\
+# Verifying these cosign signatures
+
+- `policy.json` accepts exactly the repositories signed in this run, with a cosign signature by
+  each signing key (`signing-keys.pub`, also inlined as keyData), for the identity signed (the
+  reference with its tag), and rejects everything else.
+- `registries.d/container-sign-action.yaml` turns on `use-sigstore-attachments`, so podman and
+  skopeo look for the `sha256-<hex>.sig` tag next to each image.
+
+Try it (skopeo 1.13 or later, built with sigstore support):
+
+    skopeo --policy verification/policy.json --registries.d verification/registries.d \\
+        copy --all docker://REGISTRY/NS/NAME:TAG oci:/tmp/checked
+
+or, per digest, `cosign verify --key verification/signing-keys.pub REGISTRY/NS/NAME@sha256:...`.
+A multi-arch image has a signature for its index and for every platform manifest: `copy --all`
+checks each. After copying the image to another registry, copy its signatures with it (e.g.
+`cosign copy`), and sign for the name users pull (the identity), not the internal location.
+"""
 
 
 def _matches(sig: dict, digest: str, identity: str, public_pem: bytes) -> bool:

@@ -1,7 +1,7 @@
 """Local GnuPG signer: atomic container signatures made with a key on this machine.
 
-``gpg_sign`` is the whole signing act (batch mode, never a prompt, the passphrase on a pipe and
-never on argv); the reference signing server reuses it.
+Signing itself is signers.gnupg's ``gpg_sign`` (batch mode, never a prompt, the passphrase on a
+pipe and never on argv); signatures go to the lookaside tree (signers.lookaside).
 
 A run signs in a GnuPG home of its own, never in the user's: preflight copies each signing key
 into a private home (the public key exported and imported, the secret key's file copied from
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.parse
 import weakref
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Mapping, Sequence
 
 from signaction import CREATOR
@@ -29,12 +27,11 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from . import Outcome, Report, Running, Signer, child_env, run_tool
+from .base import Options, Outcome, Report
+from .gnupg import GPG_TIMEOUT, GpgError, _gpg, _last_lines, _run_gpg, gpg_env, gpg_sign
+from .lookaside import LookasideSigner
+from .tools import Running, run_pool, run_tool
 
-GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
-# gpg (and the gpg-agent it starts, which inherits gpg's environment) needs no more than
-# signers.BASE_ENV and where its home is; never COSIGN_PASSWORD, INPUT_*, tokens.
-GPG_ENV = ("GNUPGHOME",)
 # The private home's copy of a protected key is re-protected with gpg's smallest iteration count
 # once its passphrase is known: the user's key file keeps its own (often 10^8 iterations, ~0.6 s
 # of gpg-agent CPU per signature, one signature at a time); the copy lives in a folder of this
@@ -42,92 +39,16 @@ GPG_ENV = ("GNUPGHOME",)
 # is in passphrase_file anyway.
 PRIVATE_AGENT_CONF = "s2k-count 65536\n"
 _BAD_PASSPHRASE = 11  # gpg-error's GPG_ERR_BAD_PASSPHRASE, in a status line's error code
-# The kernel may hand the run's SIGTERM to a worker thread; Python then runs its handler in the
-# main thread only once that thread runs Python code again. Waiting for a gpg that hangs, it
-# would not: so it waits in slices of this many seconds.
-WAKE_EVERY = 0.5
 
 
-class GpgError(Exception):
-    pass
-
-
-def gpg_env(environ: Mapping[str, str] | None, gnupg_home: str | None) -> dict[str, str]:
-    """The environment gpg gets: signers.BASE_ENV, GNUPGHOME (``gnupg_home`` when given)."""
-    return child_env(os.environ if environ is None else environ, keep=GPG_ENV,
-                     extra={"GNUPGHOME": gnupg_home} if gnupg_home else None)
-
-
-def _run_gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
-             passphrase: str | None = None, running: Running | None = None,
-             environ: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    """gpg in batch mode, finished (whatever its exit code); GpgError if it timed out."""
-    cmd = ["gpg", "--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback"]
-    if gnupg_home:
-        cmd += ["--homedir", gnupg_home]
-    pass_fds: tuple[int, ...] = ()
-    read_fd = None
-    if passphrase is not None:
-        read_fd, write_fd = os.pipe()
-        os.write(write_fd, passphrase.encode("utf-8") + b"\n")  # far below a pipe's buffer
-        os.close(write_fd)
-        cmd += ["--passphrase-fd", str(read_fd)]
-        pass_fds = (read_fd,)
-    try:
-        proc, timed_out = run_tool(cmd + args, input=data, timeout=GPG_TIMEOUT,
-                                   env=gpg_env(environ, gnupg_home), pass_fds=pass_fds,
-                                   running=running)
-    finally:
-        if read_fd is not None:
-            os.close(read_fd)
-    if timed_out:
-        raise GpgError(f"gpg did not finish within {GPG_TIMEOUT} s")
-    return proc
-
-
-def _gpg(args: list[str], *, gnupg_home: str | None, data: bytes = b"",
-         passphrase: str | None = None, running: Running | None = None,
-         environ: Mapping[str, str] | None = None) -> bytes:
-    """Run gpg in batch mode: its stdout, or GpgError with its last lines. ``running`` (if
-    given) holds the process while it runs, so that an interrupted run can end it; ``environ``
-    (default: this process's) is filtered by gpg_env."""
-    proc = _run_gpg(args, gnupg_home=gnupg_home, data=data, passphrase=passphrase,
-                    running=running, environ=environ)
-    if proc.returncode != 0:
-        raise GpgError(_last_lines(proc.stderr) or f"gpg exited with {proc.returncode}")
-    return proc.stdout
-
-
-def _last_lines(stderr: bytes, n: int = 3) -> str:
-    lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines()
-             if ln.strip() and not ln.startswith("[GNUPG:] ")]
-    return "; ".join(lines[-n:])
-
-
-GPG_MODES = {"sign": "--sign", "clearsign": "--clearsign", "detach": "--detach-sign"}
-
-
-def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
-             passphrase: str | None = None, running: Running | None = None,
-             mode: str = "sign", environ: Mapping[str, str] | None = None) -> bytes:
-    """A signature over ``data`` made with ``key``: by ``mode``, a binary OpenPGP signed message
-    wrapping it (``sign``, ``gpg --sign``), the ASCII-armored clear-signed text (``clearsign``,
-    ``gpg --clearsign``) or a detached binary signature (``detach``, ``gpg --detach-sign``).
-    gpg's environment is gpg_env(``environ``)."""
-    signature = _gpg(["--local-user", key, GPG_MODES[mode]], gnupg_home=gnupg_home, data=data,
-                     passphrase=passphrase, running=running, environ=environ)
-    if not signature:
-        raise GpgError("gpg produced no signature")
-    return signature
-
-
-class GpgSigner(Signer):
+class GpgSigner(LookasideSigner):
     name = "gpg"
     section = "gpg_signer"
+    summary = "a local GnuPG key"
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
-        super().__init__(config, environ, inputs, **kw)
-        home = self.config.get("gnupg_home") or environ.get("GNUPGHOME")
+    def __init__(self, config, options: Options):
+        super().__init__(config, options)
+        home = self.config.get("gnupg_home") or self.environ.get("GNUPGHOME")
         self.user_home = os.path.expanduser(home) if home else None  # where the keys are
         self.gnupg_home: str | None = None  # the run's own home, where it signs (preflight)
         self.key_files = [os.path.expanduser(f) for f in self.config.get("key_files") or []]
@@ -283,18 +204,7 @@ class GpgSigner(Signer):
             else:
                 report(Outcome(item, signature=signature))
 
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpg")
-        try:
-            for future in [pool.submit(one, item) for item in items]:
-                while not wait([future], timeout=WAKE_EVERY).done:
-                    pass  # (a signal's handler runs here)
-                future.result()
-        except BaseException:  # interrupted: drop what has not started, end what runs
-            pool.shutdown(wait=False, cancel_futures=True)
-            running.end()
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        run_pool(one, items, workers=self.workers, name="gpg", running=running)
 
     def key_fingerprints(self) -> Mapping[str, str]:
         return self.fingerprints

@@ -39,7 +39,11 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import BLOB, CLEARSIGN, Plan, SignFile, WorkItem
 
-from . import Outcome, Report, SignatureCheck, Signer, child_env, openpgp
+from . import openpgp
+from .base import Options, Outcome, Report
+from .gnupg import SignatureCheck
+from .lookaside import LookasideSigner
+from .tools import child_env
 
 log = logging.getLogger("signers.msg")
 
@@ -753,23 +757,25 @@ def run_session(settings: Settings, requests: dict[str, Request],
 
 # -- the signer ---------------------------------------------------------------------------------
 
-class MsgSigner(Signer):
+class MsgSigner(LookasideSigner):
     name = "msg"
     section = "msg_signer"
+    summary = "a remote signing server over an AMQP 1.0 bus"
     signs_files = True
 
     @classmethod
     def config_section(cls, inputs) -> str:
-        return "msg_batch_signer" if inputs and inputs.signer_type == "batch" else cls.section
+        return "msg_batch_signer" if inputs.signer_type == "batch" else cls.section
 
-    def __init__(self, config, environ: Mapping[str, str], inputs=None, **kw):
-        super().__init__(config, environ, inputs, **kw)
+    def __init__(self, config, options: Options):
+        super().__init__(config, options)
         self.started = time.monotonic()  # the deadline counts from the start of the run
         self.requests = 0  # how many were sent (batch: the chunks)
+        self.section = self.config_section(self.inputs)
+        self.settings = self._settings()
 
     def _settings(self) -> Settings:
         c = self.config
-        self.section = self.config_section(self.inputs)
         if not c:
             raise InputError(f"config: {self.section}: the section is required for "
                              f"--signer {self.name}"
@@ -777,7 +783,7 @@ class MsgSigner(Signer):
                                 else ""))
         cert = _path(c.get("messaging_cert") or c.get("messaging_cert_key"))
         key = _path(c.get("messaging_key") or c.get("messaging_cert_key"))
-        deadline = self.inputs.deadline if self.inputs else None
+        deadline = self.inputs.deadline
         if c.get("deadline") is not None:
             deadline = min(deadline or float("inf"), float(c["deadline"]))
         return Settings(
@@ -790,7 +796,7 @@ class MsgSigner(Signer):
             deadline=deadline, verify_keyring=_path(c.get("verify_keyring")))
 
     def preflight(self, plan: Plan) -> None:
-        s = self.settings = self._settings()
+        s = self.settings
         where = f"config: {self.section}"
         for url in s.brokers:
             if not url.startswith(("amqp://", "amqps://")):
@@ -817,15 +823,15 @@ class MsgSigner(Signer):
             s.max_reply = MAX_REPLY_BYTES + 3 * max(len(f.data) for f in plan.files)
         if s.timeout <= 0 or s.retries < 1 or s.send_retries < 1:
             raise InputError(f"{where}: timeout must be > 0, retries and send_retries >= 1")
-        requester = self.inputs.requester if self.inputs else None
+        requester = self.inputs.requester
         if not requester:
             if not s.cert:
                 raise InputError(f"{where}: no requester: give --requester or a client "
                                  "certificate (messaging_cert_key)")
             requester = requester_from_certificate(s.cert)
         self.requester = requester
-        fields = {"creator": requester, "task_id": (self.inputs.task_id if self.inputs else "")
-                  or "", "environment": s.environment, "service": s.service}
+        fields = {"creator": requester, "task_id": self.inputs.task_id or "",
+                  "environment": s.environment, "service": s.service}
         for key in ("topic_send_to", "topic_listen_to"):
             try:
                 value = self.config[key].format(**fields)
@@ -855,7 +861,7 @@ class MsgSigner(Signer):
         from signaction import CREATOR
 
         s = self.settings
-        task_id = (self.inputs.task_id if self.inputs else "") or ""
+        task_id = self.inputs.task_id or ""
         now = int(time.time())
         if self.section == "msg_batch_signer":
             images = list(dict.fromkeys(i.image for i in items))
@@ -869,7 +875,7 @@ class MsgSigner(Signer):
                                       environment=s.environment, service=s.service,
                                       task_id_attribute=s.task_id_attribute, address=s.send_to,
                                       creator=CREATOR, timestamp=now,
-                                      repo=(self.inputs.repo if self.inputs else None) or "")
+                                      repo=self.inputs.repo or "")
                         for item in items]
         self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from conftest import run_entrypoint
-from signers import child_env
+from signers.tools import child_env
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

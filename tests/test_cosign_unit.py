@@ -11,8 +11,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from signaction.artifacts import Artifacts
+from signaction.plan import Image
 from signaction.reference import Reference, parse_reference
-from signers.cosign import CosignSigner, _matches, _seconds, verify_signature
+from signers.base import Options
+from signers.cosign import (CosignFormat, CosignSignature, CosignSigner, _matches, _seconds,
+                            verify_signature, write_attach_script)
 
 DIGEST = "sha256:" + "ab" * 32
 IDENTITY = "registry.example.com/ns/app:1.0"
@@ -63,7 +66,7 @@ def test_go_durations(text, seconds):
 
 
 def test_legacy_format_is_kept_on_a_cosign_that_defaults_to_bundles():
-    signer = CosignSigner({}, {})
+    signer = CosignSigner({}, Options.default())
     signer.flags = {"new-bundle-format", "use-signing-config", "key"}  # what cosign 3 offers
     assert signer._format_flags() == ["--new-bundle-format=false", "--use-signing-config=false"]
     signer.flags = {"key"}  # cosign 2.5: legacy is its only format, nothing to add
@@ -73,14 +76,16 @@ def test_legacy_format_is_kept_on_a_cosign_that_defaults_to_bundles():
 def test_an_unknown_format_is_a_config_error():
     from signaction.errors import InputError
     with pytest.raises(InputError, match="signature_format: 'v3' is not one of legacy, bundle"):
-        CosignSigner({"signature_format": "v3"}, {})
+        CosignSigner({"signature_format": "v3"}, Options.default())
 
 
 def test_cosign_files_share_their_number_and_never_overwrite(tmp_path):
     art = Artifacts(tmp_path / "out")
     ref, _ = parse_reference(IDENTITY)
-    first = art.write_signature(ref, DIGEST, b"c2ln", payload=b"{}")
-    second = art.write_signature(ref, DIGEST, b"c2lnMg==", payload=b"{2}")
+    image = Image(ref, DIGEST, "test")
+    first = CosignFormat().write(art, image, CosignSignature(b"{}", b"c2ln"))["signature_path"]
+    second = CosignFormat().write(art, image, CosignSignature(b"{2}", b"c2lnMg=="))[
+        "signature_path"]
     assert first.name == "signature-1.sig" and second.name == "signature-2.sig"
     assert first.with_name("signature-1.payload").read_bytes() == b"{}"
     assert second.with_name("signature-2.payload").read_bytes() == b"{2}"
@@ -91,7 +96,7 @@ def test_the_attach_script_quotes_what_it_is_given(tmp_path):
     art = Artifacts(tmp_path)
     art.create()
     location = Reference(host="stage.io", path="it's/a", tag="1")  # quoting is the point
-    script = art.write_attach_script([(location, DIGEST, "cosign/x/signature-1.payload",
+    script = write_attach_script(art, [(location, DIGEST, "cosign/x/signature-1.payload",
                                        "cosign/x/signature-1.sig")])
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -111,7 +116,8 @@ def test_sigstore_verification_files(tmp_path):
     art.create()
     k1, k2 = (pem(ec.generate_private_key(ec.SECP256R1())) for _ in range(2))
     ref, _ = parse_reference(IDENTITY)
-    folder = art.write_verification([(ref, DIGEST)], k1 + k2, "sigstore")
+    folder = art.write_verification([ref.repository], CosignFormat().verification(
+        art, [ref.host], k1 + k2))
     policy = json.loads((folder / "policy.json").read_text())
     rules = policy["transports"]["docker"]["registry.example.com/ns/app"]
     assert [base64.b64decode(r["keyData"]) for r in rules] == [k1, k2]
@@ -129,7 +135,7 @@ def test_cosign_environment_per_kind_of_key():
     environ = {"PATH": "/bin", "HOME": "/h", "COSIGN_PASSWORD": "pw", "RELEASE_KEY": "pem",
                "GITLAB_TOKEN": "glpat", "KUBECONFIG": "/kube", "INPUT_CONFIG": "registry pw",
                "GITHUB_TOKEN": "ghp", "VAULT_ADDR": "https://vault", "OTHER": "x"}
-    signer = CosignSigner({"env_variables": {"EXTRA": "1"}}, environ)
+    signer = CosignSigner({"env_variables": {"EXTRA": "1"}}, Options.default(environ))
 
     def env(key):
         return signer._env(key=SigningKey(key, key) if key else None)

@@ -330,6 +330,7 @@ def test_the_private_copy_of_a_protected_key_is_cheap_to_unlock(gpg_keys):
     from types import SimpleNamespace
 
     from signaction.plan import SigningKey
+    from signers.base import Options
     from signers.gpg import GpgSigner
 
     def s2k_counts(home) -> set[int]:
@@ -342,7 +343,8 @@ def test_the_private_copy_of_a_protected_key_is_cheap_to_unlock(gpg_keys):
     passfile = Path(gpg_keys.home).parent / "p-cheap"
     passfile.write_text(gpg_keys.passphrase + "\n")
     theirs = s2k_counts(gpg_keys.home)
-    signer = GpgSigner({"passphrase_file": str(passfile)}, {**os.environ, **gpg_keys.env()})
+    signer = GpgSigner({"passphrase_file": str(passfile)},
+                       Options.default({**os.environ, **gpg_keys.env()}))
     signer.preflight(SimpleNamespace(keys=[SigningKey(gpg_keys.protected, gpg_keys.protected)]))
     try:
         assert s2k_counts(signer.gnupg_home) == {65536}, [

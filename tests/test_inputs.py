@@ -8,6 +8,9 @@ import pytest
 
 from signaction.errors import InputError
 from signaction.inputs import OPTIONS, Inputs, build_parser, parse_inputs
+from signers import available
+
+SIGNERS = {"gpg": "a local key", "msg": "a signing server", "cosign": "sigstore"}
 
 
 def test_runner_form_with_hyphen_is_read():
@@ -68,9 +71,15 @@ def test_a_bad_boolean_names_the_input():
 
 def test_a_bad_choice_names_the_input_and_the_choices():
     with pytest.raises(InputError, match=r"^input 'signer': 'notary' is not one of gpg, msg, cosign"):
-        parse_inputs([], {"INPUT_SIGNER": "notary"})
+        parse_inputs([], {"INPUT_SIGNER": "notary"}, SIGNERS)
     with pytest.raises(InputError, match="invalid choice"):
-        parse_inputs(["--signer", "notary"], {})
+        parse_inputs(["--signer", "notary"], {}, SIGNERS)
+
+
+def test_the_signers_are_the_modules_of_the_signers_package():
+    found = available()
+    assert set(found) == {"gpg", "msg", "cosign"} and next(iter(found)) == "gpg"  # the default
+    assert all(cls.name == name and cls.summary for name, cls in found.items())
 
 
 def test_choices_are_case_insensitive():

@@ -18,6 +18,7 @@ from signaction.errors import InputError
 from signaction.inputs import parse_inputs
 from signaction.plan import BLOB, CLEARSIGN, SignFile, WorkItem, build_plan
 from signers import openpgp
+from signers.base import Options
 from signers.msg import (BadReply, MsgSigner, build_request, claim_problem, parse_reply, refusal,
                          repo_of, signature_of, signed_text)
 from signers.openpgp import OpenPGPError
@@ -110,7 +111,7 @@ MSG = {"messaging_brokers": ["amqps://localhost:5671"], "messaging_cert_key": "/
 def preflight(config, argv=()):
     inputs = parse_inputs(["--signer", "msg", "--image", f"r.io/a:1@{D}", "--signing-key", "K",
                            "--task-id", "t9", *argv], {})
-    signer = MsgSigner(config, {}, inputs)
+    signer = MsgSigner(config, Options.default(inputs=inputs))
     signer.preflight(build_plan(inputs, {}))
     return signer
 

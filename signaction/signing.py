@@ -1,0 +1,82 @@
+"""What a signer hands back to the run: one Outcome per work item, and the SignatureFormat that
+stores its signatures in the output folder and describes them to their verifiers.
+
+The core (signaction) defines these and never imports a signer: a signer (signers/) implements
+them, and the run (entrypoint.py) puts the two together. So Artifacts, the Recorder and the
+entrypoint know no signer by name: what differs between signature kinds is in the format.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .plan import Image, WorkItem
+
+if TYPE_CHECKING:
+    from .artifacts import Artifacts
+    from .results import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one work item: a signature, a failure, or a skip."""
+
+    item: WorkItem
+    # the signature, in the form the signer's format writes (raw OpenPGP bytes for a lookaside
+    # signature or a signed file; the format's own object otherwise, e.g. cosign's pair)
+    signature: Any = None
+    error: str | None = None  # why it failed, in words for the user
+    skipped: str | None = None  # why it needed no signature
+    detail: Any = None  # for results.json's operation_results: a JSON-able value or JSON text
+    # Where ``detail`` goes in operation_results: None = the item's position in the plan
+    # (pubtools-sign's request order: per image, then per key); a signer whose requests cover
+    # several items (msg batch) gives its request's index, and says how many in ``slots()``.
+    slot: int | None = None
+
+
+Report = Callable[[Outcome], None]
+
+
+@dataclass
+class Verification:
+    """What verification/ holds for one kind of signature: the policy.json requirement for each
+    repository signed, the registries.d lines (its ``docker:`` map), the README, and extra files
+    (public keys) by name."""
+
+    requirement: list[dict[str, Any]]
+    registries_d: list[str]
+    readme: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+# A follow-up written after the run (e.g. a script that attaches signatures later): its name in
+# messages, and the function that writes it.
+FollowUp = tuple[str, Callable[[], object]]
+
+
+class SignatureFormat(ABC):
+    """How one kind of image signature is stored below the output folder, which verification
+    files describe it, and what is written once the run has ended."""
+
+    # The format's own paths below the output folder (path components, and whether each is a
+    # folder): an earlier run's, or a planted link, is checked before anything is written.
+    own_paths: tuple[tuple[tuple[str, ...], bool], ...] = ()
+
+    @abstractmethod
+    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
+        """Store one signature of ``image``; return the files written, by the results.json key
+        that names them (``signature_path`` first)."""
+
+    @abstractmethod
+    def verification(self, artifacts: Artifacts, hosts: list[str],
+                     public_keys: bytes | None) -> Verification:
+        """The policy requirement, registries.d lines, README and key files for these
+        signatures, in registries ``hosts``, by the signing keys ``public_keys`` (None: not
+        known to this run)."""
+
+    def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
+        """What to write once every outcome is in (``entries``: plan order)."""
+        return []

@@ -1,0 +1,139 @@
+"""The interface every signer implements, and what it gets from the run.
+
+A run builds one signer from its config section and the run's Options, asks it to ``preflight``
+the plan (everything that can fail before anything is signed), then hands it the work items;
+the signer reports one Outcome per item, as soon as it has it, through the ``report`` callback
+(thread-safe on the receiving side), so work already done is kept whatever happens to the rest
+of the run. Its ``format`` (a signaction.signing.SignatureFormat) stores and describes the
+signatures it makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+
+from signaction.errors import InputError
+from signaction.inputs import Inputs
+from signaction.plan import Plan, WorkItem
+from signaction.registry import RegistryClient, RegistrySettings
+from signaction.signing import Outcome, Report, SignatureFormat
+
+from .tools import run_pool
+
+__all__ = ["Options", "Outcome", "Report", "Signer", "skip_signed"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a signer gets from the run besides its config section: the inputs (task id,
+    requester, deadline, output folder...), the environment it may hand on (filtered) to its
+    tools, and the run's one registry client with the settings it was built from (the config's
+    section ``registry``, or cosign_signer's registry_* keys)."""
+
+    inputs: Inputs
+    environ: Mapping[str, str]
+    registry: RegistryClient
+    registry_settings: RegistrySettings = RegistrySettings()
+
+    @classmethod
+    def default(cls, environ: Mapping[str, str] | None = None,
+                inputs: Inputs | None = None) -> Options:
+        """Options for a signer made outside a run (tests): default inputs and registry
+        settings, unless given."""
+        environ = {} if environ is None else environ
+        return cls(inputs or Inputs(), environ, RegistrySettings().client(environ))
+
+
+class Signer(ABC):
+    name: ClassVar[str]
+    section: ClassVar[str]  # its config section, e.g. "gpg_signer"
+    summary: ClassVar[str] = ""  # what it signs with, for --help (e.g. "a local GnuPG key")
+    expands_index: ClassVar[bool] = False  # sign multi-arch images' platforms by default
+    signs_files: ClassVar[bool] = False  # can clear-sign / blob-sign files (plan.files)
+    format: SignatureFormat  # how its image signatures are stored and described
+
+    def __init__(self, config: Mapping[str, Any] | None, options: Options):
+        self.config = dict(config or {})
+        self.options = options
+        self.inputs = options.inputs
+        self.environ = options.environ
+        self.registry = options.registry
+        self.registry_settings = options.registry_settings
+        self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
+
+    @classmethod
+    def config_section(cls, inputs: Inputs) -> str:
+        """The config section this signer reads (it may depend on the inputs)."""
+        return cls.section
+
+    @property
+    def key_aliases(self) -> Mapping[str, str]:
+        return self.config.get("key_aliases") or {}
+
+    def secrets(self) -> list[str]:
+        """Secret values this signer read (beyond the config's), to be masked in logs."""
+        return []
+
+    def read_secret_file(self, key: str) -> str | None:
+        """The first line of the file the config key ``key`` names (a passphrase), or None."""
+        path = self.config.get(key)
+        if not path:
+            return None
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise InputError(f"config: {self.section}.{key}: cannot read {path!r}: "
+                             f"{e.strerror}") from None
+
+    @abstractmethod
+    def preflight(self, plan: Plan) -> None:
+        """Check, before anything is signed, that the plan can be carried out (keys exist,
+        tools are there). Raise InputError otherwise."""
+
+    @abstractmethod
+    def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        """Sign every item, calling ``report`` once per item."""
+
+    def slots(self, plan: Plan) -> int:
+        """How many entries results.json's operation_results has: one per request, in request
+        order (``""`` for a request without a detail). 0: this signer reports no details."""
+        return 0
+
+    def public_keys(self, plan: Plan) -> bytes | None:
+        """The signing keys' public part (an OpenPGP keyring, or PEM public keys for sigstore),
+        when this signer knows it."""
+        return None
+
+    @contextmanager
+    def signed_check(self, plan: Plan) -> Iterator[Callable[[WorkItem], str | None] | None]:
+        """A function telling why an item needs no new signature (None: it does), or None when
+        this signer cannot tell. It may be called from several threads at once."""
+        yield None
+
+
+def skip_signed(signer: Signer, plan: Plan, items: list[WorkItem],
+                report: Report) -> list[WorkItem]:
+    """Report as skipped each item that already carries a valid signature (as far as the signer
+    can tell, checking several at once); return the others."""
+    with signer.signed_check(plan) as signed:
+        if signed is None:
+            return items
+        reasons = run_pool(signed, items, workers=8, name="skip-check")
+    rest = []
+    for item, reason in zip(items, reasons):
+        if reason:
+            report(Outcome(item, skipped=reason))
+        else:
+            rest.append(item)
+    if len(rest) < len(items):
+        log.info("%d of %d signature(s) already exist: skipped", len(items) - len(rest),
+                 len(items))
+    return rest
