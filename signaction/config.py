@@ -33,7 +33,8 @@ from .safeload import (check_text_size, key_path, load_yaml, non_finite_name,
                        read_text_file, shown)
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+# Package data: in a checkout a symbolic link to schemas/config.schema.json, in a wheel the file.
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.json"
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INT_RE = re.compile(r"[+-]?[0-9]{1,100}")

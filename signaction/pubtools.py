@@ -264,3 +264,21 @@ def main(command: str, argv: Sequence[str] | None = None,
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+
+# The console scripts (pyproject.toml's [project.scripts]): a return value is the exit code.
+
+def msg_container_sign_command() -> int:
+    return main("pubtools-sign-msg-container-sign")
+
+
+def msg_clear_sign_command() -> int:
+    return main("pubtools-sign-msg-clear-sign")
+
+
+def msg_blob_sign_command() -> int:
+    return main("pubtools-sign-msg-blob-sign")
+
+
+def cosign_container_sign_command() -> int:
+    return main("pubtools-sign-cosign-container-sign")

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -301,17 +302,16 @@ def test_the_deadline_ends_a_hung_cosign_and_keeps_what_was_signed(registry, tri
 
 
 def test_pubtools_sign_cosign_container_sign_command(registry, trixie_tools, keys, tmp_path):
-    """pubtools-sign's cosign command (bin/): its flags, its JSON on stdout; the signature is
-    cosign's own, for the tagged identity, and only the digest given is signed (no expansion)."""
-    from conftest import ROOT
+    """pubtools-sign's cosign command (the venv's console script): its flags, its JSON on stdout;
+    the signature is cosign's own, for the tagged identity, and only the digest given is signed
+    (no expansion)."""
+    command = str(Path(sys.executable).parent / "pubtools-sign-cosign-container-sign")
     image = push_index(registry.host, "ns/tool", "v2", tmp_path)
     (tmp_path / "conf.yaml").write_text(CONF)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_"))},
            **trixie_tools.cosign_env(PASSWORD),
            "PATH": f"{trixie_tools.cosign.parent}:{os.environ['PATH']}"}
-    run = subprocess.run([str(ROOT / ".venv" / "bin" / "python"),
-                          str(ROOT / "bin" / "pubtools-sign-cosign-container-sign"),
-                          "--config-file", str(tmp_path / "conf.yaml"), "--signing-key",
+    run = subprocess.run([command, "--config-file", str(tmp_path / "conf.yaml"), "--signing-key",
                           str(keys["key"]), "--digest", image.digest, "--reference", image.by_tag],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -328,9 +328,7 @@ def test_pubtools_sign_cosign_container_sign_command(registry, trixie_tools, key
     platform = next(iter(image.platforms.values()))
     assert cosign_verify(trixie_tools, keys["pub"], image.by_digest(platform)).returncode != 0
 
-    no_tag = subprocess.run([str(ROOT / ".venv" / "bin" / "python"),
-                             str(ROOT / "bin" / "pubtools-sign-cosign-container-sign"),
-                             "--signing-key", str(keys["key"]), "--digest",
+    no_tag = subprocess.run([command, "--signing-key", str(keys["key"]), "--digest",
                              f"{registry.host}/ns/tool@{image.digest}"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert no_tag.returncode == 2 and "--reference is required" in no_tag.stderr

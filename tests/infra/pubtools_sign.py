@@ -54,7 +54,8 @@ MSG_BLOB_SIGN = "pubtools-sign-msg-blob-sign"
 COSIGN_CONTAINER_SIGN = "pubtools-sign-cosign-container-sign"
 COMMANDS = (MSG_CONTAINER_SIGN, MSG_CLEAR_SIGN, MSG_BLOB_SIGN, COSIGN_CONTAINER_SIGN)
 PUBTOOLS, DROPIN = "pubtools-sign", "drop-in"  # the two tools run_tool knows
-DROPIN_BIN = ROOT / "bin"  # this project's commands, run with the interpreter running the tests
+# this project's commands: the console scripts of the venv running the tests (make venv)
+DROPIN_BIN = Path(sys.executable).parent
 _INSTALLED = VENV / ".installed"  # written last (the venv is complete), holds REQUIREMENTS
 
 
@@ -120,11 +121,11 @@ def run_pubtools(command: str, *args: str | os.PathLike, env: dict | None = None
 def run_dropin(command: str, *args: str | os.PathLike, env: dict | None = None,
                timeout: float = 600,
                cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """Run this project's drop-in for pubtools-sign's ``command``: ``python bin/COMMAND args``,
-    with the interpreter (and so the venv) running the tests."""
+    """Run this project's drop-in for pubtools-sign's ``command``: the console script of the venv
+    running the tests (``.venv/bin/COMMAND args``)."""
     if command not in COMMANDS:
         raise ValueError(f"pubtools-sign {VERSION} has no command {command!r}")
-    return _run([sys.executable, DROPIN_BIN / command, *args], env, timeout, cwd)
+    return _run([DROPIN_BIN / command, *args], env, timeout, cwd)
 
 
 def run_tool(tool: str, command: str, *args: str | os.PathLike,
