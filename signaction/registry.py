@@ -32,7 +32,8 @@ What it does, and why each behaviour exists:
   retried with exponential backoff and jitter, capped, honouring ``Retry-After`` (capped too: a CI
   step can't wait an hour). Other 4xx are final: retrying "denied" or "unknown" only makes a failure
   slower. urllib3's ``Retry`` on the session's adapter does the retrying (``_Retry``); a connection
-  that breaks once the headers are in, while the body streams, is not retried. Every retry is
+  that breaks once the headers are in, while the body streams, is past urllib3 (it has returned
+  the response): ``_send`` retries that one itself, with the same backoff. Every retry is
   logged as a warning; no log line or error message ever holds a credential or a token (only
   methods, URLs without userinfo, statuses and the registry's error code/message).
 * One ``requests.Session`` is shared, for connection pooling, by the worker threads that call the
@@ -547,6 +548,7 @@ class RegistryClient:
         retry = _Retry(total=retries - 1, allowed_methods=_RETRY_METHODS,
                        status_forcelist=_RETRY_STATUSES, backoff_factor=backoff_base,
                        backoff_max=max_backoff, raise_on_status=False)
+        self._retry = retry
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size,
                                                 max_retries=retry)
         self._session.mount("http://", adapter)
@@ -873,7 +875,16 @@ class RegistryClient:
         attempts = _Attempts(ref, shown, self.retries, self._sleep)
         current = _CURRENT.set(attempts)
         try:
-            reply = self._once(method, url, authorization, headers, limit, ref, what)
+            while True:
+                try:
+                    reply = self._once(method, url, authorization, headers, limit, ref, what)
+                    break
+                except _BodyBroken as broken:
+                    # urllib3 has handed the response back by then: a body cut off while it
+                    # streams is retried here, from the same budget, with the same backoff
+                    if attempts.retried + 1 >= self.retries:
+                        raise broken.error from None
+                    self._retry_broken_body(attempts, broken.error)
         except requests.RequestException as e:
             # The exception text names the URL, not our headers; still, keep it to its class
             # and the innermost reason, without the query.
@@ -886,6 +897,15 @@ class RegistryClient:
         if reply.status in _RETRY_STATUSES:
             reply.attempts = attempts.retried + 1
         return reply
+
+    def _retry_broken_body(self, attempts: _Attempts, error: Exception) -> None:
+        retry = self._retry.new(history=(None,) * (attempts.retried + 1))
+        delay = retry.get_backoff_time()
+        attempts.retried += 1
+        log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", attempts.ref,
+                    attempts.shown, _one_line(f"{_error_name(error)}: {_reason(error)}"),
+                    attempts.retried, attempts.limit, delay)
+        attempts.sleep(delay)
 
     def _once(self, method: str, url: str, authorization: str | None,
               headers: Mapping[str, str] | None, limit: int, ref, what: str) -> _Reply:
@@ -901,13 +921,24 @@ class RegistryClient:
                 if ok and length.isdigit() and int(length) > cap:
                     raise RegistryError(f"{ref}: {what}: the response is {length} bytes, more than "
                                         f"the {cap} allowed")
-                body = b"".join(_read_capped(resp.iter_content(65536), cap + 1))
+                try:
+                    body = b"".join(_read_capped(resp.iter_content(65536), cap + 1))
+                except requests.RequestException as e:  # the connection broke mid-body
+                    raise _BodyBroken(e) from None
                 if len(body) > cap:
                     if ok:
                         raise RegistryError(f"{ref}: {what}: the response is more than the {cap} "
                                             "bytes allowed")
                     body = body[:cap]
             return _Reply(resp.status_code, resp.reason or "", resp.headers, body, resp.url)
+
+
+class _BodyBroken(Exception):
+    """The connection broke while a response's body streamed (``error``: requests')."""
+
+    def __init__(self, error: requests.RequestException):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _read_capped(chunks: Iterator[bytes], cap: int) -> Iterator[bytes]:

@@ -425,6 +425,49 @@ def test_lookaside_http_userinfo_is_basic_auth_and_never_shown(tmp_path):
     assert "500" in str(e.value) and PASSWORD not in str(e.value) and USER not in str(e.value)
 
 
+def test_a_body_cut_off_while_it_streams_is_retried(caplog):
+    """urllib3 has returned the response when its body breaks: the client retries it itself."""
+    sent = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            sent.append(self.path)
+            if not self.path.endswith("signature-1"):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            if len(sent) == 1:  # the first answer stops after 10 of its 100 bytes
+                self.wfile.write(b"x" * 10)
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(b"y" * 100)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/sigs"
+        ref = Reference("r.example", "ns/a", "1")
+        with caplog.at_level("WARNING", logger="signaction"):
+            assert client().lookaside_signatures(base, ref, DIGEST) == [b"y" * 100]
+        assert [p.rsplit("/", 1)[1] for p in sent] == ["signature-1", "signature-1",
+                                                       "signature-2"]
+        assert any("attempt 1/3" in r.getMessage() for r in caplog.records)
+        sent.clear()
+        with pytest.raises(RegistryError, match="after 1 attempt"):  # no retries: no second try
+            client(retries=1).lookaside_signatures(base, ref, DIGEST)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_lookaside_http_signature_over_1_mib_is_refused(web_server):
     write_lookaside(web_server.root, "ns/app", {1: b"x" * ((1 << 20) + 1)})
     with pytest.raises(RegistryError, match="more than"):
