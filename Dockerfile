@@ -1,10 +1,13 @@
-# The action's image: the entrypoint, its pinned Python dependencies in a venv, and Debian's own
-# cosign, skopeo and GnuPG.
+# The action's image: this project installed in a venv with its pinned Python dependencies, and
+# Debian's own cosign, skopeo and GnuPG.
 #
 # Two stages. "build" makes the venv /opt/venv with the compilers python-qpid-proton needs (it has
 # no Linux wheel: pip builds it from source, and without `pkg-config openssl` it silently builds
-# WITHOUT SSL, so the build fails unless proton.SSL.present()). The final stage gets the venv and
-# no compiler. The base must be Debian trixie or later (cosign is packaged from trixie on) with a
+# WITHOUT SSL, so the build fails unless proton.SSL.present()), then installs this project into it
+# (pyproject.toml: the packages signaction and signers, the module entrypoint, the config schema,
+# and the commands container-sign and pubtools-sign's four in /opt/venv/bin). The final stage gets
+# the venv and no compiler, and no source tree: the ENTRYPOINT is the console script
+# /opt/venv/bin/container-sign (entrypoint:main). The base must be Debian trixie or later (cosign is packaged from trixie on) with a
 # Python >= 3.11 as `python3`: the official python image (/usr/local/bin/python3) or plain Debian
 # with its python3 (/usr/bin/python3; installed here if the base lacks it). Both stages use the same
 # base, so the venv's python symlink points to an interpreter that exists in the final stage.
@@ -39,16 +42,28 @@ RUN set -eu; \
     rm -rf /var/lib/apt/lists/*; \
     pkg-config --exists openssl
 COPY requirements.txt /tmp/requirements.txt
-# Exactly the pinned requirements (--no-deps; `pip check` proves the pins complete), then pip itself
-# leaves the venv: nothing installs into it later.
+# Exactly the pinned requirements (--no-deps; `pip check` proves the pins complete). A layer of its
+# own: a change to the source alone does not rebuild proton.
 RUN set -eu; \
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/python -m pip install --no-deps -r /tmp/requirements.txt; \
     /opt/venv/bin/python -m pip check; \
-    /opt/venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SSL.present() else "python-qpid-proton was built without SSL (is pkg-config openssl working?)")'; \
+    /opt/venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SSL.present() else "python-qpid-proton was built without SSL (is pkg-config openssl working?)")'
+# This project, not editable and without dependencies (the pins above are them; `pip check` proves
+# pyproject.toml's dependencies met): a wheel built from /src (setuptools from the index, in pip's
+# isolated build environment), then pip itself leaves the venv: nothing installs into it later.
+# signaction/config.schema.json is a link to schemas/: the wheel holds the file.
+COPY pyproject.toml entrypoint.py /src/
+COPY signaction /src/signaction
+COPY signers /src/signers
+COPY schemas /src/schemas
+RUN set -eu; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1; \
+    /opt/venv/bin/python -m pip install --no-deps /src; \
+    /opt/venv/bin/python -m pip check; \
     /opt/venv/bin/python -m pip uninstall -y -q pip setuptools; \
-    ls -l /opt/venv/bin/python3
+    ls -l /opt/venv/bin/python3 /opt/venv/bin/container-sign /opt/venv/bin/pubtools-sign-*
 
 FROM ${BASE_IMAGE}
 # cosign (2.5 in trixie), skopeo (1.18) and GnuPG from Debian; python3 only on a base without one.
@@ -64,18 +79,17 @@ RUN set -eu; \
     rm -rf /var/lib/apt/lists/*; \
     cosign version >/dev/null; skopeo --version; gpg --version | head -n 1
 COPY --from=build /opt/venv /opt/venv
-COPY entrypoint.py /opt/container-sign-action/
-COPY signaction /opt/container-sign-action/signaction
-COPY signers /opt/container-sign-action/signers
-COPY schemas /opt/container-sign-action/schemas
-COPY bin /opt/container-sign-action/bin
 # The venv's python resolves here (same base as the build stage), proton still has SSL (its
-# libraries are in this stage too), and the entrypoint starts.
+# libraries are in this stage too), the schema is found where it was installed, and every command
+# starts (pip compiled the installed modules).
 RUN set -eu; \
     /opt/venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SSL.present() else "proton lacks SSL")'; \
-    /opt/venv/bin/python -m compileall -q /opt/container-sign-action; \
-    /opt/venv/bin/python /opt/container-sign-action/entrypoint.py --help >/dev/null; \
-    for cmd in /opt/container-sign-action/bin/*; do PATH=/opt/venv/bin:$PATH "$cmd" --help >/dev/null; done
+    /opt/venv/bin/python -c 'from signaction.config import load_schema; load_schema()'; \
+    /opt/venv/bin/container-sign --help >/dev/null; \
+    for cmd in pubtools-sign-msg-container-sign pubtools-sign-msg-clear-sign \
+               pubtools-sign-msg-blob-sign pubtools-sign-cosign-container-sign; do \
+      "/opt/venv/bin/$cmd" --help >/dev/null; \
+    done
 # Metadata last: other label values do not invalidate the cached layers above.
 ARG IMAGE_SOURCE=""
 ARG IMAGE_LICENSES=""
@@ -84,6 +98,6 @@ LABEL org.opencontainers.image.title="container-sign-action" \
       org.opencontainers.image.description="${IMAGE_DESCRIPTION}" \
       org.opencontainers.image.source="${IMAGE_SOURCE}" \
       org.opencontainers.image.licenses="${IMAGE_LICENSES}"
-# pubtools-sign's commands (bin/) on PATH, for pipelines that call them; their python3 is the venv's
-ENV PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:/opt/container-sign-action/bin:$PATH
-ENTRYPOINT ["/opt/venv/bin/python", "/opt/container-sign-action/entrypoint.py"]
+# The venv's commands on PATH (container-sign, and pubtools-sign's four for pipelines that call them)
+ENV PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+ENTRYPOINT ["/opt/venv/bin/container-sign"]

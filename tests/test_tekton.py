@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ TASK_PATH = ROOT / "tekton" / "container-sign.yaml"
 TASK = yaml.safe_load(TASK_PATH.read_text())
 SPEC = TASK["spec"]
 STEP = SPEC["steps"][0]
+CONTAINER_SIGN = "/opt/venv/bin/container-sign"  # the image's ENTRYPOINT (Dockerfile)
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 ARRAYS = {"references", "digests", "images", "identities", "clear-sign-files", "blob-files",
           "signing-keys", "signing-key-names"}
@@ -114,7 +116,10 @@ def test_each_param_reaches_the_step_once_through_env_or_args_never_a_script():
 def test_the_step_runs_the_images_entrypoint_as_a_non_root_user():
     dockerfile = (ROOT / "Dockerfile").read_text()
     entry = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.M)
-    assert STEP["command"] == json.loads(entry.group(1))
+    assert STEP["command"] == json.loads(entry.group(1)) == [CONTAINER_SIGN]
+    # the console script is entrypoint.py's main: what run_step runs from this checkout
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[Path(CONTAINER_SIGN).name] == "entrypoint:main"
     assert re.fullmatch(r"[a-z0-9.\-]+(/[a-z0-9._\-]+)+@sha256:[0-9a-f]{64}", STEP["image"])
     sc = STEP["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1001 and sc["runAsUser"] != 0
@@ -242,9 +247,10 @@ def render_step(params: dict, mounts: dict[str, Path], bound: set[str] = frozens
 
 def run_step(step: Rendered, *, python: str = sys.executable, preexec=None, extra_env=None,
              timeout: float = 300) -> Run:
-    """Run the rendered step: the image's ENTRYPOINT is this checkout's entrypoint.py, the
-    environment the image's (PATH, PYTHONUNBUFFERED) plus the step's, nothing inherited."""
-    assert step.command[1].endswith("/entrypoint.py")
+    """Run the rendered step: the image's ENTRYPOINT, the console script of entrypoint:main, is
+    this checkout's entrypoint.py; the environment the image's (PATH, PYTHONUNBUFFERED) plus the
+    step's, nothing inherited."""
+    assert step.command == [CONTAINER_SIGN]
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **(extra_env or {}), **step.env}
     proc = subprocess.run([python, str(ENTRYPOINT), *step.args], env=env, cwd=step.working_dir,
                           capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
