@@ -180,8 +180,9 @@ class Artifacts:
     # -- results and verification ---------------------------------------------------------
 
     def write_results(self, results: Mapping) -> Path:
-        """results.json, atomically. A Stream value is a JSON array given element by element, written as it is read: a 10,000-image result is
-        never one big string in memory. No indent: that takes the pure-Python encoder."""
+        """results.json, atomically. A Stream value is a JSON array given element by element,
+        written as it is read: a big result is never one big string in memory. No indent: that
+        takes the pure-Python encoder."""
         def write(f) -> None:
             f.write("{")
             for n, (key, value) in enumerate(results.items()):

@@ -13,7 +13,7 @@ name in one step, so a reader sees either nothing (or the old file) or the whole
   followed.
 
 No fsync: readers need atomic visibility, not durability across a power loss, after which a CI
-job is lost anyway (fsync cost 4 ms a signature).
+job is lost anyway (an fsync would cost more than the write itself).
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ class Recorder:
         self._claimed: set[WorkItem] = set()
         self._position: dict[WorkItem, int] | None = None  # plan order, made on first need
         # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
-        # of JSON text, with its place in operation_results: 10,000 parsed replies would
-        # otherwise hold ~40 MB until results.json is written.
+        # of JSON text, with its place in operation_results: parsed replies would
+        # otherwise all be held until results.json is written.
         self._details = tempfile.TemporaryFile("w+b")
         self._spooled: dict[int, tuple[int, int]] = {}  # slot -> (offset, length) in the spool
         self._lock = threading.Lock()

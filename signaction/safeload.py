@@ -210,23 +210,7 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
         kind = event.__class__
         anchor = event.anchor
         if kind is AliasEvent:
-            if anchor not in self.anchors:
-                raise ComposerError(None, None, f"found undefined alias {anchor[:40]!r}",
-                                    event.start_mark)
-            if anchor not in self.named:
-                self._refuse(f"alias *{anchor[:40]} is used inside the node it names",
-                             event.start_mark, self.path[:1])
-            size, height = self.named[anchor]
-            self.nodes += size
-            if self.nodes > self.max_nodes:
-                self._too_many(event.start_mark)
-            reach = self.depth + height
-            if reach > self.max_depth:
-                self._refuse(f"nested deeper than {self.max_depth} levels", event.start_mark,
-                             self.path[:1])
-            if reach > self.deepest:
-                self.deepest = reach
-            return self.anchors[anchor]
+            return self._alias(event)
         depth = self.depth = self.depth + 1
         if depth > self.max_depth:
             self._refuse(f"nested deeper than {self.max_depth} levels", event.start_mark,
@@ -238,60 +222,25 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
             first = self.anchors[anchor].start_mark
             raise ComposerError(None, None, f"the anchor &{anchor[:40]} is defined twice (first "
                                 f"on line {first.line + 1})", event.start_mark)
-        tag = event.tag
         if kind is ScalarEvent:
-            if tag is None or tag == "!":
-                tag = self.resolve(ScalarNode, event.value, event.implicit)
-            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark,
-                              style=event.style)
-            if tag == _FLOAT:
-                value = self.construct_object(node)
-                if not math.isfinite(value):
-                    self._refuse(f"{non_finite_name(value)} is not a finite number",
-                                 event.start_mark, self.path)
-            if anchor is not None:
-                self.anchors[anchor] = node
-                self.named[anchor] = (1, 1)
-            if depth > self.deepest:
-                self.deepest = depth
-            self.depth -= 1
-            return node
+            return self._scalar(event, depth)
         before, outer = self.nodes - 1, self.deepest
         self.deepest = depth
-        path = self.path
+        tag = event.tag
         if kind is SequenceStartEvent:
             if tag is None or tag == "!":
                 tag = self.resolve(SequenceNode, None, event.implicit)
             node = SequenceNode(tag, [], event.start_mark, None, flow_style=event.flow_style)
             if anchor is not None:
                 self.anchors[anchor] = node
-            items = node.value
-            path.append(0)
-            while not self.check_event(SequenceEndEvent):
-                path[-1] = len(items)
-                items.append(self.compose_node(node, len(items)))
+            self._sequence_items(node)
         else:  # MappingStartEvent: the parser gives nothing else here
             if tag is None or tag == "!":
                 tag = self.resolve(MappingNode, None, event.implicit)
             node = MappingNode(tag, [], event.start_mark, None, flow_style=event.flow_style)
             if anchor is not None:
                 self.anchors[anchor] = node
-            items = node.value
-            seen = set()
-            path.append("(a key)")
-            while not self.check_event(MappingEndEvent):
-                path[-1] = "(a key)"
-                key = self.compose_node(node, None)
-                if key.__class__ is ScalarNode:
-                    identity = self._identity(key)
-                    if identity is not None:
-                        if identity in seen:
-                            self._refuse(f"duplicate key {shown(str(key.value), 40)}",
-                                         key.start_mark, path[:-1])
-                        seen.add(identity)
-                    path[-1] = key.value
-                items.append((key, self.compose_node(node, key)))
-        path.pop()
+            self._mapping_items(node)
         node.end_mark = self.get_event().end_mark
         if anchor is not None:
             self.named[anchor] = (self.nodes - before, self.deepest - depth + 1)
@@ -299,6 +248,71 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
             self.deepest = outer
         self.depth -= 1
         return node
+
+    def _alias(self, event):
+        """The node an alias names, counted again (its size and height) where it is used."""
+        anchor = event.anchor
+        if anchor not in self.anchors:
+            raise ComposerError(None, None, f"found undefined alias {anchor[:40]!r}",
+                                event.start_mark)
+        if anchor not in self.named:
+            self._refuse(f"alias *{anchor[:40]} is used inside the node it names",
+                         event.start_mark, self.path[:1])
+        size, height = self.named[anchor]
+        self.nodes += size
+        if self.nodes > self.max_nodes:
+            self._too_many(event.start_mark)
+        reach = self.depth + height
+        if reach > self.max_depth:
+            self._refuse(f"nested deeper than {self.max_depth} levels", event.start_mark,
+                         self.path[:1])
+        if reach > self.deepest:
+            self.deepest = reach
+        return self.anchors[anchor]
+
+    def _scalar(self, event, depth: int) -> ScalarNode:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(ScalarNode, event.value, event.implicit)
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        if tag == _FLOAT:
+            value = self.construct_object(node)
+            if not math.isfinite(value):
+                self._refuse(f"{non_finite_name(value)} is not a finite number",
+                             event.start_mark, self.path)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+            self.named[event.anchor] = (1, 1)
+        if depth > self.deepest:
+            self.deepest = depth
+        self.depth -= 1
+        return node
+
+    def _sequence_items(self, node: SequenceNode) -> None:
+        items, path = node.value, self.path
+        path.append(0)
+        while not self.check_event(SequenceEndEvent):
+            path[-1] = len(items)
+            items.append(self.compose_node(node, len(items)))
+        path.pop()
+
+    def _mapping_items(self, node: MappingNode) -> None:
+        items, path = node.value, self.path
+        seen = set()
+        path.append("(a key)")
+        while not self.check_event(MappingEndEvent):
+            path[-1] = "(a key)"
+            key = self.compose_node(node, None)
+            if key.__class__ is ScalarNode:
+                identity = self._identity(key)
+                if identity is not None:
+                    if identity in seen:
+                        self._refuse(f"duplicate key {shown(str(key.value), 40)}",
+                                     key.start_mark, path[:-1])
+                    seen.add(identity)
+                path[-1] = key.value
+            items.append((key, self.compose_node(node, key)))
+        path.pop()
 
     def _identity(self, key: ScalarNode) -> Any:
         """The key once constructed (``yes`` and ``true`` are one key), or None (unhashable)."""
@@ -413,7 +427,7 @@ def load_json(text: str, label: str, *, where: Where | None = None, max_depth: i
 
 def _within(data: Any, max_depth: int, max_nodes: int) -> bool:
     """Depth and size, level by level, the loops in C: for a list of 100,000 flat entries one
-    pass counts them and one sees that no value is a container (about 10 ms)."""
+    pass counts them and one sees that no value is a container."""
     level, depth, nodes = [data] if type(data) in _CONTAINERS else [], 1, 1  # containers at depth
     while level:
         children = sum(map(len, level))

@@ -33,8 +33,8 @@ from .lookaside import LookasideSigner
 from .tools import Running, run_pool, run_tool
 
 # The private home's copy of a protected key is re-protected with gpg's smallest iteration count
-# once its passphrase is known: the user's key file keeps its own (often 10^8 iterations, ~0.6 s
-# of gpg-agent CPU per signature, one signature at a time); the copy lives in a folder of this
+# once its passphrase is known: the user's key file keeps its own (often 10^8 iterations: most of a
+# signature's gpg-agent CPU, one signature at a time); the copy lives in a folder of this
 # run's own (mode 0700) that is removed when the run ends, and the passphrase it would protect
 # is in passphrase_file anyway.
 PRIVATE_AGENT_CONF = "s2k-count 65536\n"
