@@ -6,21 +6,25 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test system venv bench bench-msg bench-cosign clean image
 .DEFAULT_GOAL := test
+# The package (signaction, signers, entrypoint) is installed in the venv; the test bed (testbed/)
+# and the tests' helpers (tests/infra, tests/conftest.py) are not: bench/ and scripts/ find them
+# here (pytest through pytest.ini's pythonpath).
+HELPERS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 demo: system venv
-	$(PY) scripts/demo.py
+	$(HELPERS) $(PY) scripts/demo.py
 
 test: system venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(PY) bench/plan_bench.py
+	$(HELPERS) $(PY) bench/plan_bench.py
 
 bench-msg: venv
-	$(PY) bench/msg_bench.py
+	$(HELPERS) $(PY) bench/msg_bench.py
 
 bench-cosign: system venv
-	$(PY) bench/cosign_bench.py
+	$(HELPERS) $(PY) bench/cosign_bench.py
 
 system:
 	scripts/setup-system.sh

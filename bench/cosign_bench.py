@@ -33,13 +33,13 @@ from typing import NamedTuple
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+# tests/ (conftest, infra) is on PYTHONPATH: make bench-cosign sets it
+from conftest import make_image
+from infra.pubtools_sign import ensure_pubtools_sign
+from infra.registry import start_registry, stop_registry
+from infra.sigstore import cosign_keypair, ensure_trixie_tools
 
-from conftest import make_image  # noqa: E402
-from infra.pubtools_sign import ensure_pubtools_sign  # noqa: E402
-from infra.registry import start_registry, stop_registry  # noqa: E402
-from infra.sigstore import cosign_keypair, ensure_trixie_tools  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PASSWORD = "bench-password"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"

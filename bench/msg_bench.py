@@ -31,14 +31,14 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
 # Only what the echo child needs is imported here (its start-up is part of its time); the rest is
-# imported in main().
-from proton import Message  # noqa: E402
+# imported in main(). The checkout's root (testbed) and tests/ (infra) are on PYTHONPATH: make
+# bench-msg sets it.
+from proton import Message
 
-from testbed import exchange  # noqa: E402
+from testbed import exchange
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"

@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from signaction.inputs import parse_inputs
+from signaction.plan import build_plan
 
-from signaction.inputs import parse_inputs  # noqa: E402
-from signaction.plan import build_plan  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGET = 1.0  # seconds
 

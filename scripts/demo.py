@@ -13,8 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent  # testbed is found on PYTHONPATH (make demo)
 DEMO = ROOT / ".demo"
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"

@@ -32,9 +32,7 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+# The checkout's root (testbed) and tests/ (infra) are on PYTHONPATH: scripts/make-image.sh sets it.
 
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"

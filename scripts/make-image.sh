@@ -219,7 +219,9 @@ fi
 if [ "${SKIP_CHECK:-}" = 1 ]; then
   log "SKIP_CHECK=1: not checked"
 else
-  "$python" "$here/scripts/image-check.py" --root "$storage" --runroot "$runroot" \
+  # the test bed (testbed/) and the tests' helpers (tests/infra) are no part of the package
+  PYTHONPATH="$here:$here/tests${PYTHONPATH:+:$PYTHONPATH}" \
+    "$python" "$here/scripts/image-check.py" --root "$storage" --runroot "$runroot" \
     --storage-driver "$driver" --image "$image"
 fi
 log "done in $(since "$started")"

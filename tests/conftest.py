@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+# The checkout's root and tests/ are on sys.path through pytest.ini's pythonpath (the test bed,
+# tests/infra); signaction, signers and entrypoint are installed in the venv (make venv).
+# free_port and wait_until are imported from here by many tests
+from infra.registry import free_port, start_registry, stop_registry, wait_until  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "entrypoint.py"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-# free_port and wait_until are imported from here by many tests
-from infra.registry import free_port, start_registry, stop_registry, wait_until  # noqa: E402,F401
 
 # tls_material, rabbitmq; trixie_tools and the sigstore helpers; fault_proxy
 pytest_plugins = ["infra.fixtures", "infra.sigstore", "infra.fault_proxy"]
