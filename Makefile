@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench bench-msg bench-cosign clean image
+.PHONY: demo test system venv bench bench-msg bench-cosign clean image lint
 .DEFAULT_GOAL := test
 # The package (signaction, signers, entrypoint) is installed in the venv; the test bed (testbed/)
 # and the tests' helpers (tests/infra, tests/conftest.py) are not: bench/ and scripts/ find them
@@ -34,6 +34,10 @@ system:
 image: system venv
 	PYTHON=$(PY) scripts/make-image.sh
 
+# make lint   ruff check and mypy (configured in pyproject.toml); not part of make test yet
+lint: venv
+	@status=0; $(PY) -m ruff check || status=1; $(PY) -m mypy || status=1; exit $$status
+
 venv: $(VENV)/.installed
 
 # The pinned requirements, then this project, editable and without dependencies (they are the
@@ -46,4 +50,4 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info
