@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 if sys.version_info < (3, 11):
     print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
@@ -38,6 +38,7 @@ from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.registry import RegistryClient, RegistryError, RegistrySettings  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import FAILED, Entry, Recorder, label, results_json  # noqa: E402
+from signaction.signing import FollowUp  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
 from signers import available, signer_class  # noqa: E402
 from signers.base import Options, Signer, skip_signed  # noqa: E402
@@ -129,7 +130,7 @@ def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: 
     """results.json, the verification files and what the signer's format writes after the run
     (e.g. an attach script), each written if it can be (a full disk must not cost the others);
     returns what could not be written, and why."""
-    writes = [("results.json", lambda: artifacts.write_results(results))]
+    writes: list[FollowUp] = [("results.json", lambda: artifacts.write_results(results))]
     if plan.images:  # (clear-signed and detached file signatures carry no policy)
         hosts = sorted({i.reference.host for i in plan.images})
         writes.append(("verification/", lambda: artifacts.write_verification(

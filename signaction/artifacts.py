@@ -27,8 +27,8 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from . import atomic
 from .errors import InputError
@@ -72,7 +72,8 @@ class Artifacts:
             os.unlink(atomic.write_temp(self._make_folder([], self.root), b"", mode=0o600))
         except OSError as e:
             raise InputError(f"output folder {str(self.root)!r}: {e.strerror}") from None
-        for parts, folder in (*_OWN, *own_paths):  # left by an earlier run, or planted: never followed
+        # left by an earlier run, or planted: never followed
+        for parts, folder in (*_OWN, *own_paths):
             path = os.path.join(self._root(), *parts)
             if os.path.lexists(path) and stat.S_ISDIR(os.lstat(path).st_mode) != folder:
                 raise InputError(f"output folder {str(self.root)!r}: {os.path.join(*parts)} "
@@ -162,19 +163,20 @@ class Artifacts:
     def _place(folder: str, data: bytes, suffix: str) -> str:
         """Write ``data`` as ``folder/signature-N<suffix>`` for the first free N, atomically and
         never over an existing file."""
-        tmp: str | None = atomic.write_temp(folder, data, mode=0o644)
+        tmp = atomic.write_temp(folder, data, mode=0o644)
+        linked = False
         try:
             n = 1
             while True:
                 final = os.path.join(folder, f"signature-{n}{suffix}")
                 try:
                     atomic.link_new(tmp, final)  # atomic, never replaces a signature
-                    tmp = None
+                    linked = True
                     return final
                 except FileExistsError:
                     n += 1
         finally:
-            if tmp is not None:
+            if not linked:
                 os.unlink(tmp)
 
     # -- results and verification ---------------------------------------------------------

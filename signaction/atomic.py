@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 Data = bytes | str | Callable[[TextIO], object]  # bytes, text (UTF-8), or a writer of text
 

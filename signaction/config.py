@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast
 
 import jsonschema
 
 from .errors import InputError
-from .safeload import (check_text_size, key_path, load_yaml, non_finite_name,
-                       read_text_file, shown)
+from .safeload import check_text_size, key_path, load_yaml, non_finite_name, read_text_file, shown
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 # Package data: in a checkout a symbolic link to schemas/config.schema.json, in a wheel the file.
@@ -53,7 +53,7 @@ class Unquoted(str):
 
     shown: str
 
-    def __new__(cls, value: str, shown: str) -> "Unquoted":
+    def __new__(cls, value: str, shown: str) -> Unquoted:
         self = super().__new__(cls, value)
         self.shown = shown
         return self
@@ -214,14 +214,16 @@ def _problem(e: jsonschema.ValidationError, root: Mapping, templates: Mapping[tu
     """``<key path>: <what is wrong>``, built from the schema and the key path only: never from
     jsonschema's message, which quotes the whole value (a wrong-typed list may hold a secret)."""
     path = list(e.absolute_path)
-    where, rule, expected = key_path(path), e.validator, e.validator_value
+    # (jsonschema types these as "maybe unset"; an error from iter_errors always has them)
+    where, rule, expected = key_path(path), e.validator, cast(Any, e.validator_value)
+    instance = cast(Any, e.instance)
     if rule == "additionalProperties":
-        known = e.schema.get("properties", {})
-        unknown = sorted(str(k) for k in e.instance if k not in known)
+        known = cast(Mapping, e.schema).get("properties", {})
+        unknown = sorted(str(k) for k in instance if k not in known)
         what = "section" if not path else "key"
         return f"{key_path(path + [unknown[0]])}: unknown {what} (allowed: {', '.join(known)})"
     if rule == "required":
-        missing = [k for k in expected if k not in e.instance]
+        missing = [k for k in expected if k not in instance]
         return f"{where}: missing required key {missing[0]!r}"
     value = _describe(e.instance, tuple(path), _secret_at(root, path), templates)
     if rule == "type":

@@ -10,7 +10,8 @@ import contextlib
 import re
 import sys
 import uuid
-from typing import Iterable, Iterator, Mapping, TextIO
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TextIO
 
 SUMMARY_ROWS = 200  # rows listed in the step summary; the rest is counted (limit: 1 MiB a step)
 SUMMARY_CELL = 300  # characters kept of one cell

@@ -1,17 +1,19 @@
 """One argument model, two front doors: command-line flags and GitHub action inputs.
 
-Every option is declared once in OPTIONS. From that table come the argparse parser (flags named like
-pubtools-sign's) and the reader of ``INPUT_*`` environment variables, in both the runner's form
-(``INPUT_TASK-ID``: hyphen kept) and the shell-friendly form (``INPUT_TASK_ID``). A flag given on the
-command line wins over the environment.
+Every option is declared once in OPTIONS. From that table come the argparse parser (flags named
+like pubtools-sign's) and the reader of ``INPUT_*`` environment variables, in both the runner's
+form (``INPUT_TASK-ID``: hyphen kept) and the shell-friendly form (``INPUT_TASK_ID``). A flag
+given on the command line wins over the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 from . import CREATOR
 from .errors import InputError
@@ -246,11 +248,11 @@ def build_parser(prog: str = "entrypoint.py", options: Sequence[Option] = OPTION
                                 metavar=opt.metavar, help=opt.help)
         elif opt.kind == "seconds":
             parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
-                                help=opt.help, type=lambda t, f=opt.flag: _parse_seconds(t, f))
+                                help=opt.help, type=functools.partial(_seconds_flag, opt.flag))
         else:
             parser.add_argument(opt.flag, dest=opt.attr, default=None, metavar=opt.metavar,
                                 choices=opt.choices, help=opt.help + extra,
-                                type=str.lower if opt.choices else None)
+                                type=str.lower if opt.choices else str)
     parser.add_argument(
         VALUES_FLAG, nargs="+", metavar=("NAME", "VALUE"),
         help="give the list option NAME (" + ", ".join(_LISTS) + ") every argument that "
@@ -279,6 +281,10 @@ def _parse_bool(text: str, where: str) -> bool:
     if lowered in ("false", "no", "off", "0"):
         return False
     raise InputError(f"{where}: {text.strip()!r} is not a boolean (true or false)")
+
+
+def _seconds_flag(flag: str, text: str) -> float:
+    return _parse_seconds(text, flag)
 
 
 def _parse_seconds(text: str, where: str) -> float:
@@ -377,7 +383,7 @@ def parse_inputs(argv: Sequence[str], environ: Mapping[str, str],
     for opt in options:
         if opt.kind == "list" and lists[opt.flag]:
             setattr(args, opt.attr, lists[opt.flag])
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # (each of its option's kind)
     origin: dict[str, str] = {}
     for opt in options:
         flag_value = getattr(args, opt.attr)

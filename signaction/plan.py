@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 from .errors import InputError
 from .inputs import Inputs
 from .reference import Reference, check_digest, parse_reference
-from .safeload import (NotJSON, decode_text, key_path, load_json, load_yaml,
-                       read_regular_file)
+from .safeload import NotJSON, decode_text, key_path, load_json, load_yaml, read_regular_file
+
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -36,6 +36,13 @@ class Image:
     def source(self) -> Reference:
         """Where the image (and a cosign signature) lives in a registry."""
         return self.location or self.reference
+
+    @property
+    def known_digest(self) -> str:
+        """The digest, which signers can count on: they get only completed plans."""
+        if self.digest is None:
+            raise ValueError(f"{self.reference}: its digest was never resolved")
+        return self.digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,13 @@ class SignFile:
 class WorkItem:
     image: Image | SignFile  # what is signed: an image; for clear-/blob-signing a file
     key: SigningKey
+
+    @property
+    def container(self) -> Image:
+        """The image this item signs, for code that signs only images."""
+        if not isinstance(self.image, Image):
+            raise TypeError(f"{self.image.origin}: a file, where an image was expected")
+        return self.image
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,7 @@ def _all_images(inputs: Inputs) -> Iterator[Image]:
             f"{inputs.where('identities')} has {len(identities)} value(s) but "
             f"{inputs.where('references')} has {len(refs)}: identities are paired with "
             "references by position")
-    for n, ((origin, ref), (_, digest)) in enumerate(zip(refs, digests)):
+    for n, ((origin, ref), (_, digest)) in enumerate(zip(refs, digests, strict=True)):
         yield _image(origin, ref, digest, identities[n][1] if identities else None)
     for origin, text in inputs.numbered("images"):
         yield _image_line(origin, text)

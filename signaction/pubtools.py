@@ -18,8 +18,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .config import CONFIG_PATHS
 from .errors import InputError
@@ -117,7 +118,7 @@ def _container(args: argparse.Namespace, signer: str) -> Translated:
         raise InputError(f"--reference has {len(args.reference)} value(s) but --digest has "
                          f"{len(args.digest)}: they are paired by position")
     argv = _common(args, signer)
-    for reference, digest in zip(args.reference, args.digest):
+    for reference, digest in zip(args.reference, args.digest, strict=True):
         argv += ["--reference", reference, "--digest", digest]
     for identity in getattr(args, "identity", None) or ():
         argv += ["--identity", identity]

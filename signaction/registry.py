@@ -21,7 +21,8 @@ What it does, and why each behaviour exists:
 * Credentials come from the places podman/skopeo/docker users already keep them (explicit
   username/password, ``REGISTRY_AUTH_FILE``, the configured auth file, docker's config.json, then
   ``$XDG_RUNTIME_DIR/containers/auth.json``); the first file holding an entry for the registry
-  wins, and the most specific ``host/namespace`` key inside a file wins, like containers-auth.json(5).
+  wins, and the most specific ``host/namespace`` key inside a file wins, like
+  containers-auth.json(5).
   Docker's key spellings (``https://host/v1/``) and Docker Hub's aliases are accepted.
 * Auth follows the registry's ``WWW-Authenticate`` challenge: Basic, or a Bearer token fetched from
   the challenge's realm (with the Basic credentials, if any) and cached per (host, scope) until it
@@ -183,7 +184,8 @@ def _normalize_auth_key(key: str) -> str:
     return host + sep + rest
 
 
-def _auth_file_candidates(auth_file: str | None, environ: Mapping[str, str]) -> list[tuple[str, bool]]:
+def _auth_file_candidates(auth_file: str | None,
+                          environ: Mapping[str, str]) -> list[tuple[str, bool]]:
     """(path, explicitly named) in lookup order."""
     out: list[tuple[str, bool]] = []
     if environ.get("REGISTRY_AUTH_FILE"):
@@ -287,7 +289,8 @@ def _load_auths(path: str, explicit: bool) -> dict[str, dict] | None:
 def _decode_entry(entry: dict, path: str, key: str) -> tuple[str, str] | None:
     if entry.get("auth"):
         try:
-            user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            decoded = base64.b64decode(entry["auth"], validate=True).decode()
+            user, sep, password = decoded.partition(":")
         except (binascii.Error, ValueError, TypeError):
             raise RegistryError(f"auth file {path}: the 'auth' of {key!r} is not base64 of "
                                 "user:password") from None
@@ -558,7 +561,8 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._credentials: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._basic_hosts: set[str] = set()  # API hosts that asked for Basic: send it up front
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (host, scope) -> token, expiry
+        # (host, scope) -> token, expiry
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._token_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def close(self) -> None:
@@ -619,7 +623,8 @@ class RegistryClient:
             if not isinstance(layers, list):
                 raise ValueError
         except (ValueError, AttributeError):
-            raise RegistryError(f"{ref}: {what}: the manifest is not a JSON image manifest") from None
+            raise RegistryError(f"{ref}: {what}: the manifest is not a JSON image "
+                                "manifest") from None
         out = []
         for layer in layers:
             if not isinstance(layer, dict) or layer.get("mediaType") != COSIGN_SIMPLESIGNING:
@@ -653,7 +658,8 @@ class RegistryClient:
         out: list[bytes] = []
         for n in range(1, limit + 2):
             url = f"{base}/signature-{n}"
-            data = self._read_file_url(ref, url) if scheme == "file" else self._read_http_lookaside(ref, url)
+            data = self._read_file_url(ref, url) if scheme == "file" else \
+                self._read_http_lookaside(ref, url)
             if data is None:
                 return out
             if n > limit:
@@ -774,8 +780,8 @@ class RegistryClient:
             return self._basic(creds) if creds else None
         return None
 
-    def _authenticate(self, ref: Reference, scope: str, challenge: _Challenge | None, sent: str | None,
-                      what: str) -> str:
+    def _authenticate(self, ref: Reference, scope: str, challenge: _Challenge | None,
+                      sent: str | None, what: str) -> str:
         """The Authorization value to retry with after a 401, or RegistryError."""
         host = api_host(ref.host)
         prefix = f"{ref}: {what}: 401 Unauthorized from {host}"
@@ -814,7 +820,8 @@ class RegistryClient:
         parts = urllib.parse.urlsplit(realm)
         what = f"{what}: fetching a token from {_redact(realm)}"
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RegistryError(f"{ref}: {what}: the registry's token realm is not an http(s) URL", 401)
+            raise RegistryError(f"{ref}: {what}: the registry's token realm is not an http(s) "
+                                "URL", 401)
         realm_host = parts.netloc.rpartition("@")[2]
         if parts.scheme == "http" and not self._plain_http(realm_host):
             raise RegistryError(f"{ref}: {what}: the token realm is plain http and "

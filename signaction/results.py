@@ -11,9 +11,10 @@ import json
 import logging
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import CREATOR
 from .artifacts import Artifacts, Stream
@@ -88,8 +89,8 @@ class Recorder:
         item = outcome.item
         with self._lock:
             if item in self._claimed:  # a signer must report once; keep the first
-                log.warning("ignored a second outcome for %s with key %s",
-                            item.image.reference, item.key.key)
+                log.warning("ignored a second outcome for %s with key %s", label(item),
+                            item.key.key)
                 return
             self._claimed.add(item)
         entry = self._entry(outcome)  # writes the signature file, outside the lock

@@ -26,14 +26,20 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from itertools import chain
-from typing import Any, Callable
+from typing import Any, overload
 
 import yaml
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.events import (AliasEvent, MappingEndEvent, ScalarEvent, SequenceEndEvent,
-                         SequenceStartEvent)
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
@@ -64,6 +70,15 @@ def _check_regular(mode: int, label: str) -> None:
         raise InputError(f"{label}: is a folder, not a file")
     if not stat.S_ISREG(mode):
         raise InputError(f"{label}: is {_kind(mode)}, not a regular file")
+
+
+@overload
+def read_regular_file(path: str, label: str, limit: int) -> bytes: ...
+
+
+@overload
+def read_regular_file(path: str, label: str, limit: int, *,
+                      missing_ok: bool) -> bytes | None: ...
 
 
 def read_regular_file(path: str, label: str, limit: int, *,

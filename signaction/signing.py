@@ -9,9 +9,10 @@ entrypoint know no signer by name: what differs between signature kinds is in th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .plan import Image, WorkItem
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from . import atomic
 from .errors import InputError
@@ -61,7 +61,7 @@ class TektonResults:
 
     @classmethod
     def find(cls, argv: Sequence[str], environ: Mapping[str, str],
-             default: str = RESULTS_DIR) -> "TektonResults":
+             default: str = RESULTS_DIR) -> TektonResults:
         folder = requested_folder(argv, environ) or None  # empty: not given
         if folder is None and os.path.isdir(default) and os.access(default, os.W_OK | os.X_OK):
             folder = default

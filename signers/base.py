@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from signaction.errors import InputError
 from signaction.inputs import Inputs
@@ -128,7 +129,7 @@ def skip_signed(signer: Signer, plan: Plan, items: list[WorkItem],
             return items
         reasons = run_pool(signed, items, workers=8, name="skip-check")
     rest = []
-    for item, reason in zip(items, reasons):
+    for item, reason in zip(items, reasons, strict=True):
         if reason:
             report(Outcome(item, skipped=reason))
         else:

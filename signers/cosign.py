@@ -33,10 +33,11 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from signaction.artifacts import Artifacts, key_data
 from signaction.errors import InputError
@@ -99,7 +100,7 @@ class CosignFormat(SignatureFormat):
         self.attach_later = attach_later
 
     def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
-        path = artifacts.write_signature(TREE, image.reference, image.digest,
+        path = artifacts.write_signature(TREE, image.reference, image.known_digest,
                                          signature.signature, suffix=".sig",
                                          companions={".payload": signature.payload})
         return {"signature_path": path, "payload_path": path.with_suffix(".payload")}
@@ -123,7 +124,7 @@ class CosignFormat(SignatureFormat):
     def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
         if not self.attach_later:
             return []
-        signed = [(e.item.image.source, e.item.image.digest, e.paths["payload_path"],
+        signed = [(e.item.container.source, e.item.container.known_digest, e.paths["payload_path"],
                    e.paths["signature_path"]) for e in entries if "payload_path" in e.paths]
         return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
 
@@ -163,7 +164,8 @@ class CosignSigner(Signer):
         c = self.config
         self.cosign = c.get("cosign_bin") or "cosign"
         self.timeout = str(c.get("timeout") or "3m0s")
-        self.attempts = max(1, int(c.get("retries") if c.get("retries") is not None else 5))
+        retries = c.get("retries")
+        self.attempts = max(1, int(retries if retries is not None else 5))
         self.threads = max(1, int(c.get("num_threads") or 10))
         self.upload = inputs.upload if inputs.upload is not None else bool(c.get("upload", True))
         self.format = CosignFormat(attach_later=not self.upload)
@@ -253,8 +255,8 @@ class CosignSigner(Signer):
         # One digest, one cosign at a time: its items run in order in one task.
         groups: dict[tuple, list[WorkItem]] = defaultdict(list)
         for item in items:
-            groups[(item.image.source.host, item.image.source.path, item.image.digest)].append(
-                item)
+            image = item.container
+            groups[(image.source.host, image.source.path, image.digest)].append(item)
         with tempfile.TemporaryDirectory(prefix="cosign-") as tmp:
             docker_config = self._docker_config(tmp, items)
             envs: dict[str, dict[str, str]] = {}  # per key: its password or none, its names
@@ -278,7 +280,7 @@ class CosignSigner(Signer):
 
     def _sign_one(self, item: WorkItem, env: dict[str, str], work: str, running: Running,
                   deadline_at: float) -> Outcome:
-        image = item.image
+        image = item.container
         target = f"{image.source.host}/{image.source.path}@{image.digest}"
         os.mkdir(work)
         payload_file, sig_file = os.path.join(work, "payload"), os.path.join(work, "sig")
@@ -344,15 +346,15 @@ class CosignSigner(Signer):
         """Why ``item`` needs no new signature (a signature in the registry by this key, for this
         digest and identity, that verifies), or None. A registry problem means None: signing
         again is safe, skipping wrongly is not."""
-        image = item.image
+        image = item.container
         try:
-            found = self.registry.cosign_signatures(image.source, image.digest)
+            found = self.registry.cosign_signatures(image.source, image.known_digest)
         except RegistryError as e:
             log.warning("could not check existing signatures of %s@%s: %s", image.source,
                         image.digest, e)
             return None
         for sig in found:
-            if _matches(sig, image.digest, str(image.reference), self.public[item.key.key]):
+            if _matches(sig, image.known_digest, str(image.reference), self.public[item.key.key]):
                 return f"already signed in the registry by this key for {image.reference}"
         return None
 
@@ -360,7 +362,7 @@ class CosignSigner(Signer):
         """A private docker config holding the configured registry credentials (cosign reads
         DOCKER_CONFIG), merged over the user's own: the same credentials the registry client
         uses (registry_settings); None when none are configured."""
-        hosts = sorted({i.image.source.host for i in items})
+        hosts = sorted({i.container.source.host for i in items})
         configured = self.registry_settings.docker_auths(hosts, self.environ)
         if configured is None:
             return None

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Mapping
+from collections.abc import Mapping
 
 from signaction.errors import InputError
 from signaction.plan import BLOB, SignFile, WorkItem

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.parse
 import weakref
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from signaction import CREATOR
 from signaction.claim import atomic_claim
@@ -188,7 +188,8 @@ class GpgSigner(LookasideSigner):
         running = Running()
 
         def one(item: WorkItem) -> None:
-            claim = atomic_claim(str(item.image.reference), item.image.digest, CREATOR,
+            image = item.container
+            claim = atomic_claim(str(image.reference), image.known_digest, CREATOR,
                                  int(time.time()))
             try:
                 signature = gpg_sign(claim, self.fingerprints.get(item.key.key, item.key.key),

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from signaction.artifacts import Artifacts, key_data, registry_folder
 from signaction.plan import Image, Plan, WorkItem
@@ -35,7 +36,8 @@ class LookasideFormat(SignatureFormat):
     own_paths = (((TREE,), True),)
 
     def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
-        return {"signature_path": artifacts.write_signature(TREE, image.reference, image.digest,
+        return {"signature_path": artifacts.write_signature(TREE, image.reference,
+                                                            image.known_digest,
                                                             signature)}
 
     def verification(self, artifacts: Artifacts, hosts: list[str],
@@ -93,10 +95,11 @@ class LookasideSigner(Signer):
         return bases + ([self.inputs.lookaside_url] if self.inputs.lookaside_url else [])
 
     def _in_lookaside(self, base: str, check: SignatureCheck, item: WorkItem) -> str | None:
-        image = item.image
+        image = item.container
         url = base.replace("{registry}", registry_folder(image.reference.host))
         try:
-            found = self.registry.lookaside_signatures(url, image.reference, image.digest)
+            found = self.registry.lookaside_signatures(url, image.reference,
+                                                       image.known_digest)
         except RegistryError as e:  # signing again is safe; skipping wrongly is not
             log.warning("could not read existing signatures of %s@%s: %s", image.reference,
                         image.digest, e)

@@ -164,8 +164,8 @@ def clearsigned(data: bytes) -> tuple[bytes, Signature]:
     n = _armor_headers(lines, n)
     body: list[bytes] = []
     checksum = None
-    for n in range(n, len(lines)):
-        line = lines[n].strip()
+    for at in range(n, len(lines)):
+        line = lines[at].strip()
         if line == SIGNATURE_END:
             break
         if not line:
@@ -178,7 +178,7 @@ def clearsigned(data: bytes) -> tuple[bytes, Signature]:
             body.append(line)
     else:
         raise OpenPGPError("armor: no -----END PGP SIGNATURE-----")
-    if any(line.strip() for line in lines[n + 1:]):
+    if any(line.strip() for line in lines[at + 1:]):
         raise OpenPGPError("data after -----END PGP SIGNATURE-----")
     try:
         decoded = base64.b64decode(b"".join(body), validate=True)

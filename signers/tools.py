@@ -14,8 +14,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,8 +28,8 @@ WAKE_EVERY = 0.5
 
 
 class Running:
-    """The tool processes (gpg, cosign) of one run. Once ended, a process that registers is ended at once, so
-    none escapes an interruption however the threads interleave."""
+    """The tool processes (gpg, cosign) of one run. Once ended, a process that registers is
+    ended at once, so none escapes an interruption however the threads interleave."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
