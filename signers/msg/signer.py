@@ -39,11 +39,11 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import BLOB, CLEARSIGN, Plan, SignFile, WorkItem
 
-from . import openpgp
-from .base import Options, Outcome, Report
-from .gnupg import SignatureCheck
-from .lookaside import LookasideSigner
-from .tools import child_env
+from .. import openpgp
+from ..base import Options, Outcome, Report
+from ..gnupg import SignatureCheck
+from ..lookaside import LookasideSigner
+from ..tools import child_env
 
 log = logging.getLogger("signers.msg")
 
