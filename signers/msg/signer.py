@@ -20,9 +20,6 @@ application properties, ttl and reply format. What differs is how the client beh
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime
 import json
 import logging
 import os
@@ -31,340 +28,35 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from signaction.claim import atomic_claim
 from signaction.errors import InputError
-from signaction.plan import BLOB, CLEARSIGN, Plan, SignFile, WorkItem
+from signaction.plan import Plan, WorkItem
 
-from .. import openpgp
 from ..base import Options, Outcome, Report
 from ..gnupg import SignatureCheck
 from ..lookaside import LookasideSigner
 from ..tools import child_env
+from .checks import refusal
+from .wire import (
+    MAX_REPLY_BYTES,
+    BadReply,
+    Request,
+    build_batch_requests,
+    build_request,
+    jsonable,
+    outcomes_of,
+    parse_reply,
+)
 
 log = logging.getLogger("signers.msg")
 
-MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
 TICK = 0.1  # seconds between checks of the timeout and the deadline
 CLOSE_GRACE = 2.0  # seconds a broker gets to answer our close at the end
 CREDIT = 1000  # replies the broker may send before we have read them
-CONTAINER_SIGNATURE = "container_signature"
-BATCH = "batch"
-# A file's request type and the body field carrying it; the reply field with the signature.
-FILE_REQUESTS = {CLEARSIGN: ("clearsign_signature", "data"), BLOB: ("gpg_signature", "artifact")}
-SIGNED_FIELD = {CLEARSIGN: "signed_data", BLOB: "signed_payload"}
-
-
-# -- the wire format (pure functions, unit-tested against pubtools-sign's) -------------------
-
-def isodate_now() -> str:
-    """pubtools-sign's ``created``: naive UTC ISO-8601 with a trailing Z."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
-
-
-def repo_of(reference: str) -> str:
-    """pubtools-sign's ``repo``: the reference without registry host and tag."""
-    return reference.split("/", 1)[1].split(":")[0]
-
-
-@dataclass(slots=True)
-class Request:
-    items: list[WorkItem]  # one (single mode), or every (image, key) of a batch chunk
-    request_id: str
-    address: str
-    properties: dict[str, Any]
-    body: str  # the JSON string that goes on the wire
-    batch: bool = False
-    slot: int | None = None  # batch: its place in operation_results (request order)
-
-
-def build_request(item: WorkItem, *, requester: str, task_id: str, environment: str,
-                  service: str, task_id_attribute: str, address: str, creator: str,
-                  timestamp: int | None, repo: str = "") -> Request:
-    """One signing request, field for field as pubtools-sign 1.0.6 builds it: a container
-    claim, or a file to clear-sign (its text in ``data``, with ``repo``) or to sign detached (its
-    bytes in ``artifact``)."""
-    target = item.image
-    if isinstance(target, SignFile):
-        mtype, field = FILE_REQUESTS[target.kind]
-        data, repo = target.data, repo if target.kind == CLEARSIGN else ""
-        extra: dict[str, Any] = {task_id_attribute: task_id}
-    else:
-        mtype, field, reference = CONTAINER_SIGNATURE, "claim_file", str(target.reference)
-        data, repo = atomic_claim(reference, target.digest, creator, timestamp), repo_of(reference)
-        extra = {task_id_attribute: task_id, "manifest_digest": target.digest}
-    request_id = str(uuid.uuid4())
-    body: dict[str, Any] = {
-        "sig_key_id": item.key.key[-8:],
-        field: base64.b64encode(data).decode("ascii"),
-        "request_id": request_id,
-        "created": isodate_now(),
-        "requested_by": requester,
-        "repo": repo,
-    }
-    if item.key.name:
-        body["sig_keyname"] = item.key.name
-    body.update(extra)
-    properties = {"service": service, "environment": environment, "owner_id": requester,
-                  "mtype": mtype, "source": "metadata", **extra}
-    return Request([item], request_id, address, properties, json.dumps(body))
-
-
-def build_batch_requests(images: Sequence, keys: Sequence, *, chunk_size: int, requester: str,
-                         task_id: str, environment: str, service: str, address: str,
-                         creator: str, timestamp: int | None) -> list[Request]:
-    """Batch requests as pubtools-sign 1.0.6's msg_batch_signer builds them: images grouped by
-    repo, ``chunk_size`` claims a request, every claim listing every key."""
-    by_repo: dict[str, list] = {}
-    for image in images:
-        by_repo.setdefault(repo_of(str(image.reference)), []).append(image)
-    names = [k.name or "" for k in keys] if any(k.name for k in keys) else [""]
-    properties = {"service": service, "environment": environment, "owner_id": requester,
-                  "mtype": BATCH, "source": "metadata", "pipeline_run_id": str(task_id)}
-    requests = []
-    for repo, group in by_repo.items():
-        for start in range(0, len(group), chunk_size):
-            chunk = group[start:start + chunk_size]
-            request_id = str(uuid.uuid4())
-            body = {
-                "claims": [{
-                    "claim_file": base64.b64encode(atomic_claim(
-                        str(i.reference), i.digest, creator, timestamp)).decode("ascii"),
-                    "sig_keynames": names,
-                    "sig_key_ids": [k.key[-8:] for k in keys],
-                    "manifest_digest": i.digest,
-                    "repo": repo,
-                } for i in chunk],
-                "request_id": request_id,
-                "created": isodate_now(),
-                "requested_by": requester,
-                "pipeline_run_id": str(task_id),
-            }
-            items = [WorkItem(i, k) for i in chunk for k in keys]
-            requests.append(Request(items, request_id, address, dict(properties),
-                                    json.dumps(body), batch=True, slot=len(requests)))
-    return requests
-
-
-class BadReply(Exception):
-    """A reply that cannot be used: its kind ("malformed" or "oversized") is in ``kind``."""
-
-    def __init__(self, kind: str, why: str):
-        super().__init__(why)
-        self.kind = kind
-
-
-def parse_reply(body: Any, id_key: str, max_bytes: int = MAX_REPLY_BYTES) -> tuple[str, dict, str]:
-    """(request id, msg, the body as JSON text) of a reply body, or BadReply."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if not isinstance(body, str):
-        raise BadReply("malformed", f"body of type {type(body).__name__}")
-    if len(body) > max_bytes:
-        raise BadReply("oversized", f"{len(body)} bytes")
-    try:
-        outer = json.loads(body)
-        msg = outer["msg"]
-        request_id = msg[id_key]
-    except (ValueError, KeyError, TypeError):
-        raise BadReply("malformed", "not a JSON object with msg." + id_key) from None
-    if not isinstance(msg, dict) or not isinstance(request_id, str):
-        raise BadReply("malformed", "msg is not an object, or its id is not a string")
-    return request_id, msg, body
-
-
-def signature_of(msg: Mapping[str, Any], field: str = "signed_claim") -> bytes | str:
-    """The raw signature in a reply's ``msg`` (base64 in ``field``), or the error text to report
-    (a str)."""
-    errors = msg.get("errors")
-    if errors:
-        texts = errors if isinstance(errors, list) else [errors]
-        return "signing server: " + "; ".join(str(e) for e in texts)
-    claim = msg.get(field)
-    if not isinstance(claim, str) or not claim:
-        return f"signing server: the reply has neither errors nor a {field}"
-    try:
-        return base64.b64decode(claim, validate=True)
-    except (binascii.Error, ValueError):
-        return f"signing server: the reply's {field} is not base64"
-
-
-def outcomes_of(req: Request, msg: Mapping[str, Any]) -> list[tuple[WorkItem, bytes | str]]:
-    """Each work item of a request with its signature, or the error text (a str)."""
-    if not req.batch:
-        target = req.items[0].image
-        field = SIGNED_FIELD[target.kind] if isinstance(target, SignFile) else "signed_claim"
-        return [(req.items[0], signature_of(msg, field))]
-    whole = signature_of({"errors": msg.get("errors")}) if msg.get("errors") else None
-    claims = msg.get("claims")
-    if not isinstance(claims, list):
-        claims = []
-    by_digest = {c.get("manifest_digest"): c for c in claims if isinstance(c, dict)}
-    results = []
-    for item in req.items:
-        claim = by_digest.get(item.image.digest)
-        if whole is not None:
-            results.append((item, whole))
-        elif claim is None:
-            results.append((item, "signing server: the batch reply has no claim for "
-                                  f"{item.image.digest}"))
-        elif claim.get("errors"):
-            results.append((item, signature_of({"errors": claim["errors"]})))
-        else:
-            signed = claim.get("signed_claims")
-            value = signed.get(item.key.key[-8:]) if isinstance(signed, dict) else None
-            results.append((item, signature_of({"signed_claim": value})
-                            if value else "signing server: the batch reply has no signature "
-                                          f"for key {item.key.key[-8:]}"))
-    return results
-
-
-# -- what a signature must be before it is written ----------------------------------------------
-
-CLAIM_TYPE = "atomic container signature"
-
-
-def refusal(item: WorkItem, signature: bytes) -> str | None:
-    """Why the signature a signing server returned for ``item`` must not be written (None: it
-    may be). No key is needed: the data is taken apart in-process (signers/openpgp.py, tens of
-    microseconds, so it runs in the event loop) and must be what was asked for:
-
-    - an image: a binary OpenPGP signed message (what ``gpg --sign`` makes, what podman and
-      skopeo read) whose literal data is an atomic container signature claim for exactly the
-      item's digest and identity, as containers-signature(5) readers parse it;
-    - a clear-sign file: a clear-signed text of exactly the text sent;
-    - a blob: one detached binary signature over exactly the bytes sent;
-
-    and the signature must name the requested key as its issuer. That last check is a sanity
-    check, not a proof: the issuer subpackets are written by whoever made the data, and without
-    the key nothing here is verified cryptographically. ``verify_keyring`` adds that proof
-    (SignatureCheck, one gpg process per signature, outside the event loop)."""
-    target = item.image
-    if isinstance(target, SignFile):
-        if target.kind == BLOB:
-            try:
-                found = openpgp.detached_signature(signature, target.data)
-            except openpgp.OpenPGPError as e:
-                return f"not a detached binary signature of the file: {e}"
-        else:
-            try:
-                text, found = openpgp.clearsigned(signature)
-            except openpgp.OpenPGPError as e:
-                return f"not a clear-signed text: {e}"
-            if text != signed_text(target.data):
-                return "the clear-signed text is not the text that was sent"
-    else:
-        if openpgp.is_armored(signature):
-            return ("ASCII-armored OpenPGP data: podman and skopeo read only binary signatures "
-                    "(\"unrecognized signature format\"); the signing server must return the "
-                    "binary signed message")
-        try:
-            message = openpgp.signed_message(signature)
-        except openpgp.OpenPGPError as e:
-            return f"not a binary OpenPGP signed message: {e}"
-        problem = claim_problem(message.content, target.digest, str(target.reference))
-        if problem:
-            return problem
-        found = message.signature
-    return openpgp.issuer_problem(found, item.key.key)
-
-
-def signed_text(data: bytes) -> bytes:
-    """The text a clear-signature of ``data`` signs: its final line ending dropped, trailing
-    white space off each line, lines joined by CRLF (RFC 9580, 7.1)."""
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    return b"\r\n".join(line.rstrip(b" \t\r") for line in data.split(b"\n"))
-
-
-def _quoted(value: Any, limit: int = 120) -> str:
-    """A value from the signing server, fit for a message: JSON-quoted (no raw line breaks or
-    control characters), cut at ``limit`` characters."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _BadClaim(ValueError):
-    pass
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict:
-    value = dict(pairs)
-    if len(value) != len(pairs):  # readers refuse a key twice; json.loads keeps the last
-        keys = [k for k, _ in pairs]
-        twice = next(k for k in keys if keys.count(k) > 1)
-        raise _BadClaim(f"the claim has the key {_quoted(twice)} twice")
-    return value
-
-
-def _constant(name: str) -> Any:
-    raise _BadClaim(f"the claim holds {name}, which is not JSON")
-
-
-def _exact(value: Any, keys: set[str], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _BadClaim(f"{where} is not a JSON object")
-    if set(value) != keys:
-        extra, missing = sorted(set(value) - keys), sorted(keys - set(value))
-        raise _BadClaim(f"{where} " + ("has unknown key(s) " + ", ".join(map(_quoted, extra))
-                                       if extra else "lacks " + ", ".join(missing))
-                        + " (readers refuse it)")
-    return value
-
-
-def claim_problem(content: bytes, digest: str, identity: str) -> str | None:
-    """Why ``content`` is not the atomic container signature claim for ``digest`` and
-    ``identity`` as containers-signature(5) readers (containers/image) parse it: exactly
-    ``critical`` and ``optional``; ``critical`` exactly type, image, identity, each exactly its
-    one key; no key twice; ``optional.creator`` a string, ``optional.timestamp`` an integer."""
-    try:
-        claim = json.loads(content.decode("utf-8"), object_pairs_hook=_object,
-                           parse_constant=_constant)
-    except _BadClaim as e:
-        return str(e)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return "the signed content is not a JSON claim"
-    try:
-        _exact(claim, {"critical", "optional"}, "the claim")
-        critical = _exact(claim["critical"], {"type", "image", "identity"}, "critical")
-        image = _exact(critical["image"], {"docker-manifest-digest"}, "critical.image")
-        named = _exact(critical["identity"], {"docker-reference"}, "critical.identity")
-        optional = claim["optional"]
-        if not isinstance(optional, dict):
-            raise _BadClaim("optional is not a JSON object")
-    except _BadClaim as e:
-        return str(e)
-    if critical["type"] != CLAIM_TYPE:
-        return f"critical.type is {_quoted(critical['type'])}, not {_quoted(CLAIM_TYPE)}"
-    if image["docker-manifest-digest"] != digest:
-        return f"it signs digest {_quoted(image['docker-manifest-digest'])}, not {digest}"
-    if named["docker-reference"] != identity:
-        return f"it signs identity {_quoted(named['docker-reference'])}, not {identity}"
-    if "creator" in optional and not isinstance(optional["creator"], str):
-        return "optional.creator is not a string"
-    if "timestamp" in optional and not _int64(optional["timestamp"]):
-        return "optional.timestamp is not an integer"
-    return None
-
-
-def _int64(value: Any) -> bool:
-    """An integral JSON number that fits in an int64 (containers/image reads it as one)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return str(value)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -691,7 +383,7 @@ def run_session(settings: Settings, requests: dict[str, Request],
                 return
             self.last_progress = time.monotonic()
             self.receive_attempt = 0
-            deliver(req, msg, text, _jsonable(message.properties or {}))
+            deliver(req, msg, text, jsonable(message.properties or {}))
             self._maybe_finish()
 
         # timeouts, retries, deadline
