@@ -58,6 +58,14 @@ class TrixieTools:
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=120)
 
+    def run_cosign_env(self, env: dict, *args: str, password: str | None = None,
+                       cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+        """``run_cosign`` with ``env`` added to cosign's environment: a sigstore test bed's
+        ``SIGSTORE_*`` roots (``testbed.sigstore``), the GitHub token request variables."""
+        return subprocess.run([str(self.cosign), *args], env={**self.cosign_env(password), **env},
+                              cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=120)
+
 
 @functools.cache
 def ensure_trixie_tools() -> TrixieTools:
@@ -199,6 +207,23 @@ def skopeo_sigstore_policy(path: Path, pubkey: Path, identity: dict | None = Non
     ``identity`` is the ``signedIdentity`` (default ``matchRepoDigestOrExact``, as podman's own
     default: pulled by tag, the signed docker-reference must carry that tag)."""
     rule = {"type": "sigstoreSigned", "keyPath": str(pubkey),
+            "signedIdentity": identity or {"type": "matchRepoDigestOrExact"}}
+    path.write_text(json.dumps({"default": [{"type": "reject"}],
+                                "transports": {"docker": {scope: [rule]}}}, indent=2))
+    return path
+
+
+def skopeo_fulcio_policy(path: Path, ca_path: Path, oidc_issuer: str, subject_email: str,
+                         rekor_public_key: Path, identity: dict | None = None,
+                         scope: str = "") -> Path:
+    """A containers-policy.json like ``skopeo_sigstore_policy`` for keyless signatures: a
+    Fulcio certificate chaining to ``ca_path``, for ``subject_email`` (podman and skopeo match
+    email identities only) from ``oidc_issuer``, logged in the Rekor whose key is
+    ``rekor_public_key``."""
+    rule = {"type": "sigstoreSigned",
+            "fulcio": {"caPath": str(ca_path), "oidcIssuer": oidc_issuer,
+                       "subjectEmail": subject_email},
+            "rekorPublicKeyPath": str(rekor_public_key),
             "signedIdentity": identity or {"type": "matchRepoDigestOrExact"}}
     path.write_text(json.dumps({"default": [{"type": "reject"}],
                                 "transports": {"docker": {scope: [rule]}}}, indent=2))
