@@ -69,6 +69,8 @@ Fault switches (flags, or ``POST /testbed/faults`` while it runs): ``--fulcio-fa
 first K signing-certificate requests get ``--fail-status`` (default 503); ``--rekor-fail K``:
 the first K entry uploads get it, nothing is logged; ``--rekor-lose K``: the first K uploads are
 logged, then answered with it anyway (an answer lost on the way: the client's retry gets 409).
+These answers carry ``Retry-After: 0``, so a client that honours it (rekor's, for a 503) retries
+at once instead of after its own backoff.
 """
 
 from __future__ import annotations
