@@ -269,6 +269,25 @@ def test_token_lifetime_and_email_switches(tmp_path):
         assert "job_workflow_ref" not in c
 
 
+def test_switches_given_as_flags(tmp_path):
+    """``--fulcio-fail``, ``--rekor-lose``, ``--fail-status``, ``--token-lifetime`` and
+    ``--email`` on the command line."""
+    proc, ready = start_sigstore(tmp_path / "bed", log=tmp_path / "bed.log", fulcio_fail=1,
+                                 rekor_lose=2, fail_status=500, token_lifetime=30, email=EMAIL)
+    try:
+        faults = http("GET", f"{ready['control']}/testbed/state")[2]["faults"]
+        assert (faults["fulcio_fail"], faults["rekor_lose"], faults["fail_status"]) == (1, 2, 500)
+        status, _, answer = http("GET", ready["ACTIONS_ID_TOKEN_REQUEST_URL"]
+                                 + "&audience=sigstore", headers={
+                                     "Authorization": "bearer "
+                                     + ready["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]})
+        c = claims_of(answer["value"])
+        assert c["exp"] - c["iat"] == 30 and c["email"] == EMAIL
+        assert [fulcio_request(ready, answer["value"])[0] for _ in range(2)] == [500, 201]
+    finally:
+        assert stop(proc) == 0
+
+
 # -- keyless with cosign --------------------------------------------------------------------
 
 def test_cosign_verifies_the_keyless_index_and_platforms(trixie_tools, bed, keyless):
