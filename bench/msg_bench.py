@@ -12,9 +12,9 @@ addresses as in production:
   wire shape and waits for N replies, nothing else: the practical limit of this broker and server
   for a command-line program.
 Wall time of each as a whole process, from start to exit (best of --repeat interleaved runs;
-pubtools-sign runs once), signatures/s and the peak RSS of the signing process. Targets (issue 3): at N=3,000
-at least 10x faster than pubtools-sign; within 1.5x of the bare echo; linear up to 20,000; peak
-RSS under 100 MB at 10,000.
+pubtools-sign runs once), signatures/s and the peak RSS of the signing process. Targets (issue 3):
+at N=3,000 at least 10x faster than pubtools-sign; within 1.5x of the bare echo; linear up to
+20,000; peak RSS under 100 MB at 10,000.
 
 Run: make bench-msg   (or .venv/bin/python bench/msg_bench.py [--sizes 100,1000] [--anchor-max N])
 """

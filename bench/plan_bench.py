@@ -55,9 +55,9 @@ def main() -> None:
                     path.write_text("".join(f"- reference: {e['reference']}\n  digest: "
                                             f"{e['digest']}\n" for e in entries))
                 argv = ["--images-file", str(path), "--signing-key", "Bench"]
-                in_process = best_of(5, lambda: build_plan(parse_inputs(argv, {}), {}))
+                in_process = best_of(5, lambda argv=argv: build_plan(parse_inputs(argv, {}), {}))
                 cmd = [sys.executable, str(ROOT / "entrypoint.py"), *argv, "--dry-run"]
-                whole = best_of(3, lambda: subprocess.run(cmd, env=env, check=True,
+                whole = best_of(3, lambda cmd=cmd: subprocess.run(cmd, env=env, check=True,
                                                           stdout=subprocess.DEVNULL))
                 print(f"{n:>7} {fmt:>6} {in_process * 1000:>15.0f} ms {whole * 1000:>15.0f} ms "
                       f"{whole / TARGET:>13.2f}x")

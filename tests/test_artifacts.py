@@ -38,7 +38,8 @@ def test_layout_uses_an_upload_safe_registry_folder(tmp_path):
 
 def test_odd_but_valid_names(tmp_path):
     art = Artifacts(tmp_path)
-    path = art.write_signature(TREE, ref("my-reg.example.com/a__b/c-d.e/f--g:Tag_1.0-rc"), DIGEST, b"x")
+    path = art.write_signature(TREE, ref("my-reg.example.com/a__b/c-d.e/f--g:Tag_1.0-rc"), DIGEST,
+                               b"x")
     assert path.relative_to(tmp_path.resolve()).as_posix() == \
         f"lookaside/my-reg.example.com/a__b/c-d.e/f--g@sha256={HEX}/signature-1"
 

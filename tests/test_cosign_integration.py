@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import run_entrypoint
-from infra.sigstore import (cosign_keypair, cosign_verify, push_index, registries_d,
-                            skopeo_copy_all, skopeo_sigstore_policy)
+from infra.sigstore import (
+    cosign_keypair,
+    cosign_verify,
+    push_index,
+    registries_d,
+    skopeo_copy_all,
+    skopeo_sigstore_policy,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +158,8 @@ def test_upload_false_writes_files_and_a_script_that_attaches_them(registry, tri
     assert cosign_verify(trixie_tools, keys["pub"], image.by_digest()).returncode == 10  # none yet
     script = tmp_path / "out" / "cosign-attach.sh"
     assert script.stat().st_mode & stat.S_IXUSR
-    env = {**trixie_tools.cosign_env(), "PATH": f"{trixie_tools.cosign.parent}:{os.environ['PATH']}"}
+    env = {**trixie_tools.cosign_env(),
+           "PATH": f"{trixie_tools.cosign.parent}:{os.environ['PATH']}"}
     attach = subprocess.run(["sh", str(script), "--allow-http-registry=true"], env=env, cwd="/",
                             capture_output=True, text=True, timeout=300)
     assert attach.returncode == 0, attach.stderr

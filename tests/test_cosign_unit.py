@@ -14,8 +14,15 @@ from signaction.artifacts import Artifacts
 from signaction.plan import Image
 from signaction.reference import Reference, parse_reference
 from signers.base import Options
-from signers.cosign import (CosignFormat, CosignSignature, CosignSigner, _matches, _seconds,
-                            verify_signature, write_attach_script)
+from signers.cosign import (
+    CosignFormat,
+    CosignSignature,
+    CosignSigner,
+    _matches,
+    _seconds,
+    verify_signature,
+    write_attach_script,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 IDENTITY = "registry.example.com/ns/app:1.0"

@@ -197,8 +197,9 @@ def test_invalid_input_in_github_mode_reports_and_sets_status(tmp_path, gpg_keys
 def test_sigterm_keeps_what_was_signed_and_reports_the_rest(tmp_path, gpg_keys):
     """A gpg that signs twice, then hangs: SIGTERM must end the run promptly, keep both
     signatures, and report every other item as not signed because the run was stopped."""
-    from conftest import wait_until
     import signal
+
+    from conftest import wait_until
     real = shutil.which("gpg")
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -245,6 +246,7 @@ exec {real} "$@"
 def test_a_python_without_the_requirements_gets_one_line_not_a_traceback():
     import subprocess
     import sys
+
     from conftest import ENTRYPOINT
     run = subprocess.run([sys.executable, "-S", str(ENTRYPOINT), "--help"], capture_output=True,
                          text=True, timeout=60)  # -S: no site-packages, as a bare system python

@@ -1,5 +1,5 @@
-"""End to end with real parts: gpg signs, docker-registry serves, skopeo verifies with the policy.json
-and registries.d that the run generated."""
+"""End to end with real parts: gpg signs, docker-registry serves, skopeo verifies with the
+policy.json and registries.d that the run generated."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (gpg_decrypt, make_image, popen_entrypoint, run_entrypoint,
-                      skopeo_copy_verified, wait_until)
+from conftest import (
+    gpg_decrypt,
+    make_image,
+    popen_entrypoint,
+    run_entrypoint,
+    skopeo_copy_verified,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +135,8 @@ def test_skip_signed_with_a_lookaside_url(tmp_path, gpg_keys, images):
     not count."""
     first = tmp_path / "first"
     assert sign(first, gpg_keys, gpg_keys.a, images["app"]).returncode == 0
-    url = (first.resolve() / "lookaside" / "{registry}").as_uri().replace("%7B", "{").replace("%7D", "}")
+    url = (first.resolve() / "lookaside" / "{registry}").as_uri() \
+        .replace("%7B", "{").replace("%7D", "}")
 
     def again(out, key, *pairs, extra=()):
         args = ["--signer", "gpg", "--signing-key", key, "--task-id", "t2", "--output-dir",

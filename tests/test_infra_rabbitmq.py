@@ -13,8 +13,11 @@ from proton.handlers import MessagingHandler
 from proton.reactor import Container, LinkOption
 from proton.utils import BlockingConnection
 
-from infra.pubtools_sign import MSG_CONTAINER_SIGN, ensure_pubtools_sign, \
-    run_pubtools_msg_container_sign
+from infra.pubtools_sign import (
+    MSG_CONTAINER_SIGN,
+    ensure_pubtools_sign,
+    run_pubtools_msg_container_sign,
+)
 from infra.rabbitmq import client_ssl_domain
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,17 @@ import urllib.request
 
 import pytest
 
-from infra.sigstore import (PushedIndex, TrixieTools, cosign_keypair, cosign_verify, push_index,
-                            registries_d, registry_manifest, skopeo_copy_all,
-                            skopeo_sigstore_policy)
+from infra.sigstore import (
+    PushedIndex,
+    TrixieTools,
+    cosign_keypair,
+    cosign_verify,
+    push_index,
+    registries_d,
+    registry_manifest,
+    skopeo_copy_all,
+    skopeo_sigstore_policy,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -70,7 +70,8 @@ def test_a_bad_boolean_names_the_input():
 
 
 def test_a_bad_choice_names_the_input_and_the_choices():
-    with pytest.raises(InputError, match=r"^input 'signer': 'notary' is not one of gpg, msg, cosign"):
+    with pytest.raises(InputError,
+                       match=r"^input 'signer': 'notary' is not one of gpg, msg, cosign"):
         parse_inputs([], {"INPUT_SIGNER": "notary"}, SIGNERS)
     with pytest.raises(InputError, match="invalid choice"):
         parse_inputs(["--signer", "notary"], {}, SIGNERS)

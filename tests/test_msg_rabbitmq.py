@@ -1,5 +1,5 @@
-"""The messaging signer against a real broker: a private RabbitMQ 3.10 node with the AMQP 1.0 plugin,
-TLS with verify_peer (client certificates required) and the broker verified by the client,
+"""The messaging signer against a real broker: a private RabbitMQ 3.10 node with the AMQP 1.0
+plugin, TLS with verify_peer (client certificates required) and the broker verified by the client,
 RabbitMQ-style addresses, the broker killed and restarted in the middle of a run."""
 
 from __future__ import annotations

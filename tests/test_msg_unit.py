@@ -19,8 +19,17 @@ from signaction.inputs import parse_inputs
 from signaction.plan import BLOB, CLEARSIGN, SignFile, WorkItem, build_plan
 from signers import openpgp
 from signers.base import Options
-from signers.msg import (BadReply, MsgSigner, build_request, claim_problem, parse_reply, refusal,
-                         repo_of, signature_of, signed_text)
+from signers.msg import (
+    BadReply,
+    MsgSigner,
+    build_request,
+    claim_problem,
+    parse_reply,
+    refusal,
+    repo_of,
+    signature_of,
+    signed_text,
+)
 from signers.openpgp import OpenPGPError
 from testbed.signing_server import INSTANT_SIGNATURE, _packet, instant_signed_message
 
@@ -52,7 +61,8 @@ def test_request_has_pubtools_sign_fields_and_properties():
     claim = json.loads(base64.b64decode(body["claim_file"]))
     assert claim == {"critical": {"type": "atomic container signature",
                                   "image": {"docker-manifest-digest": D},
-                                  "identity": {"docker-reference": "registry.example.com/ns/app:1.0"}},
+                                  "identity": {
+                                      "docker-reference": "registry.example.com/ns/app:1.0"}},
                      "optional": {"creator": "me 1", "timestamp": 123}}
     assert req.properties == {"service": "pubtools-sign", "environment": "prod",
                               "owner_id": "alice", "mtype": "container_signature",

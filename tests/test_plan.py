@@ -205,6 +205,7 @@ SLOW_PATH_CASES = [
 @pytest.mark.parametrize("text", FAST_PATH_CASES)
 def test_fast_images_file_parser_agrees_with_yaml(text):
     import yaml
+
     from signaction.plan import _fast_yaml_list
     fast = _fast_yaml_list(text)
     assert fast is not None  # the fast path took it
@@ -269,7 +270,7 @@ def test_images_file_bombs_and_depth_are_refused_quickly(tmp_path, content, name
     (json.dumps([{"reference": "r.io/a:1", "digest": D1}])[:-1] +
      f', {{"reference": "r.io/b:1", "digest": "{D1}", "digest": "{D2}"}}]', "images.json",
      "entry 2: duplicate key 'digest'"),
-    (f'{{"images": [], "images": []}}', "top.json", "duplicate key 'images'"),
+    ('{"images": [], "images": []}', "top.json", "duplicate key 'images'"),
 ])
 def test_duplicate_keys_in_images_files_are_refused_naming_the_entry(tmp_path, content, name,
                                                                     expected):
@@ -313,12 +314,12 @@ def test_images_files_are_regular_files_of_bounded_size(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("value,problem", [
-    (f"r.io/a:1@sha256:abc", "digest 'sha256:abc' is not sha256: followed by 64 hex characters"),
+    ("r.io/a:1@sha256:abc", "digest 'sha256:abc' is not sha256: followed by 64 hex characters"),
     (f"r.io/a:1@sha256:{'A' * 64}", "must be lowercase hex"),
     (f"r.io/a:1@sha512:{'a' * 128}", "only sha256 digests are supported"),
     ("r.io/a:1@", "digest '' is not sha256: followed by 64 hex characters"),
     (f"r.io/a:1@{'1' * 64}", "is not sha256: followed by 64 hex characters"),
-    (f"r.io/a:1@sha256:abc as r.io/b:1", "digest 'sha256:abc' is not sha256"),
+    ("r.io/a:1@sha256:abc as r.io/b:1", "digest 'sha256:abc' is not sha256"),
 ])
 def test_an_image_with_a_bad_digest_says_what_is_wrong_with_the_digest(tmp_path, value, problem):
     """Item 17: not only "is not a valid docker reference"."""

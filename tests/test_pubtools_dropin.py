@@ -29,8 +29,17 @@ from pathlib import Path
 import pytest
 
 from conftest import gpg_decrypt
-from infra.pubtools_sign import (DROPIN, MSG_BLOB_SIGN, MSG_CLEAR_SIGN, MSG_CONTAINER_SIGN,
-                                 PUBTOOLS, recording_bus, run_tool, stdout_json, write_conf)
+from infra.pubtools_sign import (
+    DROPIN,
+    MSG_BLOB_SIGN,
+    MSG_CLEAR_SIGN,
+    MSG_CONTAINER_SIGN,
+    PUBTOOLS,
+    recording_bus,
+    run_tool,
+    stdout_json,
+    write_conf,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,20 @@ import requests
 from conftest import free_port, make_image
 from infra import fault_proxy as fault_proxy_infra
 from signaction.reference import Reference
-from signaction.registry import (COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING, DOCKER_LIST,
-                                 DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest,
-                                 RegistryClient, RegistryError, api_host, find_credentials,
-                                 repository_path)
+from signaction.registry import (
+    COSIGN_SIGNATURE_ANNOTATION,
+    COSIGN_SIMPLESIGNING,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+    RegistryClient,
+    RegistryError,
+    api_host,
+    find_credentials,
+    repository_path,
+)
 
 FaultProxy = fault_proxy_infra.FaultProxy
 
@@ -266,7 +276,8 @@ def test_an_index_of_the_wrong_shape_is_a_registry_error_naming_it(doc, problem)
 def test_manifest_refuses_a_body_that_does_not_match_the_digest(images, fault_proxy):
     digest = images.digest("oci")
     fault_proxy.rewrite_next(f"/manifests/{digest}$",
-                             lambda s, h, b: (s, h, b.replace(b'"schemaVersion"', b'"schemaVersion" ')))
+                             lambda s, h, b: (s, h, b.replace(b'"schemaVersion"',
+                                                              b'"schemaVersion" ')))
     with pytest.raises(RegistryError) as e:
         client().manifest(images.ref("oci", fault_proxy.host), digest)
     assert "refusing" in str(e.value) and digest in str(e.value)
@@ -318,7 +329,8 @@ def test_cosign_signatures_absent_is_an_empty_list(images):
 
 @pytest.mark.integration
 def test_cosign_signature_payload_is_digest_checked(images, fault_proxy):
-    fault_proxy.rewrite_next(r"/blobs/sha256:", lambda s, h, b: (s, h, b.replace(b"cosign", b"COSIGN")))
+    fault_proxy.rewrite_next(r"/blobs/sha256:",
+                             lambda s, h, b: (s, h, b.replace(b"cosign", b"COSIGN")))
     with pytest.raises(RegistryError, match="refusing"):
         client().cosign_signatures(images.ref("oci", fault_proxy.host), images.digest("oci"))
 
@@ -417,7 +429,8 @@ def test_lookaside_http_userinfo_is_basic_auth_and_never_shown(tmp_path):
     try:
         base = f"http://{USER}:{PASSWORD}@127.0.0.1:{server.server_address[1]}/sigs"
         with pytest.raises(RegistryError) as e:
-            client(retries=1).lookaside_signatures(base, Reference("r.example", "ns/a", "1"), DIGEST)
+            client(retries=1).lookaside_signatures(base, Reference("r.example", "ns/a", "1"),
+                                                   DIGEST)
     finally:
         server.shutdown()
         server.server_close()

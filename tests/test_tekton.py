@@ -31,8 +31,16 @@ from conftest import ENTRYPOINT, ROOT, Run, gpg_decrypt
 from signaction.config import CONFIG_PATHS
 from signaction.errors import InputError
 from signaction.inputs import OPTIONS, parse_inputs
-from signaction.tekton import (BUDGET, NAMES, RESULTS_DIR, TERMINATION_MESSAGE_LIMIT,
-                               TektonResults, fit, message_size, requested_folder)
+from signaction.tekton import (
+    BUDGET,
+    NAMES,
+    RESULTS_DIR,
+    TERMINATION_MESSAGE_LIMIT,
+    TektonResults,
+    fit,
+    message_size,
+    requested_folder,
+)
 
 TASK_PATH = ROOT / "tekton" / "container-sign.yaml"
 TASK = yaml.safe_load(TASK_PATH.read_text())

@@ -172,7 +172,8 @@ def test_record_has_a_line_per_received_message_with_what_was_on_the_wire(broker
          "correlation_id": "corr-1", "message_id": "id-1"},
         {"address": f"queue://{q}", "link_target": f"queue://{q}", "properties": None,
          "body": base64.b64encode(marker.encode()).decode(), "body_type": "bytes",
-         "ttl": 0.0, "durable": True, "subject": None, "reply_to": None, "correlation_id": None, "message_id": None},
+         "ttl": 0.0, "durable": True, "subject": None, "reply_to": None, "correlation_id": None,
+         "message_id": None},
     ]
 
 

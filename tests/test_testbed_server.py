@@ -74,7 +74,7 @@ def sign_request(to: str, key: str, mtype: str, field: str, data: str, repo: str
     """One single (not batch) signing request exactly as pubtools-sign 1.0.6's MsgSigner builds
     it; ``field`` holds the base64 ``data``, ``extra`` goes into both body and headers."""
     body = {"sig_key_id": key[-8:], field: data, "request_id": str(uuid.uuid4()),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat()
+            "created": datetime.datetime.now(datetime.UTC).isoformat()
             .replace("+00:00", "Z"),
             "requested_by": requester, "repo": repo}
     if key_name:
@@ -482,7 +482,8 @@ def test_it_talks_tls_with_a_client_certificate_and_checks_the_broker(tls, tmp_p
         with pytest.raises(RuntimeError, match="certificate verify failed"):
             start_signing_server(f"amqps://localhost:{rogue_port}", "queue://requests",
                                  "queue://replies", gnupg_home=gpg_keys.home,
-                                 cert_key=tls.client_pem, ca_cert=tls.ca_cert, timeout=60,  # it exits at once on a failed TLS check
+                                 # (it exits at once on a failed TLS check)
+                                 cert_key=tls.client_pem, ca_cert=tls.ca_cert, timeout=60,
                                  log=tmp_path / "server-rogue.log")
     finally:
         for proc in (server, rogue, broker_proc):

@@ -9,7 +9,8 @@ Compared: container signing through the entrypoint (``--signer msg``, single and
 through the drop-in commands in ``bin/`` that take pubtools-sign's own command lines
 (``pubtools-sign-msg-container-sign``, ``-msg-clear-sign``, ``-msg-blob-sign``).
 
-pubtools-sign runs from its own venv, installed from PyPI on first use (tests/infra/pubtools_sign.py).
+pubtools-sign runs from its own venv, installed from the package index on first use
+(tests/infra/pubtools_sign.py).
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ import uuid
 import pytest
 
 from conftest import run_entrypoint
-from infra.pubtools_sign import (DROPIN, MSG_BLOB_SIGN, MSG_CLEAR_SIGN, MSG_CONTAINER_SIGN,
-                                 PUBTOOLS, recording_bus, run_pubtools_msg_container_sign,
-                                 run_tool, stdout_json, write_conf)
+from infra.pubtools_sign import (
+    DROPIN,
+    MSG_BLOB_SIGN,
+    MSG_CLEAR_SIGN,
+    MSG_CONTAINER_SIGN,
+    PUBTOOLS,
+    recording_bus,
+    run_pubtools_msg_container_sign,
+    run_tool,
+    stdout_json,
+    write_conf,
+)
 
 pytestmark = pytest.mark.integration
 

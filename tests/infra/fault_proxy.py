@@ -34,8 +34,8 @@ import ssl
 import sys
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 
@@ -122,8 +122,9 @@ class FaultProxy:
             self._rules.append(_Rule(re.compile(path_regex), times, method, status,
                                      dict(headers or {}), body, drop))
 
-    def rewrite_next(self, path_regex: str, fn: Callable[[int, dict, bytes], tuple[int, dict, bytes]],
-                     times: int = 1, *, method: str | None = None) -> None:
+    def rewrite_next(self, path_regex: str,
+                     fn: Callable[[int, dict, bytes], tuple[int, dict, bytes]], times: int = 1,
+                     *, method: str | None = None) -> None:
         with self._lock:
             self._rules.append(_Rule(re.compile(path_regex), times, method, rewrite=fn))
 

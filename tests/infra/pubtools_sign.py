@@ -24,9 +24,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 VERSION = "1.0.6"
 ROOT = Path(__file__).resolve().parents[2]

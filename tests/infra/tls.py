@@ -40,7 +40,7 @@ def _pem_key(key) -> bytes:
 
 def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca: bool = False,
           server: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
     builder = (x509.CertificateBuilder()
                .subject_name(name)
