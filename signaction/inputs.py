@@ -227,8 +227,10 @@ def _with_signers(signers: Mapping[str, str] | None) -> tuple[Option, ...]:
                  if o.attr == "signer" else o for o in OPTIONS)
 
 
-def build_parser(prog: str = "entrypoint.py", options: Sequence[Option] = OPTIONS
+def build_parser(prog: str | None = None, options: Sequence[Option] = OPTIONS
                  ) -> argparse.ArgumentParser:
+    """The parser of every option; ``prog`` (in usage lines) defaults to how this program was
+    started: ``entrypoint.py``, or ``container-sign`` (the installed command)."""
     parser = _Parser(
         prog=prog,
         description="Sign container images (atomic GPG signatures via a local key or a signing "
