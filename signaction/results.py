@@ -33,14 +33,15 @@ class Entry:
     item: WorkItem
     status: str
     error: str | None = None
-    # the files written for it, relative to the output folder, by results.json key: the
-    # signature_path, and whatever else its format writes beside it (cosign: payload_path)
-    paths: dict[str, str] = field(default_factory=dict)
+    # what its format wrote, by results.json key: the signature_path, the other files beside
+    # it (cosign: payload_path), relative to the output folder, and facts about the signature
+    # (e.g. its transparency log entry)
+    fields: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None  # why it was skipped
 
     @property
     def signature_path(self) -> str | None:
-        return self.paths.get("signature_path")
+        return self.fields.get("signature_path")
 
     def to_json(self) -> dict[str, Any]:
         image = self.item.image
@@ -60,9 +61,9 @@ class Entry:
             entry["location"] = str(image.location)  # where the image is; reference: as signed
         if image.platform:
             entry["platform"] = image.platform
-        for key, path in self.paths.items():
+        for key, value in self.fields.items():
             if key != "signature_path":
-                entry[key] = path
+                entry[key] = value
         if self.reason:
             entry["reason"] = self.reason
         return entry
@@ -112,7 +113,7 @@ class Recorder:
             return Entry(item, FAILED, error=scrub(outcome.error))
         if outcome.skipped is not None:
             return Entry(item, SKIPPED, reason=scrub(outcome.skipped))
-        paths: dict[str, str] = {}
+        fields: dict[str, Any] = {}
         if outcome.signature is not None:
             try:
                 written = self._write(item, outcome)
@@ -122,10 +123,11 @@ class Recorder:
             except (OSError, ValueError) as e:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else e
                 return Entry(item, FAILED, error=f"could not write the signature: {why}")
-            paths = {key: self.artifacts.relative(path) for key, path in written.items()}
-        return Entry(item, OK, paths=paths)
+            fields = {key: self.artifacts.relative(value) if isinstance(value, Path) else value
+                      for key, value in written.items()}
+        return Entry(item, OK, fields=fields)
 
-    def _write(self, item: WorkItem, outcome: Outcome) -> Mapping[str, Path]:
+    def _write(self, item: WorkItem, outcome: Outcome) -> Mapping[str, Any]:
         target = item.image
         if isinstance(target, SignFile):  # NAME.asc, or NAME.<key id>.asc with several keys
             key = f".{item.key.key[-8:].upper()}" if len(self.plan.keys) > 1 else ""

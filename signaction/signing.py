@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .plan import Image, WorkItem
@@ -67,9 +66,10 @@ class SignatureFormat(ABC):
     own_paths: tuple[tuple[tuple[str, ...], bool], ...] = ()
 
     @abstractmethod
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
-        """Store one signature of ``image``; return the files written, by the results.json key
-        that names them (``signature_path`` first)."""
+    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
+        """Store one signature of ``image``; return what its results.json entry says of it, by
+        key: the files written (Path values, ``signature_path`` first) and JSON-able facts (e.g.
+        a transparency log index)."""
 
     @abstractmethod
     def verification(self, artifacts: Artifacts, hosts: list[str],

@@ -99,7 +99,7 @@ class CosignFormat(SignatureFormat):
     def __init__(self, attach_later: bool = False):
         self.attach_later = attach_later
 
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
+    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
         path = artifacts.write_signature(TREE, image.reference, image.known_digest,
                                          signature.signature, suffix=".sig",
                                          companions={".payload": signature.payload})
@@ -124,8 +124,9 @@ class CosignFormat(SignatureFormat):
     def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
         if not self.attach_later:
             return []
-        signed = [(e.item.container.source, e.item.container.known_digest, e.paths["payload_path"],
-                   e.paths["signature_path"]) for e in entries if "payload_path" in e.paths]
+        signed = [(e.item.container.source, e.item.container.known_digest,
+                   e.fields["payload_path"], e.fields["signature_path"])
+                  for e in entries if "payload_path" in e.fields]
         return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
 
 

@@ -35,7 +35,7 @@ TREE = "lookaside"  # the output folder's tree of these signatures
 class LookasideFormat(SignatureFormat):
     own_paths = (((TREE,), True),)
 
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Path]:
+    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
         return {"signature_path": artifacts.write_signature(TREE, image.reference,
                                                             image.known_digest,
                                                             signature)}
