@@ -4,7 +4,8 @@ any ``--insecure-*`` flag once pointed at its trust roots.
 
     python -m testbed.sigstore --dir DIR [--host 127.0.0.1] [--token-lifetime SECONDS]
         [--email ADDRESS] [--repository OWNER/NAME] [--ref REF] [--fulcio-fail K]
-        [--rekor-fail K] [--rekor-lose K] [--fail-status CODE] [--ready-file PATH]
+        [--rekor-fail K] [--rekor-lose K] [--fail-status CODE] [--fulcio-delay SECONDS]
+        [--ready-file PATH]
 
 It writes into DIR the trust roots (``fulcio_chain.pem``: root then intermediate, for
 ``SIGSTORE_ROOT_FILE``; ``fulcio_root.pem``: the root alone, a podman/skopeo ``caPath``;
@@ -29,7 +30,8 @@ OIDC issuer (``OIDC_ISSUER``, ``http://HOST:PORT``)
     ``lifetime`` overrides it, negative gives an expired token).
     Test control, no authentication (loopback only): ``GET /testbed/state`` (the fault switches
     and counters), ``POST /testbed/faults`` (JSON, any of ``fulcio_fail``, ``rekor_fail``,
-    ``rekor_lose``, ``fail_status``: replaces those switches and restarts their counts) and
+    ``rekor_lose``, ``fail_status``, ``fulcio_delay``: replaces those switches and restarts their
+    counts) and
     ``POST /testbed/token`` (JSON ``{"claims": {...}, "lifetime": S, "email": A}``: a token with
     those claims added or replaced, e.g. another ``aud`` or ``iss``).
 
@@ -70,7 +72,9 @@ first K signing-certificate requests get ``--fail-status`` (default 503); ``--re
 the first K entry uploads get it, nothing is logged; ``--rekor-lose K``: the first K uploads are
 logged, then answered with it anyway (an answer lost on the way: the client's retry gets 409).
 These answers carry ``Retry-After: 0``, so a client that honours it (rekor's, for a 503) retries
-at once instead of after its own backoff.
+at once instead of after its own backoff. ``--fulcio-delay SECONDS``: a slow Fulcio, every
+signing-certificate request is answered that much later (its token is checked after the wait):
+a run that outlives its tokens without signing hundreds of images.
 """
 
 from __future__ import annotations
@@ -829,6 +833,7 @@ class Faults:
     rekor_fail: int = 0
     rekor_lose: int = 0
     fail_status: int = 503
+    fulcio_delay: float = 0.0
     seen: dict = field(default_factory=lambda: {"fulcio": 0, "rekor": 0})
 
 
@@ -841,11 +846,11 @@ class Sigstore:
                  token_lifetime: int = 300, email: str | None = None,
                  repository: str = "octo-org/octo-repo", ref: str = "refs/heads/main",
                  fulcio_fail: int = 0, rekor_fail: int = 0, rekor_lose: int = 0,
-                 fail_status: int = 503):
+                 fail_status: int = 503, fulcio_delay: float = 0.0):
         self.directory = Path(directory)
         self.host, self.token_lifetime, self.email = host, token_lifetime, email
         self.repository, self.ref = repository, ref
-        self.faults = Faults(fulcio_fail, rekor_fail, rekor_lose, fail_status)
+        self.faults = Faults(fulcio_fail, rekor_fail, rekor_lose, fail_status, fulcio_delay)
         self.lock = threading.Lock()
         self.request_token = secrets.token_urlsafe(24)
         self.ct = CtLog()
@@ -923,7 +928,11 @@ class Sigstore:
 
     def fault(self, service: str) -> bool:
         """Count a request to ``service``; raise the 5xx its switch asks for. For Rekor, True
-        means: log it, then lose the answer."""
+        means: log it, then lose the answer. Fulcio waits ``fulcio_delay`` seconds first."""
+        with self.lock:
+            delay = self.faults.fulcio_delay if service == "fulcio" else 0
+        if delay > 0:
+            time.sleep(delay)  # a slow service, as the switch asks
         with self.lock:
             f = self.faults
             f.seen[service] += 1
@@ -935,7 +944,8 @@ class Sigstore:
             return service == "rekor" and n <= fail + f.rekor_lose
 
     def set_faults(self, *, fulcio_fail: int | None = None, rekor_fail: int | None = None,
-                   rekor_lose: int | None = None, fail_status: int | None = None) -> None:
+                   rekor_lose: int | None = None, fail_status: int | None = None,
+                   fulcio_delay: float | None = None) -> None:
         """Replace the switches given and start counting requests again."""
         with self.lock:
             f = self.faults
@@ -947,6 +957,8 @@ class Sigstore:
                 f.rekor_lose = int(rekor_lose)
             if fail_status is not None:
                 f.fail_status = int(fail_status)
+            if fulcio_delay is not None:
+                f.fulcio_delay = max(0.0, float(fulcio_delay))
             f.seen = {"fulcio": 0, "rekor": 0}
 
     def state(self) -> dict:
@@ -954,6 +966,7 @@ class Sigstore:
             f = self.faults
             faults = {"fulcio_fail": f.fulcio_fail, "rekor_fail": f.rekor_fail,
                       "rekor_lose": f.rekor_lose, "fail_status": f.fail_status,
+                      "fulcio_delay": f.fulcio_delay,
                       "seen": dict(f.seen)}
         return {"faults": faults, "rekor_entries": len(self.rekor.entries),
                 "certificates": len(self.ct.logged), "urls": self.urls}
@@ -1001,6 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rekor-fail", type=int, default=0, metavar="K")
     parser.add_argument("--rekor-lose", type=int, default=0, metavar="K")
     parser.add_argument("--fail-status", type=int, default=503, metavar="CODE")
+    parser.add_argument("--fulcio-delay", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", args.repository):
@@ -1009,7 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
     testbed = Sigstore(args.dir, host=args.host, token_lifetime=args.token_lifetime,
                        email=args.email, repository=args.repository, ref=args.ref,
                        fulcio_fail=args.fulcio_fail, rekor_fail=args.rekor_fail,
-                       rekor_lose=args.rekor_lose, fail_status=args.fail_status).start()
+                       rekor_lose=args.rekor_lose, fail_status=args.fail_status,
+                       fulcio_delay=args.fulcio_delay).start()
     write_ready_file(args.ready_file, {"pid": os.getpid(), "control": testbed.urls["oidc"],
                                        **testbed.env})
     print(f"sigstore testbed: {json.dumps(testbed.urls)}; env in {Path(args.dir) / 'env'}",

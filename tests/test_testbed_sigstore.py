@@ -273,10 +273,12 @@ def test_switches_given_as_flags(tmp_path):
     """``--fulcio-fail``, ``--rekor-lose``, ``--fail-status``, ``--token-lifetime`` and
     ``--email`` on the command line."""
     proc, ready = start_sigstore(tmp_path / "bed", log=tmp_path / "bed.log", fulcio_fail=1,
-                                 rekor_lose=2, fail_status=500, token_lifetime=30, email=EMAIL)
+                                 rekor_lose=2, fail_status=500, token_lifetime=30, email=EMAIL,
+                                 fulcio_delay=0.25)
     try:
         faults = http("GET", f"{ready['control']}/testbed/state")[2]["faults"]
-        assert (faults["fulcio_fail"], faults["rekor_lose"], faults["fail_status"]) == (1, 2, 500)
+        assert (faults["fulcio_fail"], faults["rekor_lose"], faults["fail_status"],
+                faults["fulcio_delay"]) == (1, 2, 500, 0.25)
         status, _, answer = http("GET", ready["ACTIONS_ID_TOKEN_REQUEST_URL"]
                                  + "&audience=sigstore", headers={
                                      "Authorization": "bearer "
@@ -286,6 +288,20 @@ def test_switches_given_as_flags(tmp_path):
         assert [fulcio_request(ready, answer["value"])[0] for _ in range(2)] == [500, 201]
     finally:
         assert stop(proc) == 0
+
+
+def test_fulcio_delay_switch(tmp_path):
+    """``fulcio_delay``: each signing-certificate request is answered that much later, and the
+    token is checked after the wait (a token that expires meanwhile is refused)."""
+    import time
+    with Sigstore(tmp_path, fulcio_delay=1.0) as bed:
+        env = {"FULCIO_URL": bed.env["FULCIO_URL"]}
+        started = time.monotonic()
+        assert fulcio_request(env, bed.token())[0] == 201
+        assert time.monotonic() - started >= 1.0
+        assert fulcio_request(env, bed.token(lifetime=1))[0] == 401  # expired while it waited
+        bed.set_faults(fulcio_delay=0)
+        assert bed.state()["faults"]["fulcio_delay"] == 0
 
 
 # -- keyless with cosign --------------------------------------------------------------------
