@@ -11,8 +11,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from signaction import CREATOR
 from signaction.errors import InputError
 from signaction.plan import Plan, WorkItem
 
@@ -29,32 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("signers.msg")
 
 
-def _path(value: str | None) -> str | None:
-    return os.path.expanduser(value) if value else None
-
-
-def requester_from_certificate(path: str) -> str:
-    """CN of the client certificate, else its UID (as pubtools-sign does), via pyOpenSSL."""
-    from cryptography.x509.oid import NameOID
-    from OpenSSL import crypto
-
-    try:
-        with open(path, "rb") as f:
-            cert = crypto.load_certificate(crypto.FILETYPE_PEM, f.read()).to_cryptography()
-    except OSError as e:
-        raise InputError(f"messaging certificate {path!r}: {e.strerror}") from None
-    except crypto.Error:
-        raise InputError(f"messaging certificate {path!r}: no PEM certificate in it") from None
-    for oid in (NameOID.COMMON_NAME, NameOID.USER_ID):
-        values = cert.subject.get_attributes_for_oid(oid)
-        if values:
-            return str(values[0].value)
-    raise InputError(f"messaging certificate {path!r}: its subject has neither CN nor UID")
-
-
-
-# -- the signer ---------------------------------------------------------------------------------
-
 class MsgSigner(LookasideSigner):
     name = "msg"
     section = "msg_signer"
@@ -69,7 +44,8 @@ class MsgSigner(LookasideSigner):
         super().__init__(config, options)
         self.started = time.monotonic()  # the deadline counts from the start of the run
         self.requests = 0  # how many were sent (batch: the chunks)
-        self.section = self.config_section(self.inputs)
+        # the section this signer reads, batch or single: the class's is the default
+        self.section = self.config_section(self.inputs)  # type: ignore[misc]
         self.settings = self._settings()
 
     def _settings(self) -> Settings:
@@ -125,14 +101,26 @@ class MsgSigner(LookasideSigner):
             s.max_reply = MAX_REPLY_BYTES + 3 * max(len(f.data) for f in plan.files)
         if s.timeout <= 0 or s.retries < 1 or s.send_retries < 1:
             raise InputError(f"{where}: timeout must be > 0, retries and send_retries >= 1")
-        requester = self.inputs.requester
-        if not requester:
-            if not s.cert:
-                raise InputError(f"{where}: no requester: give --requester or a client "
-                                 "certificate (messaging_cert_key)")
-            requester = requester_from_certificate(s.cert)
-        self.requester = requester
-        fields = {"creator": requester, "task_id": self.inputs.task_id or "",
+        self.requester = self._requester(where)
+        self._addresses(where)
+        if not s.verify_broker:
+            log.warning("warning: broker_tls_verify is false: the broker's certificate is NOT "
+                        "verified; anyone on the network path can read and answer requests")
+
+    def _requester(self, where: str) -> str:
+        """--requester, else the client certificate's CN (or UID)."""
+        if self.inputs.requester:
+            return self.inputs.requester
+        if not self.settings.cert:
+            raise InputError(f"{where}: no requester: give --requester or a client "
+                             "certificate (messaging_cert_key)")
+        return requester_from_certificate(self.settings.cert)
+
+    def _addresses(self, where: str) -> None:
+        """The send and listen addresses, their placeholders ({creator}, {task_id}, ...)
+        filled in."""
+        s = self.settings
+        fields = {"creator": self.requester, "task_id": self.inputs.task_id or "",
                   "environment": s.environment, "service": s.service}
         for key in ("topic_send_to", "topic_listen_to"):
             try:
@@ -141,9 +129,6 @@ class MsgSigner(LookasideSigner):
                 raise InputError(f"{where}.{key}: unknown placeholder {e} (known: "
                                  f"{', '.join('{' + k + '}' for k in fields)})") from None
             setattr(s, "send_to" if key == "topic_send_to" else "listen_to", value)
-        if not s.verify_broker:
-            log.warning("warning: broker_tls_verify is false: the broker's certificate is NOT "
-                        "verified; anyone on the network path can read and answer requests")
 
     def slots(self, plan: Plan) -> int:
         # single: one request per (image, key) of the plan, in plan order; batch: per request
@@ -160,78 +145,126 @@ class MsgSigner(LookasideSigner):
             return None
 
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
-        from signaction import CREATOR
-
         from .session import run_session  # proton's: see _settings
 
         s = self.settings
-        task_id = self.inputs.task_id or ""
-        now = int(time.time())
-        if self.section == "msg_batch_signer":
-            images = list(dict.fromkeys(i.image for i in items))
-            keys = list(dict.fromkeys(i.key for i in items))
-            requests = build_batch_requests(
-                images, keys, chunk_size=int(self.config.get("chunk_size") or 50),
-                requester=self.requester, task_id=task_id, environment=s.environment,
-                service=s.service, address=s.send_to, creator=CREATOR, timestamp=now)
-        else:
-            requests = [build_request(item, requester=self.requester, task_id=task_id,
-                                      environment=s.environment, service=s.service,
-                                      task_id_attribute=s.task_id_attribute, address=s.send_to,
-                                      creator=CREATOR, timestamp=now,
-                                      repo=self.inputs.repo or "")
-                        for item in items]
+        requests = self._requests(items)
         self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
-        checker = SignatureCheck.from_file(s.verify_keyring) if s.verify_keyring else None
-        checks = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify") \
-            if checker else None
-        # Each outcome is recorded (its signature file written) in the event loop itself: a
-        # writer thread cost ~10% more CPU in GIL hand-offs than the writes themselves
-        # (bench/msg_bench.py, N=3,000), and the machine is shared with the broker and server.
-
-        def deliver(req: Request, msg: dict, text: str, headers: dict) -> None:
-            # operation_results gets [reply, properties] once per reply, as pubtools-sign's
-            # does; kept as JSON text (the reply's own), which is smaller than parsed objects.
-            # In single mode its place is the item's in the plan (the request order); a batch
-            # reply is one entry, at its request's place.
-            reply = f"[{text}, {json.dumps(headers)}]"
-            for n, (item, signature) in enumerate(outcomes_of(req, msg)):
-                detail = reply if n == 0 else None
-                if isinstance(signature, str):
-                    report(Outcome(item, error=signature, detail=detail, slot=req.slot))
-                elif (problem := refusal(item, signature)) is not None:
-                    report(Outcome(item, error=f"signature refused: {problem}", detail=detail,
-                                   slot=req.slot))
-                elif checks is not None:  # gpg takes time: never in the event loop
-                    checks.submit(check, item, signature, detail, req.slot)
-                else:
-                    report(Outcome(item, signature=signature, detail=detail, slot=req.slot))
-
-        def check(item: WorkItem, signature: bytes, detail: str | None, slot: int | None) -> None:
-            problem = checker.problem(signature, item)
-            report(Outcome(item, error=f"signature refused: {problem}", detail=detail, slot=slot)
-                   if problem else Outcome(item, signature=signature, detail=detail, slot=slot))
-
-        def fail(req: Request, why: str) -> None:
-            for item in req.items:
-                report(Outcome(item, error=why))
-
-        log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
-                 ", ".join(s.brokers))
-        pending = {r.request_id: r for r in requests}
-        del requests  # the session pops each request once answered: memory stays flat
-        try:
-            counts = run_session(s, pending, deliver, fail, deadline_at,
+        with Replies(report, s.verify_keyring) as replies:
+            log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
+                     ", ".join(s.brokers))
+            pending = {r.request_id: r for r in requests}
+            del requests  # the session pops each request once answered: memory stays flat
+            counts = run_session(s, pending, replies.deliver, replies.fail, deadline_at,
                                  ttl=s.timeout * s.retries)
-        finally:
-            if checks is not None:
-                checks.shutdown(wait=True)
-                checker.close()
         self.stats = {k: v for k, v in counts.items() if v}
         if self.stats:
             log.info("replies ignored or retried: %s",
                      ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
+    def _requests(self, items: Sequence[WorkItem]) -> list[Request]:
+        """The requests for ``items``: one per item, or (batch) per chunk of images."""
+        s = self.settings
+        fields: dict[str, Any] = {"requester": self.requester, "task_id": self.inputs.task_id or "",
+                  "environment": s.environment, "service": s.service, "address": s.send_to,
+                  "creator": CREATOR, "timestamp": int(time.time())}
+        if self.section == "msg_batch_signer":
+            images = list(dict.fromkeys(i.container for i in items))  # batch: images only
+            keys = list(dict.fromkeys(i.key for i in items))
+            return build_batch_requests(images, keys,
+                                        chunk_size=int(self.config.get("chunk_size") or 50),
+                                        **fields)
+        return [build_request(item, task_id_attribute=s.task_id_attribute,
+                              repo=self.inputs.repo or "", **fields) for item in items]
+
+
+class Replies:
+    """What becomes of each reply (``deliver``) or request given up (``fail``): an Outcome per
+    work item, reported in the event loop itself (its signature file written there): a writer
+    thread cost ~10% more CPU in GIL hand-offs than the writes themselves (bench/msg_bench.py,
+    N=3,000), and the machine is shared with the broker and server. Only verify_keyring's gpg
+    check, which takes time, runs in a small pool, never in the event loop."""
+
+    def __init__(self, report: Report, keyring: str | None):
+        self.report = report
+        self.verify = Verify(report, keyring) if keyring else None
+
+    def __enter__(self) -> Replies:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.verify is not None:
+            self.verify.close()
+
+    def deliver(self, req: Request, msg: dict, text: str, headers: dict) -> None:
+        # operation_results gets [reply, properties] once per reply, as pubtools-sign's
+        # does; kept as JSON text (the reply's own), which is smaller than parsed objects.
+        # In single mode its place is the item's in the plan (the request order); a batch
+        # reply is one entry, at its request's place.
+        reply = f"[{text}, {json.dumps(headers)}]"
+        for n, (item, signature) in enumerate(outcomes_of(req, msg)):
+            detail = reply if n == 0 else None
+            if isinstance(signature, str):
+                self.report(Outcome(item, error=signature, detail=detail, slot=req.slot))
+            elif (problem := refusal(item, signature)) is not None:
+                self.report(Outcome(item, error=f"signature refused: {problem}", detail=detail,
+                                    slot=req.slot))
+            elif self.verify is not None:
+                self.verify.submit(item, signature, detail, req.slot)
+            else:
+                self.report(Outcome(item, signature=signature, detail=detail, slot=req.slot))
+
+    def fail(self, req: Request, why: str) -> None:
+        for item in req.items:
+            self.report(Outcome(item, error=why))
+
+
+class Verify:
+    """verify_keyring's cryptographic check (SignatureCheck: one gpg process per signature) in
+    a pool of up to 4 threads; each signature's Outcome reported once checked."""
+
+    def __init__(self, report: Report, keyring: str):
+        self.report = report
+        self.checker = SignatureCheck.from_file(keyring)
+        self.pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify")
+
+    def submit(self, item: WorkItem, signature: bytes, detail: str | None,
+               slot: int | None) -> None:
+        self.pool.submit(self._check, item, signature, detail, slot)
+
+    def _check(self, item: WorkItem, signature: bytes, detail: str | None,
+               slot: int | None) -> None:
+        problem = self.checker.problem(signature, item)
+        self.report(Outcome(item, error=f"signature refused: {problem}", detail=detail, slot=slot)
+                    if problem else Outcome(item, signature=signature, detail=detail, slot=slot))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.checker.close()
+
+
+def _path(value: str | None) -> str | None:
+    return os.path.expanduser(value) if value else None
+
+
+def requester_from_certificate(path: str) -> str:
+    """CN of the client certificate, else its UID (as pubtools-sign does), via pyOpenSSL."""
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    try:
+        with open(path, "rb") as f:
+            cert = crypto.load_certificate(crypto.FILETYPE_PEM, f.read()).to_cryptography()
+    except OSError as e:
+        raise InputError(f"messaging certificate {path!r}: {e.strerror}") from None
+    except crypto.Error:
+        raise InputError(f"messaging certificate {path!r}: no PEM certificate in it") from None
+    for oid in (NameOID.COMMON_NAME, NameOID.USER_ID):
+        values = cert.subject.get_attributes_for_oid(oid)
+        if values:
+            return str(values[0].value)
+    raise InputError(f"messaging certificate {path!r}: its subject has neither CN nor UID")
 
 
 SIGNER = MsgSigner

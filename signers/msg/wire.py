@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from signaction.claim import atomic_claim
-from signaction.plan import BLOB, CLEARSIGN, SignFile, WorkItem
+from signaction.plan import BLOB, CLEARSIGN, Image, SignFile, SigningKey, WorkItem
 
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
 CONTAINER_SIGNATURE = "container_signature"
@@ -59,8 +59,9 @@ def build_request(item: WorkItem, *, requester: str, task_id: str, environment: 
         extra: dict[str, Any] = {task_id_attribute: task_id}
     else:
         mtype, field, reference = CONTAINER_SIGNATURE, "claim_file", str(target.reference)
-        data, repo = atomic_claim(reference, target.digest, creator, timestamp), repo_of(reference)
-        extra = {task_id_attribute: task_id, "manifest_digest": target.digest}
+        digest = target.known_digest
+        data, repo = atomic_claim(reference, digest, creator, timestamp), repo_of(reference)
+        extra = {task_id_attribute: task_id, "manifest_digest": digest}
     request_id = str(uuid.uuid4())
     body: dict[str, Any] = {
         "sig_key_id": item.key.key[-8:],
@@ -78,18 +79,19 @@ def build_request(item: WorkItem, *, requester: str, task_id: str, environment: 
     return Request([item], request_id, address, properties, json.dumps(body))
 
 
-def build_batch_requests(images: Sequence, keys: Sequence, *, chunk_size: int, requester: str,
-                         task_id: str, environment: str, service: str, address: str,
-                         creator: str, timestamp: int | None) -> list[Request]:
+def build_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
+                         chunk_size: int, requester: str, task_id: str, environment: str,
+                         service: str, address: str, creator: str,
+                         timestamp: int | None) -> list[Request]:
     """Batch requests as pubtools-sign 1.0.6's msg_batch_signer builds them: images grouped by
     repo, ``chunk_size`` claims a request, every claim listing every key."""
-    by_repo: dict[str, list] = {}
+    by_repo: dict[str, list[Image]] = {}
     for image in images:
         by_repo.setdefault(repo_of(str(image.reference)), []).append(image)
     names = [k.name or "" for k in keys] if any(k.name for k in keys) else [""]
     properties = {"service": service, "environment": environment, "owner_id": requester,
                   "mtype": BATCH, "source": "metadata", "pipeline_run_id": str(task_id)}
-    requests = []
+    requests: list[Request] = []
     for repo, group in by_repo.items():
         for start in range(0, len(group), chunk_size):
             chunk = group[start:start + chunk_size]
@@ -97,10 +99,10 @@ def build_batch_requests(images: Sequence, keys: Sequence, *, chunk_size: int, r
             body = {
                 "claims": [{
                     "claim_file": base64.b64encode(atomic_claim(
-                        str(i.reference), i.digest, creator, timestamp)).decode("ascii"),
+                        str(i.reference), i.known_digest, creator, timestamp)).decode("ascii"),
                     "sig_keynames": names,
                     "sig_key_ids": [k.key[-8:] for k in keys],
-                    "manifest_digest": i.digest,
+                    "manifest_digest": i.known_digest,
                     "repo": repo,
                 } for i in chunk],
                 "request_id": request_id,
