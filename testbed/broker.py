@@ -130,6 +130,14 @@ class Consumer:
             self.unsettled[tag] = data
 
 
+def bound_port(acceptor) -> int:
+    """The port an acceptor listens on, the one the system chose when it was asked for port 0
+    (so that tests running at once never race for a free port). proton 0.40's Acceptor keeps
+    its listening socket private and tells neither its port nor its address: this reads the
+    socket itself (the acceptor's ``_selectable``, its ``_delegate``)."""
+    return acceptor._selectable._delegate.getsockname()[1]
+
+
 class Broker(Handler):
     """The broker's event handler. A plain Handler rather than a MessagingHandler: messages are
     forwarded as the bytes received (decoded only to route an anonymous relay's message and to
@@ -150,7 +158,7 @@ class Broker(Handler):
         acceptor = event.container.acceptor(self.host, self.port)
         if self.ssl_domain:
             acceptor.set_ssl_domain(self.ssl_domain)
-        port = acceptor._selectable._delegate.getsockname()[1]  # the real one when PORT was 0
+        port = bound_port(acceptor)  # the real one when PORT was 0
         write_ready_file(self.ready_file, {"port": port, "pid": os.getpid()})
         print(f"listening on {self.host}:{port}", flush=True)
 
