@@ -99,6 +99,24 @@ def _cell(text: str | None) -> str:
     return markdown_text(text, SUMMARY_CELL)
 
 
+SIGSTORE_FACTS = ("rekor_log_index", "rekor_entry_uuid", "certificate_identity",
+                  "certificate_oidc_issuer")
+
+
+def _sigstore_cell(row: Mapping) -> str:
+    """A sigstore signature's facts: its certificate's identity and issuer, its Rekor entry
+    (log index and UUID), each escaped (the identity comes from a certificate)."""
+    parts = []
+    if row.get("certificate_identity") is not None:
+        parts.append(f"{_cell(str(row['certificate_identity']))} (issuer "
+                     f"{_cell(str(row.get('certificate_oidc_issuer')))})")
+    if row.get("rekor_log_index") is not None:
+        parts.append(f"Rekor index {_cell(str(row['rekor_log_index']))}")
+    if row.get("rekor_entry_uuid") is not None:
+        parts.append(f"UUID {_cell(str(row['rekor_entry_uuid']))}")
+    return "; ".join(parts)
+
+
 def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
                      results_file: str, stats: Mapping[str, int] | None = None) -> str:
     """A table of outcomes, failed first, capped at SUMMARY_ROWS rows (10,000 images stay small)."""
@@ -108,12 +126,16 @@ def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
              f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", ""]
     if stats:
         lines += ["Signer: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
-    lines += ["| Status | Image | Digest | Key | Error |", "|---|---|---|---|---|"]
+    # sigstore signatures: a column for their transparency log entry and certificate identity
+    sigstore = any(any(k in r for k in SIGSTORE_FACTS) for r in rows)
+    lines += ["| Status | Image | Digest | Key | Error |" + (" Signature |" if sigstore else ""),
+              "|---|---|---|---|---|" + ("---|" if sigstore else "")]
     for r in rows[:SUMMARY_ROWS]:
         mark = {"ok": "✅ ok", "failed": "❌ failed", "skipped": "⏭️ skipped"}[r["status"]]
         digest = f"`{r['digest'][:19]}…`" if r.get("digest") else ""  # files have none
         lines.append(f"| {mark} | {_cell(r.get('reference') or r.get('file'))} | {digest} | "
-                     f"{_cell(r['signing_key'])} | {_cell(r['error'])} |")
+                     f"{_cell(r['signing_key'])} | {_cell(r['error'])} |"
+                     + (f" {_sigstore_cell(r)} |" if sigstore else ""))
     if len(rows) > SUMMARY_ROWS:
         lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failed ones are listed first); "
                       "see results.json."]

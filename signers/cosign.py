@@ -18,16 +18,27 @@ digest is never signed by two cosign processes at once: cosign rewrites the one 
 manifest, and two concurrent writers lose a signature. What cosign signed (payload and signature)
 is also written to the output folder; with ``upload: false`` only there, with a script that
 attaches them later.
+
+Keyless (the signing key ``keyless``): cosign gets a Fulcio certificate for the CI's OIDC identity
+(in GitHub its ambient provider, which reads ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN: handed to
+cosign for keyless signatures only; elsewhere ``identity_token``, a file re-read for each
+signature or ``env://VAR``, given to cosign as a path: a token is never on argv) and logs the
+signature in Rekor. What a signature's entry in results.json says about it comes from what cosign
+gives and what can be computed: the log index cosign prints, the entry's UUID (the RFC 6962 leaf
+hash of the body Rekor stores, computed from the payload, signature and key or certificate), and
+the certificate's identity and issuer (read from the certificate cosign wrote).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -61,9 +72,9 @@ PUBLIC_KEY_TIMEOUT = 120  # seconds for `cosign public-key` (a KMS may be slow)
 # in the step's environment for cosign, e.g. COSIGN_REPOSITORY, COSIGN_PKCS11_PIN; COSIGN_PASSWORD
 # is set by the signer itself, see _env) and sigstore's (SIGSTORE_*, TUF_ROOT: trust roots, Rekor
 # and TSA keys); the network (proxies, CA certificates); KMS credentials (and the credential
-# helpers a docker config may name): AWS, Google Cloud, Azure, Vault. Keyless signing (a later
-# issue) would add GitHub's ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN here, through child_env's extra
-# (signers.NEVER_ENV keeps them from every tool until then).
+# helpers a docker config may name): AWS, Google Cloud, Azure, Vault. Keyless signing adds
+# GitHub's ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN (AMBIENT_ENV) for keyless signatures only, through
+# child_env's extra (signers.NEVER_ENV keeps them from every tool otherwise).
 COSIGN_ENV = ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
               "COSIGN_*", "SIGSTORE_*", "TUF_ROOT",
               "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
@@ -75,51 +86,128 @@ KEY_ENV = {"gitlab://": ("GITLAB_TOKEN", "GITLAB_HOST"),
            "k8s://": ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
 
 
+KEYLESS = "keyless"  # the signing key that asks for a Fulcio certificate
+AMBIENT_ENV = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+# config key -> the variable cosign reads it from (without them: cosign's TUF roots, i.e. the
+# public Sigstore's), and the name of its copy in verification/
+ROOT_FILES = {"fulcio_root_file": ("SIGSTORE_ROOT_FILE", "fulcio_root.pem"),
+              "ctlog_public_key_file": ("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE", "ctlog.pub"),
+              "rekor_public_key_file": ("SIGSTORE_REKOR_PUBLIC_KEY", "rekor.pub")}
+URL_KEYS = ("rekor_url", "fulcio_url", "oidc_issuer")
+FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1")  # DER UTF8String, raw
+TLOG_INDEX = re.compile(r"^tlog entry created with index: (\d{1,18})\s*$", re.M)
+JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+MAX_TOKEN = 64 << 10  # bytes of an identity token file
+MAX_PEM = 1 << 20  # bytes of a root file or a certificate cosign wrote
+MAX_TEXT = 1000  # characters of a certificate's identity or issuer
+
 TREE = "cosign"  # the output folder's tree of cosign signatures
 ATTACH_SCRIPT = "cosign-attach.sh"
 
 
 @dataclass(frozen=True, slots=True)
 class CosignSignature:
-    """One cosign signature: the simple-signing payload it signs, and the signature (base64)."""
+    """One cosign signature: the simple-signing payload it signs, and the signature (base64);
+    keyless, the Fulcio certificate (PEM) and its identity (SAN) and OIDC issuer; with the
+    transparency log, the Rekor entry's log index (as cosign printed it) and UUID."""
 
     payload: bytes
     signature: bytes
+    certificate: bytes | None = None
+    identity: str | None = None
+    issuer: str | None = None
+    log_index: int | None = None
+    log_uuid: str | None = None
 
 
 class CosignFormat(SignatureFormat):
     """cosign's legacy attachments: a copy of each signature in the output folder,
     ``cosign/<registry>/<ns>/<name>@sha256=<hex>/signature-N.sig`` (base64) with its
-    ``signature-N.payload``; verified by podman/skopeo as ``sigstoreSigned`` from the
-    ``sha256-<hex>.sig`` tag in the registry. ``attach_later`` (upload false): the signatures
-    are only in the output folder, and ``cosign-attach.sh`` attaches them later."""
+    ``signature-N.payload`` (and, keyless, ``signature-N.crt``: the Fulcio certificate);
+    verified by podman/skopeo as ``sigstoreSigned`` from the ``sha256-<hex>.sig`` tag in the
+    registry. ``attach_later`` (upload false): the signatures are only in the output folder, and
+    ``cosign-attach.sh`` attaches them later. ``tlog``: signatures are logged in Rekor;
+    ``roots``: the trust roots' files (ROOT_FILES' keys -> bytes) copied into verification/."""
 
     own_paths = (((TREE,), True), ((ATTACH_SCRIPT,), False))
 
-    def __init__(self, attach_later: bool = False):
+    def __init__(self, attach_later: bool = False, tlog: bool = False,
+                 roots: dict[str, bytes] | None = None):
         self.attach_later = attach_later
+        self.tlog = tlog
+        self.roots = roots or {}
+        self.keyless = False  # set by the signer when the plan has the key keyless
+        self._lock = threading.Lock()
+        # keyless identities signed: (identity, issuer) -> the images (REF@DIGEST) signed
+        self.identities: dict[tuple[str, str], list[str]] = defaultdict(list)
 
     def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
+        companions = {".payload": signature.payload}
+        if signature.certificate:
+            companions[".crt"] = signature.certificate
         path = artifacts.write_signature(TREE, image.reference, image.known_digest,
                                          signature.signature, suffix=".sig",
-                                         companions={".payload": signature.payload})
-        return {"signature_path": path, "payload_path": path.with_suffix(".payload")}
+                                         companions=companions)
+        fields: dict[str, Any] = {"signature_path": path,
+                                  "payload_path": path.with_suffix(".payload")}
+        if signature.certificate:
+            fields["certificate_path"] = path.with_suffix(".crt")
+            fields["certificate_identity"] = signature.identity
+            fields["certificate_oidc_issuer"] = signature.issuer
+            with self._lock:
+                self.identities[(signature.identity, signature.issuer)].append(
+                    f"{image.source.host}/{image.source.path}@{image.known_digest}")
+        if signature.log_index is not None:
+            fields["rekor_log_index"] = signature.log_index
+        if signature.log_uuid is not None:
+            fields["rekor_entry_uuid"] = signature.log_uuid
+        return fields
 
     def verification(self, artifacts: Artifacts, hosts: list[str],
                      public_keys: bytes | None) -> Verification:
         pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
                           public_keys or b"", re.S)
+        folder = os.path.abspath(os.path.join(artifacts.root, "verification"))
         files = {"signing-keys.pub": b"".join(pems)} if pems else {}
-        keys = [key_data(pem) for pem in pems] or \
-            [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
-        # One requirement per key: every image was signed with every key, and podman requires
-        # each requirement of a scope to be met.
-        requirement = [{"type": "sigstoreSigned", **key,
-                        "signedIdentity": {"type": "matchRepoDigestOrExact"}} for key in keys]
+        files.update({ROOT_FILES[k][1]: data for k, data in self.roots.items()})
+        # podman/skopeo check a signature's Rekor SET only where cosign attached it (upload)
+        rekor = {"rekorPublicKeyPath": os.path.join(folder, ROOT_FILES[
+            "rekor_public_key_file"][1])} if self.tlog and not self.attach_later else {}
+        keys = [{**key_data(pem), **rekor} for pem in pems]
+        emails = [(who, issuer) for who, issuer in self.identities if "@" in who
+                  and "://" not in who]
+        others = [(who, issuer) for who, issuer in self.identities if (who, issuer) not in emails]
+        keyless = [{"fulcio": {"caPath": os.path.join(folder, ROOT_FILES["fulcio_root_file"][1]),
+                               "oidcIssuer": issuer, "subjectEmail": who}, **rekor}
+                   for who, issuer in emails]
+        if not keys and not keyless and not self.keyless and not others:
+            keys = [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
+        # One requirement per key and identity: every image was signed with every key, and
+        # podman requires each requirement of a scope to be met.
+        requirement: list[dict[str, Any]] = [
+            {"type": "sigstoreSigned", **key, "signedIdentity": {"type": "matchRepoDigestOrExact"}}
+            for key in keys + keyless] or [{"type": "reject"}]
+        if others:
+            files["cosign-verify.sh"] = verify_script(others, self.identities)
         lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
         for host in hosts:
             lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
-        return Verification(requirement, lines, _README, files)
+        return Verification(requirement, lines, self._readme(folder, files, others), files)
+
+    def _readme(self, folder: str, files: dict[str, bytes],
+                others: list[tuple[str, str]]) -> str:
+        text = _README
+        if self.keyless or self.tlog:
+            text += _README_SIGSTORE.format(folder=folder, have=", ".join(
+                f"`{name}`" for name in sorted(files) if name.endswith((".pem", ".pub")))
+                or "none (the public Sigstore's: see below)")
+        if others:
+            text += _README_URI.format(identities="\n".join(
+                f"    --certificate-identity {_sh(who)} --certificate-oidc-issuer {_sh(issuer)}"
+                for who, issuer in others))
+        elif self.keyless and not self.identities:
+            text += "\nNo keyless signature was made in this run: its identity is not known.\n"
+        return text
 
     def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
         if not self.attach_later:
@@ -128,6 +216,23 @@ class CosignFormat(SignatureFormat):
                    e.fields["payload_path"], e.fields["signature_path"])
                   for e in entries if "payload_path" in e.fields]
         return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
+
+
+def verify_script(identities: Iterable[tuple[str, str]],
+                  images: dict[tuple[str, str], list[str]]) -> bytes:
+    """``cosign-verify.sh``: one ``cosign verify`` per image signed keyless with an identity
+    podman cannot match (a URI), with the identity and issuer of its certificate."""
+    lines = ["#!/bin/sh",
+             "# Verifies the keyless cosign signatures of this run whose identity podman cannot",
+             "# match (not an email). The trust roots: cosign's own (the public Sigstore), or",
+             "# SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE and SIGSTORE_REKOR_PUBLIC_KEY",
+             "# (the copies here, see README.md). Extra arguments go to every `cosign verify`.",
+             "set -eu"]
+    for who, issuer in identities:
+        for ref in images[(who, issuer)]:
+            lines.append(f'cosign verify "$@" --certificate-identity {_sh(who)} '
+                         f"--certificate-oidc-issuer {_sh(issuer)} {_sh(ref)} >/dev/null")
+    return ("\n".join(lines) + "\n").encode()
 
 
 def write_attach_script(artifacts: Artifacts, signatures: Iterable[tuple[Any, str, str, str]]
@@ -169,43 +274,77 @@ class CosignSigner(Signer):
         self.attempts = max(1, int(retries if retries is not None else 5))
         self.threads = max(1, int(c.get("num_threads") or 10))
         self.upload = inputs.upload if inputs.upload is not None else bool(c.get("upload", True))
-        self.format = CosignFormat(attach_later=not self.upload)
+        self.tlog = bool(c.get("upload_tlog", True))
         self.signature_format = c.get("signature_format") or "legacy"
         if self.signature_format not in FORMATS:
             raise InputError(f"config: cosign_signer.signature_format: "
                              f"{self.signature_format!r} is not "
                              f"one of {', '.join(FORMATS)}")
+        for name in URL_KEYS:
+            if c.get(name) and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", str(c[name])):
+                raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
+        self.roots = {name: read_root_file(name, c[name]) for name in ROOT_FILES if c.get(name)}
+        self.cosign_format = CosignFormat(attach_later=not self.upload, tlog=self.tlog,
+                                          roots=self._root_copies())
+        self.format = self.cosign_format
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.password = self.read_secret_file("password_file") or \
             environ.get("COSIGN_PASSWORD")
+        self.token_source = token_source(c.get("identity_token"))
         self.deadline = inputs.deadline
         self.started = time.monotonic()
         self.flags: set[str] = set()  # the flags this cosign's `sign` knows
         self.public: dict[str, bytes] = {}  # key -> PEM public key
 
+    def _root_copies(self) -> dict[str, bytes]:
+        """The trust roots for verification/: the configured files, else those cosign reads
+        from the environment (SIGSTORE_*) when they can be read; none: the public Sigstore's."""
+        copies = {}
+        for name, (variable, _) in ROOT_FILES.items():
+            if name in self.roots:
+                copies[name] = self.roots[name][1]
+            elif self.environ.get(variable):
+                try:
+                    copies[name] = read_root_file(name, self.environ[variable])[1]
+                except InputError:
+                    log.warning("%s: not a PEM file: not copied into verification/", variable)
+        return copies
+
     def secrets(self) -> list[str]:
-        return [self.password] if self.password else []
+        found = [self.password] if self.password else []
+        found += [self.environ[n] for n in AMBIENT_ENV[1:] if self.environ.get(n)]
+        if self.token_source is not None:
+            try:  # the token as it is now (a rotating one: cosign's output is scrubbed too)
+                found.append(self._read_token())
+            except InputError:
+                pass  # said in preflight, when keyless is asked for
+        return found
 
     # -- before anything is signed ------------------------------------------------------
 
     def _env(self, docker_config: str | None = None,
              key: SigningKey | None = None) -> dict[str, str]:
         """cosign's environment, for ``key`` (None: a call that uses no key): COSIGN_ENV and
-        what the key reads, the config's env_variables, the private docker config, and
-        COSIGN_PASSWORD: the key's passphrase for a key that is encrypted with one (a key file,
-        env://), else empty."""
+        what the key reads, the config's env_variables, the trust roots configured, the private
+        docker config, and COSIGN_PASSWORD: the key's passphrase for a key that is encrypted
+        with one (a key file, env://), else empty. Keyless without identity_token: GitHub's
+        token request variables (cosign's ambient provider), for this key only."""
         keep = list(COSIGN_ENV)
         uri = key.key if key is not None else ""
+        keyless = uri == KEYLESS
         if uri.startswith("env://"):
             keep.append(uri[len("env://"):])
         for scheme, names in KEY_ENV.items():
             if uri.startswith(scheme):
                 keep += names
         extra = {str(k): str(v) for k, v in (self.config.get("env_variables") or {}).items()}
+        extra.update({ROOT_FILES[name][0]: path for name, (path, _) in self.roots.items()})
         # Set even when empty: an unset COSIGN_PASSWORD makes cosign prompt, and CI has no tty.
-        needs_password = key is not None and (uri.startswith("env://") or
-                                              not KEY_URI.match(uri))
+        needs_password = key is not None and not keyless and (uri.startswith("env://") or
+                                                              not KEY_URI.match(uri))
         extra["COSIGN_PASSWORD"] = (self.password or "") if needs_password else ""
+        if keyless and self.token_source is None:
+            extra.update({n: self.environ[n] for n in AMBIENT_ENV if self.environ.get(n)})
         if docker_config:
             extra["DOCKER_CONFIG"] = docker_config
         return child_env(self.environ, keep=keep, extra=extra)
@@ -233,7 +372,58 @@ class CosignSigner(Signer):
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
                              f"with --new-bundle-format (3.x); {self.cosign} has not")
         for key in plan.keys:
-            self.public[key.key] = self._public_key(key, self._env(key=key))
+            if key.key == KEYLESS:
+                self._check_keyless()
+            else:
+                self.public[key.key] = self._public_key(key, self._env(key=key))
+
+    def _check_keyless(self) -> None:
+        """Keyless can be done: the transparency log, attached signatures, a token source."""
+        self.cosign_format.keyless = True
+        if not self.tlog:
+            raise InputError("config: cosign_signer.upload_tlog: false, but the signing key "
+                             "'keyless' needs the transparency log (a Fulcio certificate is "
+                             "valid for minutes: Rekor's entry proves when it signed)")
+        if not self.upload:
+            raise InputError("signing key 'keyless' needs upload true (the upload input or "
+                             "config key): cosign writes no Rekor bundle that a later "
+                             "`cosign attach` could add")
+        if self.token_source is not None:
+            self._read_token()
+            return
+        missing = [n for n in AMBIENT_ENV if not self.environ.get(n)]
+        if missing:
+            raise InputError(f"signing key 'keyless': no OIDC identity token ({missing[0]} is "
+                             "not set): the GitHub workflow needs `permissions: id-token: "
+                             "write`; elsewhere set cosign_signer.identity_token (a token "
+                             "file, or env://VAR)")
+
+    def _read_token(self) -> str:
+        """The identity token as it is now (a file is read again each time: a projected token
+        rotates); InputError naming the config key, never quoting the token or its place."""
+        assert self.token_source is not None
+        kind, where = self.token_source
+        what = "config: cosign_signer.identity_token"
+        if kind == "env":
+            text = self.environ.get(where, "")
+            if not text.strip():
+                raise InputError(f"{what}: env://{where}: the variable is not set or empty")
+        else:
+            try:
+                with open(where, "rb") as f:
+                    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                        raise InputError(f"{what}: not a regular file")
+                    data = f.read(MAX_TOKEN + 1)
+            except OSError as e:
+                raise InputError(f"{what}: cannot read the token file: {e.strerror}") from None
+            if len(data) > MAX_TOKEN:
+                raise InputError(f"{what}: the token file is larger than {MAX_TOKEN} bytes")
+            text = data.decode("utf-8", "replace")
+        token = text.strip()
+        if not JWT.fullmatch(token):
+            raise InputError(f"{what}: not an OIDC identity token (a JWT: three base64url "
+                             "parts separated by dots)")
+        return token
 
     def _public_key(self, key: SigningKey, env: dict[str, str]) -> bytes:
         named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
@@ -283,22 +473,12 @@ class CosignSigner(Signer):
                   deadline_at: float) -> Outcome:
         image = item.container
         target = f"{image.source.host}/{image.source.path}@{image.digest}"
-        os.mkdir(work)
-        payload_file, sig_file = os.path.join(work, "payload"), os.path.join(work, "sig")
-        args = ["--timeout", self.timeout, "sign", "--yes", "--key", item.key.key,
-                f"--allow-http-registry={_bool(self.registry_settings.allow_http)}",
-                f"--allow-insecure-registry={_bool(self.registry_settings.allow_insecure)}",
-                f"--tlog-upload={_bool(self.config.get('upload_tlog', True))}",
-                f"--upload={_bool(self.upload)}",
-                "--sign-container-identity", str(image.reference),
-                "--output-payload", payload_file, "--output-signature", sig_file,
-                "-a", f"tag={image.reference.tag}"]
-        if self.config.get("rekor_url"):
-            args += ["--rekor-url", self.config["rekor_url"]]
-        for k, v in self.annotations.items():
-            args += ["-a", f"{k}={v}"]
-        args += self._format_flags()
-        args.append(target)
+        os.mkdir(work, 0o700)
+        files = {name: os.path.join(work, name) for name in ("payload", "sig", "cert", "token")}
+        try:
+            args = self._sign_args(item, files) + [target]
+        except InputError as e:  # keyless: the token file went away, or is no token now
+            return Outcome(item, error=str(e))
         error = ""
         for attempt in range(1, self.attempts + 1):
             left = deadline_at - time.monotonic()
@@ -308,23 +488,114 @@ class CosignSigner(Signer):
             result = self._run(args, env, min(left, _seconds(self.timeout) + 30), running)
             if running.ended:
                 return Outcome(item, error="the run was stopped")
+            stderr = self._scrub_token(result.stderr, item)
             if result.returncode == 0:
-                try:
-                    with open(payload_file, "rb") as f:
-                        payload = f.read()
-                    with open(sig_file, "rb") as f:
-                        signature = f.read().strip()
-                except OSError as e:
-                    return Outcome(item, error=f"cosign wrote no signature file: {e.strerror}")
-                return Outcome(item, signature=CosignSignature(payload, signature),
-                               detail=json.dumps(result.stderr.strip()))  # JSON text
-            error = _last_line(result.stderr) or f"cosign exited with {result.returncode}"
+                return self._signed(item, stderr, files)
+            error = _last_line(stderr) or f"cosign exited with {result.returncode}"
             if attempt < self.attempts:
                 pause = min(2.0 ** (attempt - 1), 30.0, max(deadline_at - time.monotonic(), 0))
                 log.warning("cosign sign %s failed (attempt %d of %d): %s; again in %.0f s",
                             target, attempt, self.attempts, error, pause)
                 time.sleep(pause)  # backoff between attempts of a failing external command
         return Outcome(item, error=f"cosign: {error}", detail=json.dumps(error))
+
+    def _sign_args(self, item: WorkItem, files: dict[str, str]) -> list[str]:
+        """``cosign sign``'s arguments but the image: the key, or keyless its token (a path:
+        the configured file, or a private copy of env://VAR's token) and Fulcio's address."""
+        image = item.container
+        args = ["--timeout", self.timeout, "sign", "--yes",
+                f"--allow-http-registry={_bool(self.registry_settings.allow_http)}",
+                f"--allow-insecure-registry={_bool(self.registry_settings.allow_insecure)}",
+                f"--tlog-upload={_bool(self.tlog)}", f"--upload={_bool(self.upload)}",
+                "--sign-container-identity", str(image.reference),
+                "--output-payload", files["payload"], "--output-signature", files["sig"],
+                "-a", f"tag={image.reference.tag}"]
+        if item.key.key != KEYLESS:
+            args += ["--key", item.key.key]
+        else:
+            args += ["--output-certificate", files["cert"]]
+            args += self._token_args(files["token"])
+            for name in ("fulcio_url", "oidc_issuer"):
+                if self.config.get(name):
+                    args += [f"--{name.replace('_', '-')}", str(self.config[name])]
+        if self.config.get("rekor_url"):
+            args += ["--rekor-url", str(self.config["rekor_url"])]
+        for k, v in self.annotations.items():
+            args += ["-a", f"{k}={v}"]
+        return args + self._format_flags()
+
+    def _token_args(self, token_file: str) -> list[str]:
+        """Where keyless cosign gets its identity token: GitHub's ambient provider (it asks
+        for a fresh token each time), or ``--identity-token PATH``: the configured file (cosign
+        reads it afresh; checked first, since cosign takes a path it cannot open for the token
+        itself), or for env://VAR a private 0600 file holding its token."""
+        if self.token_source is None:
+            return ["--oidc-provider", "github-actions"]
+        token = self._read_token()
+        kind, where = self.token_source
+        if kind == "file":
+            return ["--identity-token", os.path.abspath(where)]
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token)
+        return ["--identity-token", token_file]
+
+    def _scrub_token(self, text: str, item: WorkItem) -> str:
+        """cosign's output without the identity token, should it quote it."""
+        if item.key.key != KEYLESS or self.token_source is None:
+            return text
+        try:
+            token = self._read_token()
+        except InputError:
+            return text
+        return text.replace(token, "***")
+
+    def _signed(self, item: WorkItem, stderr: str, files: dict[str, str]) -> Outcome:
+        """The Outcome of a ``cosign sign`` that succeeded: what it wrote, checked, and the
+        facts about it (the certificate's identity and issuer, the Rekor entry)."""
+        try:
+            with open(files["payload"], "rb") as f:
+                payload = f.read()
+            with open(files["sig"], "rb") as f:
+                signature = f.read().strip()
+        except OSError as e:
+            return Outcome(item, error=f"cosign wrote no signature file: {e.strerror}")
+        try:
+            os.unlink(files["token"])  # a private copy of the token, needed no more
+        except FileNotFoundError:
+            pass
+        facts: dict[str, Any] = {}
+        key_pem = self.public.get(item.key.key)
+        if item.key.key == KEYLESS:
+            try:
+                with open(files["cert"], "rb") as f:
+                    pem, facts["identity"], facts["issuer"] = read_certificate(f.read(MAX_PEM))
+            except (OSError, ValueError) as e:
+                why = e.strerror if isinstance(e, OSError) else str(e)
+                return Outcome(item, error=f"cosign's certificate (--output-certificate): {why}")
+            facts["certificate"] = key_pem = pem
+        if self.tlog:
+            facts.update(self._tlog_facts(item, stderr, payload, signature, key_pem))
+        return Outcome(item, signature=CosignSignature(payload, signature, **facts),
+                       detail=json.dumps(stderr.strip()))  # JSON text
+
+    def _tlog_facts(self, item: WorkItem, stderr: str, payload: bytes, signature: bytes,
+                    key_pem: bytes | None) -> dict[str, Any]:
+        """The Rekor entry's index (cosign prints it) and UUID (computed); what cannot be known
+        is left out, with a warning: the signature itself is made."""
+        facts: dict[str, Any] = {}
+        found = set(TLOG_INDEX.findall(stderr))
+        if len(found) == 1:
+            facts["log_index"] = int(found.pop())
+        else:
+            log.warning("%s: cosign printed %s transparency log index: not recorded",
+                        item.container.reference, "no" if not found else "more than one")
+        try:
+            facts["log_uuid"] = rekor_uuid(payload, signature, key_pem or b"")
+        except ValueError as e:
+            log.warning("%s: the Rekor entry's UUID cannot be computed: %s",
+                        item.container.reference, e)
+        return facts
 
     def slots(self, plan: Plan) -> int:
         return len(plan)  # cosign's output for each (image, key), as pubtools-sign keeps it
@@ -346,8 +617,11 @@ class CosignSigner(Signer):
     def _existing(self, item: WorkItem) -> str | None:
         """Why ``item`` needs no new signature (a signature in the registry by this key, for this
         digest and identity, that verifies), or None. A registry problem means None: signing
-        again is safe, skipping wrongly is not."""
+        again is safe, skipping wrongly is not. Keyless is never skipped: the identity a new
+        certificate would name is not known before signing."""
         image = item.container
+        if item.key.key == KEYLESS:
+            return None
         try:
             found = self.registry.cosign_signatures(image.source, image.known_digest)
         except RegistryError as e:
@@ -385,15 +659,17 @@ class CosignSigner(Signer):
         return folder
 
     def public_keys(self, plan: Plan) -> bytes | None:
-        return b"".join(self.public.get(k.key, b"") for k in plan.keys) or None
+        return b"".join(self.public.get(k.key, b"") for k in plan.keys
+                        if k.key != KEYLESS) or None
 
 
 _README = """\
 # Verifying these cosign signatures
 
 - `policy.json` accepts exactly the repositories signed in this run, with a cosign signature by
-  each signing key (`signing-keys.pub`, also inlined as keyData), for the identity signed (the
-  reference with its tag), and rejects everything else.
+  each signing key (`signing-keys.pub`, also inlined as keyData) and each keyless identity with
+  an email address (see below), for the image identity signed (the reference with its tag), and
+  rejects everything else.
 - `registries.d/container-sign-action.yaml` turns on `use-sigstore-attachments`, so podman and
   skopeo look for the `sha256-<hex>.sig` tag next to each image.
 
@@ -407,6 +683,170 @@ A multi-arch image has a signature for its index and for every platform manifest
 checks each. After copying the image to another registry, copy its signatures with it (e.g.
 `cosign copy`), and sign for the name users pull (the identity), not the internal location.
 """
+
+
+_README_SIGSTORE = """
+## Sigstore: Fulcio certificates and the Rekor transparency log
+
+The trust roots this run used are copied here: {have} (`fulcio_root.pem`: the Fulcio CA
+chain; `ctlog.pub`: the certificate transparency log's key; `rekor.pub`: Rekor's key).
+`policy.json` names them by the absolute path of this folder where it was written:
+
+    {folder}
+
+Where you install the policy (e.g. `/etc/containers/policy.json`), put the files in a folder of
+their own, e.g. `/etc/containers/sigstore/`, and point the policy there:
+
+    sudo install -d /etc/containers/sigstore
+    sudo install -m 0644 fulcio_root.pem ctlog.pub rekor.pub /etc/containers/sigstore/
+    sed 's#{folder}/#/etc/containers/sigstore/#g' policy.json | sudo tee /etc/containers/policy.json
+
+A run that used the public Sigstore (no root files configured) copied none: take Fulcio's
+root from `https://fulcio.sigstore.dev/api/v1/rootCert` (the last certificate) and Rekor's key
+from `https://rekor.sigstore.dev/api/v1/log/publicKey`, or use `cosign verify`, which has them.
+
+- A key-based signature logged in Rekor is required to carry Rekor's signed entry timestamp
+  (`rekorPublicKeyPath`) when cosign attached it (upload true).
+- A keyless signature (`fulcio`) is accepted when its certificate chains to `fulcio_root.pem`,
+  was issued for the OIDC issuer and the email address signed with (results.json's
+  `certificate_oidc_issuer` and `certificate_identity`), and Rekor logged it. podman and skopeo
+  match only email identities (`subjectEmail`).
+
+With cosign, any identity (the roots: the copies here, or cosign's own for the public Sigstore):
+
+    SIGSTORE_ROOT_FILE=fulcio_root.pem SIGSTORE_CT_LOG_PUBLIC_KEY_FILE=ctlog.pub \\
+    SIGSTORE_REKOR_PUBLIC_KEY=rekor.pub cosign verify \\
+        --certificate-identity IDENTITY --certificate-oidc-issuer ISSUER REGISTRY/NS/NAME@sha256:...
+"""
+
+_README_URI = """
+## Keyless signatures podman cannot check
+
+These identities are not email addresses (a CI workflow's URI): podman and skopeo cannot match
+them, so `policy.json` does not ask for them (with no other key it rejects the repositories:
+nothing it could check). Verify them with cosign: `sh cosign-verify.sh` runs, for each image,
+
+    cosign verify \\
+{identities} \\
+        REGISTRY/NS/NAME@sha256:...
+"""
+
+
+def token_source(value: Any) -> tuple[str, str] | None:
+    """cosign_signer.identity_token: None (GitHub's ambient provider), ("env", VAR) or
+    ("file", PATH)."""
+    if not value:
+        return None
+    value = str(value)
+    if value.startswith("env://"):
+        name = value[len("env://"):]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise InputError("config: cosign_signer.identity_token: env:// needs a variable "
+                             "name (env://VAR)")
+        return ("env", name)
+    return ("file", os.path.expanduser(value))
+
+
+def read_root_file(name: str, path: str) -> tuple[str, bytes]:
+    """A trust root file of the config (``name``, a ROOT_FILES key) or of the environment: its
+    absolute path and its bytes, which must be PEM; InputError otherwise."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputError(f"config: cosign_signer.{name}: {path!r} is not a regular file")
+            data = f.read(MAX_PEM + 1)
+    except OSError as e:
+        raise InputError(f"config: cosign_signer.{name}: cannot read {path!r}: "
+                         f"{e.strerror}") from None
+    if len(data) > MAX_PEM or b"-----BEGIN " not in data:
+        raise InputError(f"config: cosign_signer.{name}: {path!r} is not a PEM file")
+    return path, data
+
+
+def _printable(text: str, what: str) -> str:
+    if not text or len(text) > MAX_TEXT or any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
+        raise ValueError(f"its {what} is empty, too long or holds control characters")
+    return text
+
+
+def _der_utf8(value: bytes) -> str:
+    """A DER UTF8String (Fulcio's 1.3.6.1.4.1.57264.1.8): its text; ValueError if it is not."""
+    if len(value) < 2 or value[0] != 0x0C:
+        raise ValueError("its issuer extension is not a DER UTF8String")
+    length, start = value[1], 2
+    if length & 0x80:
+        size = length & 0x7F
+        if size not in (1, 2) or len(value) < 2 + size:
+            raise ValueError("its issuer extension has a bad length")
+        length, start = int.from_bytes(value[2:2 + size], "big"), 2 + size
+    if len(value) != start + length:
+        raise ValueError("its issuer extension has a bad length")
+    return value[start:].decode("utf-8")
+
+
+def read_certificate(data: bytes) -> tuple[bytes, str, str]:
+    """A Fulcio certificate as cosign wrote it (PEM; the first one): (its PEM, re-encoded, its
+    identity: the one email or URI of its SAN, the OIDC issuer: extension .1.8, else .1.1).
+    ValueError saying what is wrong with it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ObjectIdentifier
+
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [*san.get_values_for_type(x509.RFC822Name),
+                 *san.get_values_for_type(x509.UniformResourceIdentifier)]
+    except x509.ExtensionNotFound:
+        raise ValueError("it has no subject alternative name") from None
+    except ValueError:
+        raise ValueError("not a PEM X.509 certificate") from None
+    if len(names) != 1:
+        raise ValueError(f"its subject alternative name has {len(names)} email addresses "
+                         "or URIs, not one")
+    issuer = None
+    for n, oid in enumerate(FULCIO_ISSUER_OIDS):
+        try:
+            raw = cert.extensions.get_extension_for_oid(ObjectIdentifier(oid)).value
+        except x509.ExtensionNotFound:
+            continue
+        value = getattr(raw, "value", b"")
+        try:
+            issuer = _der_utf8(value) if n == 0 else value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("its OIDC issuer is not UTF-8 text") from None
+        break
+    if issuer is None:
+        raise ValueError("it names no OIDC issuer (extension 1.3.6.1.4.1.57264.1.8 or .1.1)")
+    return (cert.public_bytes(serialization.Encoding.PEM), _printable(names[0], "identity"),
+            _printable(issuer, "OIDC issuer"))
+
+
+def rekor_uuid(payload: bytes, signature_b64: bytes, public_pem: bytes) -> str:
+    """The UUID of the ``hashedrekord`` entry cosign logs for a signature: the RFC 6962 leaf
+    hash (SHA-256 of 0x00 and the body) of the body as Rekor stores it, canonical JSON (RFC
+    8785) of the payload's SHA-256, the signature and the key or certificate, which Rekor
+    re-encodes as PEM. ValueError if the signature or key cannot be read."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        raw = base64.b64decode(signature_b64, validate=True)
+        if b"CERTIFICATE" in public_pem:
+            pem = x509.load_pem_x509_certificate(public_pem).public_bytes(
+                serialization.Encoding.PEM)
+        else:
+            pem = serialization.load_pem_public_key(public_pem).public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, TypeError) as e:  # binascii.Error is a ValueError
+        raise ValueError(f"unreadable signature or key ({type(e).__name__})") from None
+    body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+        "signature": {"content": base64.b64encode(raw).decode("ascii"),
+                      "publicKey": {"content": base64.b64encode(pem).decode("ascii")}}}}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return hashlib.sha256(b"\x00" + canonical).hexdigest()
 
 
 def _matches(sig: dict, digest: str, identity: str, public_pem: bytes) -> bool:
