@@ -155,3 +155,119 @@ def test_cosign_environment_per_kind_of_key():
                                            "GITLAB_TOKEN": "glpat"}
     assert env("k8s://ns/secret") == {**common, "COSIGN_PASSWORD": "", "KUBECONFIG": "/kube"}
     assert env("hashivault://release") == {**common, "COSIGN_PASSWORD": ""}
+
+
+# -- keyless and the transparency log --------------------------------------------------------
+
+def fulcio_like_cert(san, issuer_ext=None):
+    """A self-signed certificate shaped as Fulcio's: ``san`` (x509 general names) and the
+    issuer extensions given as {oid suffix: raw value}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import ObjectIdentifier
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
+               .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+               .not_valid_after(now + datetime.timedelta(minutes=10)))
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=True)
+    for suffix, value in (issuer_ext or {}).items():
+        builder = builder.add_extension(x509.UnrecognizedExtension(
+            ObjectIdentifier(f"1.3.6.1.4.1.57264.1.{suffix}"), value), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_certificate_identity_and_issuer():
+    from cryptography import x509
+
+    from signers.cosign import read_certificate
+    issuer = b"https://token.actions.githubusercontent.com"
+    uri = "https://github.com/o/r/.github/workflows/x.yml@refs/heads/main"
+    pem_, who, iss = read_certificate(fulcio_like_cert(
+        [x509.UniformResourceIdentifier(uri)], {8: b"\x0c" + bytes([len(issuer)]) + issuer,
+                                                1: b"https://ignored.example"}))
+    assert (who, iss) == (uri, issuer.decode()) and pem_.startswith(b"-----BEGIN CERT")
+    _, who, iss = read_certificate(fulcio_like_cert([x509.RFC822Name("a@example.com")],
+                                                    {1: b"https://old.example"}))
+    assert (who, iss) == ("a@example.com", "https://old.example")  # only the deprecated .1
+
+
+@pytest.mark.parametrize("case,why", [
+    ("garbage", "not a PEM X.509 certificate"), ("no-san", "no subject alternative name"),
+    ("two-sans", "not one"), ("no-issuer", "names no OIDC issuer"),
+    ("bad-der", "not a DER UTF8String"), ("control", "control characters"),
+    ("long-der", "bad length")])
+def test_hostile_certificates_are_refused_with_a_reason(case, why):
+    from cryptography import x509
+
+    from signers.cosign import read_certificate
+    email = [x509.RFC822Name("a@example.com")]
+    data = {"garbage": lambda: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "no-san": lambda: fulcio_like_cert(None, {1: b"x"}),
+            "two-sans": lambda: fulcio_like_cert(email + [x509.RFC822Name("b@e.com")],
+                                                 {1: b"x"}),
+            "no-issuer": lambda: fulcio_like_cert(email),
+            "bad-der": lambda: fulcio_like_cert(email, {8: b"\x04\x01x"}),
+            "control": lambda: fulcio_like_cert(email, {1: b"https://x\n::add-mask::y"}),
+            "long-der": lambda: fulcio_like_cert(email, {8: b"\x0c\x85xxxxx"})}[case]()
+    with pytest.raises(ValueError, match=why):
+        read_certificate(data)
+
+
+def test_rekor_uuid_is_the_leaf_hash_of_the_canonical_body():
+    import hashlib
+
+    from signers.cosign import rekor_uuid
+    key = ec.generate_private_key(ec.SECP256R1())
+    sig = base64.b64encode(key.sign(b"payload", ec.ECDSA(hashes.SHA256())))
+    body = json.dumps({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(b"payload").hexdigest()}},
+        "signature": {"content": sig.decode(), "publicKey": {
+            "content": base64.b64encode(pem(key)).decode()}}}}, separators=(",", ":"),
+        sort_keys=True).encode()
+    assert rekor_uuid(b"payload", sig, pem(key)) == hashlib.sha256(b"\0" + body).hexdigest()
+    with pytest.raises(ValueError):
+        rekor_uuid(b"payload", b"not base64!", pem(key))
+    with pytest.raises(ValueError):
+        rekor_uuid(b"payload", sig, b"-----BEGIN PUBLIC KEY-----\nAA\n-----END PUBLIC KEY-----\n")
+
+
+def test_github_token_variables_go_to_keyless_cosign_only():
+    from signaction.plan import SigningKey
+    environ = {"PATH": "/bin", "ACTIONS_ID_TOKEN_REQUEST_URL": "http://t",
+               "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "req-token"}
+    signer = CosignSigner({}, Options.default(environ))
+    assert "ACTIONS_ID_TOKEN_REQUEST_TOKEN" not in signer._env()
+    assert "ACTIONS_ID_TOKEN_REQUEST_TOKEN" not in signer._env(key=SigningKey("k", "k"))
+    keyless = signer._env(key=SigningKey("keyless", "keyless"))
+    assert keyless["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] == "req-token"
+    assert keyless["COSIGN_PASSWORD"] == ""
+    assert "req-token" in signer.secrets()
+    # a token of its own: GitHub's are not handed on even for keyless
+    with_token = CosignSigner({"identity_token": "env://MINE"}, Options.default(environ))
+    assert "ACTIONS_ID_TOKEN_REQUEST_URL" not in with_token._env(
+        key=SigningKey("keyless", "keyless"))
+
+
+def test_bad_sigstore_config_is_one_line():
+    from signaction.errors import InputError
+    with pytest.raises(InputError, match="fulcio_url: not an http"):
+        CosignSigner({"fulcio_url": "ftp://x"}, Options.default())
+    with pytest.raises(InputError, match="env:// needs a variable name"):
+        CosignSigner({"identity_token": "env://1x"}, Options.default())
+
+
+def test_the_summary_shows_sigstore_facts_escaped():
+    from signaction.github import summary_markdown
+    row = {"status": "ok", "reference": "r.io/a:1", "digest": DIGEST, "signing_key": "keyless",
+           "error": None, "certificate_identity": "evil|`x`<b>", "certificate_oidc_issuer": "i",
+           "rekor_log_index": 7, "rekor_entry_uuid": "ab" * 32}
+    md = summary_markdown("t", {"signed": 1, "failed": 0, "skipped": 0}, [row], "res.json")
+    assert "| Signature |" in md and "evil\\|\\`x\\`&lt;b\\>" in md
+    assert "Rekor index 7" in md and "ab" * 32 in md
+    plain = summary_markdown("t", {"signed": 1, "failed": 0, "skipped": 0},
+                             [{**row, "certificate_identity": None, "rekor_log_index": None,
+                               "rekor_entry_uuid": None, "certificate_oidc_issuer": None}], "r")
+    assert "Signature" in plain  # the keys are there: the column is; its cell is empty
