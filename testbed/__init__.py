@@ -1,8 +1,13 @@
-"""Reference counterparts for testing the messaging signer: an AMQP 1.0 broker with ActiveMQ's
-addressing (``testbed.broker``) and a signing server speaking pubtools-sign's wire format
-(``testbed.signing_server``). Both run as subprocesses; this module holds what they share:
+"""The test bed: the other side of every network conversation the signers have, on loopback.
+
+- for the messaging signer: an AMQP 1.0 broker with ActiveMQ's addressing (``testbed.broker``)
+  and a signing server speaking pubtools-sign's wire format (``testbed.signing_server``);
+- for sigstore: an OIDC issuer with GitHub's token endpoint, a Fulcio CA and a Rekor log
+  (``testbed.sigstore``) that real cosign and skopeo accept with its trust roots.
+
+They run as subprocesses (``python -m testbed.X``); this module holds what the AMQP ones share:
 starting one and waiting for its ready file, stopping it, TLS client settings, and ``exchange``,
-a small proton client that sends and receives in one go.
+a small proton client that sends and receives in one go. Not part of the installed package.
 """
 
 from __future__ import annotations
