@@ -170,10 +170,12 @@ class CosignFormat(SignatureFormat):
         folder = os.path.abspath(os.path.join(artifacts.root, "verification"))
         files = {"signing-keys.pub": b"".join(pems)} if pems else {}
         files.update({ROOT_FILES[k][1]: data for k, data in self.roots.items()})
-        # podman/skopeo check a signature's Rekor SET only where cosign attached it (upload)
+        # podman/skopeo check a signature's Rekor SET where cosign attached it (upload), for a
+        # key when the run knows Rekor's key; keyless always (the policy needs it: see README)
         rekor = {"rekorPublicKeyPath": os.path.join(folder, ROOT_FILES[
             "rekor_public_key_file"][1])} if self.tlog and not self.attach_later else {}
-        keys = [{**key_data(pem), **rekor} for pem in pems]
+        keys = [{**key_data(pem), **(rekor if "rekor_public_key_file" in self.roots else {})}
+                for pem in pems]
         emails = [(who, issuer) for who, issuer in self.identities if "@" in who
                   and "://" not in who]
         others = [(who, issuer) for who, issuer in self.identities if (who, issuer) not in emails]
@@ -706,7 +708,8 @@ root from `https://fulcio.sigstore.dev/api/v1/rootCert` (the last certificate) a
 from `https://rekor.sigstore.dev/api/v1/log/publicKey`, or use `cosign verify`, which has them.
 
 - A key-based signature logged in Rekor is required to carry Rekor's signed entry timestamp
-  (`rekorPublicKeyPath`) when cosign attached it (upload true).
+  (`rekorPublicKeyPath`) when cosign attached it (upload true) and the run knew Rekor's key
+  (`rekor.pub` here); with the public Sigstore's add it yourself if you want the log checked.
 - A keyless signature (`fulcio`) is accepted when its certificate chains to `fulcio_root.pem`,
   was issued for the OIDC issuer and the email address signed with (results.json's
   `certificate_oidc_issuer` and `certificate_identity`), and Rekor logged it. podman and skopeo

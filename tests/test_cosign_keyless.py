@@ -392,7 +392,8 @@ def test_keyless_refusals_are_one_line(registry, trixie_tools, bed, tmp_path, ca
     (tmp_path / "junk").write_text("not a token\n")
     run = sign(tmp_path, trixie_tools, conf(bed, **extra), "--image",
                f"{registry.host}/kl/refused:v1@{digest}", "--signing-key", "keyless",
-               "--no-expand-index", env={} if case == "no-token" else ambient(bed))
+               "--no-expand-index", env={n: "" for n in ambient(bed)} if case == "no-token"
+               else ambient(bed))
     assert run.returncode == 2, run.stderr
     [line] = run.stderr.strip().splitlines()
     expected = {"no-token": "permissions: id-token: write", "no-tlog": "upload_tlog",
@@ -413,3 +414,40 @@ def test_the_bed_log_entry_uuid_is_what_results_record(bed, mixed):
         body = bed.rekor.entries[entry["rekor_log_index"]].body
         assert hashlib.sha256(b"\x00" + body).hexdigest() == entry["rekor_entry_uuid"]
     assert stat.S_ISREG((tmp / "out" / "verification" / "fulcio_root.pem").stat().st_mode)
+
+
+# -- cosign 3.x, when there is one ----------------------------------------------------------
+
+def cosign3() -> str | None:
+    """A cosign 3.x binary: COSIGN3_BIN, or ``cosign3`` on PATH (none is packaged here)."""
+    import shutil
+    for candidate in (os.environ.get("COSIGN3_BIN"), shutil.which("cosign3")):
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        out = subprocess.run([candidate, "version", "--json"], capture_output=True, text=True,
+                             timeout=30)
+        try:
+            version = str(json.loads(out.stdout).get("gitVersion", ""))
+        except ValueError:
+            continue
+        if version.lstrip("v").startswith("3."):
+            return candidate
+    return None
+
+
+def test_cosign_3_signs_keyless_in_the_legacy_format(registry, trixie_tools, bed, tmp_path):
+    """cosign 3.x defaults to bundles and signing configs: the signer's flags keep the legacy
+    ``.sig`` tag, which cosign 2.5 verifies."""
+    binary = cosign3()
+    if binary is None:
+        pytest.skip("no cosign 3.x binary here (set COSIGN3_BIN to one)")
+    image = push_index(registry.host, "kl/cosign3", "v1", tmp_path, content="cosign3")
+    run = sign(tmp_path, trixie_tools, conf(bed, cosign_bin=binary), "--image",
+               f"{image.by_tag}@{image.digest}", "--signing-key", "keyless",
+               "--no-expand-index", env=ambient(bed))
+    assert run.returncode == 0, run.stderr
+    check_log_facts(bed, results(tmp_path)["images"][0])
+    assert sig_layers(image, image.digest) == 1
+    proc = cosign_verify(trixie_tools, bed, image.by_digest(), "--certificate-identity",
+                         WORKFLOW_IDENTITY, "--certificate-oidc-issuer", bed.env["OIDC_ISSUER"])
+    assert proc.returncode == 0, proc.stderr

@@ -271,3 +271,38 @@ def test_the_summary_shows_sigstore_facts_escaped():
                              [{**row, "certificate_identity": None, "rekor_log_index": None,
                                "rekor_entry_uuid": None, "certificate_oidc_issuer": None}], "r")
     assert "Signature" in plain  # the keys are there: the column is; its cell is empty
+
+
+def test_keyless_verification_files(tmp_path):
+    """An email identity: a fulcio requirement with the roots copied here; a URI identity
+    (podman cannot match it): no requirement (alone: reject) and cosign verify commands."""
+    ref, _ = parse_reference(IDENTITY)
+    image = Image(ref, DIGEST, "test")
+    roots = {"fulcio_root_file": b"-----BEGIN CERTIFICATE-----\n", "rekor_public_key_file":
+             b"-----BEGIN PUBLIC KEY-----\n"}
+
+    def files(identity):
+        art = Artifacts(tmp_path / identity.replace("/", "_"))
+        art.create(CosignFormat.own_paths)
+        fmt = CosignFormat(tlog=True, roots=roots)
+        fmt.keyless = True
+        fmt.write(art, image, CosignSignature(b"{}", b"c2ln", b"-----BEGIN CERTIFICATE-----",
+                                              identity, "https://issuer.example", 3, "ab" * 32))
+        folder = art.write_verification([ref.repository], fmt.verification(art, [ref.host],
+                                                                           None))
+        rules = json.loads((folder / "policy.json").read_text())["transports"]["docker"][
+            ref.repository]
+        return folder, rules
+
+    folder, [rule] = files("a@example.com")
+    assert rule["fulcio"] == {"caPath": str(folder / "fulcio_root.pem"),
+                              "oidcIssuer": "https://issuer.example",
+                              "subjectEmail": "a@example.com"}
+    assert rule["rekorPublicKeyPath"] == str(folder / "rekor.pub")
+    assert (folder / "fulcio_root.pem").read_bytes() == roots["fulcio_root_file"]
+    folder, rules = files("https://ci.example/o/r")
+    assert rules == [{"type": "reject"}]
+    script = (folder / "cosign-verify.sh").read_text()
+    assert f"--certificate-identity 'https://ci.example/o/r' --certificate-oidc-issuer " \
+           f"'https://issuer.example' 'registry.example.com/ns/app@{DIGEST}'" in script
+    assert "podman and skopeo cannot match" in (folder / "README.md").read_text()
