@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from proton import Message, SSLDomain
 from proton.handlers import MessagingHandler
@@ -311,7 +311,8 @@ def example_manifests(refs, folder: Path) -> dict[str, tuple[Path, str]]:
         body = json.dumps({"schemaVersion": 2,
                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(),
+                                      "digest": "sha256:"
+                                     + hashlib.sha256(ref.encode()).hexdigest(),
                                       "size": len(ref)},
                            "layers": []}).encode()
         path = folder / (ref.replace("/", "_").replace(":", "_") + ".json")

@@ -43,9 +43,9 @@ that no key verifies (``instant_signed_message``); clear-sign and blob requests 
 
 It reconnects (with backoff) when the broker goes away, on a fresh connection with fresh links:
 proton's own reconnect re-attaches the old links, and RabbitMQ then refused a transfer on a
-re-attached link ("Unexpected frame") and ended the session, which ended the server. The ready file (JSON ``{"pid",
-"attached", "listen_to", "reply_to"}``) is written each time both its links are attached;
-``attached`` counts the times. SIGTERM ends it at once.
+re-attached link ("Unexpected frame") and ended the session, which ended the server. The ready
+file (JSON ``{"pid", "attached", "listen_to", "reply_to"}``) is written each time both its links
+are attached; ``attached`` counts the times. SIGTERM ends it at once.
 """
 
 from __future__ import annotations
@@ -70,8 +70,15 @@ from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from signers.gpg import GpgError, Running, gpg_sign
-from testbed import (cli_args, client_ssl_domain, condition_text, exit_on_sigterm, launch,
-                     log_transport_error, write_ready_file)
+from testbed import (
+    cli_args,
+    client_ssl_domain,
+    condition_text,
+    exit_on_sigterm,
+    launch,
+    log_transport_error,
+    write_ready_file,
+)
 
 INSTANT_SIGNATURE = b"instant-signature"
 STRAY_SIGNATURE = b"stray-signature"
@@ -94,7 +101,7 @@ KINDS = {"container_signature": CONTAINER,
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def b64(data: bytes) -> str:
