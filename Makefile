@@ -1,5 +1,6 @@
 # make demo   sign example images over an embedded AMQP bus with a reference signing server, verify
-# make test   the whole test suite (unit + integration with a real registry, gpg and skopeo)
+# make test   lint (ruff, mypy), then the whole test suite (unit + integration with a real
+#             registry, gpg, skopeo, RabbitMQ, cosign and a sigstore test bed)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -14,7 +15,7 @@ HELPERS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests$(if $(PYTHONPATH),:$(PYTHONPATH)
 demo: system venv
 	$(HELPERS) $(PY) scripts/demo.py
 
-test: system venv
+test: system venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
@@ -34,7 +35,7 @@ system:
 image: system venv
 	PYTHON=$(PY) scripts/make-image.sh
 
-# make lint   ruff check and mypy (configured in pyproject.toml); not part of make test yet
+# make lint   ruff check and mypy (configured in pyproject.toml); make test runs it first
 lint: venv
 	@status=0; $(PY) -m ruff check || status=1; $(PY) -m mypy || status=1; exit $$status
 
