@@ -76,6 +76,11 @@ class Signature:
     hash_prefix: bytes  # the first two octets of the hash it signs
     hashed: bytes  # the part of the packet the hash covers (with the trailer, see _digest)
     salt: bytes = b""  # version 6
+    material: bytes = b""  # the signature proper (MPIs, or octets), for verify()
+    created: int | None = None  # signature creation time (hashed subpacket 2)
+    expires: int | None = None  # seconds after creation it expires (hashed subpacket 3)
+    key_expires: int | None = None  # a self-signature: the key's lifetime (subpacket 9)
+    key_flags: int | None = None  # a self-signature: what the key may do (subpacket 27)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +226,17 @@ def _names(packets: list[tuple[int, bytes]]) -> str:
     return ", ".join(TAG_NAMES.get(tag, f"tag {tag}") for tag, _ in packets)
 
 
-def _packets(data: bytes, where: str = "") -> list[tuple[int, bytes]]:
-    """(tag, body) of each packet in ``data``, at most MAX_PACKETS of them."""
+def _packets(data: bytes, where: str = "", limit: int = MAX_PACKETS) -> list[tuple[int, bytes]]:
+    """(tag, body) of each packet in ``data``, at most ``limit`` of them."""
     where = f" {where}" if where else ""
     packets: list[tuple[int, bytes]] = []
     i, size = 0, len(data)
     if not size:
         raise OpenPGPError(f"no packets{where}")
     while i < size:
-        if len(packets) == MAX_PACKETS:
-            raise OpenPGPError(f"more than {MAX_PACKETS} packets{where}: not a signed message")
+        if len(packets) == limit:
+            raise OpenPGPError(f"more than {limit} packets{where}"
+                               f"{': not a signed message' if limit == MAX_PACKETS else ''}")
         at = i
         ctb = data[i]
         i += 1
@@ -340,7 +346,8 @@ def _signature(body: bytes) -> Signature:
         sig_type, key_id, pk_algo, hash_algo = body[2], body[7:15], body[15], body[16]
         _material(body[19:], pk_algo)
         return Signature(version, sig_type, pk_algo, hash_algo, (key_id.hex().upper(),),
-                         body[17:19], body[2:7])
+                         body[17:19], body[2:7], material=body[19:],
+                         created=int.from_bytes(body[3:7], "big"))
     if version not in (4, 6):
         raise OpenPGPError(f"signature packet version {version} is not supported")
     width = 2 if version == 4 else 4
@@ -349,6 +356,7 @@ def _signature(body: bytes) -> Signature:
     sig_type, pk_algo, hash_algo = body[1], body[2], body[3]
     i = 4
     issuers: list[str] = []
+    times: dict[int, int] = {}
     for area in ("hashed", "unhashed"):
         if i + width > len(body):
             raise OpenPGPError("a truncated signature packet")
@@ -357,7 +365,7 @@ def _signature(body: bytes) -> Signature:
         if i + length > len(body):
             raise OpenPGPError(f"the signature's {area} subpackets say they have {length} "
                                f"bytes, but only {len(body) - i} follow")
-        _subpackets(body[i:i + length], issuers)
+        _subpackets(body[i:i + length], issuers, times if area == "hashed" else None)
         i += length
         if area == "hashed":
             hashed_end = i
@@ -372,10 +380,15 @@ def _signature(body: bytes) -> Signature:
         salt, i = body[i + 1:i + 1 + body[i]], i + 1 + body[i]
     _material(body[i:], pk_algo)
     return Signature(version, sig_type, pk_algo, hash_algo, tuple(issuers), prefix,
-                     body[:hashed_end], salt)
+                     body[:hashed_end], salt, body[i:], times.get(2), times.get(3),
+                     times.get(9), times.get(27))
 
 
-def _subpackets(data: bytes, issuers: list[str]) -> None:
+def _subpackets(data: bytes, issuers: list[str],
+                times: dict[int, int] | None = None) -> None:
+    """Collects the issuers (both areas) and, of the hashed area (``times``), the time
+    subpackets by kind: 2 signature creation, 3 signature expiration, 9 key expiration, and
+    27 key flags (its first octet)."""
     i = 0
     while i < len(data):
         first = data[i]
@@ -402,6 +415,10 @@ def _subpackets(data: bytes, issuers: list[str]) -> None:
             if len(value) not in (21, 33) or value[0] not in (4, 5, 6):
                 raise OpenPGPError("a malformed issuer fingerprint subpacket")
             issuers.append(value[1:].hex().upper())
+        elif times is not None and kind in (2, 3, 9) and len(value) == 4:
+            times[kind] = int.from_bytes(value, "big")
+        elif times is not None and kind == 27 and value:
+            times[kind] = value[0]
 
 
 def _material(data: bytes, pk_algo: int) -> None:
@@ -488,3 +505,296 @@ def _crc24(data: bytes) -> bytes:
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
     return (crc & 0xFFFFFF).to_bytes(3, "big")
+
+
+# -- public keys, and verifying a signature with one ------------------------------------------
+#
+# What a containers-signature(5) reader (podman, skopeo, CRI-O: containers/image over gpgme)
+# accepts, and so what ``verify`` accepts: a signature made by a key of the policy's keyring
+# (the primary key, whose fingerprint gpg reports on import: containers/image compares the
+# signing key's fingerprint with those, so a signature by a subkey is refused), that
+# verifies cryptographically, by a key neither revoked nor expired now, nor a signature expired
+# now (gpgme reports those as errors, which containers/image refuses), hashed with an algorithm
+# gpg accepts (not MD5).
+
+PUBLIC_KEY, PUBLIC_SUBKEY, USER_ID = 6, 14, 13
+MAX_KEYRING = 4 << 20  # bytes of a keyring
+MAX_KEYRING_PACKETS = 20000
+_ED25519_OID = bytes.fromhex("2B06010401DA470F01")
+_CURVES = {bytes.fromhex("2A8648CE3D030107"): "SECP256R1", bytes.fromhex("2B81040022"): "SECP384R1",
+           bytes.fromhex("2B81040023"): "SECP521R1"}
+_ALGO_NAMES = {1: "RSA", 3: "RSA", 16: "ElGamal", 17: "DSA", 18: "ECDH", 19: "ECDSA",
+               22: "EdDSA", 27: "Ed25519", 28: "Ed448"}
+_SAME_KIND = {1: 1, 3: 1, 19: 19, 22: 22, 27: 27}  # signature algorithm -> key algorithm
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A v4 public (sub)key of a keyring, its validity as its self-signatures say."""
+
+    fingerprint: str  # upper-case hex (v4: 40)
+    algo: int
+    created: int
+    key: object  # a cryptography public key, or None: an algorithm this reader cannot verify
+    primary: str  # the primary key's fingerprint (its own, for a primary key)
+    expires: int | None = None  # when it expires (seconds since the epoch), None: never
+    revoked: bool = False
+    can_sign: bool = True
+
+    @property
+    def key_id(self) -> str:
+        return self.fingerprint[-16:]
+
+    @property
+    def is_primary(self) -> bool:
+        return self.primary == self.fingerprint
+
+
+class Keyring:
+    """The public keys of an OpenPGP keyring (binary or ASCII-armored, several concatenated),
+    looked up by key id or fingerprint. Self-signatures are read for the keys' expiry, flags
+    and revocations, not verified: the keyring is the trust the user gives."""
+
+    def __init__(self, keys: list[PublicKey]):
+        self.keys = keys
+        self._by: dict[str, PublicKey] = {}
+        for key in keys:
+            self._by.setdefault(key.fingerprint, key)
+            self._by.setdefault(key.key_id, key)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Keyring:
+        if len(data) > MAX_KEYRING:
+            raise OpenPGPError(f"a keyring of more than {MAX_KEYRING} bytes")
+        raw = dearmor(data) if is_armored(data) else data
+        keys: list[PublicKey] = []
+        current: dict | None = None
+        after_uid = False
+        for tag, body in _packets(raw, "in the keyring", MAX_KEYRING_PACKETS):
+            if tag in (PUBLIC_KEY, PUBLIC_SUBKEY):
+                _flush(current, keys)
+                primary = current["primary"] if tag == PUBLIC_SUBKEY and current else None
+                if tag == PUBLIC_SUBKEY and primary is None:
+                    raise OpenPGPError("a public subkey before any public key")
+                current = _public_key(body, primary)
+                after_uid = False
+            elif tag == USER_ID:
+                after_uid = True
+            elif tag == SIGNATURE and current is not None:
+                _self_signature(current, body, after_uid)
+        _flush(current, keys)
+        if not keys:
+            raise OpenPGPError("no OpenPGP public keys")
+        return cls(keys)
+
+    def find(self, issuers: tuple[str, ...]) -> PublicKey | None:
+        for issuer in sorted(issuers, key=len, reverse=True):
+            key = self._by.get(issuer[-40:] if len(issuer) >= 40 else issuer[-16:])
+            if key is not None:
+                return key
+        return None
+
+    def fingerprints(self) -> list[str]:
+        return [k.fingerprint for k in self.keys if k.is_primary]
+
+
+def _flush(current: dict | None, keys: list[PublicKey]) -> None:
+    if current is None or current.get("skip"):
+        return
+    created, lifetime = current["created"], current.get("lifetime")
+    keys.append(PublicKey(current["fpr"], current["algo"], created, current["key"],
+                          current["primary"] or current["fpr"],
+                          created + lifetime if lifetime else None,
+                          current.get("revoked", False),
+                          current.get("flags") is None or bool(current["flags"] & 0x02)))
+
+
+def _mpi(data: bytes, i: int) -> tuple[bytes, int]:
+    if i + 2 > len(data):
+        raise OpenPGPError("a truncated number in a public key")
+    size = (int.from_bytes(data[i:i + 2], "big") + 7) // 8
+    if i + 2 + size > len(data):
+        raise OpenPGPError("a truncated number in a public key")
+    return data[i + 2:i + 2 + size], i + 2 + size
+
+
+def _public_key(body: bytes, primary: str | None) -> dict:
+    """A public key packet: its fingerprint, algorithm and key; v3, v5 and v6 keys are kept
+    out (``skip``), their subkeys with them."""
+    if len(body) < 6:
+        raise OpenPGPError("a truncated public key packet")
+    if body[0] != 4:
+        return {"skip": True, "primary": primary or "unsupported"}
+    fpr = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
+    algo, material = body[5], body[6:]
+    return {"fpr": fpr, "algo": algo, "created": int.from_bytes(body[1:5], "big"),
+            "key": _crypto_key(algo, material), "primary": primary or fpr}
+
+
+def _crypto_key(algo: int, m: bytes) -> object:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    try:
+        if algo in (1, 3):
+            n, i = _mpi(m, 0)
+            e, _ = _mpi(m, i)
+            return rsa.RSAPublicNumbers(int.from_bytes(e, "big"),
+                                        int.from_bytes(n, "big")).public_key()
+        if algo in (19, 22):
+            if not m or len(m) < 1 + m[0]:
+                raise OpenPGPError("a truncated curve OID in a public key")
+            oid, (point, _) = m[1:1 + m[0]], _mpi(m, 1 + m[0])
+            if algo == 22:
+                if oid != _ED25519_OID or len(point) != 33 or point[0] != 0x40:
+                    return None
+                return ed25519.Ed25519PublicKey.from_public_bytes(point[1:])
+            curve = _CURVES.get(oid)
+            return ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), point) \
+                if curve else None
+        if algo == 27 and len(m) == 32:
+            return ed25519.Ed25519PublicKey.from_public_bytes(m)
+    except ValueError as e:
+        raise OpenPGPError(f"an unreadable {_ALGO_NAMES.get(algo, algo)} public key "
+                           f"({e})") from None
+    return None
+
+
+def _self_signature(current: dict, body: bytes, after_uid: bool) -> None:
+    """A signature after a key (revocation, direct key), its user ids (certification) or a
+    subkey (binding): what it says of the key's lifetime, flags and revocation."""
+    if current.get("skip"):
+        return
+    try:
+        sig = _signature(body)
+    except OpenPGPError:
+        return  # gpg drops what it cannot read; so does this reader
+    primary = current["primary"]
+    if sig.issuers and not any(primary.endswith(i) or i.endswith(primary[-16:])
+                               for i in sig.issuers):
+        return  # a certification by another key: no say over this key
+    if sig.type in (0x20, 0x28):
+        current["revoked"] = True
+        return
+    if sig.type in (0x10, 0x11, 0x12, 0x13, 0x1F, 0x18):
+        if (sig.created or 0) >= current.get("sig_time", -1):
+            current["sig_time"] = sig.created or 0
+            current["lifetime"] = sig.key_expires
+            current["flags"] = sig.key_flags
+
+
+_CRYPTO_HASHES = {2: "SHA1", 8: "SHA256", 9: "SHA384", 10: "SHA512", 11: "SHA224"}
+
+
+def verify(signature: Signature, content: bytes, keyring: Keyring,
+           now: float | None = None) -> PublicKey:
+    """The key of ``keyring`` that made ``signature`` over ``content``, checked as
+    containers/image checks it (see above); OpenPGPError says why it is not good."""
+    import time
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        Prehashed,
+        encode_dss_signature,
+    )
+
+    now = time.time() if now is None else now
+    key = keyring.find(signature.issuers)
+    if key is None:
+        return _unknown(signature)
+    named = f"key {key.fingerprint}"
+    if not key.is_primary:
+        raise OpenPGPError(f"made by the subkey {key.fingerprint} of {key.primary}: "
+                           "containers/image accepts only the keyring's primary keys")
+    if key.revoked:
+        raise OpenPGPError(f"{named} is revoked")
+    if key.expires is not None and key.expires <= now:
+        raise OpenPGPError(f"{named} expired")
+    if signature.expires and (signature.created or 0) + signature.expires <= now:
+        raise OpenPGPError("the signature expired")
+    if signature.created is not None and signature.created < key.created:
+        raise OpenPGPError(f"the signature is older than {named}")
+    if key.key is None or _SAME_KIND.get(signature.pk_algo) != _SAME_KIND.get(key.algo, key.algo):
+        raise OpenPGPError(f"{named} ({_ALGO_NAMES.get(key.algo, key.algo)}) cannot check a "
+                           f"{_ALGO_NAMES.get(signature.pk_algo, signature.pk_algo)} signature")
+    if signature.hash_algo not in _CRYPTO_HASHES:
+        raise OpenPGPError(f"hash algorithm {_HASHES.get(signature.hash_algo, signature.hash_algo)}"
+                           " is not one gpg accepts for a signature")
+    digest = _digest(signature, content)
+    assert digest is not None
+    h = getattr(hashes, _CRYPTO_HASHES[signature.hash_algo])()
+    m = signature.material
+    try:
+        if signature.pk_algo in (1, 3):
+            s, _ = _mpi(m, 0)
+            size = (key.key.key_size + 7) // 8  # type: ignore[attr-defined]
+            key.key.verify(s.rjust(size, b"\0"), digest,  # type: ignore[attr-defined]
+                           padding.PKCS1v15(), Prehashed(h))
+        elif signature.pk_algo == 19:
+            r, i = _mpi(m, 0)
+            s, _ = _mpi(m, i)
+            der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+            key.key.verify(der, digest, ec.ECDSA(Prehashed(h)))  # type: ignore[attr-defined]
+        elif signature.pk_algo == 22:
+            r, i = _mpi(m, 0)
+            s, _ = _mpi(m, i)
+            if len(r) > 32 or len(s) > 32:
+                raise InvalidSignature
+            key.key.verify(r.rjust(32, b"\0") + s.rjust(32, b"\0"),  # type: ignore[attr-defined]
+                           digest)
+        else:
+            key.key.verify(m, digest)  # type: ignore[attr-defined]
+    except (InvalidSignature, ValueError):
+        raise OpenPGPError(f"it does not verify with {named}: not made by it over this "
+                           "content") from None
+    return key
+
+
+def _unknown(signature: Signature) -> PublicKey:
+    named = max(signature.issuers, key=len) if signature.issuers else None
+    raise OpenPGPError(f"signed by key {named}, which is not in the keyring" if named
+                       else "the signature names no issuer key")
+
+
+def dearmor(data: bytes) -> bytes:
+    """The binary data of each ASCII armor block in ``data`` (any kind), concatenated, the
+    checksums checked; OpenPGPError says why it is not armor."""
+    out = b""
+    lines = data.split(b"\n")
+    n = 0
+    blocks = 0
+    while n < len(lines):
+        line = lines[n].strip()
+        n += 1
+        if not line.startswith(ARMOR):
+            if line and not blocks:
+                raise OpenPGPError("armor: text before -----BEGIN PGP")
+            continue
+        kind = line[len(ARMOR):].rstrip(b"-")
+        n = _armor_headers(lines, n)
+        body: list[bytes] = []
+        checksum = None
+        while n < len(lines):
+            line = lines[n].strip()
+            n += 1
+            if line == b"-----END PGP " + kind + b"-----":
+                break
+            if line.startswith(b"="):
+                checksum = line[1:]
+            elif line:
+                body.append(line)
+        else:
+            raise OpenPGPError("armor: no -----END PGP line")
+        try:
+            decoded = base64.b64decode(b"".join(body), validate=True)
+            crc = base64.b64decode(checksum, validate=True) if checksum else None
+        except (binascii.Error, ValueError):
+            raise OpenPGPError("armor: not base64") from None
+        if crc is not None and crc != _crc24(decoded):
+            raise OpenPGPError("armor: the checksum does not match")
+        out += decoded
+        blocks += 1
+    if not blocks:
+        raise OpenPGPError("armor: no -----BEGIN PGP line")
+    return out
