@@ -4,6 +4,8 @@
 The same entry serves a GitHub action (inputs from INPUT_* variables), a Tekton step and a plain
 ``docker run`` or local run (command-line flags). ``--help`` lists every option.
 Exit codes: 0 all signed, 1 some signatures failed (the rest are kept), 2 bad input or config.
+``--mode verify`` signs nothing: the same inputs, config and plan, then each (image, key)'s
+published signature is checked as podman would check it; 0 all verified, 1 some not.
 """
 
 from __future__ import annotations
@@ -31,19 +33,34 @@ from signaction import CREATOR  # noqa: E402
 from signaction.artifacts import Artifacts  # noqa: E402
 from signaction.config import Config, load_config  # noqa: E402
 from signaction.errors import InputError  # noqa: E402
-from signaction.github import Actions, markdown_text, summary_markdown  # noqa: E402
+from signaction.github import (  # noqa: E402
+    Actions,
+    markdown_text,
+    summary_markdown,
+    verify_summary_markdown,
+)
 from signaction.inputs import Inputs, parse_inputs  # noqa: E402
 from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.registry import RegistryClient, RegistryError, RegistrySettings  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
-from signaction.results import FAILED, Entry, Recorder, label, results_json  # noqa: E402
-from signaction.signing import FollowUp  # noqa: E402
+from signaction.results import (  # noqa: E402
+    FAILED,
+    Entry,
+    Recorder,
+    label,
+    results_json,
+    verdict_json,
+    verify_results_json,
+)
+from signaction.signing import INVALID, VERIFIED, Check, FollowUp, Verdict  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
 from signers import available, signer_class  # noqa: E402
 from signers.base import Options, Signer, skip_signed  # noqa: E402
+from signers.tools import run_pool  # noqa: E402
 
 log = logging.getLogger("signaction")
+VERIFY_WORKERS = 16  # signatures fetched and checked at once in verify mode (one HTTP session)
 
 
 class Interrupted(Exception):
@@ -69,21 +86,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         signer = _signer(inputs, config, registry, environ)
         actions.mask(signer.secrets())
         plan = build_plan(inputs, signer.key_aliases)
-        expand = signer.expands_index if inputs.expand_index is None else inputs.expand_index
-        if plan.files and not signer.signs_files:
-            raise InputError(f"--signer {signer.name} cannot sign files (clear-sign-files, "
-                             "blob-files): use --signer msg")
+        verify = inputs.mode == "verify"  # the same plan, checked instead of signed
+        expand = (verify or signer.expands_index) if inputs.expand_index is None \
+            else inputs.expand_index
+        _check_files(plan, signer, verify)
         if plan.images and needs_registry(plan, expand):
             # tags to digests, multi-arch images to their platforms
             plan = complete_plan(plan, registry.client, expand=expand)
-        signer.preflight(plan)
+        if verify:  # the format finds and checks; the signer gives public keys, no secret
+            check = signer.format.verifier(registry.client, inputs, signer.trusted_keys(plan))
+        else:
+            signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
-            return _dry_run(plan, actions, tekton)
+            return _dry_run(plan, actions, tekton, "verify" if verify else "sign")
         artifacts = Artifacts(inputs.output_dir)
-        artifacts.create(signer.format.own_paths)  # proven writable, before anything is signed
+        # proven writable, before anything is signed (verify mode writes results.json only)
+        artifacts.create(() if verify else signer.format.own_paths)
     except InputError as e:
         return _invalid(actions, tekton, str(e))
+
+    if verify:  # 4-6 of verify mode: each (image, key) checked, results.json, outputs
+        return _verify(check, plan, artifacts, inputs, signer.name, actions, tekton)
 
     # 4. Signer: each outcome is recorded (and its signature written) as soon as it arrives.
     recorder = Recorder(artifacts, plan, signer.format)
@@ -175,11 +199,99 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
         signal.signal(signal.SIGTERM, previous)
 
 
-def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults) -> int:
-    lines = [f"would sign {label(item)} with key {item.key.key}" for item in plan.items()]
+def _check_files(plan: Plan, signer: Signer, verify: bool) -> None:
+    if plan.files and verify:
+        raise InputError("--mode verify checks container images, not files (clear-sign-files, "
+                         "blob-files)")
+    if plan.files and not signer.signs_files:
+        raise InputError(f"--signer {signer.name} cannot sign files (clear-sign-files, "
+                         "blob-files): use --signer msg")
+
+
+def _verify(check: Check, plan: Plan, artifacts: Artifacts, inputs: Inputs, signer: str,
+            actions: Actions, tekton: TektonResults) -> int:
+    """Verify mode: every (image, key) checked by the format's ``check``, several at once
+    (bounded; through the run's one registry client), then results.json and the outputs."""
+    items = list(plan.items())
+    log.info("verifying %d image(s) with %d key(s): %d check(s)", len(plan.images),
+             len(plan.keys), len(items))
+    stopped: str | None = None
+
+    def one(item) -> Verdict:
+        try:
+            verdict = check(item)
+        except Exception as e:  # a verifier bug must not lose the other verdicts
+            log.exception("checking %s failed", label(item))
+            verdict = Verdict(INVALID, scrub(f"the check failed: {type(e).__name__}: {e}"))
+        if verdict.status == VERIFIED:
+            log.info("verified %s key %s: %s", label(item), item.key.key, verdict.reason)
+        else:
+            log.info("NOT VERIFIED (%s) %s key %s: %s", verdict.status, label(item),
+                     item.key.key, verdict.reason)
+        return verdict
+
+    previous = signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with actions.group(f"Verifying {len(items)} signature(s)"):
+            verdicts = run_pool(one, items, workers=VERIFY_WORKERS, name="verify")
+    except (Interrupted, KeyboardInterrupt) as e:
+        stopped = str(e) or "the run was stopped (SIGINT)"
+        verdicts = [Verdict(INVALID, f"not checked: {stopped}")] * len(items)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rows = [verdict_json(item, v) for item, v in zip(items, verdicts, strict=True)]
+    results = verify_results_json(inputs, plan, rows, signer)
+    unwritten = []
+    try:
+        artifacts.write_results(results)
+    except (OSError, ValueError) as e:
+        unwritten.append(scrub(f"could not write results.json: "
+                               f"{getattr(e, 'strerror', None) or e}"))
+    return _verify_report(actions, tekton, inputs, results, rows,
+                          str(artifacts.root / "results.json"), unwritten + ([stopped] if stopped
+                                                                            else []))
+
+
+def _verify_report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: dict,
+                   rows: list[dict], results_file: str, problems: list[str]) -> int:
+    c = results["summary"]
+    for problem in problems:
+        actions.error("Verification", problem)
+    for row in rows:
+        if row["status"] != VERIFIED:
+            actions.error(f"Not verified: {row['reference']}", f"{row['digest']} with key "
+                          f"{row['signing_key']}: {row['status']}: {row['reason']}")
+    status = "success" if not c["failed"] and not problems else \
+        "partial" if c["verified"] else "failure"
+    outputs = {"status": status, "signed-count": "0", "verified-count": str(c["verified"]),
+               "failed-count": str(c["failed"]),
+               "results-file": "" if any("results.json" in p for p in problems) else results_file,
+               "signatures-dir": inputs.output_dir}
+    problems += actions.set_outputs(outputs)
+    tekton.write(outputs)
+    problems += actions.write_summary(verify_summary_markdown(
+        f"Container signature verification: {status} ({results['signer']} signer)", c, rows,
+        results_file))
+    log.info("%d verified, %d missing, %d invalid; results in %s", c["verified"], c["missing"],
+             c["invalid"], results_file)
+    for row in rows:
+        if row["status"] != VERIFIED:
+            print(scrub(f"error: {row['reference']}@{row['digest']} key {row['signing_key']}: "
+                        f"{row['status']}: {row['reason']}"), file=sys.stderr, flush=True)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    return 1 if c["failed"] or problems else 0
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
+
+
+def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults, verb: str = "sign") -> int:
+    lines = [f"would {verb} {label(item)} with key {item.key.key}" for item in plan.items()]
     lines.append(f"dry run: {len(plan.images or plan.files)} "
                  f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
-                 f"{len(plan)} signature(s); nothing was signed")
+                 f"{len(plan)} signature(s); nothing was {verb}ed")
     print(scrub("\n".join(lines), limit=len(plan) * 600), flush=True)
     outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
     problems = actions.set_outputs(outputs)

@@ -140,3 +140,22 @@ def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
         lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failed ones are listed first); "
                       "see results.json."]
     return "\n".join(lines) + "\n\n"
+
+
+def verify_summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
+                            results_file: str) -> str:
+    """Verify mode's table: what does not verify first, capped at SUMMARY_ROWS rows."""
+    rows = sorted(rows, key=lambda r: r["status"] == "verified")  # stable: failures first
+    lines = [f"### {title}", "",
+             f"**{counts['verified']} verified**, **{counts['missing']} missing**, "
+             f"**{counts['invalid']} invalid**. Full results: `{_cell(results_file)}`", "",
+             "| Status | Image | Digest | Key | Reason |", "|---|---|---|---|---|"]
+    for r in rows[:SUMMARY_ROWS]:
+        mark = {"verified": "✅ verified", "missing": "❌ missing",
+                "invalid": "❌ invalid"}[r["status"]]
+        lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "
+                     f"{_cell(r['signing_key'])} | {_cell(r['reason'])} |")
+    if len(rows) > SUMMARY_ROWS:
+        lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failures are listed first); "
+                      "see results.json."]
+    return "\n".join(lines) + "\n\n"

@@ -38,6 +38,10 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     # (its choices are the signers the run has: parse_inputs' ``signers``)
+    Option("mode", "--mode", "str", "sign: make signatures; verify: sign nothing, check that "
+           "each image's published signatures verify for every key, as podman would (gpg/msg: "
+           "at --lookaside-url; cosign: the .sig attachment in the registry); needs no secret",
+           default="sign", choices=("sign", "verify")),
     Option("signer", "--signer", "str", "which signer makes the signatures", default="gpg"),
     Option("signer-type", "--signer-type", "str", "msg signer mode: single (one request per "
            "image and key) or batch (msg_batch_signer: chunk_size claims per request)",
@@ -96,6 +100,15 @@ OPTIONS: tuple[Option, ...] = (
            "registry folder name, as in the output folder); an image with a signature-N there "
            "that verifies with the signing key for its digest and identity is skipped",
            metavar="URL"),
+    Option("verify-keyring", "--verify-keyring", "str", "verify mode, gpg and msg: the "
+           "OpenPGP public keyring (binary or armored) to check signatures with, instead of "
+           "gpg_signer's keys or msg_signer.verify_keyring", metavar="FILE"),
+    Option("certificate-identity", "--certificate-identity", "str", "verify mode, cosign "
+           "keyless: the identity (email or URI) the Fulcio certificate must name (as cosign "
+           "verify's flag)", metavar="IDENTITY"),
+    Option("certificate-oidc-issuer", "--certificate-oidc-issuer", "str", "verify mode, "
+           "cosign keyless: the OIDC issuer the Fulcio certificate must name (as cosign "
+           "verify's flag)", metavar="URL"),
     Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
            "false they are only written to the output folder, with a script that attaches "
            "them later (also the config key cosign_signer.upload)"),
@@ -139,6 +152,7 @@ exit codes: 0 all signed, 1 some signatures failed (the others are kept), 2 bad 
 
 @dataclass(frozen=True)
 class Inputs:
+    mode: str = "sign"
     signer: str = "gpg"
     signer_type: str = "single"
     config_file: str | None = None
@@ -159,6 +173,9 @@ class Inputs:
     expand_index: bool | None = None  # None: the signer's default
     skip_signed: bool = True
     lookaside_url: str | None = None
+    verify_keyring: str | None = None
+    certificate_identity: str | None = None
+    certificate_oidc_issuer: str | None = None
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     dry_run: bool = False

@@ -21,7 +21,7 @@ from .artifacts import Artifacts, Stream
 from .inputs import Inputs
 from .outside import scrub
 from .plan import BLOB, CLEARSIGN, FILE_SUFFIX, Plan, SignFile, WorkItem
-from .signing import Outcome, SignatureFormat
+from .signing import INVALID, MISSING, VERIFIED, Outcome, SignatureFormat, Verdict
 
 log = logging.getLogger("signaction")
 
@@ -222,3 +222,42 @@ def operation(inputs: Inputs, plan: Plan) -> dict[str, Any]:
             "references": [str(i.reference) for i in plan.images],
             "signing_key_names": names, "signing_keys": keys, "task_id": task_id,
             "requester": requester}
+
+
+# -- verify mode ------------------------------------------------------------------------------
+
+def verdict_json(item: WorkItem, verdict: Verdict) -> dict[str, Any]:
+    """One results.json entry of verify mode: the image, the key, the verdict and why, and what
+    was tried (each signature found, and what was wrong with it)."""
+    image = item.container
+    entry: dict[str, Any] = {"reference": str(image.reference), "digest": image.digest,
+                             "signing_key": item.key.key, "status": verdict.status,
+                             "reason": scrub(verdict.reason),
+                             "tried": [scrub(t) for t in verdict.tried]}
+    if image.location is not None:
+        entry["location"] = str(image.location)
+    if image.platform:
+        entry["platform"] = image.platform
+    entry.update(verdict.fields)
+    return entry
+
+
+def verify_results_json(inputs: Inputs, plan: Plan, rows: list[dict[str, Any]],
+                        signer: str) -> dict[str, Any]:
+    """results.json of verify mode: pubtools-sign's signer_result and operation, a summary of
+    the verdicts and one entry per (image, key)."""
+    c = {VERIFIED: 0, MISSING: 0, INVALID: 0}
+    for row in rows:
+        c[row["status"]] += 1
+    failed = c[MISSING] + c[INVALID]
+    error = f"{failed} of {len(rows)} (image, key) pair(s) do not verify" if failed else ""
+    return {
+        "signer_result": {"status": "error" if failed else "ok", "error_message": error},
+        "mode": "verify",
+        "operation": operation(inputs, plan),
+        "signing_keys": [k.given for k in plan.keys],
+        "signer": signer,
+        "creator": CREATOR,
+        "summary": {**c, "failed": failed, "total": len(rows)},
+        "images": Stream(json.dumps(row) for row in rows),
+    }

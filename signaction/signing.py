@@ -17,7 +17,29 @@ from .plan import Image, WorkItem
 
 if TYPE_CHECKING:
     from .artifacts import Artifacts
+    from .inputs import Inputs
+    from .registry import RegistryClient
     from .results import Entry
+
+VERIFIED, MISSING, INVALID = "verified", "missing", "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What verify mode found for one work item: ``verified`` (a published signature a
+    consumer accepts), ``missing`` (none published) or ``invalid`` (signatures there, none
+    good; or they could not be read); ``reason`` in words, ``tried`` what each signature found
+    said (``signature-2: signed by another key ...``), ``fields`` JSON-able facts for
+    results.json (which signature verified, its Rekor entry...)."""
+
+    status: str
+    reason: str
+    tried: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+# A format's check of one work item; called from several threads at once.
+Check = Callable[[WorkItem], Verdict]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +103,14 @@ class SignatureFormat(ABC):
     def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
         """What to write once every outcome is in (``entries``: plan order)."""
         return []
+
+    def verifier(self, registry: RegistryClient, inputs: Inputs,
+                 trusted: dict[str, Any]) -> Check:
+        """Verify mode: a check of each work item's published signatures, found where
+        consumers find them (through ``registry``, the run's one client) and accepted as they
+        accept them, by the key ``trusted[item.key.key]`` (what the signer's
+        ``trusted_keys`` made of it: public material only). InputError when this format
+        cannot be verified, or the inputs it needs are missing."""
+        from .errors import InputError
+
+        raise InputError("--mode verify: these signatures cannot be verified by this run")

@@ -24,7 +24,8 @@ from .inputs import VALUES_FLAG, _env_value, _Parser, take_list_flags
 RESULTS_DIR = "/tekton/results"
 # Every result the Task declares, always all written (empty when they don't apply: a result a
 # Pipeline refers to must exist, even after a dry run or invalid input).
-NAMES = ("status", "signed-count", "failed-count", "results-file", "signatures-dir")
+NAMES = ("status", "signed-count", "verified-count", "failed-count", "results-file",
+         "signatures-dir")
 PATHS = ("results-file", "signatures-dir")  # blanked, in this order, if over the budget
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes, for the whole step (Kubernetes; Tekton fails above)
 BUDGET = 2048  # bytes of that message these results may take; the rest is left to Tekton

@@ -83,9 +83,10 @@ class Signer(ABC):
         return []
 
     def read_secret_file(self, key: str) -> str | None:
-        """The first line of the file the config key ``key`` names (a passphrase), or None."""
+        """The first line of the file the config key ``key`` names (a passphrase), or None;
+        always None in verify mode, which needs no secret."""
         path = self.config.get(key)
-        if not path:
+        if not path or self.inputs.mode == "verify":
             return None
         try:
             with open(os.path.expanduser(path), encoding="utf-8") as f:
@@ -112,6 +113,13 @@ class Signer(ABC):
         """The signing keys' public part (an OpenPGP keyring, or PEM public keys for sigstore),
         when this signer knows it."""
         return None
+
+    def trusted_keys(self, plan: Plan) -> dict[str, Any]:
+        """Verify mode, instead of preflight: each plan key (``key.key``) -> the public material
+        its signatures are checked with, in the form this signer's ``format.verifier`` takes;
+        found without any secret (no passphrase, no server). InputError when a key's public
+        part cannot be found."""
+        raise InputError(f"--mode verify: the {self.name} signer cannot verify signatures")
 
     @contextmanager
     def signed_check(self, plan: Plan) -> Iterator[Callable[[WorkItem], str | None] | None]:

@@ -210,6 +210,33 @@ class GpgSigner(LookasideSigner):
     def key_fingerprints(self) -> Mapping[str, str]:
         return self.fingerprints
 
+    def verify_keyring(self, plan: Plan) -> tuple[bytes | None, str]:
+        """Verify mode: the public part of the signing keys, exported by gpg (one process:
+        no secret key is touched, no passphrase needed) from gnupg_home, or from a private
+        home the key_files are imported into."""
+        if shutil.which("gpg") is None:
+            raise InputError("gpg signer: the gpg program is not on PATH (install gnupg), or "
+                             "give --verify-keyring FILE")
+        keys = [k.key for k in plan.keys]
+        home = self.user_home
+        tmp = tempfile.mkdtemp(prefix="csa-gnupg-") if self.key_files else None
+        try:
+            if tmp is not None:
+                home = tmp
+                for path in self.key_files:
+                    self._gpg(["--import", path], home)
+            data = self._gpg(["--export", "--", *keys], home)
+        except GpgError as e:
+            raise InputError(f"gpg signer: cannot export the signing keys' public part: {e}"
+                             ) from None
+        finally:
+            if tmp is not None:
+                _remove_home(tmp, gpg_env(self.environ, tmp))
+        where = "the key_files" if self.key_files else (self.user_home or "the GnuPG home")
+        if not data:
+            raise InputError(f"gpg signer: no public key for {', '.join(keys)} in {where}")
+        return data, where
+
     def public_keys(self, plan: Plan) -> bytes | None:
         try:
             return self._gpg(["--export", *(self.fingerprints.get(k.key, k.key)

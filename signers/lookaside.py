@@ -14,22 +14,52 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from signaction.artifacts import Artifacts, key_data, registry_folder
+from signaction.errors import InputError
+from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, WorkItem
-from signaction.registry import RegistryError
-from signaction.signing import SignatureFormat, Verification
+from signaction.registry import RegistryClient, RegistryError
+from signaction.signing import (
+    INVALID,
+    MISSING,
+    VERIFIED,
+    Check,
+    SignatureFormat,
+    Verdict,
+    Verification,
+)
 
+from . import openpgp
 from .base import Signer
 from .gnupg import SignatureCheck
 
 log = logging.getLogger(__name__)
 
 TREE = "lookaside"  # the output folder's tree of these signatures
+# containers/image reads at most this many signature-N of an image ("assuming that's
+# unreasonable and a server error" above), and recognizes a signature by its first byte
+# (signature.FromBlob): an OpenPGP compressed-data, one-pass or signature packet. Anything
+# else ("Unrecognized signature format") fails the whole image, whatever the other
+# signatures are.
+MAX_LOOKASIDE = 128
+OPENPGP_FIRST = frozenset(b"\xa0\xa1\xa2\xa3\xc8\x90\x91\x92\x3d\xc4\x88\x89\x8a\x8b\xc2")
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """Verify mode: what one signing key's signatures are checked with: the keyring, and the
+    fingerprint of the key in it that must have signed."""
+
+    keyring: openpgp.Keyring
+    fingerprint: str
 
 
 class LookasideFormat(SignatureFormat):
@@ -59,6 +89,99 @@ class LookasideFormat(SignatureFormat):
                  "keyPath says")
         return Verification(requirement, lines, readme, files)
 
+    def verifier(self, registry: RegistryClient, inputs: Inputs,
+                 trusted: dict[str, Any]) -> Check:
+        if not inputs.lookaside_url:
+            raise InputError("--mode verify: --lookaside-url is required for lookaside "
+                             "signatures: where consumers find them (http(s):// or file://, "
+                             "{registry} standing for the registry folder)")
+        base = inputs.lookaside_url
+        return lambda item: walk_lookaside(registry, base, item, trusted[item.key.key])
+
+
+def walk_lookaside(registry: RegistryClient, base: str, item: WorkItem,
+                   trusted: TrustedKey) -> Verdict:
+    """What a consumer finds for ``item`` at ``base``: signature-1, -2, ... up to the first
+    404, each read through the run's client (another status is an error, not a gap), and
+    accepted as containers/image accepts one: the first that verifies wins."""
+    image = item.container
+    url = base.replace("{registry}", registry_folder(image.reference.host))
+    where = f"{url.rstrip('/')}/{image.reference.path}@{image.known_digest.replace(':', '=')}"
+    try:
+        found = registry.lookaside_signatures(url, image.reference, image.known_digest,
+                                              limit=MAX_LOOKASIDE)
+    except RegistryError as e:
+        return Verdict(INVALID, f"the lookaside could not be read: {e}")
+    if not found:
+        return Verdict(MISSING, f"no signature: {where}/signature-1 is not there (404)")
+    tried = []
+    for n, data in enumerate(found, 1):
+        if data[:1] and data[0] not in OPENPGP_FIRST or not data:
+            tried.append(f"signature-{n}: unreadable: not a binary OpenPGP signature "
+                         f"(podman refuses the image: unrecognized signature format)")
+            return Verdict(INVALID, tried[-1], tuple(tried))
+        problem = signature_problem(data, item, trusted)
+        if problem is None:
+            return Verdict(VERIFIED, f"signature-{n} verifies", tuple(tried),
+                           {"verified_signature": f"{where}/signature-{n}"})
+        tried.append(f"signature-{n}: {problem}")
+    return Verdict(INVALID, f"{len(found)} signature(s), none verifies: " + "; ".join(tried),
+                   tuple(tried))
+
+
+def signature_problem(data: bytes, item: WorkItem, trusted: TrustedKey) -> str | None:
+    """Why this lookaside signature does not verify for ``item`` (None: it does), in the
+    words of results.json: other key, other digest, other identity, unreadable."""
+    try:
+        message = openpgp.signed_message(data)
+    except openpgp.OpenPGPError as e:
+        return f"unreadable: {e}"
+    try:
+        key = openpgp.verify(message.signature, message.content, trusted.keyring)
+    except openpgp.OpenPGPError as e:
+        return f"other key: {e}" if "keyring" in str(e) else f"invalid: {e}"
+    if key.fingerprint != trusted.fingerprint:
+        return f"other key: signed by {key.fingerprint}, not {trusted.fingerprint}"
+    from .msg.checks import claim_problem  # (its package imports this module)
+
+    image = item.container
+    problem = claim_problem(message.content, image.known_digest, str(image.reference))
+    if problem is None:
+        return None
+    if "signs digest" in problem:
+        return f"other digest: {problem}"
+    if "signs identity" in problem:
+        return f"other identity: {problem}"
+    return f"unreadable claim: {problem}"
+
+
+def trusted_in(keyring: openpgp.Keyring, key: str, where: str) -> TrustedKey:
+    """The key of ``keyring`` that the signing key ``key`` names: a fingerprint or key id
+    (its last hex digits), or any name when the keyring holds one key only."""
+    primaries = keyring.fingerprints()
+    want = key.strip().upper().removeprefix("0X")
+    if re.fullmatch(r"[0-9A-F]{8,40}", want):
+        matched = [f for f in primaries if f.endswith(want)]
+    else:
+        matched = primaries if len(primaries) == 1 else []
+    if len(matched) != 1:
+        how_many = "more than one" if matched else "no"
+        raise InputError(f"--mode verify: signing key {key!r}: {how_many} public key in "
+                         f"{where} matches it (give its fingerprint)")
+    return TrustedKey(keyring, matched[0])
+
+
+def read_keyring(path: str, where: str) -> openpgp.Keyring:
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            data = f.read(openpgp.MAX_KEYRING + 1)
+    except OSError as e:
+        raise InputError(f"{where}: cannot read {path!r}: {e.strerror}") from None
+    try:
+        return openpgp.Keyring.parse(data)
+    except openpgp.OpenPGPError as e:
+        raise InputError(f"{where}: {path!r} is not an OpenPGP public keyring: {e}") from None
+
 
 class LookasideSigner(Signer):
     """A signer of atomic container signatures kept in a lookaside tree (gpg, msg)."""
@@ -68,6 +191,33 @@ class LookasideSigner(Signer):
     def key_fingerprints(self) -> Mapping[str, str]:
         """Each signing key (after aliases) -> the fingerprint it resolved to, where known."""
         return {}
+
+    def verify_keyring(self, plan: Plan) -> tuple[bytes | None, str]:
+        """Verify mode: the public keyring this signer's own config names without
+        --verify-keyring (msg: verify_keyring), and how to name it; (None, ...): none."""
+        path = self.config.get("verify_keyring")
+        if not path:
+            return None, f"config: {self.section}.verify_keyring"
+        return None, path
+
+    def trusted_keys(self, plan: Plan) -> dict[str, Any]:
+        if self.inputs.verify_keyring:
+            where, path = "--verify-keyring", self.inputs.verify_keyring
+            keyring = read_keyring(path, where)
+        else:
+            data, path = self.verify_keyring(plan)
+            where = f"config: {self.section}.verify_keyring"
+            if data is not None:
+                try:
+                    keyring = openpgp.Keyring.parse(data)
+                except openpgp.OpenPGPError as e:
+                    raise InputError(f"{path}: no OpenPGP public keys: {e}") from None
+            elif path.startswith("config: "):
+                raise InputError(f"--mode verify: the {self.name} signer needs the signing "
+                                 f"keys' public part: give --verify-keyring FILE (or {path})")
+            else:
+                keyring = read_keyring(path, where)
+        return {k.key: trusted_in(keyring, k.key, path) for k in plan.keys}
 
     @contextmanager
     def signed_check(self, plan: Plan) -> Iterator[Callable[[WorkItem], str | None] | None]:

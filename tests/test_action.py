@@ -24,8 +24,8 @@ def test_inputs_match_the_option_table():
 
 
 def test_outputs_are_the_ones_the_entrypoint_writes():
-    assert set(ACTION["outputs"]) == {"status", "signed-count", "failed-count", "results-file",
-                                      "signatures-dir"}
+    assert set(ACTION["outputs"]) == {"status", "signed-count", "verified-count",
+                                      "failed-count", "results-file", "signatures-dir"}
     assert ACTION["runs"] == {"using": "docker", "image": "Dockerfile"}
 
 
