@@ -1,0 +1,66 @@
+"""A lookaside web server for verify-mode tests: serves a folder as a static web server does
+(404 for what is not there), and answers chosen paths in hostile ways: a status (500), a
+redirect to itself (a loop), a huge body, or a signature at every signature-N (a list that
+never ends). Runs in a thread on loopback; ``url`` is its base."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class LookasideServer:
+    def __init__(self, root: Path):
+        self.root = root
+        self.status: dict[str, int] = {}  # path prefix -> status to answer
+        self.loops: set[str] = set()  # path prefixes redirected to themselves
+        self.huge: dict[str, int] = {}  # path prefix -> body size to send
+        self.endless: dict[str, bytes] = {}  # folder prefix -> body of every signature-N
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests += 1
+                path = self.path.split("?", 1)[0]
+                if any(path.startswith(p) for p in server.loops):
+                    return self._send(302, b"", {"Location": path})
+                for prefix, status in server.status.items():
+                    if path.startswith(prefix):
+                        return self._send(status, b"server error\n")
+                for prefix, size in server.huge.items():
+                    if path.startswith(prefix):
+                        return self._send(200, b"\xa3" * size)
+                for prefix, body in server.endless.items():
+                    if path.startswith(prefix) and "/signature-" in path:
+                        return self._send(200, body)
+                target = (server.root / path.lstrip("/")).resolve()
+                if not target.is_relative_to(server.root.resolve()) or not target.is_file():
+                    return self._send(404, b"not found\n")
+                self._send(200, target.read_bytes())
+
+            def _send(self, status: int, body: bytes, headers: dict | None = None):
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> LookasideServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
