@@ -1,0 +1,198 @@
+"""Verify mode's OpenPGP check and lookaside walk against keys made by real gpg (Debian 12's
+gpg 2.2: RSA, the default; NIST P-256 and P-384; Ed25519, legacy EdDSA) and against hostile
+lookaside servers: a redirect loop, a huge file, a signature-N list that never ends, garbage;
+and the inputs verify mode refuses (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import run_entrypoint
+from infra.lookaside_server import LookasideServer
+from signaction.claim import atomic_claim
+from signers import openpgp
+from signers.gnupg import gpg_sign
+
+pytestmark = pytest.mark.integration
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+REF = "registry.example.com/ns/app:1.0"
+
+
+def gpg(home: Path, *args: str, data: bytes = b"") -> bytes:
+    return subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback",
+                           "--passphrase", "", *args], input=data, capture_output=True,
+                          check=True, env={**os.environ, "GNUPGHOME": str(home)}).stdout
+
+
+def new_key(home: Path, uid: str, algo: str, *extra: str) -> str:
+    gpg(home, *extra, "--quick-gen-key", uid, algo, "sign", "never" if not extra else "1d")
+    out = gpg(home, "--with-colons", "--list-keys", uid).decode()
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    home = tmp_path_factory.mktemp("gpg-kinds")
+    os.chmod(home, 0o700)
+    made = {algo: new_key(home, f"{algo} <{algo}@test.invalid>", algo)
+            for algo in ("rsa2048", "nistp256", "nistp384", "ed25519")}
+    # a key that expired: made and used in 2020 (gpg's faked clock), valid for one day
+    made["expired"] = new_key(home, "old <old@test.invalid>", "ed25519",
+                              "--faked-system-time", "20200101T000000!")
+    yield home, made
+    subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)},
+                   check=False)
+
+
+@pytest.mark.parametrize("algo", ["rsa2048", "nistp256", "nistp384", "ed25519"])
+def test_gpg_signatures_of_each_kind_verify_in_process(keys, algo):
+    home, made = keys
+    ring = openpgp.Keyring.parse(gpg(home, "--export", made[algo]))
+    armored = openpgp.Keyring.parse(gpg(home, "--export", "--armor", made[algo]))
+    assert ring.fingerprints() == armored.fingerprints() == [made[algo]]  # v4 fingerprints
+    claim = atomic_claim(REF, D1, "t", 1)
+    message = openpgp.signed_message(gpg(home, "-u", made[algo], "--sign", data=claim))
+    assert openpgp.verify(message.signature, message.content, ring).fingerprint == made[algo]
+    with pytest.raises(openpgp.OpenPGPError, match="does not verify"):
+        openpgp.verify(message.signature, message.content.replace(b"1", b"2"), ring)
+    other = openpgp.Keyring.parse(gpg(home, "--export", made["ed25519" if algo != "ed25519"
+                                                              else "rsa2048"]))
+    with pytest.raises(openpgp.OpenPGPError, match="not in the keyring"):
+        openpgp.verify(message.signature, message.content, other)
+
+
+def test_an_expired_key_is_refused_as_gpgme_reports_it(keys):
+    home, made = keys
+    ring = openpgp.Keyring.parse(gpg(home, "--export", made["expired"]))
+    signed = gpg(home, "--faked-system-time", "20200101T010000!", "-u", made["expired"],
+                 "--sign", data=b"x")
+    message = openpgp.signed_message(signed)
+    with pytest.raises(openpgp.OpenPGPError, match="expired"):
+        openpgp.verify(message.signature, message.content, ring)
+    # the same signature checked as of 2020, when the key was valid
+    assert openpgp.verify(message.signature, message.content, ring, now=1577840400)
+
+
+def test_a_signing_subkey_is_not_the_keyring_key(keys, tmp_path):
+    home, made = keys
+    gpg(home, "--quick-add-key", made["nistp256"], "ed25519", "sign", "never")
+    listing = gpg(home, "--with-colons", "--list-keys", made["nistp256"]).decode().splitlines()
+    sub = [ln.split(":")[9] for ln in listing if ln.startswith("fpr:")][1]
+    ring = openpgp.Keyring.parse(gpg(home, "--export", made["nistp256"]))
+    message = openpgp.signed_message(gpg(home, "-u", sub + "!", "--sign", data=b"x"))
+    with pytest.raises(openpgp.OpenPGPError, match="subkey"):
+        openpgp.verify(message.signature, message.content, ring)
+
+
+def test_keyrings_that_are_not_keyrings_are_refused_in_words():
+    for data, words in [(b"", "no packets"), (b"\x99\x00\x01", "says it has"),
+                        (os.urandom(64).replace(b"\x80", b"\x00")[:1] + b"junk",
+                         "not OpenPGP data|packet tag 0|says it has"),
+                        (b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n"
+                         b"-----END PGP PUBLIC KEY BLOCK-----\n", "not base64")]:
+        with pytest.raises(openpgp.OpenPGPError, match=words):
+            openpgp.Keyring.parse(data if data[:1] != b"" else b"")
+
+
+# -- hostile lookaside servers, through the entrypoint ---------------------------------------
+
+@pytest.fixture
+def published(gpg_keys, tmp_path):
+    """A lookaside tree where REF@D1 has a good signature-1 by key A; REF@D2 nothing yet."""
+    root = tmp_path / "tree"
+    folder = root / "registry.example.com" / "ns" / f"app@{D1.replace(':', '=')}"
+    folder.mkdir(parents=True)
+    (folder / "signature-1").write_bytes(gpg_sign(atomic_claim(REF, D1, "t", 1), gpg_keys.a,
+                                                  gnupg_home=gpg_keys.home))
+    keyring = tmp_path / "keys.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--export", gpg_keys.a], capture_output=True,
+                                       env={**os.environ, **gpg_keys.env()}, check=True).stdout)
+    return root, keyring
+
+
+def verify(url: str, keyring: Path, tmp_path: Path, *images: str, key: str = "",
+           extra=("--config", "registry: {retries: 2}")):
+    """Verify mode with only a public keyring: no gpg home, no secret (and one retry of a
+    5xx, not the default 4)."""
+    pairs = [a for ref, digest in (i.split("@") for i in images)
+             for a in ("--reference", ref, "--digest", digest)]
+    return run_entrypoint("--mode", "verify", "--no-expand-index", "--verify-keyring",
+                          str(keyring), "--signing-key", key, "--lookaside-url", url,
+                          "--output-dir", str(tmp_path / "v"), *pairs, *extra,
+                          env={"GNUPGHOME": str(tmp_path / "no-such-home")})
+
+
+def entries(tmp_path: Path) -> list[dict]:
+    return json.loads((tmp_path / "v" / "results.json").read_text())["images"]
+
+
+@pytest.mark.parametrize("hostility,words", [
+    ("loop", "TooManyRedirects"),
+    ("huge", "more than the 1048576"),
+    ("endless", "more than 128 signatures"),
+    ("status", "503"),
+])
+def test_a_hostile_lookaside_is_one_clear_line_and_exit_1(published, gpg_keys, tmp_path,
+                                                          hostility, words):
+    root, keyring = published
+    with LookasideServer(root) as server:
+        bad = f"/registry.example.com/ns/app@{D2.replace(':', '=')}/"
+        if hostility == "loop":
+            server.loops.add(bad)
+        elif hostility == "huge":
+            server.huge[bad] = 3 << 20
+        elif hostility == "endless":
+            server.endless[bad] = (root / "registry.example.com" / "ns" /
+                                   f"app@{D1.replace(':', '=')}" / "signature-1").read_bytes()
+        else:
+            server.status[bad] = 503
+        run = verify(server.url + "/{registry}", keyring, tmp_path, f"{REF}@{D1}", f"{REF}@{D2}",
+                     key=gpg_keys.a)
+        requests = server.requests
+    assert run.returncode == 1, run.stderr
+    good, hostile = entries(tmp_path)
+    assert good["status"] == "verified"
+    assert hostile["status"] == "invalid" and words in hostile["reason"], hostile
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and words in errors[0] and "\n" not in errors[0]
+    assert requests < 200  # bounded: capped lists, a few retries (5xx), no endless redirects
+
+
+def test_verify_reads_no_secret_and_writes_only_results(published, gpg_keys, tmp_path):
+    root, keyring = published
+    conf = tmp_path / "conf.yaml"  # a passphrase file that is not there: not read in verify
+    conf.write_text("gpg_signer: {passphrase_file: /nonexistent/passphrase}\n")
+    run = verify(root.resolve().as_uri() + "/{registry}", keyring, tmp_path, f"{REF}@{D1}",
+                 key=gpg_keys.a, extra=["--config-file", str(conf)])
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--lookaside-url", ""], "--lookaside-url is required"),
+    (["--mode", "check"], "invalid choice"),
+    (["--verify-keyring", "/nonexistent.gpg"], "cannot read"),
+    (["--signing-key", "0123456789ABCDEF"], "no public key in"),
+])
+def test_bad_input_in_verify_mode_is_exit_2_and_nothing_written(published, gpg_keys, tmp_path,
+                                                                 args, words):
+    root, keyring = published
+    (tmp_path / "x.txt").write_text("x")
+    base = {"--lookaside-url": root.as_uri() + "/{registry}", "--verify-keyring": str(keyring),
+            "--signing-key": gpg_keys.a}
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    merged = [a for k, v in {**base, **flags}.items() if k != "--mode" and v
+              for a in (k, v)]
+    run = run_entrypoint("--mode", flags.get("--mode", "verify"), "--no-expand-index",
+                         "--reference", REF, "--digest", D1, "--output-dir",
+                         str(tmp_path / "v"), *merged, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert words in run.stderr and run.stderr.count("error:") == 1, run.stderr
+    assert not (tmp_path / "v").exists()
