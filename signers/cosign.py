@@ -52,10 +52,20 @@ from typing import Any
 
 from signaction.artifacts import Artifacts, key_data
 from signaction.errors import InputError
+from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, SigningKey, WorkItem
-from signaction.registry import RegistryError
+from signaction.registry import RegistryClient, RegistryError
 from signaction.results import Entry
-from signaction.signing import FollowUp, SignatureFormat, Verification
+from signaction.signing import (
+    INVALID,
+    MISSING,
+    VERIFIED,
+    Check,
+    FollowUp,
+    SignatureFormat,
+    Verdict,
+    Verification,
+)
 
 from .base import Options, Outcome, Report, Signer
 from .tools import Running, child_env, run_pool, run_tool
@@ -210,6 +220,10 @@ class CosignFormat(SignatureFormat):
         elif self.keyless and not self.identities:
             text += "\nNo keyless signature was made in this run: its identity is not known.\n"
         return text
+
+    def verifier(self, registry: RegistryClient, inputs: Inputs,
+                 trusted: dict[str, Any]) -> Check:
+        return cosign_verifier(registry, trusted)
 
     def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
         if not self.attach_later:
@@ -664,6 +678,45 @@ class CosignSigner(Signer):
         return b"".join(self.public.get(k.key, b"") for k in plan.keys
                         if k.key != KEYLESS) or None
 
+    def trusted_keys(self, plan: Plan) -> dict[str, Any]:
+        """Verify mode: a public key file as it is (``cosign.pub``); a private key or a KMS URI
+        through ``cosign public-key`` (its public half); keyless, the Fulcio root and the
+        expected identity and issuer (--certificate-identity, --certificate-oidc-issuer).
+        Rekor's key, when configured, makes each signature's SET required."""
+        rekor = self.cosign_format.roots.get("rekor_public_key_file")
+        trusted: dict[str, Any] = {}
+        for key in plan.keys:
+            if key.key == KEYLESS:
+                trusted[key.key] = self._keyless_trust(rekor)
+                continue
+            try:
+                with open(key.key, "rb") as f:
+                    data = f.read(MAX_PEM + 1)
+            except OSError:
+                data = b""
+            if b"-----BEGIN PUBLIC KEY-----" not in data:
+                if shutil.which(self.cosign) is None:
+                    raise InputError(f"signing key {key.key!r}: not a public key file, and "
+                                     f"{self.cosign!r} is not there to read its public half")
+                self.cosign = shutil.which(self.cosign) or self.cosign
+                data = self._public_key(key, self._env(key=key))
+            trusted[key.key] = CosignTrust(public_pem=data, rekor_pem=rekor)
+        return trusted
+
+    def _keyless_trust(self, rekor: bytes | None) -> CosignTrust:
+        identity = self.inputs.certificate_identity
+        issuer = self.inputs.certificate_oidc_issuer
+        if not identity or not issuer:
+            raise InputError("--mode verify with the key 'keyless' needs --certificate-identity "
+                             "and --certificate-oidc-issuer: whose certificates to accept")
+        fulcio = self.cosign_format.roots.get("fulcio_root_file")
+        if fulcio is None or rekor is None:
+            raise InputError("--mode verify with the key 'keyless' needs cosign_signer."
+                             "fulcio_root_file and rekor_public_key_file (or SIGSTORE_ROOT_FILE "
+                             "and SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates "
+                             "and Rekor's timestamps against")
+        return CosignTrust(fulcio_pem=fulcio, identity=identity, issuer=issuer, rekor_pem=rekor)
+
 
 _README = """\
 # Verifying these cosign signatures
@@ -887,6 +940,197 @@ def verify_signature(public_pem: bytes, payload: bytes, signature: bytes) -> boo
     except (InvalidSignature, UnsupportedAlgorithm, ValueError):
         return False
     return True
+
+
+# -- verify mode ------------------------------------------------------------------------------
+#
+# In-process, as podman/skopeo's sigstoreSigned check does it (containers/image): the `.sig`
+# tag's simplesigning layers, each payload's claim for exactly the digest and identity, its
+# signature by the key (or, keyless, by a Fulcio certificate that chains to the configured root,
+# names the expected identity and issuer, and was valid when Rekor logged the signature), and
+# Rekor's signed entry timestamp (the bundle annotation) when Rekor's key is known: the SET
+# signs the entry, whose body must be this payload's hash, this signature and this key.
+
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+
+
+@dataclass(frozen=True)
+class CosignTrust:
+    """Verify mode: what one signing key's cosign signatures are checked with: its PEM public
+    key, or keyless the Fulcio roots (PEM) and the certificate identity and issuer expected;
+    Rekor's PEM public key when the run knows it (then each signature's SET is required)."""
+
+    public_pem: bytes | None = None
+    fulcio_pem: bytes | None = None
+    identity: str | None = None
+    issuer: str | None = None
+    rekor_pem: bytes | None = None
+
+
+def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust]) -> Check:
+    def check(item: WorkItem) -> Verdict:
+        image = item.container
+        tag = image.known_digest.replace(":", "-")
+        where = f"{image.source.host}/{image.source.path}:{tag}.sig"
+        try:
+            found = registry.cosign_signatures(image.source, image.known_digest)
+        except RegistryError as e:
+            return Verdict(INVALID, f"the signatures could not be read: {e}")
+        if not found:
+            return Verdict(MISSING, f"no signature: {where} does not exist or holds none")
+        tried: list[str] = []
+        for n, sig in enumerate(found, 1):
+            problem, fields = cosign_problem(sig, item, trusted[item.key.key])
+            if problem is None:
+                return Verdict(VERIFIED, f"signature {n} of {where} verifies", tuple(tried),
+                               fields)
+            tried.append(f"signature {n}: {problem}")
+        return Verdict(INVALID, f"{len(found)} signature(s) in {where}, none verifies: "
+                       + "; ".join(tried), tuple(tried))
+    return check
+
+
+def cosign_problem(sig: dict, item: WorkItem, trust: CosignTrust
+                   ) -> tuple[str | None, dict[str, Any]]:
+    """Why one cosign signature does not verify for ``item`` (None: it does), and facts about
+    it (its Rekor entry, its certificate's identity)."""
+    image = item.container
+    try:
+        critical = json.loads(sig["payload"])["critical"]
+        digest = critical["image"]["docker-manifest-digest"]
+        identity = critical["identity"]["docker-reference"]
+        raw = base64.b64decode(sig["signature"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        return "unreadable: not a simple signing payload with a base64 signature", {}
+    fields: dict[str, Any] = {}
+    annotations = sig.get("annotations") or {}
+    key_pem = trust.public_pem
+    if trust.fulcio_pem is not None:
+        cert = annotations.get(CERTIFICATE_ANNOTATION, "").encode()
+        problem = _certificate_problem(cert, annotations.get(CHAIN_ANNOTATION, "").encode(),
+                                       trust)
+        if problem:
+            return problem, {}
+        key_pem = cert
+        fields.update(certificate_identity=trust.identity, certificate_oidc_issuer=trust.issuer)
+    if not verify_signature(_public_pem(key_pem or b""), sig["payload"], raw):
+        return "other key: the signature does not verify with " + (
+            "the certificate's key" if trust.fulcio_pem else "this key"), {}
+    if digest != image.known_digest:
+        return f"other digest: it signs {str(digest)[:80]!r}, not {image.known_digest}", {}
+    if identity != str(image.reference):
+        return f"other identity: it signs {str(identity)[:200]!r}, not {image.reference}", {}
+    if trust.rekor_pem is not None or trust.fulcio_pem is not None:
+        problem, facts = _bundle_problem(annotations.get(BUNDLE_ANNOTATION), sig, raw,
+                                         key_pem or b"", trust)
+        if problem:
+            return problem, {}
+        fields.update(facts)
+    return None, fields
+
+
+def _public_pem(pem: bytes) -> bytes:
+    """A PEM public key, or a certificate's public key as PEM."""
+    if b"CERTIFICATE" not in pem:
+        return pem
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        return x509.load_pem_x509_certificate(pem).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    except ValueError:
+        return b""
+
+
+def _certificate_problem(cert_pem: bytes, chain_pem: bytes, trust: CosignTrust) -> str | None:
+    """A keyless signature's certificate: it chains to the Fulcio roots and names the identity
+    and issuer expected (its validity is checked at Rekor's time, in _bundle_problem)."""
+    from cryptography import x509
+
+    if not cert_pem:
+        return "other key: no certificate (a key-based signature, not a keyless one)"
+    try:
+        _, identity, issuer = read_certificate(cert_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        pool = x509.load_pem_x509_certificates(trust.fulcio_pem or b"")
+        if chain_pem:
+            pool += x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as e:
+        return f"unreadable certificate: {e}"
+    roots = {r.fingerprint(hashes_sha256()) for r in
+             x509.load_pem_x509_certificates(trust.fulcio_pem or b"")}
+    current = cert
+    for _ in range(len(pool) + 1):
+        issuer_cert = next((c for c in pool if c.subject == current.issuer and
+                            _issued_by(current, c)), None)
+        if issuer_cert is None:
+            return "other key: the certificate does not chain to the Fulcio root"
+        if issuer_cert.fingerprint(hashes_sha256()) in roots:
+            break
+        current = issuer_cert
+    else:
+        return "other key: the certificate does not chain to the Fulcio root"
+    if identity != trust.identity:
+        return f"other identity: the certificate names {identity!r}, not {trust.identity!r}"
+    if issuer != trust.issuer:
+        return f"other issuer: the certificate's OIDC issuer is {issuer!r}, not {trust.issuer!r}"
+    return None
+
+
+def hashes_sha256():
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def _issued_by(cert, issuer) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:  # InvalidSignature, ValueError, unsupported algorithms
+        return False
+    return True
+
+
+def _bundle_problem(bundle_text: Any, sig: dict, raw: bytes, key_pem: bytes,
+                    trust: CosignTrust) -> tuple[str | None, dict[str, Any]]:
+    """Rekor's signed entry timestamp: signed by Rekor's key, over an entry whose body is this
+    signature (payload hash, signature, key or certificate); keyless, the certificate was
+    valid when the entry was made."""
+    from cryptography import x509
+
+    if not isinstance(bundle_text, str) or not bundle_text:
+        return "no Rekor bundle (signed entry timestamp), which this run's Rekor key asks for", {}
+    try:
+        bundle = json.loads(bundle_text)
+        entry, set_b64 = bundle["Payload"], bundle["SignedEntryTimestamp"]
+        body = json.loads(base64.b64decode(entry["body"], validate=True))
+        integrated, index = int(entry["integratedTime"]), int(entry["logIndex"])
+        signed = json.dumps({"body": entry["body"], "integratedTime": integrated,
+                             "logID": entry["logID"], "logIndex": index}, sort_keys=True,
+                            separators=(",", ":")).encode()
+        spec = body["spec"]
+        body_hash = spec["data"]["hash"]["value"]
+        body_sig = base64.b64decode(spec["signature"]["content"], validate=True)
+        body_key = base64.b64decode(spec["signature"]["publicKey"]["content"], validate=True)
+        set_raw = base64.b64decode(set_b64, validate=True)
+    except (ValueError, KeyError, TypeError):
+        return "unreadable Rekor bundle", {}
+    if trust.rekor_pem is not None and not verify_signature(trust.rekor_pem, signed, set_raw):
+        return "the Rekor bundle's signed entry timestamp does not verify with Rekor's key", {}
+    if body_hash != hashlib.sha256(sig["payload"]).hexdigest() or body_sig != raw or \
+            _public_pem(body_key) != _public_pem(key_pem):
+        return "the Rekor entry is not this signature's", {}
+    if trust.fulcio_pem is not None:
+        import datetime
+
+        cert = x509.load_pem_x509_certificate(key_pem)
+        when = datetime.datetime.fromtimestamp(integrated, datetime.UTC)
+        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+            return "the certificate was not valid when Rekor logged the signature", {}
+    return None, {"rekor_log_index": index, "rekor_integrated_time": integrated}
 
 
 def _bool(value) -> str:
