@@ -5,6 +5,7 @@ and the inputs verify mode refuses (exit 2)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -35,6 +36,22 @@ def new_key(home: Path, uid: str, algo: str, *extra: str) -> str:
     gpg(home, *extra, "--quick-gen-key", uid, algo, "sign", "never" if not extra else "1d")
     out = gpg(home, "--with-colons", "--list-keys", uid).decode()
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+def skopeo_verifies(home: Path, tmp: Path, signer: str, primary: str, *faked: str) -> bool:
+    """skopeo 1.9's own check (``standalone-verify``, gpgme with ``home``'s keys, the same
+    mechanism as its policy) of a claim signed by ``signer`` (a key or a subkey, ``!``), the
+    key expected being ``primary``."""
+    manifest = tmp / "manifest.json"
+    manifest.write_bytes(b'{"schemaVersion": 2}')
+    digest = "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
+    signature = tmp / "signature"
+    signature.write_bytes(gpg(home, *faked, "-u", signer + "!", "--sign",
+                              data=atomic_claim(REF, digest, "t", 1)))
+    proc = subprocess.run(["skopeo", "standalone-verify", str(manifest), REF, primary,
+                           str(signature)], env={**os.environ, "GNUPGHOME": str(home)},
+                          capture_output=True, text=True)
+    return proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +85,7 @@ def test_gpg_signatures_of_each_kind_verify_in_process(keys, algo):
         openpgp.verify(message.signature, message.content, other)
 
 
-def test_an_expired_key_is_refused_as_gpgme_reports_it(keys):
+def test_an_expired_key_is_refused_as_gpgme_reports_it(keys, tmp_path):
     home, made = keys
     ring = openpgp.Keyring.parse(gpg(home, "--export", made["expired"]))
     signed = gpg(home, "--faked-system-time", "20200101T010000!", "-u", made["expired"],
@@ -78,6 +95,10 @@ def test_an_expired_key_is_refused_as_gpgme_reports_it(keys):
         openpgp.verify(message.signature, message.content, ring)
     # the same signature checked as of 2020, when the key was valid
     assert openpgp.verify(message.signature, message.content, ring, now=1577840400)
+    # and skopeo agrees: an expired key is refused, a valid one accepted
+    assert not skopeo_verifies(home, tmp_path, made["expired"], made["expired"],
+                               "--faked-system-time", "20200101T010000!")
+    assert skopeo_verifies(home, tmp_path, made["ed25519"], made["ed25519"])
 
 
 def test_a_signing_subkey_is_not_the_keyring_key(keys, tmp_path):
@@ -89,6 +110,9 @@ def test_a_signing_subkey_is_not_the_keyring_key(keys, tmp_path):
     message = openpgp.signed_message(gpg(home, "-u", sub + "!", "--sign", data=b"x"))
     with pytest.raises(openpgp.OpenPGPError, match="subkey"):
         openpgp.verify(message.signature, message.content, ring)
+    # skopeo (gpgme) reports the subkey's fingerprint, which is not the trusted primary's
+    assert not skopeo_verifies(home, tmp_path, sub, made["nistp256"])
+    assert skopeo_verifies(home, tmp_path, made["nistp256"], made["nistp256"])
 
 
 def test_keyrings_that_are_not_keyrings_are_refused_in_words():
