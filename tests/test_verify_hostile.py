@@ -220,3 +220,37 @@ def test_bad_input_in_verify_mode_is_exit_2_and_nothing_written(published, gpg_k
     assert run.returncode == 2, run.stderr
     assert words in run.stderr and run.stderr.count("error:") == 1, run.stderr
     assert not (tmp_path / "v").exists()
+
+
+def test_msg_verify_keyring_needs_no_broker_and_github_gets_outputs_summary_annotations(
+        published, gpg_keys, tmp_path):
+    """pubtools-sign's conf.yaml with verify_keyring: its brokers and certificate files do not
+    exist and are never touched; as a GitHub step, the outputs, the summary and one ::error per
+    image that does not verify."""
+    root, keyring = published
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(json.dumps({"msg_signer": {
+        "messaging_brokers": ["amqps://broker.invalid:5671"],
+        "messaging_cert_key": "/nonexistent/cert.pem", "messaging_ca_cert": "/nonexistent/ca",
+        "topic_send_to": "topic://x", "topic_listen_to": "queue://y", "environment": "prod",
+        "service": "pubtools-sign", "timeout": 60, "retries": 3, "send_retries": 2,
+        "message_id_key": "request_id", "verify_keyring": str(keyring)}}))
+    output, summary = tmp_path / "output", tmp_path / "summary.md"
+    run = run_entrypoint(
+        "--mode", "verify", "--signer", "msg", "--config-file", str(conf), "--no-expand-index",
+        "--signing-key", gpg_keys.a[-16:], "--lookaside-url", root.as_uri() + "/{registry}",
+        "--reference", REF, "--digest", D1, "--reference", REF, "--digest", D2,
+        "--output-dir", str(tmp_path / "v"),
+        env={"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output),
+             "GITHUB_STEP_SUMMARY": str(summary)})
+    assert run.returncode == 1, run.stderr
+    outputs = output.read_text()
+    for name, value in (("status", "partial"), ("verified-count", "1"),
+                        ("failed-count", "1"), ("signed-count", "0")):
+        assert f"{name}<<" in outputs and f"\n{value}\n" in outputs.split(f"{name}<<")[1][:80]
+    errors = [line for line in run.stdout.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 1 and f"{D2} with key" in errors[0] and "missing" in errors[0]
+    assert errors[0].startswith("::error title=Not verified%3A registry.example.com/ns/app")
+    md = summary.read_text()
+    assert "**1 verified**, **1 missing**, **0 invalid**" in md
+    assert md.index("❌ missing") < md.index("✅ verified")  # failures first
