@@ -293,7 +293,8 @@ def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults, verb: str = "s
                  f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was {verb}ed")
     print(scrub("\n".join(lines), limit=len(plan) * 600), flush=True)
-    outputs = {"status": "dry-run", "signed-count": "0", "failed-count": "0"}
+    outputs = {"status": "dry-run", "signed-count": "0", "verified-count": "0",
+               "failed-count": "0"}
     problems = actions.set_outputs(outputs)
     tekton.write(outputs)
     for problem in problems:
@@ -305,7 +306,8 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
     message = scrub(message)  # it may quote input: a URL's password, a newline, '::'
     print(f"error: {message}", file=sys.stderr, flush=True)
     actions.error("Invalid input", message)
-    outputs = {"status": "invalid-input", "signed-count": "0", "failed-count": "0"}
+    outputs = {"status": "invalid-input", "signed-count": "0", "verified-count": "0",
+               "failed-count": "0"}
     actions.set_outputs(outputs)  # (a run that failed this early reports nothing more)
     tekton.write(outputs)
     actions.write_summary(f"### Container signing: invalid input\n\n{markdown_text(message)}"
@@ -325,7 +327,7 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
                           f"with key {entry['signing_key']}: {entry['error']}")
     failed = c["failed"] or unwritten
     status = "success" if not failed else "partial" if c["signed"] else "failure"
-    outputs = {"status": status, "signed-count": str(c["signed"]),
+    outputs = {"status": status, "signed-count": str(c["signed"]), "verified-count": "0",
                "failed-count": str(c["failed"]),
                "results-file": "" if any("results.json" in u for u in unwritten) else results_file,
                "signatures-dir": inputs.output_dir}

@@ -170,7 +170,8 @@ def test_github_mode_masks_first_writes_outputs_summary_and_annotations(tmp_path
     errors = [line for line in lines if line.startswith("::error ")]
     assert len(errors) == 2 and all("title=Signing failed%3A r.io/ns/" in e for e in errors)
     outputs = parse_github_output(output.read_text())
-    assert outputs == {"status": "partial", "signed-count": "2", "failed-count": "2",
+    assert outputs == {"status": "partial", "signed-count": "2", "verified-count": "0",
+                       "failed-count": "2",
                        "results-file": str(tmp_path / "out" / "results.json"),
                        "signatures-dir": str(tmp_path / "out")}
     text = summary.read_text()

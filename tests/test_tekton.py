@@ -308,7 +308,8 @@ def test_dry_run_of_10000_images_through_the_rendered_step(pod, gpg_keys):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("would sign ") == 10_000
     results = results_of(folders["results"])
-    assert results == {"status": "dry-run", "signed-count": "0", "failed-count": "0",
+    assert results == {"status": "dry-run", "signed-count": "0", "verified-count": "0",
+                       "failed-count": "0",
                        "results-file": "", "signatures-dir": ""}
     assert sum(len(v.encode()) for v in results.values()) < TERMINATION_MESSAGE_LIMIT
     assert message_size(results) <= BUDGET < TERMINATION_MESSAGE_LIMIT
@@ -325,7 +326,8 @@ def test_gpg_signing_through_the_rendered_step(pod, gpg_keys):
     run = run_step(step)
     assert run.returncode == 0, run.stderr
     results = results_of(folders["results"])
-    assert results == {"status": "success", "signed-count": "2", "failed-count": "0",
+    assert results == {"status": "success", "signed-count": "2", "verified-count": "0",
+                       "failed-count": "0",
                        "results-file": "signatures/results.json", "signatures-dir": "signatures"}
     # the paths are relative to the output workspace, where a later Task finds them
     report = json.loads((folders["output"] / results["results-file"]).read_text())
@@ -355,7 +357,7 @@ def test_a_partial_failure_fails_the_step_and_still_writes_the_results(pod, gpg_
     run = run_step(step, timeout=120, extra_env=gpg_refusing(gpg_keys.protected))
     assert run.returncode == 1, run.stderr  # the TaskRun fails: signing failures are not hidden
     assert results_of(folders["results"]) == {
-        "status": "partial", "signed-count": "2", "failed-count": "2",
+        "status": "partial", "signed-count": "2", "verified-count": "0", "failed-count": "2",
         "results-file": "signatures/results.json", "signatures-dir": "signatures"}
 
 
@@ -489,8 +491,9 @@ def test_results_are_written_whole_exactly_and_atomically(tmp_path):
     TektonResults(str(folder)).write({"status": "success", "signed-count": "3",
                                       "failed-count": "0", "results-file": "s/results.json",
                                       "signatures-dir": "s", "something-else": "x"})
-    assert results_of(folder) == {"status": "success", "signed-count": "3", "failed-count": "0",
-                                  "results-file": "s/results.json", "signatures-dir": "s"}
+    assert results_of(folder) == {"status": "success", "signed-count": "3", "verified-count": "",
+                                  "failed-count": "0", "results-file": "s/results.json",
+                                  "signatures-dir": "s"}
     TektonResults(str(folder)).write({"status": "dry-run"})  # replaced, all still declared
     assert results_of(folder)["status"] == "dry-run" and results_of(folder)["results-file"] == ""
     assert sorted(os.listdir(folder)) == sorted(NAMES)  # no temporary file left behind
