@@ -91,6 +91,14 @@ def corpus(registry, trixie_tools, tmp_path_factory):
             "--mode", "verify", "--signer", "cosign", "--config-file", str(tmp / "conf.json"),
             "--signing-key", str(key), "--output-dir", str(tmp / "v-private"),
             *image("valid"), env={**verify_env, "COSIGN_PASSWORD": PASSWORD})
+        wrong = {name: run_entrypoint(
+            "--mode", "verify", "--signer", "cosign", "--config-file", str(tmp / "conf.json"),
+            "--signing-key", "keyless", "--certificate-identity", identity,
+            "--certificate-oidc-issuer", issuer, "--output-dir", str(tmp / f"v-{name}"),
+            *image("valid"), env=verify_env)
+            for name, identity, issuer in (
+                ("identity", "someone@example.com", bed.env["OIDC_ISSUER"]),
+                ("issuer", EMAIL, "https://accounts.example.com"))}
         (tmp / "other-rekor.json").write_text(conf(bed, rekor=str(tmp / "other.pub")))
         other_rekor = run_entrypoint(
             "--mode", "verify", "--signer", "cosign", "--config-file",
@@ -111,7 +119,7 @@ def corpus(registry, trixie_tools, tmp_path_factory):
                   for case in CASES for which, policy in (("key", key_policy),
                                                           ("keyless", fulcio_policy))}
     return {"tmp": tmp, "refs": refs, "ours": ours, "only_good": only_good, "private": private,
-            "other_rekor": other_rekor, "skopeo": skopeo, "pub": str(pub)}
+            "other_rekor": other_rekor, "skopeo": skopeo, "pub": str(pub), "wrong": wrong}
 
 
 def entries(corpus, out="v") -> list[dict]:
@@ -158,3 +166,11 @@ def test_another_rekor_key_refuses_the_set(corpus):
     assert run.returncode == 1
     [entry] = entries(corpus, "v-rekor")
     assert "signed entry timestamp does not verify" in entry["reason"], entry
+
+
+@pytest.mark.parametrize("which,words", [("identity", "the certificate names"),
+                                         ("issuer", "OIDC issuer is")])
+def test_keyless_with_another_identity_or_issuer_is_invalid(corpus, which, words):
+    assert corpus["wrong"][which].returncode == 1
+    [entry] = entries(corpus, f"v-{which}")
+    assert entry["status"] == "invalid" and words in entry["reason"], entry

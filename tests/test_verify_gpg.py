@@ -31,6 +31,8 @@ CASES = {  # case -> (what is published, what podman does)
     "armored": "signature-1 ASCII-armored",
     "truncated": "signature-1 cut in half",
     "garbage": "signature-1 random bytes",
+    "garbage-then-valid": "signature-1 random bytes, signature-2 good",
+    "truncated-then-valid": "signature-1 cut in half, signature-2 good",
     "server-500": "the lookaside answers 500",
     "index-partial": "the index and one platform signed, the other platform not",
 }
@@ -110,6 +112,10 @@ def corpus(registry, gpg_keys, tmp_path_factory):
     data = sig("truncated").read_bytes()
     sig("truncated").write_bytes(data[:len(data) // 2])
     sig("garbage").write_bytes(b"this is no signature at all" + os.urandom(200))
+    for case, bad in (("garbage-then-valid", b"no signature" + os.urandom(100)),
+                      ("truncated-then-valid", data[:len(data) // 2])):
+        sig(case).with_name("signature-2").write_bytes(sig(case).read_bytes())
+        sig(case).write_bytes(bad)
     arm = platforms["linux/arm64"]
     (sig_folder(out, refs["index-partial"], arm) / "signature-1").unlink()
 
@@ -131,7 +137,8 @@ def corpus(registry, gpg_keys, tmp_path_factory):
 EXPECTED = {"valid": "verified", "other-key": "invalid", "other-digest": "invalid",
             "other-identity": "invalid", "second-valid": "verified", "first-missing": "missing",
             "armored": "invalid", "truncated": "invalid", "garbage": "invalid",
-            "server-500": "invalid", "index-partial": "missing"}
+            "server-500": "invalid", "index-partial": "missing",
+            "garbage-then-valid": "invalid", "truncated-then-valid": "verified"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -170,8 +177,9 @@ def test_the_run_exits_1_and_counts(corpus):
     run, summary = corpus["run"], corpus["results"]["summary"]
     assert run.returncode == 1, run.stderr
     assert summary["total"] == len(CASES) + 2  # the index's two platforms
-    assert summary["verified"] == 4  # valid, second-valid, the index and its amd64 manifest
-    assert summary["failed"] == summary["total"] - 4
+    # valid, second-valid, truncated-then-valid, the index and its amd64 manifest
+    assert summary["verified"] == 5
+    assert summary["failed"] == summary["total"] - 5
     assert f"{corpus['refs']['other-key']}@" in run.stderr
 
 

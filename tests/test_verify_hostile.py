@@ -254,3 +254,23 @@ def test_msg_verify_keyring_needs_no_broker_and_github_gets_outputs_summary_anno
     md = summary.read_text()
     assert "**1 verified**, **1 missing**, **0 invalid**" in md
     assert md.index("❌ missing") < md.index("✅ verified")  # failures first
+
+
+def test_a_keyring_with_several_keys_accepts_only_the_signing_keys_signature(
+        published, gpg_keys, tmp_path):
+    root, _ = published
+    folder = root / "registry.example.com" / "ns" / f"app@{D2.replace(':', '=')}"
+    folder.mkdir()
+    (folder / "signature-1").write_bytes(gpg_sign(atomic_claim(REF, D2, "t", 1), gpg_keys.b,
+                                                  gnupg_home=gpg_keys.home))
+    both = tmp_path / "both.asc"  # armored, both keys
+    both.write_bytes(subprocess.run(["gpg", "--export", "--armor", gpg_keys.a, gpg_keys.b],
+                                    capture_output=True, env={**os.environ, **gpg_keys.env()},
+                                    check=True).stdout)
+    run = verify(root.as_uri() + "/{registry}", both, tmp_path, f"{REF}@{D1}", f"{REF}@{D2}",
+                 key=gpg_keys.a)
+    assert run.returncode == 1
+    good, other = entries(tmp_path)
+    assert good["status"] == "verified"
+    assert other["status"] == "invalid" and f"other key: signed by {gpg_keys.b}" in \
+        other["reason"], other
