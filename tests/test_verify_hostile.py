@@ -274,3 +274,35 @@ def test_a_keyring_with_several_keys_accepts_only_the_signing_keys_signature(
     assert good["status"] == "verified"
     assert other["status"] == "invalid" and f"other key: signed by {gpg_keys.b}" in \
         other["reason"], other
+
+
+def test_a_v4_ed25519_key_and_signature_as_rfc_9580_writes_them():
+    """Algorithm 27 (Ed25519, native): gpg 2.2 cannot make it, so the packets are built here
+    from RFC 9580's layout (5.5.2, 5.2.3, 5.2.4) with cryptography's Ed25519."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_body = b"\x04" + (1700000000).to_bytes(4, "big") + b"\x1b" + raw
+    fpr = hashlib.sha1(b"\x99" + len(key_body).to_bytes(2, "big") + key_body).digest()
+    subpackets = bytes([22, 33, 4]) + fpr + bytes([5, 2]) + (1700000001).to_bytes(4, "big")
+    hashed = b"\x04\x00\x1b\x08" + len(subpackets).to_bytes(2, "big") + subpackets
+    content = atomic_claim(REF, D1, "t", 1)
+    digest = hashlib.sha256(content + hashed + b"\x04\xff" +
+                            len(hashed).to_bytes(4, "big")).digest()
+    sig_body = hashed + b"\x00\x00" + digest[:2] + private.sign(digest)
+    literal = b"b\x00" + b"\x00" * 4 + content
+
+    def packet(tag: int, body: bytes) -> bytes:
+        return bytes([0xC0 | tag]) + bytes([192 + ((len(body) - 192) >> 8),
+                                            (len(body) - 192) & 0xFF]) + body \
+            if len(body) >= 192 else bytes([0xC0 | tag, len(body)]) + body
+    ring = openpgp.Keyring.parse(packet(6, key_body))
+    message = openpgp.signed_message(packet(11, literal) + packet(2, sig_body))
+    assert openpgp.verify(message.signature, message.content, ring).fingerprint == \
+        fpr.hex().upper()
+    forged = sig_body[:-1] + bytes([sig_body[-1] ^ 1])
+    message = openpgp.signed_message(packet(11, literal) + packet(2, forged))
+    with pytest.raises(openpgp.OpenPGPError, match="does not verify"):
+        openpgp.verify(message.signature, message.content, ring)
