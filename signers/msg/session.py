@@ -13,7 +13,7 @@ How it differs from pubtools-sign 1.0.6 (the wire is the same: wire.py):
   resending what is unanswered (a duplicate reply is ignored: no signature is written twice);
 - the broker's certificate and host name are verified by default.
 
-The handler (``Session``) keeps its state in two parts: the bus side (``Link``: the current
+The handler (``Session``) keeps its state in two parts: the bus side (``Bus``: the current
 connection, its links and queues, reconnecting) and the requests' side (``Progress``: what is
 unanswered, the counters, the timeout clock). Only the session imports proton: the signer
 imports this module when it is made, never when the run lists the signers.
@@ -118,7 +118,7 @@ class _Call:
 
 
 @dataclass(slots=True)
-class Link:
+class Bus:
     """The bus side: the current connection with its links and send queues (all replaced by
     ``renew`` for each new connection), and the bookkeeping of reconnecting, which outlives
     connections."""
@@ -207,7 +207,7 @@ class Session(proton.Handler):
         self.handlers = [EndpointStateHandler(False, weakref.proxy(self))]
         self.settings, self.deliver, self.fail = settings, deliver, fail
         self.deadline_at, self.ttl = deadline_at, ttl
-        self.link = Link()
+        self.bus = Bus()
         self.progress = Progress(requests, set(requests))
         self.container: Any = None
         self.stop_task: Any = None
@@ -228,28 +228,28 @@ class Session(proton.Handler):
     def _connect(self):
         if self.progress.done:
             return
-        link, brokers = self.link, self.settings.brokers
-        url = brokers[link.broker % len(brokers)]
+        bus, brokers = self.bus, self.settings.brokers
+        url = brokers[bus.broker % len(brokers)]
         log.debug("connecting to %s", url)
-        generation = link.renew()
-        link.conn = self.container.connect(url, ssl_domain=self._ssl(), reconnect=False,
+        generation = bus.renew()
+        bus.conn = self.container.connect(url, ssl_domain=self._ssl(), reconnect=False,
                                            sasl_enabled=False)
-        link.conn.csa_generation = generation  # an int: nothing points back
-        link.receiver = self.container.create_receiver(
-            link.conn, self.settings.listen_to, name=f"csa-replies-{uuid.uuid4()}")
+        bus.conn.csa_generation = generation  # an int: nothing points back
+        bus.receiver = self.container.create_receiver(
+            bus.conn, self.settings.listen_to, name=f"csa-replies-{uuid.uuid4()}")
 
     def _current(self, event) -> bool:
-        return getattr(event.connection, "csa_generation", None) == self.link.generation
+        return getattr(event.connection, "csa_generation", None) == self.bus.generation
 
     def on_link_opened(self, event):
         if not self._current(event):
             return
-        if event.receiver is not None and event.receiver.name == self.link.receiver.name:
+        if event.receiver is not None and event.receiver.name == self.bus.receiver.name:
             # The reply listener is attached: only now may requests go out. After a
             # reconnection every unanswered request goes again (replies may have been lost
             # with the broker; a duplicate reply is ignored).
             progress = self.progress
-            if self.link.attached():
+            if self.bus.attached():
                 progress.counts["reconnects"] += 1
                 progress.counts["resent"] += len(progress.unanswered)
             progress.last_progress = time.monotonic()
@@ -274,30 +274,30 @@ class Session(proton.Handler):
         if not self._current(event):
             return
         cond = event.transport.condition
-        self.link.last_error = f"{cond.name}: {cond.description}" if cond else "transport error"
-        text = self.link.last_error.lower()
+        self.bus.last_error = f"{cond.name}: {cond.description}" if cond else "transport error"
+        text = self.bus.last_error.lower()
         if "certificate verify failed" in text or "certificate" in text and "fail" in text:
-            self._give_up(f"TLS: the broker's certificate was refused ({self.link.last_error})")
+            self._give_up(f"TLS: the broker's certificate was refused ({self.bus.last_error})")
 
     def on_connection_error(self, event):
         cond = event.connection.remote_condition
-        self.link.last_error = f"{cond.name}: {cond.description}" if cond else "connection error"
+        self.bus.last_error = f"{cond.name}: {cond.description}" if cond else "connection error"
 
     def on_disconnected(self, event):
         # proton may report one lost connection more than once: one reconnect per connection
-        link = self.link
-        if self.progress.done or not self._current(event) or link.reconnect_pending:
+        bus = self.bus
+        if self.progress.done or not self._current(event) or bus.reconnect_pending:
             return
         now = time.monotonic()
-        delay, down = link.lost(now)
+        delay, down = bus.lost(now)
         limit = self.settings.timeout * max(self.settings.retries, 1)
         if down > limit:
-            self._give_up(f"no broker reachable for {limit:g} s ({link.last_error})")
+            self._give_up(f"no broker reachable for {limit:g} s ({bus.last_error})")
         elif now + delay >= self.deadline_at:
-            self._give_up(f"the deadline was reached while reconnecting ({link.last_error})")
+            self._give_up(f"the deadline was reached while reconnecting ({bus.last_error})")
         else:
             log.warning("disconnected from the broker (%s); reconnecting in %.2f s",
-                        link.last_error or "connection lost", delay)
+                        bus.last_error or "connection lost", delay)
             self.container.schedule(delay, _Call(self._connect))
 
     def on_connection_closed(self, event):
@@ -307,16 +307,16 @@ class Session(proton.Handler):
     # -- sending ----------------------------------------------------------------------------
 
     def _queue(self, reqs: Iterable[Request]) -> None:
-        link = self.link
+        bus = self.bus
         for req in reqs:
-            if req.request_id not in link.queued:
-                link.queued.add(req.request_id)
-                link.queues.setdefault(req.address, deque()).append(req)
-        for address in link.queues:
-            if address not in link.senders:
-                link.senders[address] = self.container.create_sender(link.conn, address)
+            if req.request_id not in bus.queued:
+                bus.queued.add(req.request_id)
+                bus.queues.setdefault(req.address, deque()).append(req)
+        for address in bus.queues:
+            if address not in bus.senders:
+                bus.senders[address] = self.container.create_sender(bus.conn, address)
             else:
-                self._send(link.senders[address])
+                self._send(bus.senders[address])
 
     def on_link_flow(self, event):
         link = event.link
@@ -324,11 +324,11 @@ class Session(proton.Handler):
             self._send(link)
 
     def _send(self, sender) -> None:
-        link, unanswered = self.link, self.progress.unanswered
-        queue = link.queues.get(sender.target.address)
-        while queue and sender.credit > 0 and link.listening:
+        bus, unanswered = self.bus, self.progress.unanswered
+        queue = bus.queues.get(sender.target.address)
+        while queue and sender.credit > 0 and bus.listening:
             req = queue.popleft()
-            link.queued.discard(req.request_id)
+            bus.queued.discard(req.request_id)
             if req.request_id not in unanswered:
                 continue
             sender.send(proton.Message(address=req.address, properties=req.properties,
@@ -349,7 +349,7 @@ class Session(proton.Handler):
                 self._maybe_finish()
         elif state == RELEASED or state == MODIFIED:
             req = self.progress.unanswered.get(delivery.tag.decode())
-            if req is not None and self.link.listening:
+            if req is not None and self.bus.listening:
                 self._queue([req])
         if delivery.settled:
             delivery.settle()
@@ -405,7 +405,7 @@ class Session(proton.Handler):
         if now >= self.deadline_at:
             self._give_up("the deadline was reached")
             return
-        if self.link.listening and now - progress.last_progress >= self.settings.timeout:
+        if self.bus.listening and now - progress.last_progress >= self.settings.timeout:
             progress.receive_attempt += 1
             progress.last_progress = now
             if progress.receive_attempt >= self.settings.retries and not self._resend():
@@ -444,12 +444,12 @@ class Session(proton.Handler):
         if self.progress.unanswered or self.progress.done:
             return
         self.progress.done = True
-        if self.link.conn is not None and self.link.listening:
+        if self.bus.conn is not None and self.bus.listening:
             # Close and let the close complete: stopping the container at once would drop
             # the accepts of the last replies, and the broker would hand those replies to
             # the next reader of the queue. A broker that does not answer the close gets a
             # short grace, never past the deadline.
-            self.link.conn.close()
+            self.bus.conn.close()
             grace = max(0.0, min(CLOSE_GRACE, self.deadline_at - time.monotonic()))
             self.stop_task = self.container.schedule(grace, _Call(self.container.stop))
         else:
