@@ -159,7 +159,7 @@ class SignatureCheck:
                 sig.flush()
                 return self._gpg(["--verify", sig.name, "-"], target.data, item)[1]
         # clear-signed: gpg checks the signature and its key; that the text is the one sent is
-        # the signer's in-process check (signers.msg.refusal, exact), which runs before this
+        # the signer's in-process check (signers.msg.checks.refusal, exact), which runs before this
         return self._gpg(["--decrypt"], signature, item)[1]
 
     def _gpg(self, args: list[str], data: bytes, item: WorkItem) -> tuple[bytes, str | None]:
