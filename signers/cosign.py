@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -56,6 +55,7 @@ from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, SigningKey, WorkItem
 from signaction.registry import RegistryClient, RegistryError
 from signaction.results import Entry
+from signaction.safeload import read_regular_file
 from signaction.signing import (
     INVALID,
     MISSING,
@@ -424,16 +424,8 @@ class CosignSigner(Signer):
             text = self.environ.get(where, "")
             if not text.strip():
                 raise InputError(f"{what}: env://{where}: the variable is not set or empty")
-        else:
-            try:
-                with open(where, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                        raise InputError(f"{what}: not a regular file")
-                    data = f.read(MAX_TOKEN + 1)
-            except OSError as e:
-                raise InputError(f"{what}: cannot read the token file: {e.strerror}") from None
-            if len(data) > MAX_TOKEN:
-                raise InputError(f"{what}: the token file is larger than {MAX_TOKEN} bytes")
+        else:  # (a FIFO or a device is refused before it is opened: never a hang)
+            data = read_regular_file(where, f"{what}: cannot read the token file", MAX_TOKEN)
             text = data.decode("utf-8", "replace")
         token = text.strip()
         if not JWT.fullmatch(token):
@@ -807,15 +799,8 @@ def read_root_file(name: str, path: str) -> tuple[str, bytes]:
     """A trust root file of the config (``name``, a ROOT_FILES key) or of the environment: its
     absolute path and its bytes, which must be PEM; InputError otherwise."""
     path = os.path.abspath(os.path.expanduser(str(path)))
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise InputError(f"config: cosign_signer.{name}: {path!r} is not a regular file")
-            data = f.read(MAX_PEM + 1)
-    except OSError as e:
-        raise InputError(f"config: cosign_signer.{name}: cannot read {path!r}: "
-                         f"{e.strerror}") from None
-    if len(data) > MAX_PEM or b"-----BEGIN " not in data:
+    data = read_regular_file(path, f"config: cosign_signer.{name}: {path!r}", MAX_PEM)
+    if b"-----BEGIN " not in data:
         raise InputError(f"config: cosign_signer.{name}: {path!r} is not a PEM file")
     return path, data
 
