@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 if sys.version_info < (3, 11):
     print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
@@ -124,11 +125,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                    str(artifacts.root / "results.json"), unwritten)
 
 
+@dataclass(frozen=True)
 class _Registry:
     """The run's registry settings and the one client built from them."""
 
-    def __init__(self, settings: RegistrySettings, client: RegistryClient):
-        self.settings, self.client = settings, client
+    settings: RegistrySettings
+    client: RegistryClient
 
 
 def _registry(config: Config, environ: Mapping[str, str]) -> _Registry:
