@@ -179,10 +179,7 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
              len(plan.keys), len(plan),
              f" ({plan.duplicates} duplicate(s) collapsed)" if plan.duplicates else "")
 
-    def on_signal(signum, _frame):
-        raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = signal.signal(signal.SIGTERM, _on_signal)
     try:
         with actions.group(f"Signing {len(plan)} signature(s)"):
             items = list(plan.items())
@@ -265,12 +262,8 @@ def _verify_report(actions: Actions, tekton: TektonResults, inputs: Inputs, resu
                           f"{row['signing_key']}: {row['status']}: {row['reason']}")
     status = "success" if not c["failed"] and not problems else \
         "partial" if c["verified"] else "failure"
-    outputs = {"status": status, "signed-count": "0", "verified-count": str(c["verified"]),
-               "failed-count": str(c["failed"]),
-               "results-file": "" if any("results.json" in p for p in problems) else results_file,
-               "signatures-dir": inputs.output_dir}
-    problems += actions.set_outputs(outputs)
-    tekton.write(outputs)
+    problems += _set_outputs(actions, tekton, inputs, problems, results_file, status=status,
+                             verified=c["verified"], failed=c["failed"])
     problems += actions.write_summary(verify_summary_markdown(
         f"Container signature verification: {status} ({results['signer']} signer)", c, rows,
         results_file))
@@ -329,12 +322,8 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
                           f"with key {entry['signing_key']}: {entry['error']}")
     failed = c["failed"] or unwritten
     status = "success" if not failed else "partial" if c["signed"] else "failure"
-    outputs = {"status": status, "signed-count": str(c["signed"]), "verified-count": "0",
-               "failed-count": str(c["failed"]),
-               "results-file": "" if any("results.json" in u for u in unwritten) else results_file,
-               "signatures-dir": inputs.output_dir}
-    unwritten += actions.set_outputs(outputs)
-    tekton.write(outputs)
+    unwritten += _set_outputs(actions, tekton, inputs, unwritten, results_file, status=status,
+                              signed=c["signed"], failed=c["failed"])
     unwritten += actions.write_summary(summary_markdown(
         f"Container signing: {status} ({results['signer']} signer)", c, images, results_file,
         results["signer_stats"]))
@@ -346,6 +335,20 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
     for problem in unwritten:
         print(f"error: {problem}", file=sys.stderr, flush=True)
     return 1 if c["failed"] or unwritten else 0
+
+
+def _set_outputs(actions: Actions, tekton: TektonResults, inputs: Inputs, problems: list[str],
+                 results_file: str, *, status: str, signed: int = 0, verified: int = 0,
+                 failed: int = 0) -> list[str]:
+    """A finished run's step outputs and Tekton results (results-file empty when results.json
+    could not be written); returns the outputs that could not be set."""
+    unwritten = any("results.json" in p for p in problems)
+    outputs = {"status": status, "signed-count": str(signed), "verified-count": str(verified),
+               "failed-count": str(failed), "results-file": "" if unwritten else results_file,
+               "signatures-dir": inputs.output_dir}
+    not_set = actions.set_outputs(outputs)
+    tekton.write(outputs)
+    return not_set
 
 
 def _setup_logging(level: str, *, to_stdout: bool) -> None:
