@@ -27,6 +27,7 @@ from signaction.claim import atomic_claim
 from signaction.errors import InputError
 from signaction.plan import Plan, SigningKey, WorkItem
 
+from . import openpgp
 from .base import Options, Outcome, Report
 from .gnupg import GPG_TIMEOUT, GpgError, _gpg, _last_lines, _run_gpg, gpg_env, gpg_sign
 from .lookaside import LookasideSigner
@@ -210,7 +211,7 @@ class GpgSigner(LookasideSigner):
     def key_fingerprints(self) -> Mapping[str, str]:
         return self.fingerprints
 
-    def verify_keyring(self, plan: Plan) -> tuple[bytes | None, str]:
+    def verify_keyring(self, plan: Plan) -> tuple[openpgp.Keyring, str]:
         """Verify mode: the public part of the signing keys, exported by gpg (one process:
         no secret key is touched, no passphrase needed) from gnupg_home, or from a private
         home the key_files are imported into."""
@@ -235,7 +236,10 @@ class GpgSigner(LookasideSigner):
         where = "the key_files" if self.key_files else (self.user_home or "the GnuPG home")
         if not data:
             raise InputError(f"gpg signer: no public key for {', '.join(keys)} in {where}")
-        return data, where
+        try:
+            return openpgp.Keyring.parse(data), where
+        except openpgp.OpenPGPError as e:
+            raise InputError(f"{where}: no OpenPGP public keys: {e}") from None
 
     def public_keys(self, plan: Plan) -> bytes | None:
         try:

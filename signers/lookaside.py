@@ -27,6 +27,7 @@ from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, WorkItem
 from signaction.registry import RegistryClient, RegistryError
+from signaction.safeload import read_regular_file
 from signaction.signing import (
     INVALID,
     MISSING,
@@ -172,11 +173,10 @@ def trusted_in(keyring: openpgp.Keyring, key: str, where: str) -> TrustedKey:
 
 
 def read_keyring(path: str, where: str) -> openpgp.Keyring:
-    try:
-        with open(os.path.expanduser(path), "rb") as f:
-            data = f.read(openpgp.MAX_KEYRING + 1)
-    except OSError as e:
-        raise InputError(f"{where}: cannot read {path!r}: {e.strerror}") from None
+    """The public keyring in the file ``path`` (a regular file: a FIFO is refused before it is
+    opened), named ``where`` in errors."""
+    data = read_regular_file(os.path.expanduser(path), f"{where}: cannot read {path!r}",
+                             openpgp.MAX_KEYRING)
     try:
         return openpgp.Keyring.parse(data)
     except openpgp.OpenPGPError as e:
@@ -192,31 +192,22 @@ class LookasideSigner(Signer):
         """Each signing key (after aliases) -> the fingerprint it resolved to, where known."""
         return {}
 
-    def verify_keyring(self, plan: Plan) -> tuple[bytes | None, str]:
-        """Verify mode: the public keyring this signer's own config names without
-        --verify-keyring (msg: verify_keyring), and how to name it; (None, ...): none."""
+    def verify_keyring(self, plan: Plan) -> tuple[openpgp.Keyring, str]:
+        """Verify mode without --verify-keyring: the public keyring this signer's own config
+        gives (msg: verify_keyring), and how to name where it came from."""
+        where = f"config: {self.section}.verify_keyring"
         path = self.config.get("verify_keyring")
         if not path:
-            return None, f"config: {self.section}.verify_keyring"
-        return None, path
+            raise InputError(f"--mode verify: the {self.name} signer needs the signing keys' "
+                             f"public part: give --verify-keyring FILE (or {where})")
+        return read_keyring(path, where), path
 
     def trusted_keys(self, plan: Plan) -> dict[str, Any]:
         if self.inputs.verify_keyring:
-            where, path = "--verify-keyring", self.inputs.verify_keyring
-            keyring = read_keyring(path, where)
+            path = self.inputs.verify_keyring
+            keyring = read_keyring(path, "--verify-keyring")
         else:
-            data, path = self.verify_keyring(plan)
-            where = f"config: {self.section}.verify_keyring"
-            if data is not None:
-                try:
-                    keyring = openpgp.Keyring.parse(data)
-                except openpgp.OpenPGPError as e:
-                    raise InputError(f"{path}: no OpenPGP public keys: {e}") from None
-            elif path.startswith("config: "):
-                raise InputError(f"--mode verify: the {self.name} signer needs the signing "
-                                 f"keys' public part: give --verify-keyring FILE (or {path})")
-            else:
-                keyring = read_keyring(path, where)
+            keyring, path = self.verify_keyring(plan)
         return {k.key: trusted_in(keyring, k.key, path) for k in plan.keys}
 
     @contextmanager

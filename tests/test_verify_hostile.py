@@ -223,6 +223,17 @@ def test_bad_input_in_verify_mode_is_exit_2_and_nothing_written(published, gpg_k
     assert not (tmp_path / "v").exists()
 
 
+def test_a_fifo_as_the_keyring_is_refused_not_waited_on(tmp_path, gpg_keys):
+    fifo = tmp_path / "keys.gpg"
+    os.mkfifo(fifo)  # opening it to read would block until a writer comes: never
+    run = run_entrypoint("--mode", "verify", "--no-expand-index", "--reference", REF,
+                         "--digest", D1, "--signing-key", gpg_keys.a, "--verify-keyring",
+                         str(fifo), "--lookaside-url", "http://127.0.0.1:9/{registry}",
+                         "--output-dir", str(tmp_path / "v"), timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "not a regular file" in run.stderr and run.stderr.count("error:") == 1, run.stderr
+
+
 def test_msg_verify_keyring_needs_no_broker_and_github_gets_outputs_summary_annotations(
         published, gpg_keys, tmp_path):
     """pubtools-sign's conf.yaml with verify_keyring: its brokers and certificate files do not
