@@ -681,11 +681,10 @@ class CosignSigner(Signer):
             if key.key == KEYLESS:
                 trusted[key.key] = self._keyless_trust(rekor)
                 continue
-            try:
-                with open(key.key, "rb") as f:
-                    data = f.read(MAX_PEM + 1)
-            except OSError:
-                data = b""
+            data = b""  # a KMS URI, or no such file: cosign public-key says what it is
+            if not KEY_URI.match(key.key) and os.path.lexists(key.key):
+                # (a FIFO or a device is refused, not opened and waited on)
+                data = read_regular_file(key.key, f"signing key {key.key!r}", MAX_PEM)
             if b"-----BEGIN PUBLIC KEY-----" not in data:
                 if shutil.which(self.cosign) is None:
                     raise InputError(f"signing key {key.key!r}: not a public key file, and "

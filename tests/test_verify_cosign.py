@@ -174,3 +174,15 @@ def test_keyless_with_another_identity_or_issuer_is_invalid(corpus, which, words
     assert corpus["wrong"][which].returncode == 1
     [entry] = entries(corpus, f"v-{which}")
     assert entry["status"] == "invalid" and words in entry["reason"], entry
+
+
+def test_a_fifo_as_the_signing_key_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "cosign.pub"
+    os.mkfifo(fifo)  # opening it to read would block until a writer comes: never
+    run = run_entrypoint("--mode", "verify", "--no-expand-index", "--signer", "cosign",
+                         "--signing-key", str(fifo), "--image",
+                         f"127.0.0.1:9/ns/app:1@sha256:{'a' * 64}",
+                         "--output-dir", str(tmp_path / "v"), timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "not a regular file" in run.stderr and run.stderr.count("error:") == 1, run.stderr
+    assert not (tmp_path / "v").exists()
