@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
-            return _dry_run(plan, actions, tekton, "verify" if verify else "sign")
+            return _dry_run(plan, signer, actions, tekton, "verify" if verify else "sign")
         artifacts = Artifacts(inputs.output_dir)
         # proven writable, before anything is signed (verify mode writes results.json only)
         artifacts.create(() if verify else signer.format.own_paths)
@@ -282,8 +282,12 @@ def _on_signal(signum, _frame):
     raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
 
 
-def _dry_run(plan: Plan, actions: Actions, tekton: TektonResults, verb: str = "sign") -> int:
-    lines = [f"would {verb} {label(item)} with key {item.key.key}" for item in plan.items()]
+def _dry_run(plan: Plan, signer: Signer, actions: Actions, tekton: TektonResults,
+             verb: str = "sign") -> int:
+    paths = {key.key: signer.path_of(key.key) for key in plan.keys}
+    lines = [f"would {verb} {label(item)} with key {item.key.key}"
+             + (f" ({paths[item.key.key]})" if paths[item.key.key] else "")
+             for item in plan.items()]
     lines.append(f"dry run: {len(plan.images or plan.files)} "
                  f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was {verb}ed")

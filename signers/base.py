@@ -69,6 +69,11 @@ class Signer(ABC):
         self.registry_settings = options.registry_settings
         self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
 
+    def path_of(self, key: str) -> str:
+        """How ``key`` signs, when a signer has more than one way (e.g. "native" or "cosign
+        binary"), for --dry-run; "" when there is only one."""
+        return ""
+
     @classmethod
     def config_section(cls, inputs: Inputs) -> str:
         """The config section this signer reads (it may depend on the inputs)."""
