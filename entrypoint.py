@@ -40,7 +40,8 @@ from signaction.github import (  # noqa: E402
     summary_markdown,
     verify_summary_markdown,
 )
-from signaction.inputs import Inputs, parse_inputs  # noqa: E402
+from signaction.inputs import MERGE_COMMAND, Inputs, merge_argv, parse_inputs  # noqa: E402
+from signaction.merge import merge  # noqa: E402
 from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
 from signaction.registry import RegistryClient, RegistryError, RegistrySettings  # noqa: E402
@@ -54,6 +55,7 @@ from signaction.results import (  # noqa: E402
     verdict_json,
     verify_results_json,
 )
+from signaction.shard import Share, manifest, parse_shard, take_share  # noqa: E402
 from signaction.signing import INVALID, VERIFIED, Check, FollowUp, Verdict  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
 from signers import available, signer_class  # noqa: E402
@@ -74,20 +76,26 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     commands): no GitHub workflow commands or outputs, no Tekton results, logs on stderr."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [MERGE_COMMAND]:  # merge --output-dir OUT SHARD_DIR...
+        argv = merge_argv(argv[1:])
     actions = Actions({} if as_command else environ)
     tekton = TektonResults(None) if as_command else TektonResults.find(argv, environ)
 
     # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
     try:
         inputs = parse_inputs(argv, environ, {n: s.summary for n, s in available().items()})
+        if inputs.mode == "merge":  # sharded runs' output folders made into one
+            return _merge(inputs, actions, tekton)
         config = load_config(inputs.config_file, inputs.config, environ)
         actions.mask(config.secrets)  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
         registry = _registry(config, environ)  # the run's one client, for planning and signer
         signer = _signer(inputs, config, registry, environ)
         actions.mask(signer.secrets())
-        plan = build_plan(inputs, signer.key_aliases)
+        whole = plan = build_plan(inputs, signer.key_aliases)
         verify = inputs.mode == "verify"  # the same plan, checked instead of signed
+        share = _share(inputs, plan, verify)  # --shard K/N: only this run's share is signed
+        plan = share.plan if share else plan
         expand = (verify or signer.expands_index) if inputs.expand_index is None \
             else inputs.expand_index
         _check_files(plan, signer, verify)
@@ -100,7 +108,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             signer.preflight(plan)
         log.info("%s: %s signer, config from %s", CREATOR, signer.name, config.source)
         if inputs.dry_run:
-            return _dry_run(plan, signer, actions, tekton, "verify" if verify else "sign")
+            return _dry_run(plan, signer, actions, tekton, "verify" if verify else "sign", share)
         artifacts = Artifacts(inputs.output_dir)
         # proven writable, before anything is signed (verify mode writes results.json only)
         artifacts.create(() if verify else signer.format.own_paths)
@@ -118,7 +126,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     entries = recorder.entries(unfinished_reason=f"not signed: {error or 'no outcome reported'}")
     results = results_json(inputs, plan, entries, recorder.details(signer.slots(plan)),
                            signer.name, signer.stats, error)
-    unwritten = _write_artifacts(artifacts, plan, signer, results, entries)
+    if share:  # what merge needs to put the shards together
+        results["shard"] = {**manifest(share, plan.images), "root": str(artifacts.root.resolve())}
+    unwritten = _write_artifacts(artifacts, whole, signer, results, entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
     return _report(actions, tekton, inputs, results, [e.to_json() for e in entries],
@@ -155,7 +165,8 @@ def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: 
                      entries: list[Entry]) -> list[str]:
     """results.json, the verification files and what the signer's format writes after the run
     (e.g. an attach script), each written if it can be (a full disk must not cost the others);
-    returns what could not be written, and why."""
+    returns what could not be written, and why. ``plan``: the whole plan, when this run signed
+    a share of it (verification/ is the same for every shard: merge checks it)."""
     writes: list[FollowUp] = [("results.json", lambda: artifacts.write_results(results))]
     if plan.images:  # (clear-signed and detached file signatures carry no policy)
         hosts = sorted({i.reference.host for i in plan.images})
@@ -185,7 +196,8 @@ def _sign(signer: Signer, plan: Plan, recorder: Recorder, actions: Actions) -> s
             items = list(plan.items())
             if signer.inputs.skip_signed and plan.images:
                 items = skip_signed(signer, plan, items, recorder.report)
-            signer.sign(items, recorder.report)
+            if items:  # (a shard may own no image)
+                signer.sign(items, recorder.report)
         return None
     except (Interrupted, KeyboardInterrupt) as e:
         message = str(e) or "the run was stopped (SIGINT)"
@@ -282,12 +294,45 @@ def _on_signal(signum, _frame):
     raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
 
 
+def _share(inputs: Inputs, plan: Plan, verify: bool) -> Share | None:
+    if inputs.shard is None:
+        return None
+    if verify:
+        raise InputError("--shard splits signing between runs; --mode verify checks the whole "
+                         "plan in one run")
+    share = take_share(plan, parse_shard(inputs.shard, inputs.where("shard")))
+    log.info("shard %s: %d of the plan's %d image(s) (plan %s)", share.shard,
+             len(share.plan.images), share.total, share.fingerprint)
+    return share
+
+
+def _merge(inputs: Inputs, actions: Actions, tekton: TektonResults) -> int:
+    """Merge mode: the output folders of a plan's shards (--shard-dir) into one."""
+    _setup_logging(inputs.log_level, to_stdout=actions.active)
+    artifacts = Artifacts(inputs.output_dir)
+    if not inputs.shard_dirs:
+        return _invalid(actions, tekton, "merge: give the shards' output folders (--shard-dir "
+                        "DIR, repeatable; or: merge --output-dir OUT DIR...)")
+    try:
+        with actions.group(f"Merging {len(inputs.shard_dirs)} shard folder(s)"):
+            results, rows, unwritten = merge(inputs.shard_dirs, artifacts, {
+                name: cls.after_merge for name, cls in available().items()})
+    except InputError as e:
+        return _invalid(actions, tekton, str(e))
+    log.info("merged %d shard folder(s) into %s", len(inputs.shard_dirs), artifacts.root)
+    return _report(actions, tekton, inputs, results, rows,
+                   str(artifacts.root / "results.json"), [scrub(u) for u in unwritten])
+
+
 def _dry_run(plan: Plan, signer: Signer, actions: Actions, tekton: TektonResults,
-             verb: str = "sign") -> int:
+             verb: str = "sign", share: Share | None = None) -> int:
     paths = {key.key: signer.path_of(key.key) for key in plan.keys}
     lines = [f"would {verb} {label(item)} with key {item.key.key}"
              + (f" ({paths[item.key.key]})" if paths[item.key.key] else "")
              for item in plan.items()]
+    if share:
+        lines.append(f"shard {share.shard}: {len(share.plan.images)} of the plan's "
+                     f"{share.total} image(s); plan {share.fingerprint}")
     lines.append(f"dry run: {len(plan.images or plan.files)} "
                  f"{'image' if plan.images else 'file'}(s) x {len(plan.keys)} key(s) = "
                  f"{len(plan)} signature(s); nothing was {verb}ed")

@@ -40,8 +40,10 @@ OPTIONS: tuple[Option, ...] = (
     # (its choices are the signers the run has: parse_inputs' ``signers``)
     Option("mode", "--mode", "str", "sign: make signatures; verify: sign nothing, check that "
            "each image's published signatures verify for every key, as podman would (gpg/msg: "
-           "at --lookaside-url; cosign: the .sig attachment in the registry); needs no secret",
-           default="sign", choices=("sign", "verify")),
+           "at --lookaside-url; cosign: the .sig attachment in the registry); needs no secret; "
+           "merge: combine the output folders of sharded runs (--shard-dir, or "
+           "'merge --output-dir OUT DIR...') into one",
+           default="sign", choices=("sign", "verify", "merge")),
     Option("signer", "--signer", "str", "which signer makes the signatures", default="gpg"),
     Option("signer-type", "--signer-type", "str", "msg signer mode: single (one request per "
            "image and key) or batch (msg_batch_signer: chunk_size claims per request)",
@@ -114,6 +116,13 @@ OPTIONS: tuple[Option, ...] = (
            "them later (also the config key cosign_signer.upload)"),
     Option("output-dir", "--output-dir", "str", "folder for signatures, results.json and "
            "verification files", default="signatures", metavar="DIR"),
+    Option("shard", "--shard", "str", "sign only this run's share of the images, K of N (e.g. "
+           "3/8), for a CI matrix of N jobs: the whole plan is checked, then the images whose "
+           "hash (identity, digest) falls in share K are signed, all keys and platforms of an "
+           "image in the same share; results.json records the share for merge",
+           metavar="K/N"),
+    Option("shard-dirs", "--shard-dir", "list", "merge mode: an output folder of a sharded run "
+           "(repeatable; every shard 1..N of one plan)", metavar="DIR"),
     Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
            "sign nothing", default=False),
     Option("tekton-results", "--tekton-results", "str", "Tekton only: folder to write the "
@@ -178,6 +187,8 @@ class Inputs:
     certificate_oidc_issuer: str | None = None
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
+    shard: str | None = None
+    shard_dirs: tuple[str, ...] = ()
     dry_run: bool = False
     tekton_results: str | None = None
     log_level: str = "info"
@@ -419,3 +430,27 @@ def parse_inputs(argv: Sequence[str], environ: Mapping[str, str],
             if opt.default is not None:
                 values[opt.attr] = opt.default
     return Inputs(**values, origin=origin, misplaced=tuple(misplaced))
+
+
+MERGE_COMMAND = "merge"
+
+
+def merge_argv(argv: Sequence[str]) -> list[str]:
+    """``merge [FLAGS] DIR...`` (the merge command) as the flags of merge mode: each DIR is a
+    ``--shard-dir``. A flag that takes a value takes the next argument, as argparse would."""
+    valued = {o.flag for o in OPTIONS if o.kind != "bool"}
+    args = ["--mode", "merge"]
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            args += [f"--shard-dir={d}" for d in argv[i + 1:]]
+            break
+        if arg.startswith("-"):
+            takes = arg in valued and i + 1 < len(argv)
+            args += [arg, argv[i + 1]] if takes else [arg]
+            i += 2 if takes else 1
+            continue
+        args.append(f"--shard-dir={arg}")
+        i += 1
+    return args

@@ -45,6 +45,11 @@ class Image:
         return self.digest
 
 
+def platform_origin(origin: str, platform: str) -> str:
+    """The origin of a platform manifest found in the index given at ``origin``."""
+    return f"{origin} ({platform} in its index)"
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     given: str  # what the user wrote: an alias or the key itself

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .plan import Image, Plan
+from .plan import Image, Plan, platform_origin
 
 if TYPE_CHECKING:  # imported when needed: requests takes time to import, most runs need none
     from .registry import RegistryClient
@@ -53,7 +53,7 @@ def complete_plan(plan: Plan, client: RegistryClient, *, expand: bool) -> Plan:
                     log.info("%s is a multi-arch image: also signing its %d platform "
                              "manifest(s) (%s)", image.source, len(platforms),
                              ", ".join(p for _, p in platforms))
-                found += [Image(image.reference, d, f"{image.origin} ({p} in its index)",
+                found += [Image(image.reference, d, platform_origin(image.origin, p),
                                 image.location, platform=p) for d, p in platforms]
             return found
         except RegistryError as e:

@@ -18,11 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from signaction.artifacts import Artifacts
 from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Plan, WorkItem
 from signaction.registry import RegistryClient, RegistrySettings
-from signaction.signing import Outcome, Report, SignatureFormat
+from signaction.signing import FollowUp, Outcome, Report, SignatureFormat
 
 from .tools import run_pool
 
@@ -73,6 +74,14 @@ class Signer(ABC):
         """How ``key`` signs, when a signer has more than one way (e.g. "native" or "cosign
         binary"), for --dry-run; "" when there is only one."""
         return ""
+
+    @classmethod
+    def after_merge(cls, artifacts: Artifacts, rows: list[dict[str, Any]],
+                    shard_files: set[str]) -> list[FollowUp]:
+        """What this signer's format writes after ``merge`` (e.g. an attach script), from the
+        merged results.json entries ``rows`` (plan order); ``shard_files``: the names found at
+        the top of the shards' folders."""
+        return []
 
     @classmethod
     def config_section(cls, inputs: Inputs) -> str:

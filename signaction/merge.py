@@ -1,0 +1,429 @@
+"""``merge``: the output folders of the N shards of one plan (``--shard K/N``), made into the one
+output folder an unsharded run would have left.
+
+Everything is read and checked before anything is written: each folder's results.json and the
+shard manifest in it (signaction.shard), every shard 1..N present once, all of one plan (its
+fingerprint, signer, keys, task), every plan image claimed (by one shard, or by several with the
+same results), every signature file where its entry says and inside its folder (never through a
+link). Then the signatures are copied into one tree, each taking the first free ``signature-N``
+(numbering stays contiguous, nothing is overwritten), results.json is written in plan order
+(``operation_results`` in request order) and ``verification/`` is the shards' (which must agree:
+each shard writes it for the whole plan). Shard folders are downloaded artifacts: hostile input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import CREATOR
+from .artifacts import Artifacts, Stream
+from .errors import InputError
+from .reference import parse_reference
+from .safeload import size_text
+
+RESULTS_BYTES = 1 << 30  # a shard's results.json
+FILE_BYTES = 4 << 20  # one signature file, a verification file
+VERIFICATION_FILES = 256
+_SIGNATURE_NAME = re.compile(r"signature-[1-9][0-9]{0,8}((?:\.[a-z]{1,16})?)")
+_FAILED_COUNT = re.compile(r"[0-9]+ of [0-9]+ signature\(s\) failed")
+_STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass
+class ShardOutput:
+    folder: str  # as given
+    root: str  # resolved
+    index: int
+    count: int
+    results: dict[str, Any]
+    rows: list[dict[str, Any]]  # results.json's images: per image of its plan, per key
+    items: list[int]  # per image of its plan: its position in the whole plan
+    keys: int
+
+    @property
+    def name(self) -> str:
+        return f"shard {self.index}/{self.count} ({self.folder})"
+
+    def image_rows(self, local: int) -> list[dict[str, Any]]:
+        return self.rows[local * self.keys:(local + 1) * self.keys]
+
+
+def _fail(where: str, what: str) -> InputError:
+    return InputError(f"merge: {where}: {what}")
+
+
+def read_shard(folder: str) -> ShardOutput:
+    """A shard's output folder, its results.json and manifest checked (types and sizes)."""
+    root = os.path.realpath(folder)
+    data = _read_inside(root, "results.json", RESULTS_BYTES, folder)
+    try:
+        results = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise _fail(f"{folder}/results.json", f"not JSON ({str(e)[:80]})") from None
+    if not isinstance(results, dict):
+        raise _fail(f"{folder}/results.json", "not a JSON object")
+    if results.get("mode") == "verify":
+        raise _fail(folder, "holds a verify-mode run's results; merge takes signing shards")
+    manifest = results.get("shard")
+    if not isinstance(manifest, dict):
+        raise _fail(folder, "results.json has no shard manifest: was it signed with --shard K/N?")
+    where = f"{folder}/results.json shard"
+    count = _int(manifest, "count", where, 1, 10_000)
+    index = _int(manifest, "index", where, 1, count)
+    total = _int(manifest, "plan_images", where, 0, 10 ** 9)
+    keys = _int(manifest, "keys", where, 1, 10 ** 6)
+    if not isinstance(manifest.get("plan"), str) or not isinstance(manifest.get("root"), str):
+        raise _fail(where, "plan or root is missing")
+    items = manifest.get("items")
+    if not isinstance(items, list) or not all(type(n) is int and 0 <= n < total for n in items):
+        raise _fail(where, f"items must be plan positions 0 to {total - 1}")
+    rows = results.get("images")
+    if not isinstance(rows, list) or len(rows) != len(items) * keys:
+        raise _fail(f"{folder}/results.json", f"images must hold {len(items) * keys} entries "
+                    f"({len(items)} image(s) x {keys} key(s))")
+    for n, row in enumerate(rows, 1):
+        _check_row(row, f"{folder}/results.json images entry {n}")
+    for key in ("operation_results", "signing_keys"):
+        if not isinstance(results.get(key), list):
+            raise _fail(f"{folder}/results.json", f"{key} is not a list")
+    operation = results.get("operation")
+    if not isinstance(operation, dict) or not all(
+            isinstance(operation.get(k), list) and len(operation[k]) == len(items)
+            for k in ("digests", "references")):
+        raise _fail(f"{folder}/results.json", "operation must list a digest and a reference "
+                    "per image")
+    if not isinstance(results.get("signer"), str) or not isinstance(
+            results.get("signer_stats", {}), dict):
+        raise _fail(f"{folder}/results.json", "signer or signer_stats is missing")
+    return ShardOutput(folder, root, index, count, results, rows, items, keys)
+
+
+def _int(data: dict, key: str, where: str, low: int, high: int) -> int:
+    value = data.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise _fail(where, f"{key} must be a whole number from {low} to {high}")
+    return value
+
+
+def _check_row(row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise _fail(where, "not a JSON object")
+    for key in ("reference", "digest", "signing_key"):
+        if not isinstance(row.get(key), str):
+            raise _fail(where, f"{key} is missing")
+    if row.get("status") not in _STATUSES:
+        raise _fail(where, f"status must be one of {', '.join(_STATUSES)}")
+    for key, value in row.items():
+        if key.endswith("_path") and value is not None and not isinstance(value, str):
+            raise _fail(where, f"{key} is not a path")
+        if isinstance(value, (dict, list)):
+            raise _fail(where, f"{key} is not a plain value")
+
+
+def _read_inside(root: str, relative: str, limit: int, folder: str) -> bytes:
+    """The regular file ``root/relative``, reached through real folders only (no link at any
+    level, no ``..``), at most ``limit`` bytes."""
+    parts = relative.split("/")
+    label = f"{folder}/{relative}"
+    if any(p in ("", ".", "..") for p in parts) or "\0" in relative:
+        raise _fail(label, "not a plain path inside the shard's folder")
+    current = root
+    for part in parts[:-1]:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                raise _fail(label, f"{part} is not a folder (a link?)")
+        except OSError:
+            raise _fail(label, "not found") from None
+    try:
+        fd = os.open(os.path.join(root, relative), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+    except OSError as e:
+        raise _fail(label, "not found" if e.errno == 2 else f"cannot be opened "
+                    f"({e.strerror}; a link?)") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _fail(label, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _fail(label, f"larger than {size_text(limit)}")
+    return data
+
+
+def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
+    """One output per shard 1..N, all of one plan; raises InputError naming what is wrong."""
+    first = shards[0]
+    same = ("count", "plan", "plan_images", "keys")
+    for s in shards[1:]:
+        for key in same:
+            if s.results["shard"][key] != first.results["shard"][key]:
+                raise _fail(s.folder, f"a shard of another plan than {first.folder} (its "
+                            f"shard {key} differs)")
+        for key in ("signer", "signing_keys"):
+            if s.results[key] != first.results[key]:
+                raise _fail(s.folder, f"{key} differs from {first.folder}'s: shards of one "
+                            "plan are signed alike")
+        for key in ("signing_key_names", "task_id", "requester"):
+            if s.results["operation"].get(key) != first.results["operation"].get(key):
+                raise _fail(s.folder, f"operation {key} differs from {first.folder}'s")
+    by_index: dict[int, ShardOutput] = {}
+    for s in shards:
+        other = by_index.setdefault(s.index, s)
+        if other is not s and (other.items != s.items or
+                               list(map(_outcome, other.rows)) != list(map(_outcome, s.rows))):
+            raise _fail(f"shard {s.index}/{s.count}", f"given twice ({other.folder}, "
+                        f"{s.folder}) with different results")
+    missing = [f"{n}/{first.count}" for n in range(1, first.count + 1) if n not in by_index]
+    if missing:
+        raise _fail(f"shard {', '.join(missing)}", f"missing: none of the {len(shards)} "
+                    f"folder(s) given holds {'it' if len(missing) == 1 else 'them'}")
+    return [by_index[n] for n in sorted(by_index)]
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    """What a result says, without where its files are."""
+    return {k: v for k, v in row.items() if not k.endswith("_path")}
+
+
+@dataclass
+class Placed:
+    shard: ShardOutput
+    local: int  # the image's place in its shard's plan
+    position: int  # in the whole plan
+
+
+def plan_order(shards: list[ShardOutput]) -> list[Placed]:
+    """Every image of every shard in whole-plan order (a given image's platforms after it, as
+    in one run); a plan image claimed by two shards must have the same results in both (the
+    later shard's are dropped), and every plan image must be claimed."""
+    placed = sorted((Placed(s, n, p) for s in shards for n, p in enumerate(s.items)),
+                    key=lambda x: (x.position, x.shard.index, x.local))
+    claims: dict[int, dict[int, list]] = {}  # position -> shard index -> its outcomes
+    for x in placed:
+        claims.setdefault(x.position, {}).setdefault(x.shard.index, []).extend(
+            _outcome(r) for r in x.shard.image_rows(x.local))
+    for position, by_shard in claims.items():
+        if len(by_shard) > 1:
+            (a, ours), *others = sorted(by_shard.items())
+            for b, theirs in others:
+                if theirs != ours:
+                    raise _fail(f"plan image {position + 1}", f"claimed by shard {a}/"
+                                f"{shards[0].count} and shard {b}/{shards[0].count} with "
+                                "different results")
+    total = shards[0].results["shard"]["plan_images"]
+    if len(claims) != total:
+        gap = next(n for n in range(total) if n not in claims)
+        raise _fail(f"plan image {gap + 1}", "in no shard's results")
+    return [x for x in placed if min(claims[x.position]) == x.shard.index]
+
+
+# What a signer writes after a merge (Signer.after_merge), by signer name.
+FollowUps = Callable[[Artifacts, list[dict[str, Any]], set[str]], list]
+
+
+def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, FollowUps]
+          ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Merge the shard output ``folders`` into ``artifacts``; returns results.json (written),
+    its images rows and what could not be written. InputError (nothing written) when the
+    shards do not make one plan. ``signers``: the signers this program has."""
+    shards = check_shards([read_shard(f) for f in folders])
+    signer = shards[0].results["signer"]
+    if signer not in signers:
+        raise _fail(shards[0].folder, f"signed by {signer[:40]!r}, a signer this program does "
+                    f"not have ({', '.join(signers)})")
+    order = plan_order(shards)
+    out = os.path.realpath(artifacts.root)
+    for s in shards:
+        if out == s.root or out.startswith(s.root + os.sep):
+            raise _fail(str(artifacts.root), f"is {s.name}'s folder or inside it: merge into "
+                        "a folder of its own")
+    verification = _verification(shards, out)
+    sources = [(x, row, _sources(x.shard, row)) for x in order for row in
+               x.shard.image_rows(x.local)]  # every file checked before anything is written
+    if os.path.lexists(os.path.join(out, "results.json")):
+        raise _fail(str(artifacts.root), "holds results.json already: merge into a new folder")
+    artifacts.create()
+    rows, unwritten = [], []
+    for _, row, files in sources:
+        row = dict(row)
+        try:
+            row.update(_copy(artifacts, row, files))
+        except (OSError, ValueError) as e:
+            unwritten.append(f"could not write the signature of {row['reference']}: "
+                             f"{getattr(e, 'strerror', None) or e}")
+            row.update(status="failed", error="merge could not write its signature",
+                       signature_path=None)
+        rows.append(row)
+    results = _results(shards, order, rows)
+    writes: list[tuple[str, Callable[[], object]]] = [
+        ("results.json", lambda: artifacts.write_results(results))]
+    writes += [(f"verification/{name}", functools.partial(
+        artifacts.write_file, ["verification", *name.split("/")], data, mode))
+        for name, (data, mode) in sorted(verification.items())]
+    top = {name for s in shards for name in os.listdir(s.root)}
+    writes += signers[signer](artifacts, rows, top)
+    for name, write in writes:
+        try:
+            write()
+        except (OSError, ValueError) as e:
+            unwritten.append(f"could not write {name}: {getattr(e, 'strerror', None) or e}")
+    return results, rows, unwritten
+
+
+def _sources(shard: ShardOutput, row: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
+    """The files of one entry (results.json key -> (suffix, bytes)), read and checked: the
+    signature where its reference and digest say, each other file beside it, same number."""
+    path = row.get("signature_path")
+    if not path:
+        return {}
+    where = f"{shard.folder}/results.json entry {row['reference']}@{row['digest']}"
+    try:
+        reference = parse_reference(row["reference"])[0]
+        expected = Artifacts(shard.root).signature_folder(path.split("/")[0], reference,
+                                                          row["digest"])
+    except (InputError, ValueError) as e:
+        raise _fail(where, f"cannot be placed: {e}") from None
+    folder, _, name = path.rpartition("/")
+    m = _SIGNATURE_NAME.fullmatch(name)
+    if os.path.join(shard.root, folder) != str(expected) or not m:
+        raise _fail(where, f"signature_path {path!r} is not where its reference and digest "
+                    "put it")
+    stem = path[:-len(m.group(1))] if m.group(1) else path
+    files = {"signature_path": (m.group(1), _read_inside(shard.root, path, FILE_BYTES,
+                                                         shard.folder))}
+    for key, other in row.items():
+        if key.endswith("_path") and key != "signature_path" and other:
+            suffix = other[len(stem):] if other.startswith(stem + ".") else ""
+            if not re.fullmatch(r"\.[a-z]{1,16}", suffix) or suffix == m.group(1):
+                raise _fail(where, f"{key} {other!r} is not beside its signature")
+            files[key] = (suffix, _read_inside(shard.root, other, FILE_BYTES, shard.folder))
+    return files
+
+
+def _copy(artifacts: Artifacts, row: dict[str, Any], files: dict[str, tuple[str, bytes]]
+          ) -> dict[str, Any]:
+    """Write one entry's files with the first free number; their new paths by key."""
+    if not files:
+        return {}
+    suffix, data = files["signature_path"]
+    companions = {s: d for key, (s, d) in files.items() if key != "signature_path"}
+    tree = row["signature_path"].split("/")[0]
+    path = artifacts.write_signature(tree, parse_reference(row["reference"])[0], row["digest"],
+                                     data, suffix=suffix, companions=companions)
+    stem = artifacts.relative(path)[:-len(suffix)] if suffix else artifacts.relative(path)
+    return {key: stem + s for key, (s, _) in files.items()}
+
+
+def _verification(shards: list[ShardOutput], out: str) -> dict[str, tuple[bytes, int]]:
+    """verification/ as the shards wrote it (for the whole plan, so alike but for where each
+    shard's folder was), with the merged folder in place of theirs; they must agree."""
+    merged: dict[str, tuple[bytes, int]] | None = None
+    for s in shards:
+        old = s.results["shard"]["root"]
+        files = {name: (_moved(data, old, out), mode)
+                 for name, (data, mode) in _walk(s, "verification").items()}
+        if merged is None:
+            merged, first = files, s
+        elif files != merged:
+            name = next(n for n in sorted(set(files) | set(merged))
+                        if files.get(n) != merged.get(n))
+            raise _fail(f"verification/{name}", f"differs between {first.name} and {s.name}: "
+                        "were they signed with the same config?")
+    return merged or {}
+
+
+def _moved(data: bytes, old: str, new: str) -> bytes:
+    for a, b in ((Path(old).as_uri(), Path(new).as_uri()), (old, new)):
+        data = data.replace(a.encode(), b.encode())
+    return data
+
+
+def _walk(shard: ShardOutput, top: str) -> dict[str, tuple[bytes, int]]:
+    """Every regular file below ``shard.root/top`` (path -> (bytes, mode)); links, devices
+    and FIFOs refused."""
+    found: dict[str, tuple[bytes, int]] = {}
+    for relative in _files_below(shard, top, top):
+        data = _read_inside(shard.root, relative, FILE_BYTES, shard.folder)
+        mode = os.lstat(os.path.join(shard.root, relative)).st_mode
+        found[relative[len(top) + 1:]] = (data, 0o755 if mode & 0o100 else 0o644)
+        if len(found) > VERIFICATION_FILES:
+            raise _fail(f"{shard.folder}/{top}", f"more than {VERIFICATION_FILES} files")
+    return found
+
+
+def _files_below(shard: ShardOutput, relative: str, top: str) -> Iterator[str]:
+    path = os.path.join(shard.root, relative)
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise _fail(f"{shard.folder}/{relative}", "not a folder (a link?)")
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.name.startswith(".tmp-"):
+            continue  # a temporary file left by a killed writer
+        child = f"{relative}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_below(shard, child, top)
+        elif entry.is_file(follow_symlinks=False):
+            yield child
+        else:
+            raise _fail(f"{shard.folder}/{child}", "not a regular file (a link?)")
+
+
+def _results(shards: list[ShardOutput], order: list[Placed], rows: list[dict[str, Any]]
+             ) -> dict[str, Any]:
+    """results.json as one run writes it (signaction.results.results_json), from the shards'."""
+    first = shards[0].results
+    counts = {status: 0 for status in _STATUSES}
+    for row in rows:
+        counts[row["status"]] += 1
+    errors = [f"{s.index}/{s.count}: {s.results['signer_result'].get('error_message')}"
+              for s in shards if isinstance(s.results.get("signer_result"), dict)
+              and s.results["signer_result"].get("error_message")
+              and not _FAILED_COUNT.fullmatch(str(s.results["signer_result"]["error_message"]))]
+    error = ("shard " + "; shard ".join(errors)) if errors else \
+        f"{counts['failed']} of {len(rows)} signature(s) failed" if counts["failed"] else ""
+    operation = dict(first["operation"])
+    operation["digests"] = [x.shard.results["operation"]["digests"][x.local] for x in order]
+    operation["references"] = [x.shard.results["operation"]["references"][x.local]
+                               for x in order]
+    stats: dict[str, int] = {}
+    for s in shards:
+        for key, value in s.results.get("signer_stats", {}).items():
+            if type(value) is int:
+                stats[str(key)] = stats.get(str(key), 0) + value
+    return {
+        "signer_result": {"status": "error" if error else "ok", "error_message": error},
+        "operation_results": Stream(_details(shards, order)),
+        "operation": operation,
+        "signing_keys": first["signing_keys"],
+        "signer": first["signer"],
+        "signer_stats": stats,
+        "creator": CREATOR,
+        "summary": {"signed": counts["ok"], "failed": counts["failed"],
+                    "skipped": counts["skipped"], "total": len(rows)},
+        "images": Stream(json.dumps(row) for row in rows),
+    }
+
+
+def _details(shards: list[ShardOutput], order: list[Placed]) -> Iterator[str]:
+    """operation_results in request order: one per (image, key) when each shard has one per
+    entry (a single request each), else (batches) each shard's in shard order."""
+    if all(len(s.results["operation_results"]) == len(s.rows) for s in shards):
+        for x in order:
+            keys = x.shard.keys
+            for detail in x.shard.results["operation_results"][x.local * keys:
+                                                               (x.local + 1) * keys]:
+                yield json.dumps(detail)
+        return
+    for s in shards:
+        for detail in s.results["operation_results"]:
+            yield json.dumps(detail)
