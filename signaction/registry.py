@@ -405,9 +405,11 @@ def _error_detail(body: bytes) -> str:
 # -- retries ----------------------------------------------------------------------------------
 
 _RETRY_STATUSES = frozenset({429, *range(500, 600)})
-# The only methods the client sends. Read errors and these statuses are retried for them; urllib3
-# retries a connection that could not be made for any method (nothing reached the server).
-_RETRY_METHODS = frozenset({"GET", "HEAD"})
+# The methods the client sends. Read errors and these statuses are retried for them; urllib3
+# retries a connection that could not be made for any method (nothing reached the server). PUT
+# (a blob's upload, a manifest) is idempotent; a POST retried opens another upload session
+# (unused, harmless) or, to Rekor, answers 409 with the entry the first attempt made.
+_RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "POST"})
 
 
 @dataclass
@@ -640,6 +642,93 @@ class RegistryClient:
                         "signature": signature, "annotations": dict(annotations)})
         return out
 
+    # -- writing (the native sigstore signer: signature layers and their manifest) ----------
+
+    def read_tag(self, ref: Reference, tag: str) -> tuple[bytes, str] | None:
+        """The manifest ``tag`` points at now and its digest (sha256 of the bytes served), or
+        None when there is no such tag."""
+        what = f"reading tag {tag}"
+        reply = self._request("GET", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
+                              headers={"Accept": MANIFEST_ACCEPT}, limit=MAX_MANIFEST_BYTES)
+        if reply.status == 404:
+            return None
+        self._expect_ok(reply, ref, what)
+        return reply.body, "sha256:" + hashlib.sha256(reply.body).hexdigest()
+
+    def tag_digest(self, ref: Reference, tag: str) -> str | None:
+        """The digest ``tag`` points at now (HEAD), or None when there is no such tag; a
+        registry that sends no digest header is asked with a GET."""
+        what = f"checking tag {tag}"
+        reply = self._request("HEAD", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
+                              headers={"Accept": MANIFEST_ACCEPT})
+        if reply.status == 404:
+            return None
+        self._expect_ok(reply, ref, what)
+        digest = reply.headers.get("Docker-Content-Digest", "").strip()
+        if _SHA256_RE.fullmatch(digest):
+            return digest
+        found = self.read_tag(ref, tag)
+        return found[1] if found else None
+
+    def push_blob(self, ref: Reference, data: bytes) -> str:
+        """Uploads ``data`` as a blob of ``ref``'s repository (monolithic: one POST with the
+        digest, or POST then PUT where the registry opens a session); returns its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        what = f"uploading blob {digest}"
+        headers = {"Content-Type": "application/octet-stream"}
+        start = self._v2_url(ref, "blobs/uploads/") + "?" + urllib.parse.urlencode(
+            {"digest": digest})
+        reply = self._request("POST", start, ref=ref, what=what, headers=headers, data=data,
+                              push=True)
+        if reply.status == 201:
+            return digest
+        self._expect_ok(reply, ref, what)
+        location = reply.headers.get("Location", "")
+        if reply.status != 202 or not location:
+            raise RegistryError(f"{ref}: {what}: HTTP {reply.status} without an upload location")
+        url = urllib.parse.urljoin(reply.url, location)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or \
+                parts.netloc.rpartition("@")[2] != urllib.parse.urlsplit(reply.url).netloc:
+            raise RegistryError(f"{ref}: {what}: the upload location is another host")
+        query = urllib.parse.parse_qsl(parts.query) + [("digest", digest)]
+        url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+        reply = self._request("PUT", url, ref=ref, what=what, headers=headers, data=data,
+                              push=True)
+        self._expect_ok(reply, ref, what)
+        return digest
+
+    def put_manifest(self, ref: Reference, tag: str, raw: bytes, media_type: str,
+                     if_match: str | None = None) -> str:
+        """Points ``tag`` at the manifest ``raw``; returns its digest. ``if_match``: the digest
+        the tag is expected to point at now (sent as If-Match; a registry that honours it
+        answers 412 when another writer came first: RegistryError with status 412)."""
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        what = f"writing tag {tag}"
+        headers = {"Content-Type": media_type}
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        reply = self._request("PUT", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
+                              headers=headers, data=raw, push=True)
+        self._expect_ok(reply, ref, what)
+        served = reply.headers.get("Docker-Content-Digest", "").strip()
+        if served and served != digest:
+            raise RegistryError(f"{ref}: {what}: the registry stored {served[:80]!r}, not "
+                                f"{digest}")
+        return digest
+
+    def service(self, method: str, url: str, *, what: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None,
+                limit: int = MAX_SIGNATURE_BYTES) -> tuple[int, Mapping[str, str], bytes]:
+        """A request to a service beside the registries (Fulcio, Rekor, an OIDC token
+        endpoint) on the same session, with the same retries and bounds: (status, headers,
+        body). No registry credential is sent; ``headers`` may carry the service's own."""
+        auth = dict(headers or {})
+        authorization = auth.pop("Authorization", None)
+        reply = self._send(method, url, ref=_redact(url), what=what, authorization=authorization,
+                           headers=auth, limit=limit, data=body)
+        return reply.status, reply.headers, reply.body
+
     def lookaside_signatures(self, base_url: str, ref: Reference, digest: str,
                              limit: int = 100) -> list[bytes]:
         """``<base>/<path>@sha256=<hex>/signature-1..N`` up to the first missing one.
@@ -854,19 +943,21 @@ class RegistryClient:
     # -- requests with auth and retries ----------------------------------------------------------
 
     def _request(self, method: str, url: str, *, ref: Reference, what: str,
-                 headers: Mapping[str, str] | None = None, limit: int = _MAX_ERROR_BODY) -> _Reply:
+                 headers: Mapping[str, str] | None = None, limit: int = _MAX_ERROR_BODY,
+                 data: bytes | None = None, push: bool = False) -> _Reply:
         """A registry API request: cached auth up front, one retry after a 401, retries on 429,
-        5xx and connection errors. Returns the final reply whatever its status, except 401."""
-        scope = f"repository:{repository_path(ref)}:pull"
+        5xx and connection errors. Returns the final reply whatever its status, except 401.
+        ``push``: the token asked for may write (scope ``pull,push``)."""
+        scope = f"repository:{repository_path(ref)}:{'pull,push' if push else 'pull'}"
         sent = self._cached_authorization(ref, scope)
         reply = self._send(method, url, ref=ref, what=what, headers=headers, authorization=sent,
-                           limit=limit)
+                           limit=limit, data=data)
         if reply.status != 401:
             return reply
         challenge = _parse_challenge(reply.headers.get("WWW-Authenticate"))
         authorization = self._authenticate(ref, scope, challenge, sent, what)
         reply = self._send(method, url, ref=ref, what=what, headers=headers,
-                           authorization=authorization, limit=limit)
+                           authorization=authorization, limit=limit, data=data)
         if reply.status == 401:
             detail = _error_detail(reply.body)
             raise RegistryError(f"{ref}: {what}: 401 Unauthorized from {api_host(ref.host)}: the "
@@ -876,7 +967,7 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
               authorization: str | None, headers: Mapping[str, str] | None = None,
-              limit: int) -> _Reply:
+              limit: int, data: bytes | None = None) -> _Reply:
         """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer."""
         shown = f"{method} {_redact(url)}"
         attempts = _Attempts(ref, shown, self.retries, self._sleep)
@@ -884,7 +975,8 @@ class RegistryClient:
         try:
             while True:
                 try:
-                    reply = self._once(method, url, authorization, headers, limit, ref, what)
+                    reply = self._once(method, url, authorization, headers, limit, ref, what,
+                                       data)
                     break
                 except _BodyBroken as broken:
                     # urllib3 has handed the response back by then: a body cut off while it
@@ -915,8 +1007,9 @@ class RegistryClient:
         attempts.sleep(delay)
 
     def _once(self, method: str, url: str, authorization: str | None,
-              headers: Mapping[str, str] | None, limit: int, ref, what: str) -> _Reply:
-        with self._session.request(method, url, headers=dict(headers or {}),
+              headers: Mapping[str, str] | None, limit: int, ref, what: str,
+              data: bytes | None = None) -> _Reply:
+        with self._session.request(method, url, headers=dict(headers or {}), data=data,
                                    auth=_SetAuthorization(authorization), timeout=self.timeout,
                                    verify=self._verify, stream=True,
                                    allow_redirects=True) as resp:

@@ -67,6 +67,7 @@ from signaction.signing import (
     Verification,
 )
 
+from . import cosign_native, sigstore_services
 from .base import Options, Outcome, Report, Signer
 from .tools import Running, child_env, run_pool, run_tool
 
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 
 KEY_URI = re.compile(r"^(awskms|gcpkms|azurekms|hashivault|k8s|env|pkcs11|gitlab)://")
 FORMATS = ("legacy", "bundle")
+ENGINES = ("auto", "native", "cosign")  # cosign_signer.engine
+NATIVE = "native"  # path_of: signed in-process (signers.cosign_native)
 PUBLIC_KEY_TIMEOUT = 120  # seconds for `cosign public-key` (a KMS may be slow)
 
 # What cosign gets from the environment besides signers.BASE_ENV: what it reads for a key-based
@@ -204,7 +207,10 @@ class CosignFormat(SignatureFormat):
         lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
         for host in hosts:
             lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
-        return Verification(requirement, lines, self._readme(folder, files, others), files)
+        return Verification(requirement, lines, self._readme(folder, files, others), files,
+                            registries={h: {"use-sigstore-attachments": True} for h in hosts},
+                            identities=sorted(self.identities),
+                            public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots)
 
     def _readme(self, folder: str, files: dict[str, bytes],
                 others: list[tuple[str, str]]) -> str:
@@ -311,6 +317,69 @@ class CosignSigner(Signer):
         self.started = time.monotonic()
         self.flags: set[str] = set()  # the flags this cosign's `sign` knows
         self.public: dict[str, bytes] = {}  # key -> PEM public key
+        self.engine = str(c.get("engine") or "auto")
+        if self.engine not in ENGINES:
+            raise InputError(f"config: cosign_signer.engine: {self.engine!r} is not one of "
+                             f"{', '.join(ENGINES)}")
+        self.paths: dict[str, str] = {}  # key -> NATIVE, or "cosign binary: <why>"
+        self.native: cosign_native.Native | None = None
+
+    def path_of(self, key: str) -> str:
+        return self.paths.get(key, "")
+
+    def _choose_path(self, key: SigningKey) -> str:
+        """NATIVE where the in-process path signs as cosign would, else "cosign binary: why";
+        ``engine: native`` with a key only the binary can use is an InputError."""
+        why = None
+        if self.engine == "cosign":
+            why = "cosign_signer.engine is cosign"
+        elif self.signature_format == "bundle":
+            why = "signature_format is bundle"
+        elif key.key == KEYLESS:
+            pass
+        elif KEY_URI.match(key.key):
+            why = "a KMS or key URI"
+        elif not os.path.lexists(key.key):
+            raise InputError(f"signing key {key.key!r}: no such file (a cosign key file, or a "
+                             "KMS URI such as awskms://, gcpkms://, azurekms://, hashivault://, "
+                             "k8s://, env://)")
+        elif cosign_native.native_key_kind(key.key) is None:
+            why = "not a cosign or PKCS#8 key file"
+        if why is not None and self.engine == "native":
+            raise InputError(f"config: cosign_signer.engine: native, but signing key "
+                             f"{key.key!r} needs the cosign binary ({why})")
+        return NATIVE if why is None else f"cosign binary: {why}"
+
+    def _prepare_native(self, keys: list[SigningKey]) -> None:
+        """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
+        for keyless."""
+        rekor_pem = self.roots.get("rekor_public_key_file", ("", None))[1]
+        rekor = sigstore_services.Rekor(self.registry, self.config.get("rekor_url"),
+                                        rekor_pem) if self.tlog else None
+        keyless = None
+        if any(k.key == KEYLESS for k in keys):
+            keyless = sigstore_services.Keyless(self.registry, self.config.get("fulcio_url"),
+                                                self._native_token, read_certificate)
+        self.native = cosign_native.Native(self.registry, upload=self.upload,
+                                           annotations=self.annotations, rekor=rekor,
+                                           keyless=keyless)
+        for key in keys:
+            if key.key == KEYLESS:
+                continue
+            named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
+                                                   if key.given != key.key else "")
+            private = cosign_native.load_private_key(key.key, self.password, named)
+            self.native.keys[key.key] = private
+            self.public[key.key] = cosign_native.public_pem(private)
+
+    def _native_token(self) -> str:
+        """Keyless in-process: the identity token now (the configured one, or a fresh one from
+        GitHub's token service)."""
+        if self.token_source is not None:
+            return self._read_token()
+        return sigstore_services.github_token(self.registry,
+                                              self.environ[AMBIENT_ENV[0]],
+                                              self.environ[AMBIENT_ENV[1]])
 
     def _root_copies(self) -> dict[str, bytes]:
         """The trust roots for verification/: the configured files, else those cosign reads
@@ -376,6 +445,17 @@ class CosignSigner(Signer):
                                            proc.stdout.decode("utf-8", "replace"), err)
 
     def preflight(self, plan: Plan) -> None:
+        self.paths = {key.key: self._choose_path(key) for key in plan.keys}
+        native = [key for key in plan.keys if self.paths[key.key] == NATIVE]
+        if any(key.key == KEYLESS for key in plan.keys):
+            self._check_keyless()
+        if native:
+            self._prepare_native(native)
+        binary = [key for key in plan.keys if self.paths[key.key] != NATIVE]
+        if binary:
+            self._preflight_binary(binary)
+
+    def _preflight_binary(self, keys: list[SigningKey]) -> None:
         found = shutil.which(self.cosign)
         if found is None:
             raise InputError(f"cosign signer: {self.cosign!r} not found (install cosign, or set "
@@ -387,10 +467,8 @@ class CosignSigner(Signer):
         if self.signature_format == "bundle" and "new-bundle-format" not in self.flags:
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
                              f"with --new-bundle-format (3.x); {self.cosign} has not")
-        for key in plan.keys:
-            if key.key == KEYLESS:
-                self._check_keyless()
-            else:
+        for key in keys:
+            if key.key != KEYLESS:
                 self.public[key.key] = self._public_key(key, self._env(key=key))
 
     def _check_keyless(self) -> None:
@@ -449,13 +527,47 @@ class CosignSigner(Signer):
     # -- signing ------------------------------------------------------------------------
 
     def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        native = [i for i in items if self.paths.get(i.key.key) == NATIVE]
+        binary = [i for i in items if self.paths.get(i.key.key) != NATIVE]
+        # one after the other: a digest signed by both never has two writers at once
+        if native:
+            self._sign_native(native, report)
+        if binary:
+            self._sign_binary(binary, report)
+
+    def _sign_native(self, items: Sequence[WorkItem], report: Report) -> None:
+        running = Running()
+        deadline_at = self.started + self.deadline if self.deadline else float("inf")
+
+        def one_digest(group: list[WorkItem]) -> None:
+            for item in group:
+                if running.ended:
+                    return
+                if time.monotonic() > deadline_at:
+                    report(Outcome(item, error="the deadline was reached"))
+                    continue
+                report(self._native_one(item))
+
+        run_pool(one_digest, _by_digest(items), workers=self.threads, name="sigstore",
+                 running=running, deadline_at=deadline_at)
+        if self.native is not None and self.native.races:
+            self.stats["sig_tag_rewrites"] = self.native.races
+
+    def _native_one(self, item: WorkItem) -> Outcome:
+        assert self.native is not None
+        keyless = item.key.key == KEYLESS
+        try:
+            facts = self.native.sign(item.container, None if keyless else item.key.key)
+        except (RegistryError, sigstore_services.ServiceError, InputError) as e:
+            return Outcome(item, error=f"in-process signing: {e}")
+        return Outcome(item, signature=CosignSignature(**facts),
+                       detail=json.dumps("signed in-process (no cosign process)"))
+
+    def _sign_binary(self, items: Sequence[WorkItem], report: Report) -> None:
         running = Running()
         deadline_at = self.started + self.deadline if self.deadline else float("inf")
         # One digest, one cosign at a time: its items run in order in one task.
-        groups: dict[tuple, list[WorkItem]] = defaultdict(list)
-        for item in items:
-            image = item.container
-            groups[(image.source.host, image.source.path, image.digest)].append(item)
+        groups = _by_digest(items)
         with tempfile.TemporaryDirectory(prefix="cosign-") as tmp:
             docker_config = self._docker_config(tmp, items)
             envs: dict[str, dict[str, str]] = {}  # per key: its password or none, its names
@@ -474,7 +586,7 @@ class CosignSigner(Signer):
                     report(self._sign_one(item, envs[item.key.key], os.path.join(tmp, str(n)),
                                           running, deadline_at))
 
-            run_pool(one_digest, groups.values(), workers=self.threads, name="cosign",
+            run_pool(one_digest, groups, workers=self.threads, name="cosign",
                      running=running, deadline_at=deadline_at)
 
     def _sign_one(self, item: WorkItem, env: dict[str, str], work: str, running: Running,
@@ -1115,6 +1227,16 @@ def _bundle_problem(bundle_text: Any, sig: dict, raw: bytes, key_pem: bytes,
         if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
             return "the certificate was not valid when Rekor logged the signature", {}
     return None, {"rekor_log_index": index, "rekor_integrated_time": integrated}
+
+
+def _by_digest(items: Iterable[WorkItem]) -> list[list[WorkItem]]:
+    """The items grouped by the digest they attach to (its repository and digest), in order:
+    one group is signed by one thread, so one ``.sig`` tag never has two writers here."""
+    groups: dict[tuple, list[WorkItem]] = defaultdict(list)
+    for item in items:
+        image = item.container
+        groups[(image.source.host, image.source.path, image.digest)].append(item)
+    return list(groups.values())
 
 
 def _bool(value) -> str:

@@ -194,7 +194,7 @@ def test_secrets_never_reach_cosign_argv(registry, trixie_tools, keys, tmp_path)
     wrapper.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n"
                        f"exec {trixie_tools.cosign} \"$@\"\n")
     wrapper.chmod(0o755)
-    conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, "
+    conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, engine: cosign, "
             f"cosign_bin: {wrapper}, registry_user: bob, registry_password: s3cr3t-pw}}\n")
     run = sign(tmp_path, trixie_tools, "--image", f"{image.by_tag}@{image.digest}",
                "--no-expand-index", "--signing-key", str(keys["key"]), conf=conf)
@@ -228,7 +228,7 @@ def test_one_digest_is_never_signed_by_two_cosigns_at_once(registry, trixie_tool
     # keys get the same one here
     key2, pub2 = cosign_keypair(tmp_path, PASSWORD, name="second", tools=trixie_tools)
     conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, num_threads: 4, "
-            f"cosign_bin: {wrapper}}}\n")
+            f"engine: cosign, cosign_bin: {wrapper}}}\n")
     args = [a for i in images for a in ("--image", f"{i.by_tag}@{i.digest}")]
     run = sign(tmp_path, trixie_tools, *args, "--no-expand-index", "--signing-key",
                str(keys["key"]), "--signing-key", str(key2), conf=conf)
@@ -293,7 +293,7 @@ def test_the_deadline_ends_a_hung_cosign_and_keeps_what_was_signed(registry, tri
                        f'exec {trixie_tools.cosign} "$@"\n')
     wrapper.chmod(0o755)
     conf = ("cosign_signer: {allow_http_registry: true, upload_tlog: false, num_threads: 2, "
-            f"cosign_bin: {wrapper}}}\n")
+            f"engine: cosign, cosign_bin: {wrapper}}}\n")
     import time
     start = time.monotonic()
     run = sign(tmp_path, trixie_tools, "--image", f"{fast.by_tag}@{fast.digest}", "--image",

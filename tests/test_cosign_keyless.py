@@ -54,8 +54,9 @@ def keys(tmp_path_factory, trixie_tools):
 
 
 def conf(bed, **extra) -> dict:
-    """cosign_signer with the bed's services and roots (the issue's example)."""
-    return {"allow_http_registry": True, "fulcio_url": bed.env["FULCIO_URL"],
+    """cosign_signer with the bed's services and roots (the issue's example), through the cosign
+    binary (tests/test_sigstore_native.py covers the in-process path against the same bed)."""
+    return {"engine": "cosign", "allow_http_registry": True, "fulcio_url": bed.env["FULCIO_URL"],
             "rekor_url": bed.env["REKOR_URL"], "oidc_issuer": bed.env["OIDC_ISSUER"],
             "fulcio_root_file": bed.env["SIGSTORE_ROOT_FILE"],
             "ctlog_public_key_file": bed.env["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],

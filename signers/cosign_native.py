@@ -1,0 +1,361 @@
+"""Sigstore signatures made in-process: cosign's legacy ``.sig`` attachments, byte for byte as
+cosign 2.5 writes them, pushed through the run's one registry client.
+
+What cosign does per signature, without its process: the key file is decrypted once per run
+(cosign's format: a PEM block ``ENCRYPTED SIGSTORE PRIVATE KEY`` or ``ENCRYPTED COSIGN PRIVATE
+KEY`` holding JSON ``{kdf: scrypt N r p salt, cipher: nacl/secretbox nonce, ciphertext}`` around
+a PKCS#8 key; or an unencrypted PKCS#8 ``PRIVATE KEY``); the simple-signing payload is Go's
+``json.Marshal`` of cosign's claim (``critical`` identity/image/type, ``optional`` the
+annotations: keys sorted, ``<``, ``>``, ``&`` escaped as Go escapes them); it is signed as
+cosign's signer for the key's type signs (ECDSA with SHA-256 on every curve, RSA PKCS#1 v1.5
+with SHA-256, Ed25519); the payload becomes a layer of the ``sha256-<hex>.sig`` image, whose
+config and manifest are re-made with the layer appended to those already there.
+
+Appending is a read-modify-write of one tag, so two writers can lose a layer. In this run one
+digest is only ever written by one thread (the signer groups items by digest); against writers
+outside the run, the tag is re-read after the write, and if it no longer names what was
+written (someone wrote in between) the layers found are kept and the write is made again on top
+of them, until the tag holds this layer. The PUT also carries ``If-Match`` for registries that
+can refuse a stale write (412). A registry without compare-and-swap leaves a window between
+another writer's read and write that no client can close; cosign has the same one.
+
+This module defines no SIGNER: signers.cosign uses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from signaction.errors import InputError
+from signaction.reference import Reference
+from signaction.registry import (
+    COSIGN_SIGNATURE_ANNOTATION,
+    COSIGN_SIMPLESIGNING,
+    OCI_MANIFEST,
+    RegistryClient,
+    RegistryError,
+)
+from signaction.safeload import read_regular_file
+
+log = logging.getLogger(__name__)
+
+MAX_KEY = 64 << 10  # bytes of a key file
+ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
+# go-securesystemslib's scrypt parameters (legacy, standard: cosign's, OWASP's); others refused
+SCRYPT_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1},
+                 {"N": 131072, "r": 8, "p": 1})
+CLAIM_TYPE = "cosign container image signature"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+ZERO_TIME = "0001-01-01T00:00:00Z"
+RACE_ATTEMPTS = 8  # writes of one .sig tag while other writers keep changing it
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+def pem_block(data: bytes) -> tuple[str, bytes] | None:
+    """The first PEM block of ``data``: (its type, its decoded bytes); None if there is none."""
+    text = data.decode("ascii", "replace")
+    start = text.find("-----BEGIN ")
+    if start < 0:
+        return None
+    head_end = text.find("-----", start + 11)
+    if head_end < 0:
+        return None
+    kind = text[start + 11:head_end]
+    end = text.find(f"-----END {kind}-----", head_end)
+    if end < 0:
+        return None
+    body = "".join(line for line in text[head_end + 5:end].splitlines()
+                   if line and ":" not in line)
+    try:
+        return kind, base64.b64decode(body, validate=True)
+    except ValueError:
+        return None
+
+
+def native_key_kind(path: str) -> str | None:
+    """What the native path can do with the file ``path``: "encrypted" (cosign's format),
+    "plain" (unencrypted PKCS#8), or None (not a key it reads: the cosign binary may)."""
+    data = read_regular_file(path, f"signing key {path!r}", MAX_KEY)
+    block = pem_block(data)
+    if block is None:
+        return None
+    if block[0] in ENCRYPTED_TYPES:
+        return "encrypted"
+    return "plain" if block[0] == "PRIVATE KEY" else None
+
+
+def decrypt_cosign_key(blob: bytes, password: str, named: str) -> bytes:
+    """The PKCS#8 DER inside cosign's encrypted key (the PEM block's bytes: JSON); InputError
+    saying what is wrong, never quoting the key or the passphrase."""
+    import nacl.exceptions
+    import nacl.secret
+
+    try:
+        doc = json.loads(blob)
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        params = {k: kdf["params"][k] for k in ("N", "r", "p")}
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        sealed = base64.b64decode(doc["ciphertext"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{named}: not a cosign key file (its encrypted block is not the "
+                         "JSON cosign writes)") from None
+    if kdf.get("name") != "scrypt" or cipher.get("name") != "nacl/secretbox":
+        raise InputError(f"{named}: encrypted with something other than scrypt and "
+                         "nacl/secretbox")
+    if params not in SCRYPT_PARAMS or not salt or len(nonce) != 24:
+        raise InputError(f"{named}: unsupported scrypt parameters or nonce")
+    key = hashlib.scrypt(password.encode(), salt=salt, n=params["N"], r=params["r"],
+                         p=params["p"], maxmem=2 * 128 * params["r"] * params["N"], dklen=32)
+    try:
+        return nacl.secret.SecretBox(key).decrypt(sealed, nonce)
+    except nacl.exceptions.CryptoError:
+        raise InputError(f"{named}: cannot use it: the passphrase does not decrypt it "
+                         "(COSIGN_PASSWORD or cosign_signer.password_file)") from None
+
+
+def load_private_key(path: str, password: str | None, named: str) -> Any:
+    """The private key in the cosign key file ``path`` (decrypted with ``password``) or in an
+    unencrypted PKCS#8 PEM file: an ECDSA, RSA or Ed25519 key of ``cryptography``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    block = pem_block(read_regular_file(path, named, MAX_KEY))
+    if block is None:
+        raise InputError(f"{named}: not a PEM key file")
+    kind, blob = block
+    if kind in ENCRYPTED_TYPES:
+        if password is None:
+            raise InputError(f"{named}: encrypted, and no passphrase is given (COSIGN_PASSWORD "
+                             "or cosign_signer.password_file)")
+        blob = decrypt_cosign_key(blob, password, named)
+    elif kind != "PRIVATE KEY":
+        raise InputError(f"{named}: a PEM {kind[:40]!r} block, not a cosign or PKCS#8 key")
+    try:
+        key = serialization.load_der_private_key(blob, password=None)
+    except (ValueError, TypeError):
+        raise InputError(f"{named}: not a PKCS#8 private key once decrypted") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey |
+                      ed25519.Ed25519PrivateKey):
+        raise InputError(f"{named}: a {type(key).__name__}: cosign signs with ECDSA, RSA or "
+                         "Ed25519 keys only")
+    return key
+
+
+def public_pem(key: Any) -> bytes:
+    """The PEM public key of a private key, as ``cosign public-key`` prints it."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign_bytes(key: Any, data: bytes) -> bytes:
+    """``data`` signed as cosign's signer for this key's type signs (raw signature bytes)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data)  # Ed25519
+
+
+# -- what cosign writes -------------------------------------------------------------------------
+
+def go_json(value: Any) -> bytes:
+    """``value`` as Go's encoding/json marshals it (compact; map keys sorted as Go sorts them;
+    ``<``, ``>``, ``&``, U+2028 and U+2029 escaped; other text as UTF-8). Objects keep the
+    order they are given in (a Go struct's field order); only dicts marked sorted are sorted:
+    callers pass maps through ``sorted_map``."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode("utf-8")
+
+
+def sorted_map(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A Go map's marshalling order: keys sorted by their UTF-8 bytes."""
+    return {k: mapping[k] for k in sorted(mapping, key=lambda k: k.encode("utf-8"))}
+
+
+def simple_signing_payload(identity: str, digest: str, annotations: dict[str, str]) -> bytes:
+    """cosign 2.5's payload for ``cosign sign --sign-container-identity IDENTITY -a K=V ...``
+    of ``digest``: the same bytes."""
+    return go_json({"critical": {"identity": {"docker-reference": identity},
+                                 "image": {"docker-manifest-digest": digest},
+                                 "type": CLAIM_TYPE},
+                    "optional": sorted_map(annotations) if annotations else None})
+
+
+def signature_layer(payload: bytes, annotations: dict[str, str]) -> dict[str, Any]:
+    """The manifest's descriptor of a signature layer (``annotations``: the base64 signature
+    and, keyless or logged, the certificate, chain and Rekor bundle)."""
+    return {"mediaType": COSIGN_SIMPLESIGNING, "size": len(payload),
+            "digest": "sha256:" + hashlib.sha256(payload).hexdigest(),
+            "annotations": sorted_map(annotations)}
+
+
+def signature_config(layers: list[dict[str, Any]]) -> bytes:
+    """The ``.sig`` image's config as cosign (go-containerregistry on an empty image) makes it:
+    one diff ID and one history entry per layer."""
+    return go_json({"architecture": "", "created": ZERO_TIME,
+                    "history": [{"created": ZERO_TIME} for _ in layers], "os": "",
+                    "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]},
+                    "config": {}})
+
+
+def signature_manifest(config: bytes, layers: list[dict[str, Any]]) -> bytes:
+    return go_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "size": len(config),
+                               "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
+                    "layers": layers})
+
+
+def existing_layers(raw: bytes, where: str) -> list[dict[str, Any]]:
+    """The layers of the ``.sig`` manifest already there, as they are (kept when appending)."""
+    try:
+        doc = json.loads(raw)
+        layers = doc.get("layers") or []
+        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise RegistryError(f"{where}: the .sig tag is not a JSON image manifest: not "
+                            "appended to") from None
+    return layers
+
+
+# -- pushing ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Attached:
+    digest: str  # of the .sig manifest that holds the layer
+    appended: bool  # False: an equal signature was there already (cosign's duplicate check)
+    writes: int  # manifest writes it took (more than 1: another writer came in between)
+
+
+def attach(registry: RegistryClient, location: Reference, digest: str, payload: bytes,
+           layer: dict[str, Any], duplicate=None) -> Attached:
+    """Appends ``layer`` (its blob ``payload``) to ``digest``'s ``.sig`` image in ``location``'s
+    repository, keeping every layer already there, also one another writer adds meanwhile.
+    ``duplicate(layer_found) -> bool``: a layer that makes this one needless (cosign does not
+    append a signature of the same payload that verifies with the same key)."""
+    tag = digest.replace(":", "-") + ".sig"
+    where = f"{location.host}/{location.path}:{tag}"
+    pushed_payload = False
+    for writes in range(1, RACE_ATTEMPTS + 1):
+        found = registry.read_tag(location, tag)
+        layers = existing_layers(found[0], where) if found else []
+        for old in layers:
+            if old.get("digest") == layer["digest"] and (
+                    old.get("annotations") or {}).get(COSIGN_SIGNATURE_ANNOTATION) == \
+                    layer["annotations"][COSIGN_SIGNATURE_ANNOTATION]:
+                return Attached(found[1] if found else "", True, writes - 1)
+            if duplicate is not None and old.get("digest") == layer["digest"] and \
+                    duplicate(old):
+                return Attached(found[1] if found else "", False, writes - 1)
+        layers = [*layers, layer]
+        config = signature_config(layers)
+        if not pushed_payload:
+            registry.push_blob(location, payload)
+            pushed_payload = True
+        registry.push_blob(location, config)
+        manifest = signature_manifest(config, layers)
+        try:
+            written = registry.put_manifest(location, tag, manifest, OCI_MANIFEST,
+                                            if_match=found[1] if found else None)
+        except RegistryError as e:
+            if e.status == 412:  # the registry saw another writer first
+                continue
+            raise
+        if registry.tag_digest(location, tag) == written:
+            return Attached(written, True, writes)
+        log.warning("%s changed while this signature was added (another writer): adding it "
+                    "again on top of what is there now", where)
+    raise RegistryError(f"{where}: other writers changed the tag {RACE_ATTEMPTS} times while "
+                        "this signature was added; not added")
+
+
+# -- one signature ------------------------------------------------------------------------------
+
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+
+
+class Native:
+    """Signs images in-process: ``keys`` (key -> private key, decrypted once), or keyless with
+    ``keyless`` (a sigstore_services.Keyless); each signature logged in ``rekor`` when given;
+    attached in the registry when ``upload``. ``sign`` is called from many threads, never two
+    at once for one digest."""
+
+    def __init__(self, registry: RegistryClient, *, upload: bool,
+                 annotations: dict[str, str], rekor: Any = None, keyless: Any = None):
+        self.registry, self.upload, self.annotations = registry, upload, annotations
+        self.rekor, self.keyless = rekor, keyless
+        self.keys: dict[str, Any] = {}
+        self.races = 0  # manifest writes made again because another writer came in between
+
+    def sign(self, image: Any, key: str | None) -> dict[str, Any]:
+        """Signs ``image`` (a plan Image) with ``key`` (None: keyless) and attaches it; the
+        facts for the signer's CosignSignature. RegistryError, sigstore_services.ServiceError
+        on failure."""
+        payload = simple_signing_payload(str(image.reference), image.known_digest,
+                                         {"tag": image.reference.tag or "", **self.annotations})
+        facts: dict[str, Any] = {}
+        annotations: dict[str, str] = {}
+        if key is None:
+            cert = self.keyless.certificate()
+            private, key_pem = cert.key, cert.pem
+            annotations.update({CERTIFICATE_ANNOTATION: cert.pem.decode(),
+                                CHAIN_ANNOTATION: cert.chain.decode()})
+            facts.update(certificate=cert.pem, identity=cert.identity, issuer=cert.issuer)
+        else:
+            private = self.keys[key]
+            key_pem = public_pem(private)
+        raw = sign_bytes(private, payload)
+        signature = base64.b64encode(raw)
+        annotations[COSIGN_SIGNATURE_ANNOTATION] = signature.decode()
+        if self.rekor is not None:
+            entry = self.rekor.log(payload, raw, key_pem)
+            annotations[BUNDLE_ANNOTATION] = entry.bundle
+            facts.update(log_index=entry.index, log_uuid=entry.uuid)
+        if self.upload:
+            layer = signature_layer(payload, annotations)
+            same = None if key is None else _same_key(private, payload)
+            done = attach(self.registry, image.source, image.known_digest, payload, layer, same)
+            self.races += max(0, done.writes - 1)
+        return {"payload": payload, "signature": signature, **facts}
+
+
+def _same_key(private: Any, payload: bytes):
+    """cosign's duplicate check: a layer of the same payload whose signature verifies with this
+    key needs no new one beside it."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    public = private.public_key()
+
+    def check(layer: dict[str, Any]) -> bool:
+        try:
+            raw = base64.b64decode((layer.get("annotations") or {})[
+                COSIGN_SIGNATURE_ANNOTATION], validate=True)
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                public.verify(raw, payload, ec.ECDSA(hashes.SHA256()))
+            elif isinstance(public, rsa.RSAPublicKey):
+                public.verify(raw, payload, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                public.verify(raw, payload)
+        except (InvalidSignature, ValueError, KeyError, TypeError):
+            return False
+        return True
+    return check

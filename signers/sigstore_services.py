@@ -1,0 +1,246 @@
+"""Small clients of Rekor (hashedrekord entries) and Fulcio (signing certificates for ephemeral
+keys), on the run's registry client's session, for the native cosign path.
+
+Why not sigstore-python: its public API signs into sigstore *bundles* (the new format) with its
+own TUF-fetched trust roots and its own HTTP stack; cosign's legacy ``.sig`` layer needs the
+Rekor entry in cosign's older bundle annotation and a certificate per ephemeral key kept across
+many signatures, which its public API does not hand out, and it would add some twenty pinned
+packages for two POST requests.
+
+What comes back is hostile until checked: a Rekor entry must be for exactly the signature sent
+(hash, signature, key) and, when Rekor's key is known, its signed entry timestamp must verify; a
+Fulcio certificate must be for the key sent, valid now, and readable (identity, issuer).
+
+This module defines no SIGNER: signers.cosign uses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from signaction.registry import RegistryClient
+
+from .cosign_native import go_json, public_pem, sign_bytes
+
+MAX_ANSWER = 1 << 20
+RENEW_BEFORE = 120  # seconds before a certificate's end at which a new one is asked for
+PUBLIC_REKOR = "https://rekor.sigstore.dev"
+PUBLIC_FULCIO = "https://fulcio.sigstore.dev"
+
+
+class ServiceError(Exception):
+    """Rekor or Fulcio failed or answered something unusable: one line."""
+
+
+def _json(status: int, body: bytes, what: str, ok: tuple[int, ...]) -> Any:
+    if status not in ok:
+        try:
+            message = str(json.loads(body).get("message", ""))[:200]
+        except (ValueError, AttributeError):
+            message = ""
+        raise ServiceError(f"{what}: HTTP {status}{f' ({message})' if message else ''}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ServiceError(f"{what}: the answer is not JSON") from None
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    bundle: str  # cosign's dev.sigstore.cosign/bundle annotation
+    index: int
+    uuid: str
+
+
+class Rekor:
+    """hashedrekord entries in one Rekor; ``public_pem``: its key (then every SET is checked)."""
+
+    def __init__(self, registry: RegistryClient, url: str | None, public: bytes | None):
+        self.registry, self.url, self.public = registry, (url or PUBLIC_REKOR).rstrip("/"), public
+
+    def log(self, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
+        """Logs ``signature`` over ``payload`` by ``key_pem`` (a PEM public key or
+        certificate); an entry that exists already (409) is fetched."""
+        spec = {"data": {"hash": {"algorithm": "sha256",
+                                  "value": hashlib.sha256(payload).hexdigest()}},
+                "signature": {"content": base64.b64encode(signature).decode(),
+                              "publicKey": {"content": base64.b64encode(key_pem).decode()}}}
+        what = f"Rekor {self.url}: logging a signature"
+        status, headers, body = self.registry.service(
+            "POST", f"{self.url}/api/v1/log/entries", what=what, limit=MAX_ANSWER,
+            body=json.dumps({"apiVersion": "0.0.1", "kind": "hashedrekord",
+                             "spec": spec}).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"})
+        if status == 409 and headers.get("Location", "").startswith("/api/v1/log/entries/"):
+            status, headers, body = self.registry.service(
+                "GET", self.url + headers["Location"], what=what, limit=MAX_ANSWER)
+            answer = _json(status, body, what, (200,))
+        else:
+            answer = _json(status, body, what, (201,))
+        return self._entry(answer, spec, what)
+
+    def _entry(self, answer: Any, spec: dict, what: str) -> LogEntry:
+        try:
+            (uuid, entry), = answer.items()
+            body_b64, integrated = entry["body"], int(entry["integratedTime"])
+            index, log_id = int(entry["logIndex"]), str(entry["logID"])
+            set_b64 = entry["verification"]["signedEntryTimestamp"]
+            body = json.loads(base64.b64decode(body_b64, validate=True))
+            got = body["spec"]
+            same = (got["data"]["hash"] == spec["data"]["hash"] and
+                    got["signature"]["content"] == spec["signature"]["content"])
+            set_raw = base64.b64decode(set_b64, validate=True)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ServiceError(f"{what}: the answer is not one Rekor entry") from None
+        if not same or body.get("kind") != "hashedrekord":
+            raise ServiceError(f"{what}: the entry Rekor answered is not this signature's")
+        if self.public is not None:
+            signed = _canonical({"body": body_b64, "integratedTime": integrated,
+                                 "logID": log_id, "logIndex": index})
+            if not _verifies(self.public, signed, set_raw):
+                raise ServiceError(f"{what}: the signed entry timestamp does not verify with "
+                                   "rekor_public_key_file")
+        bundle = go_json({"SignedEntryTimestamp": set_b64, "Payload": {
+            "body": body_b64, "integratedTime": integrated, "logIndex": index,
+            "logID": log_id}}).decode()
+        return LogEntry(bundle, index, str(uuid)[-64:])
+
+
+def _verifies(public: bytes, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_public_key(public)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- keyless ------------------------------------------------------------------------------------
+
+def token_subject(token: str) -> str:
+    """What Fulcio's proof of possession signs: the token's email, else its subject (the token
+    is Fulcio's to verify; it is only read here)."""
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        subject = claims.get("email") or claims["sub"]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise ServiceError("the identity token's claims cannot be read (no email or sub)") \
+            from None
+    if not isinstance(subject, str) or not subject:
+        raise ServiceError("the identity token names no subject")
+    return subject
+
+
+def github_token(registry: RegistryClient, url: str, request_token: str) -> str:
+    """A fresh OIDC token for Sigstore from GitHub's token service (the job's
+    ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN)."""
+    what = "GitHub's OIDC token service"
+    sep = "&" if "?" in url else "?"
+    status, _, body = registry.service("GET", f"{url}{sep}audience=sigstore", what=what,
+                                       limit=64 << 10,
+                                       headers={"Authorization": f"bearer {request_token}"})
+    value = _json(status, body, what, (200,))
+    token = value.get("value") if isinstance(value, dict) else None
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise ServiceError(f"{what}: the answer holds no token")
+    return token
+
+
+@dataclass(frozen=True)
+class Certificate:
+    key: Any  # the ephemeral private key
+    pem: bytes  # the leaf, as Fulcio gave it (re-encoded)
+    chain: bytes  # the rest of the chain, PEM
+    identity: str
+    issuer: str
+    not_after: datetime.datetime
+
+
+class Keyless:
+    """One ephemeral P-256 key and its Fulcio certificate at a time, shared by every signature,
+    renewed (a new key, a fresh token) RENEW_BEFORE seconds before the certificate ends.
+    ``token()``: the identity token now; ``read_certificate(pem) -> (pem, identity, issuer)``."""
+
+    def __init__(self, registry: RegistryClient, url: str | None, token: Callable[[], str],
+                 read_certificate: Callable[[bytes], tuple[bytes, str, str]]):
+        self.registry, self.url = registry, (url or PUBLIC_FULCIO).rstrip("/")
+        self.token, self.read_certificate = token, read_certificate
+        self.lock = threading.Lock()
+        self.current: Certificate | None = None
+        self.issued = 0  # certificates asked for in this run
+
+    def certificate(self) -> Certificate:
+        with self.lock:
+            now = datetime.datetime.now(datetime.UTC)
+            if self.current is None or (self.current.not_after - now).total_seconds() < \
+                    RENEW_BEFORE:
+                self.current = self._issue()
+                self.issued += 1
+            return self.current
+
+    def _issue(self) -> Certificate:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        token = self.token()
+        key = ec.generate_private_key(ec.SECP256R1())
+        proof = sign_bytes(key, token_subject(token).encode())
+        what = f"Fulcio {self.url}: a signing certificate"
+        request = {"credentials": {"oidcIdentityToken": token},
+                   "publicKeyRequest": {"publicKey": {"algorithm": "ECDSA",
+                                                      "content": public_pem(key).decode()},
+                                        "proofOfPossession": base64.b64encode(proof).decode()}}
+        status, _, body = self.registry.service(
+            "POST", f"{self.url}/api/v2/signingCert", what=what, limit=MAX_ANSWER,
+            body=json.dumps(request).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"})
+        answer = _json(status, body, what, (200, 201))
+        try:
+            found = answer.get("signedCertificateEmbeddedSct") or \
+                answer["signedCertificateDetachedSct"]
+            pems = [str(c).encode() for c in found["chain"]["certificates"]]
+            leaf = x509.load_pem_x509_certificate(pems[0])
+            pem, identity, issuer = self.read_certificate(pems[0])
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            why = str(e) if isinstance(e, ValueError) else "not a certificate chain"
+            raise ServiceError(f"{what}: the answer is unusable: {why}"[:300]) from None
+        if public_pem(key) != _spki_pem(leaf):
+            raise ServiceError(f"{what}: the certificate is for another key")
+        now = datetime.datetime.now(datetime.UTC)
+        if not leaf.not_valid_before_utc <= now + datetime.timedelta(seconds=60) or \
+                leaf.not_valid_after_utc <= now:
+            raise ServiceError(f"{what}: the certificate is not valid now")
+        return Certificate(key, pem, b"".join(_pem(p) for p in pems[1:]), identity, issuer,
+                           leaf.not_valid_after_utc)
+
+
+def _spki_pem(cert: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _pem(data: bytes) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.PEM)
