@@ -72,6 +72,13 @@ class Verification:
     registries_d: list[str]
     readme: str
     files: dict[str, bytes] = field(default_factory=dict)
+    # The same facts for the cluster files (signaction.consumers): each registry host's
+    # registries.d entry ({"lookaside": URL} or {"use-sigstore-attachments": True}), the
+    # keyless (identity, issuer) pairs signed (emails and URIs), and whether the signatures
+    # were logged in the public Rekor (no private Rekor key known to this run).
+    registries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identities: list[tuple[str, str]] = field(default_factory=list)
+    public_rekor: bool = False
 
 
 # A follow-up written after the run (e.g. a script that attaches signatures later): its name in

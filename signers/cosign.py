@@ -207,7 +207,10 @@ class CosignFormat(SignatureFormat):
         lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
         for host in hosts:
             lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
-        return Verification(requirement, lines, self._readme(folder, files, others), files)
+        return Verification(requirement, lines, self._readme(folder, files, others), files,
+                            registries={h: {"use-sigstore-attachments": True} for h in hosts},
+                            identities=sorted(self.identities),
+                            public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots)
 
     def _readme(self, folder: str, files: dict[str, bytes],
                 others: list[tuple[str, str]]) -> str:

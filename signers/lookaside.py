@@ -81,14 +81,15 @@ class LookasideFormat(SignatureFormat):
         lines = ["# Where podman/skopeo find the signatures written by this run.",
                  "# Once you publish each registry folder on a web server, replace the",
                  "# file:// URL by its https:// URL.", "docker:"]
-        for host in hosts:
-            base = artifacts.tree_uri(TREE, host)
+        bases = {host: artifacts.tree_uri(TREE, host) for host in hosts}
+        for host, base in bases.items():
             lines += [f"  {json.dumps(host)}:", f"    lookaside: {json.dumps(base)}"]
         readme = _README.format(
             keys="signing-keys.gpg (also inlined as keyData in policy.json)" if public_keys
             else "not known to this run: put the signing public key where policy.json's "
                  "keyPath says")
-        return Verification(requirement, lines, readme, files)
+        return Verification(requirement, lines, readme, files,
+                            registries={host: {"lookaside": base} for host, base in bases.items()})
 
     def verifier(self, registry: RegistryClient, inputs: Inputs,
                  trusted: dict[str, Any]) -> Check:
