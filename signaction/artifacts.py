@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import atomic
+from .consumers import write_consumers
 from .errors import InputError
 from .reference import Reference
 from .signing import Verification
@@ -211,21 +212,26 @@ class Artifacts:
         atomic.replace(path, data, mode)
         return Path(path)
 
-    def write_verification(self, repositories: Iterable[str],
-                           verification: Verification) -> Path:
+    def write_verification(self, repositories: Iterable[str], verification: Verification,
+                           lookaside_url: str | None = None) -> Path:
         """A policy.json that accepts exactly ``repositories`` with the format's requirement,
-        its registries.d file, README and key files."""
+        its registries.d file, README and key files; and the same for OpenShift, Kubernetes
+        admission and Confidential Containers (signaction.consumers), with the lookaside at
+        ``lookaside_url`` (``{registry}``: the registry folder) where the signatures will be
+        published."""
         self._make_folder(["verification", "registries.d"], "verification")
+        repositories = sorted(set(repositories))
         policy = {"default": [{"type": "reject"}],
                   "transports": {"docker": {repo: verification.requirement
-                                            for repo in sorted(set(repositories))}}}
+                                            for repo in repositories}}}
         for name, data in verification.files.items():
             self.write_file(["verification", name], data)
         self.write_file(["verification", "policy.json"],
                         (json.dumps(policy, indent=2) + "\n").encode())
         self.write_file(["verification", "registries.d", "container-sign-action.yaml"],
                         ("\n".join(verification.registries_d) + "\n").encode())
-        self.write_file(["verification", "README.md"], verification.readme.encode())
+        clusters = write_consumers(self, repositories, verification, lookaside_url)
+        self.write_file(["verification", "README.md"], (verification.readme + clusters).encode())
         return Path(self._root(), "verification")
 
 

@@ -1,0 +1,339 @@
+"""The verification files for the runtimes past podman: OpenShift/CRI-O, Kubernetes admission
+(sigstore policy-controller) and Confidential Containers, made from the same facts as
+verification/policy.json (the format's ``Verification``: the requirement, its keys and roots,
+each registry's registries.d entry, the keyless identities).
+
+    verification/openshift/policy.json, registries.d/     what the MachineConfigs install
+    verification/openshift/51-{worker,master}-container-sign-action.yaml    MachineConfig
+    verification/openshift/clusterimagepolicy.yaml        sigstore: config.openshift.io/v1
+    verification/kubernetes/clusterimagepolicy.yaml       sigstore: policy.sigstore.dev/v1beta1
+    verification/coco/kbs/default/<type>/<tag>            Trustee KBS resources
+    verification/coco/aa-offline_fs_kbc-resources.json    the same, for the offline fs KBC
+    verification/coco/aa-offline_fs_kbc-resources-legacy.json   its older form (Policy, ...)
+
+Keys are named where each runtime installs them (``/etc/pki/...`` on a node, ``kbs:///...`` in a
+guest), never by this run's output folder. Everything from outside (registry and repository
+names, identities) goes into JSON and YAML through json.dumps and yaml.safe_dump only; object
+names are this module's own (a hash of the facts), so they are valid DNS-1123 names whatever
+the input. Where signatures are published (the lookaside) is the user's choice: the run's
+``lookaside_url`` when given, else a placeholder under ``.invalid`` that fails closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .signing import Verification
+
+if TYPE_CHECKING:
+    from .artifacts import Artifacts
+
+PKI = "/etc/pki/containers/container-sign-action"  # where a node's keys go
+NODE_POLICY = "/etc/containers/policy.json"
+NODE_REGISTRIES_D = "/etc/containers/registries.d/container-sign-action.yaml"
+# A lookaside base nobody can serve (RFC 2606 .invalid): until it is replaced, CRI-O finds no
+# signature for the signed repositories and refuses them, and only them.
+PLACEHOLDER = "https://lookaside.invalid/replace-with-the-published-lookaside/{registry}"
+IGNITION = "3.2.0"
+POOLS = ("worker", "master")
+MAX_SCOPES = 256  # config.openshift.io/v1 ClusterImagePolicy spec.scopes maxItems
+KBS_REPO = "default"
+# image-rs's resource types (guest-components attestation-agent/kbc/src/offline_fs_kbc/README.md)
+KBS_TYPES = {"signedBy": "gpg-public-key", "sigstoreSigned": "cosign-public-key"}
+# the older offline fs KBC's fixed names and the guest paths its policy named keys by
+LEGACY = {"signedBy": ("GPG Keyring", "/run/image-security/simple_signing/pubkey.gpg"),
+          "sigstoreSigned": ("Cosign Key", "/run/image-security/cosign/cosign.pub")}
+# a node's own default policy (containers-common's): images outside the signed repositories
+# keep running, as they did before
+NODE_DEFAULT = {"default": [{"type": "insecureAcceptAnything"}],
+                "transports": {"docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}}}
+
+
+def write_consumers(artifacts: Artifacts, repositories: list[str], verification: Verification,
+                    lookaside_url: str | None = None) -> str:
+    """Write the cluster files; return the README section that names them."""
+    facts = Facts(repositories, verification, lookaside_url)
+    written = []
+    if facts.checkable:
+        written += _openshift_nodes(artifacts, facts)
+        written += _coco(artifacts, facts)
+    sigstore = [r for r in facts.requirement if r.get("type") == "sigstoreSigned"]
+    if sigstore or verification.identities:
+        written += _openshift_sigstore(artifacts, facts, sigstore)
+        written += _policy_controller(artifacts, facts, sigstore)
+    return _readme(facts, written)
+
+
+class Facts:
+    """What the cluster files are made of, read from a format's Verification."""
+
+    def __init__(self, repositories: list[str], verification: Verification,
+                 lookaside_url: str | None):
+        self.repositories = sorted(set(repositories))
+        self.requirement = verification.requirement
+        self.files = verification.files
+        self.identities = sorted(set(verification.identities))
+        self.public_rekor = verification.public_rekor
+        self.lookaside_url = lookaside_url
+        self.registries = {host: self._published(host, entry)
+                           for host, entry in sorted(verification.registries.items())}
+        # podman/CRI-O can check something (not only "reject": URI identities)
+        self.checkable = any(r.get("type") != "reject" for r in self.requirement)
+        digest = hashlib.sha256(json.dumps([self.repositories, self.requirement,
+                                            self.identities], sort_keys=True).encode())
+        self.id = digest.hexdigest()[:10]  # names objects: two runs' never collide
+
+    def _published(self, host: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """``entry`` with its lookaside where consumers will find it, not this folder."""
+        entry = dict(entry)
+        if "lookaside" in entry:
+            from .artifacts import registry_folder
+
+            base = self.lookaside_url or PLACEHOLDER
+            entry["lookaside"] = base.replace("{registry}", registry_folder(host))
+        return entry
+
+    def registries_d(self, key: str = "lookaside") -> bytes:
+        """The registries.d file; ``key``: ``sigstore`` for image-rs (the older name)."""
+        docker = {host: {(key if k == "lookaside" else k): v for k, v in entry.items()}
+                  for host, entry in self.registries.items()}
+        return yaml.safe_dump({"docker": docker}, sort_keys=True).encode()
+
+
+def relocate(requirement: list[dict[str, Any]], files: Mapping[str, bytes],
+             place: Callable[[dict[str, Any], str], str]) -> tuple[list[dict[str, Any]],
+                                                                   dict[str, bytes]]:
+    """``requirement`` with every key named by ``place(rule, name)`` instead of given inline
+    (keyData) or by its path in the output folder (keyPath, fulcio.caPath,
+    rekorPublicKeyPath); returns it and the key files by their new names. A path to a file
+    the run does not have (a placeholder, the public Sigstore's roots) keeps its name under
+    the new place and is not in the files: the runtime refuses until it is put there."""
+    rules, keys = [], {}
+    counts: dict[str, int] = {}
+    for rule in requirement:
+        rule = copy.deepcopy(rule)
+        if "keyData" in rule:
+            n = counts[rule["type"]] = counts.get(rule["type"], 0) + 1
+            name = "signing-keys.gpg" if rule["type"] == "signedBy" else f"cosign-{n}.pub"
+            data = base64.b64decode(rule.pop("keyData"))
+            rule["keyPath"] = place(rule, name)
+            keys[rule["keyPath"]] = data
+        for holder, field in ((rule, "keyPath"), (rule.get("fulcio", {}), "caPath"),
+                              (rule, "rekorPublicKeyPath")):
+            path = holder.get(field)
+            if path and path not in keys:
+                name = os.path.basename(path)
+                holder[field] = place(rule, name)
+                if name in files:
+                    keys[holder[field]] = files[name]
+        rules.append(rule)
+    return rules, keys
+
+
+def _policy(repositories: list[str], rules: list[dict[str, Any]],
+            base: Mapping[str, Any]) -> bytes:
+    policy = copy.deepcopy(dict(base))
+    docker = policy.setdefault("transports", {}).setdefault("docker", {})
+    docker.update({repo: rules for repo in repositories})
+    return (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode()
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml.safe_dump's dumper, with text of several lines (a PEM key) as a literal block."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def _yaml(artifacts: Artifacts, parts: list[str], objects: list[dict[str, Any]]) -> str:
+    artifacts.write_file(["verification", *parts], yaml.dump_all(
+        objects, Dumper=_Dumper, sort_keys=False).encode())
+    return "/".join(parts)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# -- OpenShift / CRI-O --------------------------------------------------------------------
+
+def _openshift_nodes(artifacts: Artifacts, facts: Facts) -> list[str]:
+    """The node policy.json (the signed repositories added to the node's default) and the
+    MachineConfigs (Ignition 3.x, coreos/ignition config/v3_2/schema/ignition.json:
+    storage.files[].path, mode, overwrite, contents.source) that install it, the registries.d
+    file and the keys."""
+    rules, keys = relocate(facts.requirement, facts.files,
+                           lambda rule, name: f"{PKI}/{name}")
+    policy, registries_d = _policy(facts.repositories, rules, NODE_DEFAULT), facts.registries_d()
+    artifacts.write_file(["verification", "openshift", "policy.json"], policy)
+    artifacts.write_file(["verification", "openshift", *NODE_REGISTRIES_D.split("/")[3:]],
+                         registries_d)
+    files = {NODE_POLICY: policy, NODE_REGISTRIES_D: registries_d, **keys}
+    entries = [{"path": path, "mode": 0o644, "overwrite": True,
+                "contents": {"source": "data:;base64," + _b64(data)}}
+               for path, data in files.items()]
+    written = ["openshift/policy.json", "openshift/registries.d/container-sign-action.yaml"]
+    for pool in POOLS:
+        name = f"51-{pool}-container-sign-action"
+        written.append(_yaml(artifacts, ["openshift", f"{name}.yaml"], [{
+            "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+            "metadata": {"name": name,
+                         "labels": {"machineconfiguration.openshift.io/role": pool}},
+            "spec": {"config": {"ignition": {"version": IGNITION},
+                                "storage": {"files": entries}}}}]))
+    return written
+
+
+def _openshift_sigstore(artifacts: Artifacts, facts: Facts,
+                        sigstore: list[dict[str, Any]]) -> list[str]:
+    """config.openshift.io/v1 ClusterImagePolicy, one per key or email identity (a policy has
+    one root of trust; policy.json requires every key), at most 256 scopes each."""
+    roots = []
+    for rule in sigstore:
+        rekor = facts.files.get("rekor.pub") if "rekorPublicKeyPath" in rule else None
+        if "keyData" in rule:
+            key = {"keyData": rule["keyData"], **({"rekorKeyData": _b64(rekor)} if rekor else {})}
+            roots.append({"policyType": "PublicKey", "publicKey": key})
+        elif "fulcio" in rule and rekor and "fulcio_root.pem" in facts.files:
+            roots.append({"policyType": "FulcioCAWithRekor", "fulcioCAWithRekor": {
+                "fulcioCAData": _b64(facts.files["fulcio_root.pem"]), "rekorKeyData": _b64(rekor),
+                "fulcioSubject": {"oidcIssuer": rule["fulcio"]["oidcIssuer"],
+                                  "signedEmail": rule["fulcio"]["subjectEmail"]}}})
+    objects = []
+    for n, root in enumerate(roots, 1):
+        for part in range(0, len(facts.repositories), MAX_SCOPES):
+            objects.append({
+                "apiVersion": "config.openshift.io/v1", "kind": "ClusterImagePolicy",
+                "metadata": {"name": f"container-sign-action-{facts.id}-{n}-{part // MAX_SCOPES}"},
+                "spec": {"scopes": facts.repositories[part:part + MAX_SCOPES],
+                         "policy": {"rootOfTrust": root, "signedIdentity": {
+                             "matchPolicy": "MatchRepoDigestOrExact"}}}})
+    return [_yaml(artifacts, ["openshift", "clusterimagepolicy.yaml"], objects)] if objects else []
+
+
+# -- Kubernetes: sigstore policy-controller -----------------------------------------------
+
+def _policy_controller(artifacts: Artifacts, facts: Facts,
+                       sigstore: list[dict[str, Any]]) -> list[str]:
+    """policy.sigstore.dev/v1beta1 ClusterImagePolicy, one per key and keyless identity: an
+    image must satisfy every policy that matches it, and one authority of each."""
+    rekor = {"ctlog": {"url": "https://rekor.sigstore.dev"}} if facts.public_rekor else {}
+    authorities = [{"name": "key", "key": {"data": base64.b64decode(r["keyData"]).decode(),
+                                           "hashAlgorithm": "sha256"}, **rekor}
+                   for r in sigstore if "keyData" in r]
+    fulcio = facts.files.get("fulcio_root.pem")
+    for identity, issuer in facts.identities:
+        keyless: dict[str, Any] = {"identities": [{"issuer": issuer, "subject": identity}]}
+        if fulcio:
+            keyless["ca-cert"] = {"data": fulcio.decode()}
+        authorities.append({"name": "keyless", "keyless": keyless})
+    globs = [{"glob": f"{repo}{tail}"} for repo in facts.repositories for tail in (":**", "@**")]
+    objects = [{"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
+                "metadata": {"name": f"container-sign-action-{facts.id}-{n}"},
+                "spec": {"images": globs, "authorities": [authority]}}
+               for n, authority in enumerate(authorities, 1)]
+    return [_yaml(artifacts, ["kubernetes", "clusterimagepolicy.yaml"], objects)] if objects else []
+
+
+# -- Confidential Containers --------------------------------------------------------------
+
+def _coco(artifacts: Artifacts, facts: Facts) -> list[str]:
+    """The image security policy and its keys as KBS resources (``kbs:///default/<type>/
+    <tag>``, guest-components attestation-agent/docs/RESOURCE_URI.md), the same as the offline
+    fs KBC's resources file, and that file's older form (the seed's: ``Policy``, ``Cosign
+    Key``...). image-rs checks keys only (keyPath/keyData: no Fulcio, no Rekor)."""
+    tag = f"container-sign-action-{facts.id}"
+    keyed = [r for r in facts.requirement if r.get("type") != "sigstoreSigned" or "keyData" in r]
+    keyed = [{k: v for k, v in r.items() if k != "rekorPublicKeyPath"} for r in keyed]
+    rules, keys = relocate(keyed or [{"type": "reject"}], facts.files, lambda rule, name: (
+        f"kbs:///{KBS_REPO}/{KBS_TYPES[rule['type']]}/{tag}-{name.split('.')[0]}"))
+    resources = {f"{KBS_REPO}/security-policy/{tag}": _policy(
+        facts.repositories, rules, {"default": [{"type": "reject"}]})}
+    resources.update({uri.removeprefix("kbs:///"): data for uri, data in keys.items()})
+    if any(r.get("type") == "signedBy" for r in rules):
+        resources[f"{KBS_REPO}/sigstore-config/{tag}"] = facts.registries_d("sigstore")
+    written = []
+    for path, data in resources.items():
+        artifacts.write_file(["verification", "coco", "kbs", *path.split("/")], data)
+        written.append(f"coco/kbs/{path}")
+    artifacts.write_file(["verification", "coco", "aa-offline_fs_kbc-resources.json"], (
+        json.dumps({k: _b64(v) for k, v in resources.items()}, indent=2) + "\n").encode())
+    written.append("coco/aa-offline_fs_kbc-resources.json")
+    legacy = _legacy(facts, keyed)
+    if legacy:
+        artifacts.write_file(["verification", "coco", "aa-offline_fs_kbc-resources-legacy.json"],
+                             (json.dumps(legacy, indent=2) + "\n").encode())
+        written.append("coco/aa-offline_fs_kbc-resources-legacy.json")
+    return written
+
+
+def _legacy(facts: Facts, keyed: list[dict[str, Any]]) -> dict[str, str] | None:
+    """The older offline fs KBC's resources: one key of a kind at a fixed guest path. None
+    when the run has more than one key of a kind, or none: that form cannot say it."""
+    kinds = [r["type"] for r in keyed]
+    if not keyed or any(kinds.count(k) > 1 for k in kinds) or \
+            any("keyData" not in r for r in keyed):
+        return None
+    rules, keys = relocate(keyed, facts.files, lambda rule, name: LEGACY[rule["type"]][1])
+    out = {"Policy": _b64(_policy(facts.repositories, rules, {"default": [{"type": "reject"}]}))}
+    for rule in rules:
+        out[LEGACY[rule["type"]][0]] = _b64(keys[rule["keyPath"]])
+    if "signedBy" in kinds:
+        out["Sigstore Config"] = _b64(facts.registries_d("sigstore"))
+    return out
+
+
+def _readme(facts: Facts, written: list[str]) -> str:
+    text = _README
+    if any("lookaside" in e for e in facts.registries.values()):
+        text += _LOOKASIDE_GIVEN if facts.lookaside_url else _LOOKASIDE_PLACEHOLDER.format(
+            placeholder=PLACEHOLDER)
+    return text + "\nWritten by this run:\n\n" + "".join(f"- `{w}`\n" for w in written)
+
+
+_LOOKASIDE_GIVEN = """
+The lookaside in these files is the published one this run was given (`lookaside_url`).
+"""
+_LOOKASIDE_PLACEHOLDER = """
+The lookaside in these files is a placeholder, `{placeholder}`
+({{registry}}: the registry folder), that serves nothing: CRI-O refuses the signed
+repositories, and only them, until it is the URL where you publish `lookaside/`. Edit
+`openshift/registries.d/container-sign-action.yaml`, then put `data:;base64,` and its base64
+(`base64 -w0 FILE`) as the source of that path in both MachineConfigs; likewise coco's
+sigstore-config resource.
+"""
+
+
+_README = """
+# Clusters (details: docs/verification.md in container-sign-action)
+
+- **OpenShift / CRI-O**: `openshift/51-worker-container-sign-action.yaml` and `51-master-...`
+  are MachineConfigs that install `openshift/policy.json` as /etc/containers/policy.json (the
+  node default, accept anything, plus the signed repositories requiring these signatures), the
+  registries.d file and the keys (under /etc/pki/containers/container-sign-action/).
+  `oc apply -f` them. They replace the node's policy.json: if the cluster already has one of
+  its own (image.config.openshift.io `registrySources`, ClusterImagePolicy objects, another
+  MachineConfig writing that path), merge `transports.docker` of ours into it instead: see
+  the docs. For sigstore signatures `openshift/clusterimagepolicy.yaml`
+  (config.openshift.io/v1) is the form the MCO merges into the node policy itself: apply it
+  instead of the MachineConfigs, not with them.
+- **Kubernetes admission**: `kubernetes/clusterimagepolicy.yaml` is for the sigstore
+  policy-controller (cosign signatures only). No admission controller checks GPG simple
+  signing: for those, CRI-O's policy.json (the MachineConfigs) is the way.
+- **Confidential Containers**: `coco/kbs/default/<type>/<tag>` are Trustee KBS resources
+  (`kbs-client ... config ... set-resource --path default/<type>/<tag> --resource-file
+  coco/kbs/default/<type>/<tag>`); point the guest's `image_security_policy_uri` at
+  `kbs:///default/security-policy/<tag>` (and, GPG, `sigstore_config_uri` at
+  `kbs:///default/sigstore-config/<tag>`). `coco/aa-offline_fs_kbc-resources.json` is the
+  same for the offline file-system KBC (/etc/aa-offline_fs_kbc-resources.json), and
+  `...-legacy.json` its older form (`Policy`, `Cosign Key`, `GPG Keyring`).
+"""
