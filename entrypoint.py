@@ -10,12 +10,13 @@ published signature is checked as podman would check it; 0 all verified, 1 some 
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 if sys.version_info < (3, 11):
     print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
@@ -55,7 +56,7 @@ from signaction.results import (  # noqa: E402
     verdict_json,
     verify_results_json,
 )
-from signaction.shard import Share, manifest, parse_shard, take_share  # noqa: E402
+from signaction.shard import Shard, Share, manifest, parse_shard, take_share  # noqa: E402
 from signaction.signing import INVALID, VERIFIED, Check, FollowUp, Verdict  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
 from signers import available, signer_class  # noqa: E402
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         inputs = parse_inputs(argv, environ, {n: s.summary for n, s in available().items()})
         if inputs.mode == "merge":  # sharded runs' output folders made into one
             return _merge(inputs, actions, tekton)
+        inputs, shard = _shard_of(inputs)
         config = load_config(inputs.config_file, inputs.config, environ)
         actions.mask(config.secrets)  # before any log line
         _setup_logging(inputs.log_level, to_stdout=actions.active)
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         actions.mask(signer.secrets())
         whole = plan = build_plan(inputs, signer.key_aliases)
         verify = inputs.mode == "verify"  # the same plan, checked instead of signed
-        share = _share(inputs, plan, verify)  # --shard K/N: only this run's share is signed
+        share = _share(shard, plan, verify)  # --shard K/N: only this run's share is signed
         plan = share.plan if share else plan
         expand = (verify or signer.expands_index) if inputs.expand_index is None \
             else inputs.expand_index
@@ -294,13 +296,25 @@ def _on_signal(signum, _frame):
     raise Interrupted(f"the run was stopped ({signal.Signals(signum).name})")
 
 
-def _share(inputs: Inputs, plan: Plan, verify: bool) -> Share | None:
+def _shard_of(inputs: Inputs) -> tuple[Inputs, Shard | None]:
+    """--shard K/N, and the output folder with K for ``{shard}`` (one folder per shard)."""
     if inputs.shard is None:
+        if "{shard}" in inputs.output_dir:
+            raise InputError(f"{inputs.where('output_dir')}: {{shard}} stands for the shard's "
+                             "number, but no --shard K/N is given")
+        return inputs, None
+    shard = parse_shard(inputs.shard, inputs.where("shard"))
+    return replace(inputs, output_dir=inputs.output_dir.replace("{shard}", str(shard.index))
+                   ), shard
+
+
+def _share(shard: Shard | None, plan: Plan, verify: bool) -> Share | None:
+    if shard is None:
         return None
     if verify:
         raise InputError("--shard splits signing between runs; --mode verify checks the whole "
                          "plan in one run")
-    share = take_share(plan, parse_shard(inputs.shard, inputs.where("shard")))
+    share = take_share(plan, shard)
     log.info("shard %s: %d of the plan's %d image(s) (plan %s)", share.shard,
              len(share.plan.images), share.total, share.fingerprint)
     return share
@@ -314,14 +328,29 @@ def _merge(inputs: Inputs, actions: Actions, tekton: TektonResults) -> int:
         return _invalid(actions, tekton, "merge: give the shards' output folders (--shard-dir "
                         "DIR, repeatable; or: merge --output-dir OUT DIR...)")
     try:
-        with actions.group(f"Merging {len(inputs.shard_dirs)} shard folder(s)"):
-            results, rows, unwritten = merge(inputs.shard_dirs, artifacts, {
+        folders = _shard_folders(inputs)
+        with actions.group(f"Merging {len(folders)} shard folder(s)"):
+            results, rows, unwritten = merge(folders, artifacts, {
                 name: cls.after_merge for name, cls in available().items()})
     except InputError as e:
         return _invalid(actions, tekton, str(e))
-    log.info("merged %d shard folder(s) into %s", len(inputs.shard_dirs), artifacts.root)
+    log.info("merged %d shard folder(s) into %s", len(folders), artifacts.root)
     return _report(actions, tekton, inputs, results, rows,
                    str(artifacts.root / "results.json"), [scrub(u) for u in unwritten])
+
+
+def _shard_folders(inputs: Inputs) -> list[str]:
+    """--shard-dir values, each a folder or a pattern (``shards/*``) of folders."""
+    folders: list[str] = []
+    for origin, value in inputs.numbered("shard_dirs"):
+        if not any(c in value for c in "*?["):
+            folders.append(value)
+            continue
+        found = sorted(f for f in glob.glob(value) if os.path.isdir(f))
+        if not found:
+            raise InputError(f"{origin}: {value!r} matches no folder")
+        folders += found
+    return folders
 
 
 def _dry_run(plan: Plan, signer: Signer, actions: Actions, tekton: TektonResults,

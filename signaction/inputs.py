@@ -115,14 +115,16 @@ OPTIONS: tuple[Option, ...] = (
            "false they are only written to the output folder, with a script that attaches "
            "them later (also the config key cosign_signer.upload)"),
     Option("output-dir", "--output-dir", "str", "folder for signatures, results.json and "
-           "verification files", default="signatures", metavar="DIR"),
+           "verification files ({shard} stands for K with --shard K/N: one folder per shard)",
+           default="signatures", metavar="DIR"),
     Option("shard", "--shard", "str", "sign only this run's share of the images, K of N (e.g. "
            "3/8), for a CI matrix of N jobs: the whole plan is checked, then the images whose "
            "hash (identity, digest) falls in share K are signed, all keys and platforms of an "
            "image in the same share; results.json records the share for merge",
            metavar="K/N"),
-    Option("shard-dirs", "--shard-dir", "list", "merge mode: an output folder of a sharded run "
-           "(repeatable; every shard 1..N of one plan)", metavar="DIR"),
+    Option("shard-dirs", "--shard-dir", "list", "merge mode: an output folder of a sharded run, "
+           "or a pattern of them such as 'shards/*' (repeatable; every shard 1..N of one "
+           "plan)", metavar="DIR"),
     Option("dry-run", "--dry-run", "bool", "plan and validate, print what would be signed, "
            "sign nothing", default=False),
     Option("tekton-results", "--tekton-results", "str", "Tekton only: folder to write the "

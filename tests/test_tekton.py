@@ -49,7 +49,7 @@ STEP = SPEC["steps"][0]
 CONTAINER_SIGN = "/opt/venv/bin/container-sign"  # the image's ENTRYPOINT (Dockerfile)
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 ARRAYS = {"references", "digests", "images", "identities", "clear-sign-files", "blob-files",
-          "signing-keys", "signing-key-names"}
+          "signing-keys", "signing-key-names", "shard-dirs"}
 # Action inputs the Task sets itself instead of taking them as params.
 NOT_PARAMS = {"tekton-results": "the Task points it at /tekton/results"}
 
