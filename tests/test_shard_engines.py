@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_entrypoint
-from test_tekton import SPEC, pod, render_step, results_of, run_step  # noqa: F401 (pod)
+from test_tekton import SPEC, render_step, results_of, run_step
+from test_tekton import pod as tekton_pod  # noqa: F401 (the fixture "pod": host folders for mounts)
 
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 FLOW = yaml.safe_load((ROOT / "examples" / "github" / "sharded-signing.yml").read_text())
