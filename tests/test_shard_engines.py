@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_entrypoint
-from test_tekton import SPEC, render_step, results_of, run_step
-from test_tekton import pod as tekton_pod  # noqa: F401 (the fixture "pod": host folders for mounts)
+from test_tekton import SPEC, pod_folders, render_step, results_of, run_step
 
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 FLOW = yaml.safe_load((ROOT / "examples" / "github" / "sharded-signing.yml").read_text())
@@ -179,8 +178,9 @@ def _task_params(task: dict, pipeline_params: dict, extra: dict) -> dict:
     return {**{p["name"]: sub(p["value"]) for p in task["params"]}, **extra}
 
 
-def test_the_pipeline_signs_as_n_taskruns_then_merges(pod, workspace, gpg_keys):
-    folders, mounts = pod
+def test_the_pipeline_signs_as_n_taskruns_then_merges(tmp_path, workspace, gpg_keys):
+    (tmp_path / "pod").mkdir()
+    folders, mounts = pod_folders(tmp_path / "pod")
     shutil.copytree(workspace, folders["output"], dirs_exist_ok=True)  # the shared workspace
     # the config workspace: here the default config path below the step's HOME
     conf = folders["home"] / ".config" / "pubtools-sign" / "conf.yaml"

@@ -271,6 +271,10 @@ def results_of(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def pod(tmp_path):
+    return pod_folders(tmp_path)
+
+
+def pod_folders(tmp_path):
     """Host folders standing for the pod's mounts: output workspace, results, HOME."""
     folders = {"output": tmp_path / "output", "results": tmp_path / "results",
                "home": tmp_path / "home"}
