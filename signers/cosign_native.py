@@ -130,11 +130,12 @@ def load_private_key(path: str, password: str | None, named: str) -> Any:
     if block is None:
         raise InputError(f"{named}: not a PEM key file")
     kind, blob = block
-    if kind in ENCRYPTED_TYPES:
-        if password is None:
-            raise InputError(f"{named}: encrypted, and no passphrase is given (COSIGN_PASSWORD "
-                             "or cosign_signer.password_file)")
-        blob = decrypt_cosign_key(blob, password, named)
+    if kind in ENCRYPTED_TYPES:  # no passphrase: the empty one, as cosign with COSIGN_PASSWORD=""
+        try:
+            blob = decrypt_cosign_key(blob, password or "", named)
+        except InputError as e:
+            unset = " (COSIGN_PASSWORD is not set)" if password is None else ""
+            raise InputError(f"{e}{unset}") from None
     elif kind != "PRIVATE KEY":
         raise InputError(f"{named}: a PEM {kind[:40]!r} block, not a cosign or PKCS#8 key")
     try:
@@ -250,7 +251,7 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
     append a signature of the same payload that verifies with the same key)."""
     tag = digest.replace(":", "-") + ".sig"
     where = f"{location.host}/{location.path}:{tag}"
-    pushed_payload = False
+    pushed_payload, if_match = False, True
     for writes in range(1, RACE_ATTEMPTS + 1):
         found = registry.read_tag(location, tag)
         layers = existing_layers(found[0], where) if found else []
@@ -271,11 +272,14 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
         manifest = signature_manifest(config, layers)
         try:
             written = registry.put_manifest(location, tag, manifest, OCI_MANIFEST,
-                                            if_match=found[1] if found else None)
+                                            if_match=found[1] if found and if_match else None)
         except RegistryError as e:
-            if e.status == 412:  # the registry saw another writer first
-                continue
-            raise
+            if e.status != 412:
+                raise
+            # another writer came first, or the registry reads If-Match otherwise: then (the tag
+            # is unchanged) it is left out from here on
+            if_match = registry.tag_digest(location, tag) != (found[1] if found else None)
+            continue
         if registry.tag_digest(location, tag) == written:
             return Attached(written, True, writes)
         log.warning("%s changed while this signature was added (another writer): adding it "

@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import json
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,9 +83,10 @@ class Rekor:
             body=json.dumps({"apiVersion": "0.0.1", "kind": "hashedrekord",
                              "spec": spec}).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
-        if status == 409 and headers.get("Location", "").startswith("/api/v1/log/entries/"):
-            status, headers, body = self.registry.service(
-                "GET", self.url + headers["Location"], what=what, limit=MAX_ANSWER)
+        existing = urllib.parse.urljoin(self.url + "/", headers.get("Location", ""))
+        if status == 409 and existing.startswith(f"{self.url}/api/v1/log/entries/"):
+            status, headers, body = self.registry.service("GET", existing, what=what,
+                                                          limit=MAX_ANSWER)
             answer = _json(status, body, what, (200,))
         else:
             answer = _json(status, body, what, (201,))
@@ -99,7 +101,9 @@ class Rekor:
             body = json.loads(base64.b64decode(body_b64, validate=True))
             got = body["spec"]
             same = (got["data"]["hash"] == spec["data"]["hash"] and
-                    got["signature"]["content"] == spec["signature"]["content"])
+                    got["signature"]["content"] == spec["signature"]["content"] and
+                    _key_of(got["signature"]["publicKey"]["content"]) ==
+                    _key_of(spec["signature"]["publicKey"]["content"]))
             set_raw = base64.b64decode(set_b64, validate=True)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ServiceError(f"{what}: the answer is not one Rekor entry") from None
@@ -115,6 +119,24 @@ class Rekor:
             "body": body_b64, "integratedTime": integrated, "logIndex": index,
             "logID": log_id}}).decode()
         return LogEntry(bundle, index, str(uuid)[-64:])
+
+
+def _key_of(content: str) -> bytes:
+    """The SubjectPublicKeyInfo of a base64 PEM public key or certificate (Rekor re-encodes
+    what it stores); ValueError if it is neither."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    pem = base64.b64decode(content, validate=True)
+    try:
+        key = x509.load_pem_x509_certificate(pem).public_key() if b"CERTIFICATE" in pem else \
+            serialization.load_pem_public_key(pem)
+    except UnsupportedAlgorithm:
+        raise ValueError("an unsupported key") from None
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _verifies(public: bytes, data: bytes, signature: bytes) -> bool:

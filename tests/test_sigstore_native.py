@@ -17,17 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+import infra.sigstore as kit
 from conftest import run_entrypoint
-from infra.sigstore import (
-    cosign_keypair,
-    cosign_verify,
-    push_index,
-    registries_d,
-    registry_manifest,
-    skopeo_copy_all,
-    skopeo_fulcio_policy,
-    skopeo_sigstore_policy,
-)
 from signaction.errors import InputError
 from signaction.plan import SigningKey
 from signaction.reference import parse_reference
@@ -47,8 +38,8 @@ EMAIL = "release@example.com"
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory, trixie_tools):
     folder = tmp_path_factory.mktemp("native-keys")
-    one = cosign_keypair(folder, PASSWORD, name="one", tools=trixie_tools)
-    two = cosign_keypair(folder, PASSWORD, name="two", tools=trixie_tools)
+    one = kit.cosign_keypair(folder, PASSWORD, name="one", tools=trixie_tools)
+    two = kit.cosign_keypair(folder, PASSWORD, name="two", tools=trixie_tools)
     return {"one": one, "two": two}
 
 
@@ -71,14 +62,14 @@ def payloads(tmp_path: Path, out: str) -> dict[str, bytes]:
 
 
 def sig_manifest(image, digest: str) -> dict:
-    return json.loads(registry_manifest(image.host, image.repo,
+    return json.loads(kit.registry_manifest(image.host, image.repo,
                                         f"sha256-{digest.split(':')[1]}.sig"))
 
 
 # -- keys: cosign's equivalence -----------------------------------------------------------------
 
 def test_native_signatures_equal_cosigns_and_both_verify(registry, trixie_tools, keys, tmp_path):
-    image = push_index(registry.host, "native/eq", "v1", tmp_path, content="eq")
+    image = kit.push_index(registry.host, "native/eq", "v1", tmp_path, content="eq")
     target = ["--image", f"{image.by_tag}@{image.digest}"]
     config = {"upload_tlog": False, "annotations": ANNOTATIONS}
     dry = sign(tmp_path, trixie_tools, config, *target, "--signing-key", str(keys["two"][0]),
@@ -102,16 +93,16 @@ def test_native_signatures_equal_cosigns_and_both_verify(registry, trixie_tools,
         assert ours["mediaType"] == cosigns["mediaType"] and ours["digest"] == cosigns["digest"]
         assert set(ours["annotations"]) == set(cosigns["annotations"])
         for _, pub in keys.values():
-            check = cosign_verify(trixie_tools, pub, image.by_digest(digest))
+            check = kit.cosign_verify(trixie_tools, pub, image.by_digest(digest))
             assert check.returncode == 0, check.stderr
 
-    regd = registries_d(tmp_path / "regd", registry.host)
+    regd = kit.registries_d(tmp_path / "regd", registry.host)
     for name, (_, pub) in keys.items():  # skopeo 1.18, podman's policy, each key alone
-        policy = skopeo_sigstore_policy(tmp_path / f"{name}.json", pub, scope=registry.host)
-        pulled = skopeo_copy_all(trixie_tools, policy, regd, image.by_tag, tmp_path / name)
+        policy = kit.skopeo_sigstore_policy(tmp_path / f"{name}.json", pub, scope=registry.host)
+        pulled = kit.skopeo_copy_all(trixie_tools, policy, regd, image.by_tag, tmp_path / name)
         assert pulled.returncode == 0, pulled.stderr
     own = tmp_path / "native" / "verification"
-    assert skopeo_copy_all(trixie_tools, own / "policy.json", own / "registries.d",
+    assert kit.skopeo_copy_all(trixie_tools, own / "policy.json", own / "registries.d",
                            image.by_tag, tmp_path / "own").returncode == 0
 
     # skip-signed recognises cosign's signature natively, and ours through the binary
@@ -125,7 +116,7 @@ def test_native_signatures_equal_cosigns_and_both_verify(registry, trixie_tools,
 
 def test_rsa_ed25519_and_plain_pkcs8_keys_sign_as_cosign_verifies(registry, trixie_tools,
                                                                   tmp_path):
-    image = push_index(registry.host, "native/kinds", "v1", tmp_path, content="kinds",
+    image = kit.push_index(registry.host, "native/kinds", "v1", tmp_path, content="kinds",
                        platforms=("linux/amd64",))
     target = ["--image", f"{image.by_tag}@{image.digest}", "--no-expand-index"]
     for name, private in (("rsa", rsa.generate_private_key(65537, 2048)),
@@ -148,12 +139,12 @@ def test_rsa_ed25519_and_plain_pkcs8_keys_sign_as_cosign_verifies(registry, trix
         run = sign(tmp_path, trixie_tools, {"upload_tlog": False, "engine": "native"}, *target,
                    "--signing-key", str(key), out=name)
         assert run.returncode == 0, run.stderr
-        check = cosign_verify(trixie_tools, pub, image.by_digest())
+        check = kit.cosign_verify(trixie_tools, pub, image.by_digest())
         assert check.returncode == 0, (name, check.stderr)
 
 
 def test_bad_key_files_are_one_line_refusals(registry, trixie_tools, keys, tmp_path):
-    image = push_index(registry.host, "native/bad", "v1", tmp_path, content="bad",
+    image = kit.push_index(registry.host, "native/bad", "v1", tmp_path, content="bad",
                        platforms=("linux/amd64",))
     fifo = tmp_path / "fifo.key"
     os.mkfifo(fifo)
@@ -210,7 +201,7 @@ class Racing(RegistryClient):
 
 
 def test_an_append_keeps_a_concurrent_writers_layer(registry, trixie_tools, keys, tmp_path):
-    image = push_index(registry.host, "native/race", "v1", tmp_path, content="race",
+    image = kit.push_index(registry.host, "native/race", "v1", tmp_path, content="race",
                        platforms=("linux/amd64",))
     ref = parse_reference(image.by_tag)[0]
     one, two = (cosign_native.load_private_key(str(k), PASSWORD, "k") for k, _ in
@@ -235,7 +226,7 @@ def test_an_append_keeps_a_concurrent_writers_layer(registry, trixie_tools, keys
     done = cosign_native.attach(Racing(other_write), ref, image.digest, payload, ours)
     assert done.writes == 2  # written, found overwritten, written again on top
     for _, pub in keys.values():  # both layers there
-        check = cosign_verify(trixie_tools, pub, image.by_digest())
+        check = kit.cosign_verify(trixie_tools, pub, image.by_digest())
         assert check.returncode == 0, check.stderr
     assert len(sig_manifest(image, image.digest)["layers"]) == 2
 
@@ -250,7 +241,7 @@ def bed(tmp_path_factory):
 
 def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie_tools, bed,
                                                                  keys, tmp_path):
-    image = push_index(registry.host, "native/keyless", "v1", tmp_path, content="keyless")
+    image = kit.push_index(registry.host, "native/keyless", "v1", tmp_path, content="keyless")
     env = bed.env
     config = {"fulcio_url": env["FULCIO_URL"], "rekor_url": env["REKOR_URL"],
               "fulcio_root_file": env["SIGSTORE_ROOT_FILE"],
@@ -287,14 +278,14 @@ def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie
             check = trixie_tools.run_cosign_env(roots, "verify", "--allow-http-registry", *how,
                                                 ref)
             assert check.returncode == 0, (how, check.stderr)
-    regd = registries_d(tmp_path / "regd", registry.host)
+    regd = kit.registries_d(tmp_path / "regd", registry.host)
     folder = Path(env["SIGSTORE_ROOT_FILE"]).parent
-    fulcio = skopeo_fulcio_policy(tmp_path / "f.json", folder / "fulcio_root.pem",
+    fulcio = kit.skopeo_fulcio_policy(tmp_path / "f.json", folder / "fulcio_root.pem",
                                   env["OIDC_ISSUER"], EMAIL,
                                   Path(env["SIGSTORE_REKOR_PUBLIC_KEY"]), scope=registry.host)
-    assert skopeo_copy_all(trixie_tools, fulcio, regd, image.by_tag,
+    assert kit.skopeo_copy_all(trixie_tools, fulcio, regd, image.by_tag,
                            tmp_path / "p1").returncode == 0
     own = tmp_path / "native" / "verification"
-    pulled = skopeo_copy_all(trixie_tools, own / "policy.json", own / "registries.d",
+    pulled = kit.skopeo_copy_all(trixie_tools, own / "policy.json", own / "registries.d",
                              image.by_tag, tmp_path / "p2")
     assert pulled.returncode == 0, pulled.stderr

@@ -1,0 +1,75 @@
+"""Pure logic of the in-process cosign path: Go's JSON, PEM blocks, the Fulcio certificate's
+renewal, Rekor answers that are not for the signature sent. (Everything that talks to a
+registry, cosign, skopeo or the sigstore test bed is in tests/test_sigstore_native.py.)"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from signers import cosign_native, sigstore_services
+
+
+def test_go_json_escapes_as_go_and_keeps_utf8():
+    assert cosign_native.go_json({"b": "<a&b>\u2028é", "a": None}) == \
+        '{"b":"\\u003ca\\u0026b\\u003e\\u2028é","a":null}'.encode()
+    payload = cosign_native.simple_signing_payload("r.io/a:v1", "sha256:" + "0" * 64,
+                                                   {"z": "1", "tag": "v1"})
+    assert payload.startswith(b'{"critical":{"identity":{"docker-reference":"r.io/a:v1"},')
+    assert payload.endswith(b'"type":"cosign container image signature"},'
+                            b'"optional":{"tag":"v1","z":"1"}}')
+
+
+@pytest.mark.parametrize("text", [b"", b"no pem", b"-----BEGIN X-----\nAAAA\n",
+                                  b"-----BEGIN X-----\n!!!\n-----END X-----\n"])
+def test_pem_block_refuses_what_is_not_one(text):
+    assert cosign_native.pem_block(text) is None
+
+
+def _certificate(minutes: float) -> sigstore_services.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    return sigstore_services.Certificate(None, b"", b"", "i", "o",
+                                         now + datetime.timedelta(minutes=minutes))
+
+
+def test_the_certificate_is_kept_until_two_minutes_before_its_end(monkeypatch):
+    keyless = sigstore_services.Keyless(None, "https://fulcio.invalid",
+                                        lambda: "t", lambda pem: (pem, "i", "o"))
+    issued = iter([_certificate(10), _certificate(1.5), _certificate(10)])
+    monkeypatch.setattr(keyless, "_issue", lambda: next(issued))
+    first = keyless.certificate()
+    assert keyless.certificate() is first and keyless.issued == 1
+    keyless.current = _certificate(1.9)  # within RENEW_BEFORE of its end: a new one
+    renewed = keyless.certificate()
+    assert renewed is not first and keyless.issued == 2
+
+
+def _entry(spec: dict, **changes) -> dict:
+    body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": spec, **changes}
+    return {"ab" * 32: {"body": base64.b64encode(json.dumps(body).encode()).decode(),
+                        "integratedTime": 1, "logIndex": 0, "logID": "00",
+                        "verification": {"signedEntryTimestamp": "AAAA"}}}
+
+
+def test_a_rekor_entry_for_another_signature_or_key_is_refused():
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    pem = base64.b64encode(cosign_native.public_pem(key)).decode()
+    spec = {"data": {"hash": {"algorithm": "sha256", "value": "00"}},
+            "signature": {"content": "AAAA", "publicKey": {"content": pem}}}
+    rekor = sigstore_services.Rekor(None, None, None)
+    assert rekor._entry(_entry(spec), spec, "w").uuid == "ab" * 32
+    swapped = json.loads(json.dumps(spec))
+    swapped["signature"]["publicKey"]["content"] = base64.b64encode(
+        cosign_native.public_pem(other)).decode()
+    for answer in (_entry(swapped), _entry({**spec, "data": {"hash": {"value": "11"}}}),
+                   _entry(spec, kind="rekord"), {"x": 1}, []):
+        with pytest.raises(sigstore_services.ServiceError):
+            rekor._entry(answer, spec, "w")
+    signed = sigstore_services.Rekor(None, None, cosign_native.public_pem(key))
+    with pytest.raises(sigstore_services.ServiceError, match="does not verify"):
+        signed._entry(_entry(spec), spec, "w")
