@@ -145,3 +145,49 @@ def test_cosign_machine_config_and_coco_files_verify_with_skopeo(tmp_path, regis
     (cosign_key,) = [p for n, p in resources.items() if n.startswith("default/cosign-public-key/")]
     cosign_key.write_bytes(other.read_bytes())
     assert copy(trixie_tools, coco, regd, image.by_tag, tmp_path / "p4").returncode != 0
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    from testbed.sigstore import Sigstore
+
+    with Sigstore(tmp_path_factory.mktemp("sigstore")) as testbed:
+        yield testbed
+
+
+def test_keyless_and_rekor_roots_installed_by_the_machine_config_verify_with_skopeo(
+        tmp_path, registry, trixie_tools, bed):
+    """A keyless (email) signature and a key one, both logged in a private Rekor: the node gets
+    the Fulcio root and the Rekor key under /etc/pki, and skopeo checks both with them."""
+    from test_cosign_keyless import EMAIL, ambient, conf, other_key, sign
+
+    key, _ = cosign_keypair(tmp_path, "correct horse battery staple", tools=trixie_tools)
+    image = push_index(registry.host, "consumers/keyless", "v1", tmp_path, content="keyless")
+    run = sign(tmp_path, trixie_tools, conf(bed), "--image", f"{image.by_tag}@{image.digest}",
+               "--signing-key", "keyless", "--signing-key", str(key), env=ambient(bed, EMAIL))
+    assert run.returncode == 0, run.stderr
+    folder = tmp_path / "out" / "verification"
+    files = machine_config_files(folder)
+    pki = "/etc/pki/containers/container-sign-action"
+    rekor = Path(bed.env["SIGSTORE_REKOR_PUBLIC_KEY"]).read_bytes()
+    assert files[f"{pki}/rekor.pub"] == rekor
+    assert files[f"{pki}/fulcio_root.pem"] == Path(bed.env["SIGSTORE_ROOT_FILE"]).read_bytes()
+    policy, regd = install(tmp_path / "root", files, {})
+    ok = skopeo_copy_all(trixie_tools, policy, regd, image.by_tag, tmp_path / "p1")
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "root" / pki.lstrip("/") / "rekor.pub").write_bytes(
+        other_key(tmp_path).read_bytes())
+    refused = skopeo_copy_all(trixie_tools, policy, regd, image.by_tag, tmp_path / "p2")
+    assert refused.returncode != 0 and "Rekor" in refused.stderr, refused.stderr
+
+    # the same roots and identity in the cluster policies
+    objects = list(yaml.safe_load_all((folder / "openshift" / "clusterimagepolicy.yaml")
+                                      .read_text()))
+    fulcio = [o["spec"]["policy"]["rootOfTrust"] for o in objects
+              if o["spec"]["policy"]["rootOfTrust"]["policyType"] == "FulcioCAWithRekor"]
+    assert [f["fulcioCAWithRekor"]["fulcioSubject"] for f in fulcio] == [
+        {"oidcIssuer": bed.env["OIDC_ISSUER"], "signedEmail": EMAIL}]
+    admission = list(yaml.safe_load_all((folder / "kubernetes" / "clusterimagepolicy.yaml")
+                                        .read_text()))
+    assert [a["keyless"]["identities"] for o in admission for a in o["spec"]["authorities"]
+            if "keyless" in a] == [[{"issuer": bed.env["OIDC_ISSUER"], "subject": EMAIL}]]
