@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,15 @@ class ShardOutput:
     rows: list[dict[str, Any]]  # results.json's images: per image of its plan, per key
     items: list[int]  # per image of its plan: its position in the whole plan
     keys: int
+    folders: set[str] = field(default_factory=set)  # checked: real folders inside root
+    _artifacts: Artifacts | None = None
+
+    @property
+    def artifacts(self) -> Artifacts:
+        """Its folder as an Artifacts (where each signature should be)."""
+        if self._artifacts is None:
+            self._artifacts = Artifacts(self.root)
+        return self._artifacts
 
     @property
     def name(self) -> str:
@@ -103,6 +112,8 @@ def read_shard(folder: str) -> ShardOutput:
     if not isinstance(results.get("signer"), str) or not isinstance(
             results.get("signer_stats", {}), dict):
         raise _fail(f"{folder}/results.json", "signer or signer_stats is missing")
+    # kept as JSON text: a signer's details (msg replies) are the bulk of a big results.json
+    results["operation_results"] = [json.dumps(d) for d in results["operation_results"]]
     return ShardOutput(folder, root, index, count, results, rows, items, keys)
 
 
@@ -128,35 +139,56 @@ def _check_row(row: Any, where: str) -> None:
             raise _fail(where, f"{key} is not a plain value")
 
 
-def _read_inside(root: str, relative: str, limit: int, folder: str) -> bytes:
-    """The regular file ``root/relative``, reached through real folders only (no link at any
-    level, no ``..``), at most ``limit`` bytes."""
+def _check_inside(shard_root: str, relative: str, limit: int, folder: str,
+                  checked: set[str] | None = None) -> str:
+    """The path of the regular file ``root/relative`` (at most ``limit`` bytes), reached
+    through real folders only: no link at any level, no ``..``. ``checked``: folders already
+    found real (each is looked at once)."""
     parts = relative.split("/")
     label = f"{folder}/{relative}"
     if any(p in ("", ".", "..") for p in parts) or "\0" in relative:
         raise _fail(label, "not a plain path inside the shard's folder")
-    current = root
+    current = shard_root
     for part in parts[:-1]:
         current = os.path.join(current, part)
+        if checked is not None and current in checked:
+            continue
         try:
             if not stat.S_ISDIR(os.lstat(current).st_mode):
                 raise _fail(label, f"{part} is not a folder (a link?)")
         except OSError:
             raise _fail(label, "not found") from None
+        if checked is not None:
+            checked.add(current)
+    path = os.path.join(shard_root, relative)
     try:
-        fd = os.open(os.path.join(root, relative), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
+        info = os.lstat(path)
+    except OSError:
+        raise _fail(label, "not found") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(label, "not a regular file (a link?)")
+    if info.st_size > limit:
+        raise _fail(label, f"larger than {size_text(limit)}")
+    return path
+
+
+def _read(path: str, limit: int, label: str) -> bytes:
+    """A file _check_inside accepted, read without following a link (it may have changed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise _fail(label, "not found" if e.errno == 2 else f"cannot be opened "
-                    f"({e.strerror}; a link?)") from None
+        raise _fail(label, f"cannot be opened ({e.strerror}; a link?)") from None
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise _fail(label, "not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise _fail(label, f"larger than {size_text(limit)}")
     return data
+
+
+def _read_inside(root: str, relative: str, limit: int, folder: str) -> bytes:
+    return _read(_check_inside(root, relative, limit, folder), limit, f"{folder}/{relative}")
 
 
 def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
@@ -207,18 +239,21 @@ def plan_order(shards: list[ShardOutput]) -> list[Placed]:
     later shard's are dropped), and every plan image must be claimed."""
     placed = sorted((Placed(s, n, p) for s in shards for n, p in enumerate(s.items)),
                     key=lambda x: (x.position, x.shard.index, x.local))
-    claims: dict[int, dict[int, list]] = {}  # position -> shard index -> its outcomes
+    claims: dict[int, set[int]] = {}  # position -> the shards that claim it
     for x in placed:
-        claims.setdefault(x.position, {}).setdefault(x.shard.index, []).extend(
-            _outcome(r) for r in x.shard.image_rows(x.local))
-    for position, by_shard in claims.items():
-        if len(by_shard) > 1:
-            (a, ours), *others = sorted(by_shard.items())
-            for b, theirs in others:
-                if theirs != ours:
-                    raise _fail(f"plan image {position + 1}", f"claimed by shard {a}/"
-                                f"{shards[0].count} and shard {b}/{shards[0].count} with "
-                                "different results")
+        claims.setdefault(x.position, set()).add(x.shard.index)
+    disputed: dict[int, dict[int, list]] = {}  # position -> shard index -> its outcomes
+    for x in placed:  # (rare: a shard folder given twice was dropped before this)
+        if len(claims[x.position]) > 1:
+            disputed.setdefault(x.position, {}).setdefault(x.shard.index, []).extend(
+                _outcome(r) for r in x.shard.image_rows(x.local))
+    for position, outcomes in disputed.items():
+        (a, ours), *others = sorted(outcomes.items())
+        for b, theirs in others:
+            if theirs != ours:
+                raise _fail(f"plan image {position + 1}", f"claimed by shard {a}/"
+                            f"{shards[0].count} and shard {b}/{shards[0].count} with "
+                            "different results")
     total = shards[0].results["shard"]["plan_images"]
     if len(claims) != total:
         gap = next(n for n in range(total) if n not in claims)
@@ -257,7 +292,7 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
         row = dict(row)
         try:
             row.update(_copy(artifacts, row, files))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, InputError) as e:  # (InputError: changed since checked)
             unwritten.append(f"could not write the signature of {row['reference']}: "
                              f"{getattr(e, 'strerror', None) or e}")
             row.update(status="failed", error="merge could not write its signature",
@@ -279,46 +314,48 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     return results, rows, unwritten
 
 
-def _sources(shard: ShardOutput, row: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
-    """The files of one entry (results.json key -> (suffix, bytes)), read and checked: the
-    signature where its reference and digest say, each other file beside it, same number."""
+def _sources(shard: ShardOutput, row: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The files of one entry (results.json key -> (suffix, path)), checked: the signature
+    where its reference and digest say, each other file beside it, with the same number."""
     path = row.get("signature_path")
     if not path:
         return {}
     where = f"{shard.folder}/results.json entry {row['reference']}@{row['digest']}"
     try:
         reference = parse_reference(row["reference"])[0]
-        expected = Artifacts(shard.root).signature_folder(path.split("/")[0], reference,
-                                                          row["digest"])
+        expected = shard.artifacts.signature_folder(path.split("/")[0], reference, row["digest"])
     except (InputError, ValueError) as e:
         raise _fail(where, f"cannot be placed: {e}") from None
     folder, _, name = path.rpartition("/")
     m = _SIGNATURE_NAME.fullmatch(name)
-    if os.path.join(shard.root, folder) != str(expected) or not m:
+    if f"{shard.root}/{folder}" != str(expected) or not m:
         raise _fail(where, f"signature_path {path!r} is not where its reference and digest "
                     "put it")
     stem = path[:-len(m.group(1))] if m.group(1) else path
-    files = {"signature_path": (m.group(1), _read_inside(shard.root, path, FILE_BYTES,
-                                                         shard.folder))}
+    files = {"signature_path": (m.group(1), _check_inside(shard.root, path, FILE_BYTES,
+                                                          shard.folder, shard.folders))}
     for key, other in row.items():
         if key.endswith("_path") and key != "signature_path" and other:
             suffix = other[len(stem):] if other.startswith(stem + ".") else ""
             if not re.fullmatch(r"\.[a-z]{1,16}", suffix) or suffix == m.group(1):
                 raise _fail(where, f"{key} {other!r} is not beside its signature")
-            files[key] = (suffix, _read_inside(shard.root, other, FILE_BYTES, shard.folder))
+            files[key] = (suffix, _check_inside(shard.root, other, FILE_BYTES, shard.folder,
+                                                shard.folders))
     return files
 
 
-def _copy(artifacts: Artifacts, row: dict[str, Any], files: dict[str, tuple[str, bytes]]
+def _copy(artifacts: Artifacts, row: dict[str, Any], files: dict[str, tuple[str, str]]
           ) -> dict[str, Any]:
     """Write one entry's files with the first free number; their new paths by key."""
     if not files:
         return {}
-    suffix, data = files["signature_path"]
-    companions = {s: d for key, (s, d) in files.items() if key != "signature_path"}
+    data = {key: _read(path, FILE_BYTES, path) for key, (_, path) in files.items()}
+    suffix = files["signature_path"][0]
+    companions = {s: data[key] for key, (s, _) in files.items() if key != "signature_path"}
     tree = row["signature_path"].split("/")[0]
     path = artifacts.write_signature(tree, parse_reference(row["reference"])[0], row["digest"],
-                                     data, suffix=suffix, companions=companions)
+                                     data["signature_path"], suffix=suffix,
+                                     companions=companions)
     stem = artifacts.relative(path)[:-len(suffix)] if suffix else artifacts.relative(path)
     return {key: stem + s for key, (s, _) in files.items()}
 
@@ -420,10 +457,8 @@ def _details(shards: list[ShardOutput], order: list[Placed]) -> Iterator[str]:
     if all(len(s.results["operation_results"]) == len(s.rows) for s in shards):
         for x in order:
             keys = x.shard.keys
-            for detail in x.shard.results["operation_results"][x.local * keys:
-                                                               (x.local + 1) * keys]:
-                yield json.dumps(detail)
+            yield from x.shard.results["operation_results"][x.local * keys:
+                                                            (x.local + 1) * keys]
         return
     for s in shards:
-        for detail in s.results["operation_results"]:
-            yield json.dumps(detail)
+        yield from s.results["operation_results"]

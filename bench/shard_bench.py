@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Sharded signing at scale: plan, shards and merge as whole processes, up to 100,000 images.
+
+For each size N: the whole plan checked (`--dry-run`, the work every shard repeats before taking
+its share), N images signed as S shards (`--shard K/S`, the msg signer through the embedded
+broker with the instant signing server, as bench/msg_bench.py; shards run one after another so
+each is timed alone), then `merge` of the S folders into one. Each is a whole process (start-up,
+reading, writing every file): wall seconds and peak RSS. The per-image cost at N against the
+smallest N (the anchor, measured in the same run) shows whether anything grows faster than N.
+
+Run: make bench-shard   (or .venv/bin/python bench/shard_bench.py [--sizes 10000,20000,100000]
+[--shards 4])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from msg_bench import KEY, REPLY_TOPIC, ROOT, SERVER_QUEUE, config, images, measured
+
+ENTRYPOINT = [sys.executable, str(ROOT / "entrypoint.py")]
+
+
+def run(what: str, args: list[str]) -> tuple[float, float]:
+    wall, rss, rc, err = measured(ENTRYPOINT + args + ["--log-level", "warning"], {
+        "PATH": "/usr/bin:/bin"})
+    if rc != 0:
+        raise SystemExit(f"{what} failed (exit {rc}): {err}")
+    return wall, rss
+
+
+def one_size(n: int, shards: int, conf: Path, tmp: Path) -> dict[str, tuple[float, float]]:
+    listing = tmp / f"images-{n}.json"
+    listing.write_text(json.dumps(images(n)))
+    common = ["--signer", "msg", "--config-file", str(conf), "--images-file", str(listing),
+              "--signing-key", KEY, "--task-id", f"shard-bench-{n}"]
+    figures = {"plan": run("the dry run", common + ["--dry-run"])}
+    walls, peak = 0.0, 0.0
+    for k in range(1, shards + 1):
+        wall, rss = run(f"shard {k}/{shards}", common + [
+            "--shard", f"{k}/{shards}", "--output-dir", str(tmp / f"{n}" / f"shard-{k}")])
+        walls, peak = walls + wall, max(peak, rss)
+    figures["shards"] = (walls, peak)
+    out = tmp / f"{n}" / "merged"
+    figures["merge"] = run("merge", ["merge", "--output-dir", str(out)] + [
+        str(tmp / f"{n}" / f"shard-{k}") for k in range(1, shards + 1)])
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    if summary["signed"] != n:
+        raise SystemExit(f"merge at N={n}: {summary}")
+    shutil.rmtree(tmp / f"{n}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,20000,100000")
+    parser.add_argument("--shards", type=int, default=4)
+    opts = parser.parse_args()
+    from infra.tls import make_tls
+    from testbed import launch, stop
+
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="shard-bench-") as tmp:
+        tmp = Path(tmp)
+        tls = make_tls(tmp / "tls")
+        broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
+        url = f"amqp://127.0.0.1:{info['port']}"
+        server, _ = launch("testbed.signing_server", [
+            "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
+        try:
+            conf = config(tmp / "conf.yaml", url, tls)
+            print(f"{opts.shards} shards, msg signer (embedded broker, instant server); "
+                  "seconds (peak RSS) of each whole process; ratio: time per image against "
+                  f"N={sizes[0]}")
+            print(f"{'N':>7} | {'plan (dry run)':>22} | {'all shards (sum)':>24} | "
+                  f"{'merge':>22}")
+            anchor: dict[str, float] = {}
+            for n in sizes:
+                figures = one_size(n, opts.shards, conf, tmp)
+                cells = []
+                for step, (wall, rss) in figures.items():
+                    anchor.setdefault(step, wall / n)
+                    cells.append(f"{wall:7.2f} s ({rss:4.0f} MB) {wall / n / anchor[step]:4.2f}x")
+                print(f"{n:>7} | " + " | ".join(cells), flush=True)
+        finally:
+            stop(server)
+            stop(broker)
+
+
+if __name__ == "__main__":
+    main()
