@@ -95,7 +95,7 @@ class Facts:
         """``entry`` with its lookaside where consumers will find it, not this folder."""
         entry = dict(entry)
         if "lookaside" in entry:
-            from .artifacts import registry_folder
+            from .artifacts import registry_folder  # (artifacts imports this module)
 
             base = self.lookaside_url or PLACEHOLDER
             entry["lookaside"] = base.replace("{registry}", registry_folder(host))
