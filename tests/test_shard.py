@@ -276,3 +276,44 @@ def test_a_shard_that_owns_nothing_still_reports(registry, gpg_keys, tmp_path):
     assert results["images"] == [] and results["shard"]["items"] == []
     policy = json.loads((tmp_path / "out" / "verification" / "policy.json").read_text())
     assert list(policy["transports"]["docker"]) == [f"{registry.host}/rel/lonely"]
+
+
+def test_merge_command_line_is_merge_mode_with_shard_dirs():
+    from signaction.inputs import merge_argv, parse_inputs
+
+    inputs = parse_inputs(merge_argv(["--output-dir", "out", "a", "--log-level", "debug", "b",
+                                      "--", "-c"]), {})
+    assert (inputs.mode, inputs.output_dir, inputs.shard_dirs, inputs.log_level) == (
+        "merge", "out", ("a", "b", "-c"), "debug")
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--shard", "1/2", "--mode", "verify"], "--mode verify checks the whole plan"),
+    (["--output-dir", "out/{shard}"], "{shard} stands for the shard's number"),
+    (["--shard", "2/1"], "--shard: '2/1': K must be 1 to N"),
+])
+def test_sharding_errors_are_one_line_before_anything_happens(tmp_path, args, error):
+    run = run_entrypoint("--reference", "r.io/ns/a:1", "--digest", "sha256:" + "c" * 64,
+                         "--signing-key", "k", "--dry-run", *args, cwd=tmp_path)
+    assert run.returncode == 2 and error in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_a_sharded_dry_run_says_its_share(gpg_keys):
+    refs = [f"r.io/ns/app-{n}:1" for n in range(30)]
+    args = [a for r in refs for a in ("--reference", r, "--digest",
+                                       "sha256:" + hashlib.sha256(r.encode()).hexdigest())]
+    run = run_entrypoint(*args, "--signing-key", gpg_keys.a, "--dry-run", "--shard", "2/3",
+                         env=gpg_keys.env())
+    mine = take_share(_plan(refs, keys=(gpg_keys.a,)), parse_shard("2/3", "--shard"))
+    assert run.returncode == 0, run.stderr
+    assert f"shard 2/3: {len(mine.plan.images)} of the plan's 30 image(s); plan " \
+           f"{mine.fingerprint}" in run.stdout
+    assert run.stdout.count("would sign ") == len(mine.plan.images)
+
+
+def test_merge_without_folders_or_with_a_pattern_matching_none(tmp_path):
+    run = run_entrypoint("merge", "--output-dir", str(tmp_path / "out"))
+    assert run.returncode == 2 and "give the shards' output folders" in run.stderr
+    run = run_entrypoint("merge", "--output-dir", str(tmp_path / "out"), str(tmp_path / "x*"))
+    assert run.returncode == 2 and "matches no folder" in run.stderr
