@@ -6,6 +6,9 @@ The same entry serves a GitHub action (inputs from INPUT_* variables), a Tekton 
 Exit codes: 0 all signed, 1 some signatures failed (the rest are kept), 2 bad input or config.
 ``--mode verify`` signs nothing: the same inputs, config and plan, then each (image, key)'s
 published signature is checked as podman would check it; 0 all verified, 1 some not.
+``--shard K/N`` signs one share of the plan (signaction.shard); ``merge --output-dir OUT DIR...``
+(``--mode merge``) makes the shards' folders into the one an unsharded run leaves
+(signaction.merge); 2 when they are not the shards of one plan.
 """
 
 from __future__ import annotations
