@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,21 +84,29 @@ def test_files_are_not_sharded(tmp_path):
 
 # -- 40 images, one run and four shards ---------------------------------------------------------
 
+def _put_manifest(host: str, repo: str, tag: str, body: bytes) -> str:
+    request = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{tag}", data=body, method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=10):
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def release(registry, gpg_keys, tmp_path_factory):
-    """40 images (4 of them in the registry, for skopeo), signed with gpg as one run and as
-    4 shards (each its own folder), and the images file they were given."""
+    """40 images in the registry (2 repositories, 20 tags each, each tag its own manifest),
+    signed with gpg as one run and as 4 shards (each its own folder)."""
     tmp = tmp_path_factory.mktemp("release")
     real = []
-    for n in range(4):
-        digest = registry.push(make_image(tmp / f"img{n}", f"shard image {n}"), f"rel/real-{n}",
-                               "v1")
-        real.append({"reference": f"{registry.host}/rel/real-{n}:v1", "digest": digest})
-    made = [{"reference": f"{registry.host}/rel/app-{n}:v{n % 3}",
-             "digest": "sha256:" + hashlib.sha256(f"app {n}".encode()).hexdigest()}
-            for n in range(36)]
+    for repo in ("rel/app", "rel/tool"):
+        registry.push(make_image(tmp / repo.replace("/", "-"), repo), repo, "base")
+        base = json.loads(registry.manifest(repo, "base"))
+        for n in range(20):  # the same blobs, a manifest of its own: its own digest
+            body = json.dumps({**base, "annotations": {"release.n": str(n)}}).encode()
+            digest = _put_manifest(registry.host, repo, f"1.{n}", body)
+            real.append({"reference": f"{registry.host}/{repo}:1.{n}", "digest": digest})
     images = tmp / "images.json"
-    images.write_text(json.dumps(real[:2] + made + real[2:]))
+    images.write_text(json.dumps(real))
     common = ["--signer", "gpg", "--images-file", str(images), "--signing-key", gpg_keys.a,
               "--signing-key", gpg_keys.b, "--task-id", "rel-1"]
     whole = run_entrypoint(*common, "--output-dir", str(tmp / "whole"), env=gpg_keys.env())
@@ -161,9 +170,10 @@ def test_four_shards_merged_are_one_run(release, gpg_keys):
         folder = tmp / f"shard-{shard['shard']['index']}"
         assert (out / entry["signature_path"]).read_bytes() == \
             (folder / src["signature_path"]).read_bytes()
-    for image in real:  # skopeo, with the merged folder's own policy and registries.d
+    for image in real:  # skopeo, with the merged folder's own policy and registries.d: all 40
         pulled = skopeo_copy_verified(out, image["reference"], tmp)
         assert pulled.returncode == 0, pulled.stderr
+    assert len(real) == 40
 
 
 def test_the_action_merge_mode_takes_the_folders_as_an_input(release):
