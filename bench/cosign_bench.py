@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Cosign signer throughput: this project vs pubtools-sign 1.0.6 vs bare `cosign sign` calls.
+"""Cosign signer throughput: this project's in-process path and its cosign-binary path vs
+pubtools-sign 1.0.6 vs bare `cosign sign` calls.
 
-N distinct single-platform images in a docker-registry on loopback, signed with the same cosign
-2.5 binary (.cache/trixie/bin/cosign), key and thread count T, each run on freshly pushed
-repositories (nothing already signed; pushing is setup, not measured):
-- this project: `entrypoint.py --signer cosign --images-file ... --no-expand-index`, the whole
-  process (start-up, plan, cosign preflight, a skip-signed registry check and a cosign per image,
-  signature files, results.json); also with --no-skip-signed, and again on signed images;
+N distinct single-platform images in a docker-registry on loopback, signed with the same key and
+thread count T (the binaries: the same cosign 2.5, .cache/trixie/bin/cosign), each run on freshly
+pushed repositories (nothing already signed; pushing is setup, not measured):
+- this project, native (the default for a key file): `entrypoint.py --signer cosign
+  --images-file ... --no-expand-index`, the whole process (start-up, plan, decrypting the key
+  once, a skip-signed registry check, then per image the payload signed in-process and its
+  layer, config and .sig manifest pushed by the registry client, signature files,
+  results.json); also with --no-skip-signed, and again on signed images;
+- this project, `engine: cosign`: the same with a cosign process per signature;
 - pubtools-sign 1.0.6: `pubtools-sign-cosign-container-sign`, same config (its own venv in
   .cache/, installed on first use);
 - bare cosign: the same N `cosign sign` calls, T at a time from a thread pool: the floor.
 Each run is checked (N signed; `cosign verify` of 3 digests). Shown: wall time (best of --repeat
 interleaved runs), CPU time with the children's (the cosigns share the cores), the registry's
-CPU and requests. Target (issue): not slower than pubtools-sign; say where the time goes.
+CPU and requests; then the native path alone on --rss-images images for its peak RSS. Target
+(issue 15): at 200 images the native path at least 10x faster than pubtools-sign, peak RSS
+under 100 MB at 2,000 images; say where the time goes.
 
 Run: .venv/bin/python bench/cosign_bench.py [--images 200] [--threads 10] [--repeat 1]
+     [--rss-images 2000]
 """
 
 from __future__ import annotations
@@ -135,11 +142,27 @@ class Bench:
         self.registry = Registry(tmp)
         self.layouts = [make_image(tmp / "layouts" / str(i), f"bench image {i}\n")
                         for i in range(max(n, SOLO))]
-        self.conf = tmp / "conf.yaml"
-        # log_level: pubtools-sign's schema allows it (its cosign signer never reads it).
-        self.conf.write_text(json.dumps({"cosign_signer": {
-            "cosign_bin": str(self.tools.cosign), "allow_http_registry": True,
-            "upload_tlog": False, "num_threads": threads, "log_level": "warning"}}))
+        self.conf, self.binary_conf = tmp / "conf.yaml", tmp / "binary.yaml"
+        # log_level: pubtools-sign's schema allows it (its cosign signer never reads it). The
+        # same file for pubtools-sign and this project's default (native) path; engine: cosign,
+        # which pubtools-sign's schema would refuse, in a file of its own.
+        section = {"cosign_bin": str(self.tools.cosign), "allow_http_registry": True,
+                   "upload_tlog": False, "num_threads": threads, "log_level": "warning"}
+        self.conf.write_text(json.dumps({"cosign_signer": section}))
+        self.binary_conf.write_text(json.dumps({"cosign_signer": {**section,
+                                                                  "engine": "cosign"}}))
+
+    def plain_key(self) -> Path:
+        """The bench key's private key as an unencrypted PKCS#8 PEM file."""
+        from cryptography.hazmat.primitives import serialization
+
+        from signers.cosign_native import load_private_key
+        private = load_private_key(str(self.key), PASSWORD, "the bench key")
+        path = self.tmp / "plain.pem"
+        path.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return path
 
     def fresh(self, n: int | None = None) -> tuple[list[dict], Path]:
         """n images pushed under a namespace of their own (nothing there is signed yet), and an
@@ -172,22 +195,25 @@ class Bench:
                 raise SystemExit(f"{who}: {target} does not verify: {proc.stderr[-500:]}")
         return Result(wall, cpu, rss, count, registry_cpu)
 
-    def ours(self, *extra: str, again: tuple | None = None) -> Result:
-        """A run of this project on fresh images, or `again` on the last run's (all signed:
-        each is skipped after its registry check)."""
-        images, listing = self.last = again or self.fresh()
+    def ours(self, *extra: str, again: tuple | None = None, binary: bool = False,
+             n: int | None = None, key: Path | None = None) -> Result:
+        """A run of this project (native, or ``binary``: engine cosign) on n fresh images, or
+        `again` on the last run's (all signed: each is skipped after its registry check)."""
+        images, listing = self.last = again or self.fresh(n)
+        n = len(images)
         self.outs += 1
         out, dry = self.tmp / f"out-{self.outs}", "--dry-run" in extra
         want = "skipped" if again else "signed"
 
         def ok(rc: int, _: str) -> str:
             summary = {} if dry else json.loads((out / "results.json").read_text())["summary"]
-            return f"exit {rc}, {summary}" if rc or summary.get(want, self.n) != self.n else ""
+            return f"exit {rc}, {summary}" if rc or summary.get(want, n) != n else ""
+        conf = self.binary_conf if binary else self.conf
         return self.measure("this project", [
             str(ROOT / ".venv/bin/python"), str(ROOT / "entrypoint.py"), "--signer", "cosign",
-            "--config-file", str(self.conf), "--images-file", str(listing), "--signing-key",
-            str(self.key), "--task-id", "b", "--output-dir", str(out), "--log-level", "warning",
-            "--no-expand-index", *extra], None if dry or again else images, ok)
+            "--config-file", str(conf), "--images-file", str(listing), "--signing-key",
+            str(key or self.key), "--task-id", "b", "--output-dir", str(out), "--log-level",
+            "warning", "--no-expand-index", *extra], None if dry or again else images, ok)
 
     def pubtools(self, bindir: Path) -> Result:
         images, _ = self.fresh()
@@ -231,6 +257,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs (best shown)")
+    parser.add_argument("--rss-images", type=int, default=2000,
+                        help="images of the native run whose peak RSS is shown (0: none)")
     parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.bare_child:
@@ -238,12 +266,14 @@ def main() -> None:
     n, t = opts.images, opts.threads
     bindir = ensure_pubtools_sign()
     with tempfile.TemporaryDirectory(prefix="cosign-bench-") as tmp:
-        bench = Bench(Path(tmp), n, t)
+        bench = Bench(Path(tmp), max(n, opts.rss_images), t)
+        bench.n = n
         try:
             runs: dict[str, list[Result]] = {}
             for _ in range(opts.repeat):  # interleaved, best of each: the host's load varies
                 for name, run in [("ours", bench.ours),
                                   ("noskip", lambda: bench.ours("--no-skip-signed")),
+                                  ("binary", lambda: bench.ours(binary=True)),
                                   ("pubtools", lambda: bench.pubtools(bindir)),
                                   ("bare", bench.bare)]:
                     runs.setdefault(name, []).append(run())
@@ -252,44 +282,54 @@ def main() -> None:
             # so no cosign runs); one cosign sign at a time; `cosign public-key`: start-up and
             # decrypting the key, nothing else.
             again, dry = bench.ours(again=bench.last), bench.ours("--dry-run")
+            big = bench.ours(n=opts.rss_images) if opts.rss_images else None
+            # the same with an unencrypted PKCS#8 key: no scrypt (cosign's N=65536, r=8 key
+            # derivation needs 128*r*N = 64 MiB once, which the peak RSS above includes)
+            plain = bench.ours(n=opts.rss_images, key=bench.plain_key()) if big else None
             solo = bench.bare(1, SOLO)
             decrypt = bench.measure("cosign public-key", [str(bench.tools.cosign), "public-key",
                                                           "--key", str(bench.key)], None,
                                     lambda rc, _: rc)
         finally:
             bench.registry.stop()
-    ours, noskip, pub, bare = (min(runs[k], key=lambda r: r.wall)
-                               for k in ("ours", "noskip", "pubtools", "bare"))
-    print(f"{'N':>5} {'threads':>7} {'this project':>13} {'pubtools-sign':>14} "
-          f"{'ratio':>6} {'bare cosign':>12} {'this/bare':>10}")
-    print(f"{n:>5} {t:>7} {ours.wall:>11.2f} s {pub.wall:>12.2f} s {pub.wall / ours.wall:>5.2f}x "
-          f"{bare.wall:>10.2f} s {ours.wall / bare.wall:>9.2f}x")
-    print(f"(ratio = pubtools-sign / this project: > 1 means this project is faster; best of "
-          f"{opts.repeat} interleaved run(s), each signing {n} freshly pushed images)\n")
-    print(f"{'':30} {'wall s':>7} {'ms/image':>9} {'CPU s':>6} {'registry CPU s':>15} "
+    ours, noskip, binary, pub, bare = (min(runs[k], key=lambda r: r.wall)
+                                       for k in ("ours", "noskip", "binary", "pubtools", "bare"))
+    print(f"{'N':>5} {'threads':>7} {'native':>9} {'cosign binary':>14} {'pubtools-sign':>14} "
+          f"{'bare cosign':>12} {'pubtools/native':>16}")
+    print(f"{n:>5} {t:>7} {ours.wall:>7.2f} s {binary.wall:>12.2f} s {pub.wall:>12.2f} s "
+          f"{bare.wall:>10.2f} s {pub.wall / ours.wall:>15.1f}x")
+    print(f"(pubtools/native > 1: the native path is faster; target 10x; best of {opts.repeat} "
+          f"interleaved run(s), each signing {n} freshly pushed images)\n")
+    print(f"{'':34} {'wall s':>7} {'ms/image':>9} {'CPU s':>6} {'registry CPU s':>15} "
           f"{'peak RSS':>9}  registry requests")
-    for label, r in [("this project", ours), ("this project --no-skip-signed", noskip),
-                     ("this project, all signed", again),
-                     ("pubtools-sign 1.0.6", pub), (f"bare cosign, {t} at a time", bare)]:
-        print(f"{label:30} {r.wall:>7.2f} {1000 * r.wall / n:>9.1f} {r.cpu:>6.1f} "
+    rows = [("this project, native", ours, n), ("native --no-skip-signed", noskip, n),
+            ("native, all signed", again, n), ("this project, engine: cosign", binary, n),
+            ("pubtools-sign 1.0.6", pub, n), (f"bare cosign, {t} at a time", bare, n)]
+    if big is not None:
+        rows.append((f"native, {opts.rss_images} images", big, opts.rss_images))
+    if plain is not None:
+        rows.append((f"native, {opts.rss_images}, PKCS#8 key", plain, opts.rss_images))
+    for label, r, count in rows:
+        print(f"{label:34} {r.wall:>7.2f} {1000 * r.wall / count:>9.1f} {r.cpu:>6.1f} "
               f"{r.registry_cpu:>15.1f} {r.rss:>6.0f} MB  "
               + ", ".join(f"{k} {c}" for k, c in sorted(r.requests.items())))
     cores, per_sign = os.cpu_count() or 1, solo.cpu / SOLO
+    signing = max(ours.wall - dry.wall, 1e-9)
     print(f"""
 where the time goes:
 - cosign: one `cosign sign` alone takes {1000 * solo.wall / SOLO:.0f} ms wall, \
 {1000 * per_sign:.0f} ms CPU ({1000 * decrypt.cpu:.0f} ms: `cosign public-key` alone, i.e. \
 start-up and decrypting the key with scrypt) and {bare.requests["cosign"] / n:.0f} registry \
 requests. {n} of them need {n * per_sign:.0f} CPU s = {n * per_sign / cores:.1f} s on {cores} \
-cores, whatever the thread count; the runs used {ours.cpu:.0f} (ours) / {pub.cpu:.0f} \
-(pubtools-sign) / {bare.cpu:.0f} (bare) CPU s, and the registry {ours.registry_cpu:.0f} / \
-{pub.registry_cpu:.0f} / {bare.registry_cpu:.0f} s more.
-- this project on top: start-up+config+plan+cosign preflight {dry.wall:.2f} s, {dry.cpu:.2f} \
-CPU s (a --dry-run; the preflight decrypts the key once more); skip-signed checks: \
-{ours.requests["ours"]} registry requests, {ours.wall - noskip.wall:+.2f} s wall and \
-{ours.cpu - noskip.cpu:+.1f} CPU s vs --no-skip-signed; on their own (all {n} already signed: \
-a signature to fetch and verify each, no cosign) {again.wall - dry.wall:.2f} s wall, \
-{again.cpu - dry.cpu:.2f} CPU s more than the dry run.""")
+cores, whatever the thread count; the runs used {binary.cpu:.0f} (engine: cosign) / \
+{pub.cpu:.0f} (pubtools-sign) / {bare.cpu:.0f} (bare) CPU s.
+- native: start-up+config+plan+decrypting the key once {dry.wall:.2f} s, {dry.cpu:.2f} CPU s \
+(a --dry-run); then {signing:.2f} s for {n} signatures ({1000 * signing / n:.1f} ms each, \
+{ours.requests["ours"] / n:.1f} registry requests each, skip-signed check included; \
+{noskip.requests["ours"] / n:.1f} without it), {ours.cpu - dry.cpu:.2f} CPU s of ours and \
+{ours.registry_cpu:.2f} s of the registry's; all {n} already signed (checks only): \
+{again.wall - dry.wall:.2f} s.""")
+
 
 if __name__ == "__main__":
     main()

@@ -620,8 +620,13 @@ class RegistryClient:
         if reply.status == 404:
             return []
         self._expect_ok(reply, ref, what)
+        return self.signatures_in(ref, reply.body, what)
+
+    def signatures_in(self, ref: Reference, manifest: bytes, what: str) -> list[dict]:
+        """The cosign signatures of a ``.sig`` manifest already read (``cosign_signatures``),
+        their payloads fetched and digest-checked."""
         try:
-            layers = json.loads(reply.body).get("layers") or []
+            layers = json.loads(manifest).get("layers") or []
             if not isinstance(layers, list):
                 raise ValueError
         except (ValueError, AttributeError):

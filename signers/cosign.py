@@ -556,10 +556,13 @@ class CosignSigner(Signer):
     def _native_one(self, item: WorkItem) -> Outcome:
         assert self.native is not None
         keyless = item.key.key == KEYLESS
+        already = self._already(item) if self._checked_when_attaching(item) else None
         try:
-            facts = self.native.sign(item.container, None if keyless else item.key.key)
+            facts = self.native.sign(item.container, None if keyless else item.key.key, already)
         except (RegistryError, sigstore_services.ServiceError, InputError) as e:
             return Outcome(item, error=f"in-process signing: {e}")
+        if "skipped" in facts:
+            return Outcome(item, skipped=facts["skipped"])
         return Outcome(item, signature=CosignSignature(**facts),
                        detail=json.dumps("signed in-process (no cosign process)"))
 
@@ -740,7 +743,7 @@ class CosignSigner(Signer):
         again is safe, skipping wrongly is not. Keyless is never skipped: the identity a new
         certificate would name is not known before signing."""
         image = item.container
-        if item.key.key == KEYLESS:
+        if item.key.key == KEYLESS or self._checked_when_attaching(item):
             return None
         try:
             found = self.registry.cosign_signatures(image.source, image.known_digest)
@@ -748,10 +751,37 @@ class CosignSigner(Signer):
             log.warning("could not check existing signatures of %s@%s: %s", image.source,
                         image.digest, e)
             return None
+        return self._signed_in(item, found)
+
+    def _signed_in(self, item: WorkItem, found: list[dict]) -> str | None:
+        image = item.container
         for sig in found:
             if _matches(sig, image.known_digest, str(image.reference), self.public[item.key.key]):
                 return f"already signed in the registry by this key for {image.reference}"
         return None
+
+    def _checked_when_attaching(self, item: WorkItem) -> bool:
+        """In-process, attached, not logged: skip-signed is decided from the attach's own read
+        of the ``.sig`` tag (one registry request less per image), not beforehand."""
+        return self.paths.get(item.key.key) == NATIVE and self.upload and not self.tlog and \
+            self.inputs.skip_signed
+
+    def _already(self, item: WorkItem):
+        """skip-signed for ``_checked_when_attaching``: the ``.sig`` manifest found -> why
+        ``item`` needs no new signature, or None (a registry problem too: signing again is
+        safe, skipping wrongly is not)."""
+        image = item.container
+
+        def check(manifest: bytes) -> str | None:
+            try:
+                found = self.registry.signatures_in(image.source, manifest,
+                                                    "reading cosign signatures")
+            except RegistryError as e:
+                log.warning("could not check existing signatures of %s@%s: %s", image.source,
+                            image.digest, e)
+                return None
+            return self._signed_in(item, found)
+        return check
 
     def _docker_config(self, tmp: str, items: Sequence[WorkItem]) -> str | None:
         """A private docker config holding the configured registry credentials (cosign reads

@@ -241,19 +241,24 @@ class Attached:
     digest: str  # of the .sig manifest that holds the layer
     appended: bool  # False: an equal signature was there already (cosign's duplicate check)
     writes: int  # manifest writes it took (more than 1: another writer came in between)
+    skipped: str | None = None  # ``already``'s reason: nothing was signed or written
 
 
 def attach(registry: RegistryClient, location: Reference, digest: str, payload: bytes,
-           layer: dict[str, Any], duplicate=None) -> Attached:
+           layer: dict[str, Any], duplicate=None, already=None) -> Attached:
     """Appends ``layer`` (its blob ``payload``) to ``digest``'s ``.sig`` image in ``location``'s
     repository, keeping every layer already there, also one another writer adds meanwhile.
     ``duplicate(layer_found) -> bool``: a layer that makes this one needless (cosign does not
-    append a signature of the same payload that verifies with the same key)."""
+    append a signature of the same payload that verifies with the same key). ``already(the
+    manifest found) -> reason | None``: skip-signed, from the same read of the tag (a reason:
+    nothing is written)."""
     tag = digest.replace(":", "-") + ".sig"
     where = f"{location.host}/{location.path}:{tag}"
     pushed_payload, if_match = False, True
     for writes in range(1, RACE_ATTEMPTS + 1):
         found = registry.read_tag(location, tag)
+        if found and already is not None and writes == 1 and (reason := already(found[0])):
+            return Attached(found[1], False, 0, reason)
         layers = existing_layers(found[0], where) if found else []
         for old in layers:
             if old.get("digest") == layer["digest"] and (
@@ -308,10 +313,11 @@ class Native:
         self.keys: dict[str, Any] = {}
         self.races = 0  # manifest writes made again because another writer came in between
 
-    def sign(self, image: Any, key: str | None) -> dict[str, Any]:
+    def sign(self, image: Any, key: str | None, already=None) -> dict[str, Any]:
         """Signs ``image`` (a plan Image) with ``key`` (None: keyless) and attaches it; the
-        facts for the signer's CosignSignature. RegistryError, sigstore_services.ServiceError
-        on failure."""
+        facts for the signer's CosignSignature, or ``{"skipped": reason}`` when ``already``
+        (see ``attach``; only without Rekor: the signature is made first, and dropped) finds
+        it signed. RegistryError, sigstore_services.ServiceError on failure."""
         payload = simple_signing_payload(str(image.reference), image.known_digest,
                                          {"tag": image.reference.tag or "", **self.annotations})
         facts: dict[str, Any] = {}
@@ -335,7 +341,10 @@ class Native:
         if self.upload:
             layer = signature_layer(payload, annotations)
             same = None if key is None else _same_key(private, payload)
-            done = attach(self.registry, image.source, image.known_digest, payload, layer, same)
+            done = attach(self.registry, image.source, image.known_digest, payload, layer, same,
+                          already)
+            if done.skipped:
+                return {"skipped": done.skipped}
             self.races += max(0, done.writes - 1)
         return {"payload": payload, "signature": signature, **facts}
 

@@ -125,9 +125,8 @@ def _key_of(content: str) -> bytes:
     """The SubjectPublicKeyInfo of a base64 PEM public key or certificate (Rekor re-encodes
     what it stores); ValueError if it is neither."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
 
     pem = base64.b64decode(content, validate=True)
     try:
