@@ -230,6 +230,9 @@ class Artifacts:
                         (json.dumps(policy, indent=2) + "\n").encode())
         self.write_file(["verification", "registries.d", "container-sign-action.yaml"],
                         ("\n".join(verification.registries_d) + "\n").encode())
+        self.write_file(["verification", "README.md"], verification.readme.encode())
+        # then the cluster files (a failure there leaves podman's files whole), and the README
+        # section that names them
         clusters = write_consumers(self, repositories, verification, lookaside_url)
         self.write_file(["verification", "README.md"], (verification.readme + clusters).encode())
         return Path(self._root(), "verification")

@@ -285,3 +285,14 @@ def test_relocate_names_every_key_by_its_new_place_and_nothing_else_changes():
     # the Fulcio root this run does not have keeps its name, and is not installed
     assert keys == {"/new/cosign-1.pub": PEM1, "/new/rekor.pub": REKOR}
     assert "keyData" in requirement[0]  # the format's own requirement is left as it was
+
+
+def test_a_failure_in_the_cluster_files_leaves_podmans_files_whole(tmp_path):
+    art = Artifacts(tmp_path / "out")
+    fmt = CosignFormat(tlog=True, roots={"fulcio_root_file": b"\xff not a PEM"})
+    fmt.identities[("me@example.com", "https://issuer.example")].append("r.io/ns/app@x")
+    with pytest.raises(ValueError):
+        art.write_verification(["r.io/ns/app"], fmt.verification(art, ["r.io"], PEM1))
+    folder = tmp_path / "out" / "verification"
+    assert json.loads((folder / "policy.json").read_text())["transports"]["docker"]
+    assert (folder / "README.md").read_text().startswith("# Verifying")
