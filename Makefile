@@ -24,6 +24,10 @@ bench: venv
 bench-msg: venv
 	$(HELPERS) $(PY) bench/msg_bench.py
 
+# the msg signer at 10,000, 20,000 and 100,000 images, the gpg signer at 1,000 and 10,000
+bench-scale: system venv
+	$(HELPERS) $(PY) bench/scale_bench.py
+
 bench-cosign: system venv
 	$(HELPERS) $(PY) bench/cosign_bench.py
 

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Signer scale: the msg signer to 100,000 images, the gpg signer to 10,000 (issue 14).
+
+Each run is this project as a whole process (``entrypoint.py`` from start to exit: start-up,
+config, plan, signing, every signature file of the lookaside tree, results.json, verification/
+and the GitHub step summary), given an images file of ``reference`` + ``digest`` (one
+repository per image, random digests: nothing is resolved, no registry is needed):
+
+- msg: through the embedded broker (testbed/broker.py) and the instant signing server
+  (testbed/signing_server.py --instant: no gpg, but every reply is made and sent on the wire),
+  as bench/msg_bench.py does;
+- gpg: real gpg with an RSA-2048 key that needs no passphrase, made in a GnuPG home of its own.
+
+Per signer and size: wall seconds, signatures/s, the peak RSS of the signing process
+(bench/msg_bench.py's ``measured``) and the ratio of time per image at that size to time per
+image at the signer's smallest size (the anchor, measured in the same run): 1.0 is linear.
+Targets: linear; peak RSS under 150 MB at 100,000 (msg).
+
+Run: make bench-scale
+     (or .venv/bin/python bench/scale_bench.py [--sizes 10000,20000,100000]
+      [--gpg-sizes 1000,10000] [--quick] [--profile DIR])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from msg_bench import KEY, REPLY_TOPIC, SERVER_QUEUE, config, measured
+
+ROOT = Path(__file__).resolve().parent.parent
+RSS_TARGET_MB = 150
+RATIO_TARGET = 1.25  # time per image at N over time per image at the anchor: "linear"
+
+
+def write_images(path: Path, n: int) -> Path:
+    """``n`` images as an images file: one repository each, a random digest each."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump([{"reference": f"127.0.0.1:5000/bench/app-{i}:v1",
+                    "digest": f"sha256:{secrets.token_hex(32)}"} for i in range(n)], f)
+    return path
+
+
+def run(n: int, signer: list[str], tmp: Path, profile: Path | None) -> tuple[float, float]:
+    """Sign ``n`` images with ``signer`` (its flags) as one process: (seconds, peak RSS MB).
+    With ``profile``, under cProfile (slower: for finding where the time goes, not figures)."""
+    listing = write_images(tmp / f"images-{n}.json", n)
+    out = tmp / f"out-{uuid.uuid4().hex[:6]}"
+    summary = tmp / "step-summary.md"
+    prof = ["-m", "cProfile", "-o", str(profile / f"{signer[1]}-{n}.prof")] if profile else []
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}  # the summary is built too
+    wall, rss, rc, err = measured(
+        [sys.executable, *prof, str(ROOT / "entrypoint.py"), *signer, "--images-file",
+         str(listing), "--task-id", f"scale-{uuid.uuid4().hex[:6]}", "--output-dir", str(out),
+         "--log-level", "warning"], env)
+    try:
+        signed = json.loads((out / "results.json").read_text())["summary"]["signed"]
+    except (OSError, ValueError, KeyError):
+        signed = None
+    if rc != 0 or signed != n:
+        raise SystemExit(f"{signer[1]} failed at N={n} (exit {rc}, {signed} signed): {err}")
+    shutil.rmtree(out)  # 100,000 folders: not kept for the next size
+    summary.unlink(missing_ok=True)
+    return wall, rss
+
+
+@contextmanager
+def msg_signer(tmp: Path) -> Iterator[list[str]]:
+    """The embedded broker and the instant signing server, running; the msg signer's flags."""
+    from infra.tls import make_tls
+    from testbed import launch, stop
+
+    tls = make_tls(tmp / "tls")
+    broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
+    url = f"amqp://127.0.0.1:{info['port']}"
+    try:
+        server, _ = launch("testbed.signing_server", [
+            "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC,
+            "--instant"])
+        try:
+            conf = config(tmp / "msg.json", url, tls)
+            yield ["--signer", "msg", "--config-file", str(conf), "--signing-key", KEY]
+        finally:
+            stop(server)
+    finally:
+        stop(broker)
+
+
+@contextmanager
+def gpg_signer(tmp: Path) -> Iterator[list[str]]:
+    """A GnuPG home with an RSA-2048 signing key that needs no passphrase; the gpg signer's
+    flags. (A short path of its own: gpg-agent's socket path has a length limit.)"""
+    home = tempfile.mkdtemp(prefix="scale-gpg-")
+    env = {**os.environ, "GNUPGHOME": home}
+    try:
+        subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+                        "--quick-gen-key", "Scale Bench <scale@bench.invalid>", "rsa2048",
+                        "sign", "never"], env=env, check=True, capture_output=True)
+        colons = subprocess.run(["gpg", "--with-colons", "--list-secret-keys"], env=env,
+                                check=True, capture_output=True, text=True).stdout
+        fpr = next(line.split(":")[9] for line in colons.splitlines()
+                   if line.startswith("fpr:"))
+        conf = tmp / "gpg.json"
+        conf.write_text(json.dumps({"gpg_signer": {"gnupg_home": home}}))
+        yield ["--signer", "gpg", "--config-file", str(conf), "--signing-key", fpr]
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(name: str, signer: list[str], sizes: list[int], tmp: Path,
+            profile: Path | None) -> list[str]:
+    """One signer at each size, smallest first (the anchor); a line of the table each, printed
+    as it comes. Returns what missed a target."""
+    missed = []
+    anchor = None
+    for n in sorted(sizes):
+        wall, rss = run(n, signer, tmp, profile)
+        per_image = wall / n
+        anchor = anchor or per_image
+        ratio = per_image / anchor
+        print(f"{name:<6} {n:>7} {wall:>9.2f} s {n / wall:>7.0f} {rss:>7.0f} MB {ratio:>7.2f}",
+              flush=True)
+        if ratio > RATIO_TARGET:
+            missed.append(f"{name} at {n}: {ratio:.2f}x the anchor's time per image")
+        if name == "msg" and n >= 100_000 and rss > RSS_TARGET_MB:
+            missed.append(f"msg at {n}: peak RSS {rss:.0f} MB > {RSS_TARGET_MB} MB")
+    return missed
+
+
+def sizes_of(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,20000,100000",
+                        help="msg signer sizes; the smallest is the anchor (empty: none)")
+    parser.add_argument("--gpg-sizes", default="1000,10000",
+                        help="gpg signer sizes; the smallest is the anchor (empty: none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (msg 50,100; gpg 5,10): that the bench still runs")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run each process under cProfile, DIR/<signer>-<N>.prof")
+    opts = parser.parse_args(argv)
+    msg_sizes, gpg_sizes = sizes_of(opts.sizes), sizes_of(opts.gpg_sizes)
+    if opts.quick:
+        msg_sizes, gpg_sizes = [50, 100], [5, 10]
+    if opts.profile:
+        opts.profile.mkdir(parents=True, exist_ok=True)
+    missed = []
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        print(f"{'signer':<6} {'N':>7} {'seconds':>11} {'sig/s':>7} {'peak RSS':>10} "
+              f"{'ratio':>7}", flush=True)
+        for name, signer, sizes in (("msg", msg_signer, msg_sizes),
+                                    ("gpg", gpg_signer, gpg_sizes)):
+            if sizes:
+                with signer(Path(tmp)) as flags:
+                    missed += measure(name, flags, sizes, Path(tmp), opts.profile)
+    print("ratio: time per image at N / at the signer's smallest N (the anchor, this run); "
+          f"targets: ratio <= {RATIO_TARGET}, msg peak RSS < {RSS_TARGET_MB} MB at 100,000")
+    for miss in missed:
+        print(f"missed: {miss}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""bench/scale_bench.py still runs: both signers, whole processes, at a tiny size (--quick),
+through the real broker, signing server and gpg. Figures are the bench's to print; nothing here
+is timed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_scale_bench_quick_prints_a_line_per_signer_and_size():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scale_bench.py"), "--quick"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.startswith(("msg ", "gpg "))]
+    assert [(r[0], r[1]) for r in rows] == [("msg", "50"), ("msg", "100"), ("gpg", "5"),
+                                            ("gpg", "10")], proc.stdout
+    for row in rows:  # seconds, sig/s, peak RSS (MB) and the ratio are numbers
+        assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[5]) > 0 and row[6] == "MB"
+        assert float(row[7]) > 0
+    assert rows[0][7] == rows[2][7] == "1.00"  # each signer's anchor
