@@ -22,7 +22,14 @@ from ..gnupg import SignatureCheck
 from ..lookaside import LookasideSigner
 from ..tools import child_env
 from .checks import refusal
-from .wire import MAX_REPLY_BYTES, Request, build_batch_requests, build_request, outcomes_of
+from .wire import (
+    MAX_REPLY_BYTES,
+    Fields,
+    Request,
+    build_batch_requests,
+    outcomes_of,
+    single_requests,
+)
 
 if TYPE_CHECKING:
     from .session import Settings
@@ -166,17 +173,18 @@ class MsgSigner(LookasideSigner):
     def _requests(self, items: Sequence[WorkItem]) -> list[Request]:
         """The requests for ``items``: one per item, or (batch) per chunk of images."""
         s = self.settings
-        fields: dict[str, Any] = {"requester": self.requester, "task_id": self.inputs.task_id or "",
-                  "environment": s.environment, "service": s.service, "address": s.send_to,
-                  "creator": CREATOR, "timestamp": int(time.time())}
+        fields: dict[str, Any] = {
+            "requester": self.requester, "task_id": self.inputs.task_id or "",
+            "environment": s.environment, "service": s.service, "address": s.send_to,
+            "creator": CREATOR, "timestamp": int(time.time()),
+            "task_id_attribute": s.task_id_attribute}
         if self.section == "msg_batch_signer":
             images = list(dict.fromkeys(i.container for i in items))  # batch: images only
             keys = list(dict.fromkeys(i.key for i in items))
             return build_batch_requests(images, keys,
                                         chunk_size=int(self.config.get("chunk_size") or 50),
                                         **fields)
-        return [build_request(item, task_id_attribute=s.task_id_attribute,
-                              repo=self.inputs.repo or "", **fields) for item in items]
+        return single_requests(items, Fields(**fields, repo=self.inputs.repo or ""))
 
 
 class Replies:
