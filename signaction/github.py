@@ -10,7 +10,7 @@ import contextlib
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TextIO
 
 SUMMARY_ROWS = 200  # rows listed in the step summary; the rest is counted (limit: 1 MiB a step)
@@ -117,45 +117,62 @@ def _sigstore_cell(row: Mapping) -> str:
     return "; ".join(parts)
 
 
-def summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
+def _listed(rows: Iterable[dict], first: Callable[[dict], bool]) -> tuple[list[dict], int]:
+    """The SUMMARY_ROWS rows a summary lists (those ``first`` picks ahead of the others, each
+    part in its order) and how many rows there were, holding no more than 2 x SUMMARY_ROWS of
+    them: a run of 100,000 images may hand them over one at a time (a generator)."""
+    ahead: list[dict] = []
+    rest: list[dict] = []
+    total = 0
+    for row in rows:
+        total += 1
+        part = ahead if first(row) else rest
+        if len(part) < SUMMARY_ROWS:
+            part.append(row)
+    return (ahead + rest)[:SUMMARY_ROWS], total
+
+
+def summary_markdown(title: str, counts: Mapping[str, int], rows: Iterable[dict],
                      results_file: str, stats: Mapping[str, int] | None = None) -> str:
-    """A table of outcomes, failed first, capped at SUMMARY_ROWS rows (10,000 images stay small)."""
-    rows = sorted(rows, key=lambda r: r["status"] != "failed")  # stable: failed first
+    """A table of outcomes, failed first, capped at SUMMARY_ROWS rows: its size and what it
+    holds of ``rows`` (a list, or a generator) do not grow with the run."""
+    listed, total = _listed(rows, lambda r: r["status"] == "failed")
+    # sigstore signatures (a run's are all of one signer): a column for their Rekor entry and
+    # certificate identity
+    sigstore = any(any(k in r for k in SIGSTORE_FACTS) for r in listed)
     lines = [f"### {title}", "",
              f"**{counts['signed']} signed**, **{counts['failed']} failed**, "
              f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", ""]
     if stats:
         lines += ["Signer: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
-    # sigstore signatures: a column for their transparency log entry and certificate identity
-    sigstore = any(any(k in r for k in SIGSTORE_FACTS) for r in rows)
     lines += ["| Status | Image | Digest | Key | Error |" + (" Signature |" if sigstore else ""),
               "|---|---|---|---|---|" + ("---|" if sigstore else "")]
-    for r in rows[:SUMMARY_ROWS]:
+    for r in listed:
         mark = {"ok": "✅ ok", "failed": "❌ failed", "skipped": "⏭️ skipped"}[r["status"]]
         digest = f"`{r['digest'][:19]}…`" if r.get("digest") else ""  # files have none
         lines.append(f"| {mark} | {_cell(r.get('reference') or r.get('file'))} | {digest} | "
                      f"{_cell(r['signing_key'])} | {_cell(r['error'])} |"
                      + (f" {_sigstore_cell(r)} |" if sigstore else ""))
-    if len(rows) > SUMMARY_ROWS:
-        lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failed ones are listed first); "
+    if total > len(listed):
+        lines += ["", f"…and {total - len(listed)} more (failed ones are listed first); "
                       "see results.json."]
     return "\n".join(lines) + "\n\n"
 
 
-def verify_summary_markdown(title: str, counts: Mapping[str, int], rows: list[dict],
+def verify_summary_markdown(title: str, counts: Mapping[str, int], rows: Iterable[dict],
                             results_file: str) -> str:
     """Verify mode's table: what does not verify first, capped at SUMMARY_ROWS rows."""
-    rows = sorted(rows, key=lambda r: r["status"] == "verified")  # stable: failures first
+    listed, total = _listed(rows, lambda r: r["status"] != "verified")
     lines = [f"### {title}", "",
              f"**{counts['verified']} verified**, **{counts['missing']} missing**, "
              f"**{counts['invalid']} invalid**. Full results: `{_cell(results_file)}`", "",
              "| Status | Image | Digest | Key | Reason |", "|---|---|---|---|---|"]
-    for r in rows[:SUMMARY_ROWS]:
+    for r in listed:
         mark = {"verified": "✅ verified", "missing": "❌ missing",
                 "invalid": "❌ invalid"}[r["status"]]
         lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "
                      f"{_cell(r['signing_key'])} | {_cell(r['reason'])} |")
-    if len(rows) > SUMMARY_ROWS:
-        lines += ["", f"…and {len(rows) - SUMMARY_ROWS} more (failures are listed first); "
+    if total > len(listed):
+        lines += ["", f"…and {total - len(listed)} more (failures are listed first); "
                       "see results.json."]
     return "\n".join(lines) + "\n\n"

@@ -71,3 +71,26 @@ def test_summary_of_10000_images_stays_small_and_lists_failures_first():
     assert len(table) == 200 and all("failed" in line for line in table)
     assert "…and 9800 more" in md
     assert "\\|" in md  # a | inside a cell cannot break the table
+
+
+def test_summary_takes_its_rows_one_at_a_time_and_keeps_only_what_it_lists():
+    """100,000 rows handed over as a generator (a big run need not hold them all as dicts): the
+    few failures come first, then the first ok rows in order; the rest is counted."""
+    read = [0]
+
+    def rows():
+        for n in range(100_000):
+            row = {"reference": f"r.io/ns/app{n}:v1", "digest": f"sha256:{n:064x}",
+                   "signing_key": "K", "status": "failed" if n in (5, 70_000) else "ok",
+                   "error": "boom" if n in (5, 70_000) else None}
+            read[0] += 1
+            yield row
+
+    md = summary_markdown("Container signing", {"signed": 99_998, "failed": 2, "skipped": 0},
+                          rows(), "out/results.json")
+    assert read[0] == 100_000  # read to the end: the count is right
+    table = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert len(table) == 200
+    assert "app5:v1" in table[0] and "app70000:v1" in table[1]
+    assert "app0:v1" in table[2] and "app198:v1" in table[-1]  # then the ok ones, in order
+    assert "…and 99800 more" in md
