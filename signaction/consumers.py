@@ -87,9 +87,13 @@ class Facts:
                            for host, entry in sorted(verification.registries.items())}
         # podman/CRI-O can check something (not only "reject": URI identities)
         self.checkable = any(r.get("type") != "reject" for r in self.requirement)
-        digest = hashlib.sha256(json.dumps([self.repositories, self.requirement,
-                                            self.identities], sort_keys=True).encode())
-        self.id = digest.hexdigest()[:10]  # names objects: two runs' never collide
+        # names objects and KBS tags: runs that signed other things never collide, and the
+        # same facts give the same names wherever the output folder is (merged shards)
+        rules, keys = relocate(self.requirement, self.files, lambda rule, name: name)
+        digest = hashlib.sha256(json.dumps([self.repositories, rules, self.identities,
+                                            sorted((k, _b64(v)) for k, v in keys.items())],
+                                           sort_keys=True).encode())
+        self.id = digest.hexdigest()[:10]
 
     def _published(self, host: str, entry: Mapping[str, Any]) -> dict[str, Any]:
         """``entry`` with its lookaside where consumers will find it, not this folder."""

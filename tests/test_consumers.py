@@ -296,3 +296,14 @@ def test_a_failure_in_the_cluster_files_leaves_podmans_files_whole(tmp_path):
     folder = tmp_path / "out" / "verification"
     assert json.loads((folder / "policy.json").read_text())["transports"]["docker"]
     assert (folder / "README.md").read_text().startswith("# Verifying")
+
+
+def test_the_cluster_files_do_not_depend_on_where_the_output_folder_is(tmp_path):
+    """Shards of one plan write them in different folders; merge requires them alike."""
+    def cluster_files(where: Path) -> dict[str, bytes]:
+        folder = cosign_folder(where)
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+                if p.is_file() and p.parts[len(folder.parts)] in ("openshift", "kubernetes",
+                                                                  "coco")}
+    one, two = cluster_files(tmp_path / "a"), cluster_files(tmp_path / "elsewhere")
+    assert one == two and len(one) > 5
