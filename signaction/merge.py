@@ -27,6 +27,7 @@ from . import CREATOR
 from .artifacts import Artifacts, Stream
 from .errors import InputError
 from .reference import parse_reference
+from .results import Spool
 from .safeload import size_text
 
 RESULTS_BYTES = 1 << 30  # a shard's results.json
@@ -47,6 +48,8 @@ class ShardOutput:
     rows: list[dict[str, Any]]  # results.json's images: per image of its plan, per key
     items: list[int]  # per image of its plan: its position in the whole plan
     keys: int
+    spool: Spool  # its operation_results, by (folder, position)
+    details: int  # how many
     folders: set[str] = field(default_factory=set)  # checked: real folders inside root
     _artifacts: Artifacts | None = None
 
@@ -69,8 +72,9 @@ def _fail(where: str, what: str) -> InputError:
     return InputError(f"merge: {where}: {what}")
 
 
-def read_shard(folder: str) -> ShardOutput:
-    """A shard's output folder, its results.json and manifest checked (types and sizes)."""
+def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
+    """A shard's output folder, its results.json and manifest checked (types and sizes); its
+    operation_results go to ``spool`` (keyed by (its folder, position)), not into memory."""
     root = os.path.realpath(folder)
     data = _read_inside(root, "results.json", RESULTS_BYTES, folder)
     try:
@@ -112,9 +116,13 @@ def read_shard(folder: str) -> ShardOutput:
     if not isinstance(results.get("signer"), str) or not isinstance(
             results.get("signer_stats", {}), dict):
         raise _fail(f"{folder}/results.json", "signer or signer_stats is missing")
-    # kept as JSON text: a signer's details (msg replies) are the bulk of a big results.json
-    results["operation_results"] = [json.dumps(d) for d in results["operation_results"]]
-    return ShardOutput(folder, root, index, count, results, rows, items, keys)
+    # a signer's details (msg replies) are the bulk of a big results.json: spooled as JSON text
+    details = results.pop("operation_results")
+    spool = spool or Spool()
+    for n, detail in enumerate(details):
+        spool.put((folder, n), json.dumps(detail))
+    return ShardOutput(folder, root, index, count, results, rows, items, keys, spool,
+                       len(details))
 
 
 def _int(data: dict, key: str, where: str, low: int, high: int) -> int:
@@ -270,7 +278,8 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     """Merge the shard output ``folders`` into ``artifacts``; returns results.json (written),
     its images rows and what could not be written. InputError (nothing written) when the
     shards do not make one plan. ``signers``: the signers this program has."""
-    shards = check_shards([read_shard(f) for f in folders])
+    spool = Spool()
+    shards = check_shards([read_shard(f, spool) for f in folders])
     signer = shards[0].results["signer"]
     if signer not in signers:
         raise _fail(shards[0].folder, f"signed by {signer[:40]!r}, a signer this program does "
@@ -454,11 +463,11 @@ def _results(shards: list[ShardOutput], order: list[Placed], rows: list[dict[str
 def _details(shards: list[ShardOutput], order: list[Placed]) -> Iterator[str]:
     """operation_results in request order: one per (image, key) when each shard has one per
     entry (a single request each), else (batches) each shard's in shard order."""
-    if all(len(s.results["operation_results"]) == len(s.rows) for s in shards):
+    if all(s.details == len(s.rows) for s in shards):
         for x in order:
-            keys = x.shard.keys
-            yield from x.shard.results["operation_results"][x.local * keys:
-                                                            (x.local + 1) * keys]
+            for n in range(x.local * x.shard.keys, (x.local + 1) * x.shard.keys):
+                yield x.shard.spool.get((x.shard.folder, n), '""')
         return
     for s in shards:
-        yield from s.results["operation_results"]
+        for n in range(s.details):
+            yield s.spool.get((s.folder, n), '""')

@@ -69,6 +69,29 @@ class Entry:
         return entry
 
 
+class Spool:
+    """Texts (each one line of JSON) kept in a temporary file instead of memory, by key."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile("w+b")
+        self._where: dict[Any, tuple[int, int]] = {}  # key -> (offset, length)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._where
+
+    def put(self, key: Any, text: str) -> None:
+        data = text.replace("\n", " ").encode("utf-8")  # JSON text: one line
+        self._where[key] = (self._file.seek(0, 2), len(data))
+        self._file.write(data)
+
+    def get(self, key: Any, default: str) -> str:
+        where = self._where.get(key)
+        if where is None:
+            return default
+        self._file.seek(where[0])
+        return self._file.read(where[1]).decode("utf-8")
+
+
 class Recorder:
     """Thread-safe sink for signer outcomes; ``report`` is the signer's callback."""
 
@@ -82,8 +105,7 @@ class Recorder:
         # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
         # of JSON text, with its place in operation_results: parsed replies would
         # otherwise all be held until results.json is written.
-        self._details = tempfile.TemporaryFile("w+b")
-        self._spooled: dict[int, tuple[int, int]] = {}  # slot -> (offset, length) in the spool
+        self._details = Spool()  # slot -> its detail
         self._lock = threading.Lock()
 
     def report(self, outcome: Outcome) -> None:
@@ -147,25 +169,17 @@ class Recorder:
             if self._position is None:
                 self._position = {item: n for n, item in enumerate(self.plan.items())}
             slot = self._position[outcome.item]
-        if slot in self._spooled:  # e.g. a batch reply reported with each of its items
+        if slot in self._details:  # e.g. a batch reply reported with each of its items
             return
-        text = outcome.detail if isinstance(outcome.detail, str) else json.dumps(outcome.detail)
-        data = text.replace("\n", " ").encode("utf-8")  # JSON text: one line
-        self._spooled[slot] = (self._details.seek(0, 2), len(data))
-        self._details.write(data)
+        self._details.put(slot, outcome.detail if isinstance(outcome.detail, str)
+                          else json.dumps(outcome.detail))
 
     def details(self, slots: int) -> Iterator[str]:
         """operation_results' entries in request order: slot 0 .. slots-1, each the detail
         spooled for it as JSON text, or ``""`` (JSON) where none came (no reply)."""
         with self._lock:
-            self._details.flush()
             for slot in range(slots):
-                where = self._spooled.get(slot)
-                if where is None:
-                    yield '""'
-                    continue
-                self._details.seek(where[0])
-                yield self._details.read(where[1]).decode("utf-8")
+                yield self._details.get(slot, '""')
 
 
 def label(item: WorkItem) -> str:
