@@ -177,7 +177,8 @@ def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: 
         hosts = sorted({i.reference.host for i in plan.images})
         writes.append(("verification/", lambda: artifacts.write_verification(
             (i.reference.repository for i in plan.images),
-            signer.format.verification(artifacts, hosts, signer.public_keys(plan)))))
+            signer.format.verification(artifacts, hosts, signer.public_keys(plan)),
+            signer.inputs.lookaside_url)))
     writes += signer.format.after_run(artifacts, entries)
     unwritten = []
     for name, write in writes:

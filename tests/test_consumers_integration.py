@@ -191,3 +191,21 @@ def test_keyless_and_rekor_roots_installed_by_the_machine_config_verify_with_sko
                                         .read_text()))
     assert [a["keyless"]["identities"] for o in admission for a in o["spec"]["authorities"]
             if "keyless" in a] == [[{"issuer": bed.env["OIDC_ISSUER"], "subject": EMAIL}]]
+
+
+def test_the_lookaside_url_given_to_the_run_is_the_one_the_cluster_files_name(
+        tmp_path, registry, gpg_keys):
+    """--lookaside-url (where the signatures will be published; here: this run's own tree)
+    goes into the cluster files as it is: skopeo accepts with them unchanged."""
+    digest = registry.push(make_image(tmp_path / "img", "consumers url"), "consumers/url", "v1")
+    image = f"{registry.host}/consumers/url:v1"
+    out = tmp_path / "out"
+    url = f"{(out / 'lookaside').resolve().as_uri()}/{{registry}}"
+    run = run_entrypoint("--signer", "gpg", "--signing-key", gpg_keys.a, "--task-id", "t",
+                         "--output-dir", str(out), "--reference", image, "--digest", digest,
+                         "--lookaside-url", url, env=gpg_keys.env())
+    assert run.returncode == 0, run.stderr
+    files = machine_config_files(out / "verification")
+    assert not any(PLACEHOLDER.split("{")[0].encode() in data for data in files.values())
+    policy, regd = install(tmp_path / "root", files, {})
+    assert skopeo(policy, regd, image, tmp_path / "p1").returncode == 0
