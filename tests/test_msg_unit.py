@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import uuid
 import zlib
 
 import pytest
@@ -555,3 +556,17 @@ def test_raw_never_prints_a_signature_this_project_refused():
     out, err = raw_lines(results, "container", "msg")
     assert out == ["GOOD"]
     assert err == ["signature refused: another digest", "no signature: no reply"]
+
+
+def test_request_ids_are_uuid4s_that_know_their_run_without_a_set():
+    from signers.msg.wire import RequestIds
+
+    ids, other = RequestIds(), RequestIds()
+    made = [ids.new() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    for text in made[:3] + made[-3:]:
+        assert uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
+        assert text in ids and text not in other
+    nxt = str(uuid.UUID(int=uuid.UUID(made[-1]).int + 1))  # not issued yet
+    assert nxt not in ids
+    assert made[0].upper() not in ids and "nope" not in ids and str(uuid.uuid4()) not in ids

@@ -21,6 +21,7 @@ imports this module when it is made, never when the run lists the signers.
 
 from __future__ import annotations
 
+import collections.abc
 import logging
 import time
 import uuid
@@ -172,7 +173,8 @@ class Progress:
     or given up), what was, the counters, and the timeout / retry clock."""
 
     unanswered: dict[str, Request]
-    known: set[str]  # every request id: answered requests are freed, their ids kept
+    # every request id (answered requests are freed, their ids kept): a set, or wire.RequestIds
+    known: collections.abc.Container[str]
     given_up: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_progress: float = field(default_factory=time.monotonic)
@@ -203,12 +205,13 @@ class Session(proton.Handler):
 
     def __init__(self, settings: Settings, requests: dict[str, Request],
                  deliver: Callable[[Request, dict, str, dict], None],
-                 fail: Callable[[Request, str], None], deadline_at: float, ttl: float):
+                 fail: Callable[[Request, str], None], deadline_at: float, ttl: float,
+                 known: collections.abc.Container[str] | None = None):
         self.handlers = [EndpointStateHandler(False, weakref.proxy(self))]
         self.settings, self.deliver, self.fail = settings, deliver, fail
         self.deadline_at, self.ttl = deadline_at, ttl
         self.bus = Bus()
-        self.progress = Progress(requests, set(requests))
+        self.progress = Progress(requests, set(requests) if known is None else known)
         self.container: Any = None
         self.stop_task: Any = None
 
@@ -459,11 +462,13 @@ class Session(proton.Handler):
 def run_session(settings: Settings, requests: dict[str, Request],
                 deliver: Callable[[Request, dict, str, dict], None],
                 fail: Callable[[Request, str], None], deadline_at: float,
-                ttl: float) -> dict[str, int]:
+                ttl: float, known: collections.abc.Container[str] | None = None
+                ) -> dict[str, int]:
     """Run a Session to its end: every request answered (``deliver``) or given up (``fail``).
-    ``requests`` is consumed: each is removed once answered or given up. Returns the counters
-    (stray, duplicate, ...)."""
-    session = Session(settings, requests, deliver, fail, deadline_at, ttl)
+    ``requests`` is consumed: each is removed once answered or given up. ``known``: every
+    request id (wire.RequestIds; default: a set of ``requests``' ids), to tell a duplicate
+    reply from a stray one. Returns the counters (stray, duplicate, ...)."""
+    session = Session(settings, requests, deliver, fail, deadline_at, ttl, known)
     if requests:
         Container(session).run()
     return session.progress.counts

@@ -26,6 +26,7 @@ from .wire import (
     MAX_REPLY_BYTES,
     Fields,
     Request,
+    RequestIds,
     build_batch_requests,
     outcomes_of,
     single_requests,
@@ -155,7 +156,8 @@ class MsgSigner(LookasideSigner):
         from .session import run_session  # proton's: see _settings
 
         s = self.settings
-        requests = self._requests(items)
+        ids = RequestIds()
+        requests = self._requests(items, ids)
         self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         with Replies(report, s.verify_keyring) as replies:
@@ -164,13 +166,13 @@ class MsgSigner(LookasideSigner):
             pending = {r.request_id: r for r in requests}
             del requests  # the session pops each request once answered: memory stays flat
             counts = run_session(s, pending, replies.deliver, replies.fail, deadline_at,
-                                 ttl=s.timeout * s.retries)
+                                 ttl=s.timeout * s.retries, known=ids)
         self.stats = {k: v for k, v in counts.items() if v}
         if self.stats:
             log.info("replies ignored or retried: %s",
                      ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
-    def _requests(self, items: Sequence[WorkItem]) -> list[Request]:
+    def _requests(self, items: Sequence[WorkItem], ids: RequestIds) -> list[Request]:
         """The requests for ``items``: one per item, or (batch) per chunk of images."""
         s = self.settings
         fields: dict[str, Any] = {
@@ -183,8 +185,8 @@ class MsgSigner(LookasideSigner):
             keys = list(dict.fromkeys(i.key for i in items))
             return build_batch_requests(images, keys,
                                         chunk_size=int(self.config.get("chunk_size") or 50),
-                                        **fields)
-        return single_requests(items, Fields(**fields, repo=self.inputs.repo or ""))
+                                        ids=ids, **fields)
+        return single_requests(items, Fields(**fields, repo=self.inputs.repo or ""), ids)
 
 
 class Replies:

@@ -35,6 +35,34 @@ def repo_of(reference: str) -> str:
     return reference.split("/", 1)[1].split(":")[0]
 
 
+_COUNTED = (1 << 48) - 1  # a request id's last 48 bits (its UUID's node field): its number
+
+
+class RequestIds:
+    """A run's request ids: version-4 UUIDs whose last 48 bits number the run's requests and
+    whose other 74 random bits are the run's own. Whether a reply names one of this run's
+    requests is then known without keeping every id: a set of 100,000 ids, kept to the end of
+    the run to tell a duplicate reply from a stray one, held 13 MB."""
+
+    def __init__(self) -> None:
+        self._base = uuid.uuid4().int & ~_COUNTED
+        self.issued = 0
+
+    def new(self) -> str:
+        if self.issued > _COUNTED:
+            raise OverflowError("more than 2**48 requests in one run")
+        self.issued += 1
+        return str(uuid.UUID(int=self._base | (self.issued - 1)))
+
+    def __contains__(self, request_id: object) -> bool:
+        try:
+            value = uuid.UUID(str(request_id)).int
+        except ValueError:
+            return False
+        return (value & ~_COUNTED == self._base and value & _COUNTED < self.issued
+                and str(uuid.UUID(int=value)) == request_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Fields:
     """What every request of a run shares: who asks, for which task, where it goes."""
@@ -147,16 +175,19 @@ def build_request(item: WorkItem, **fields: Any) -> Request:
     return single_requests([item], Fields(**fields))[0]
 
 
-def single_requests(items: Iterable[WorkItem], fields: Fields) -> list[Request]:
+def single_requests(items: Iterable[WorkItem], fields: Fields,
+                    ids: RequestIds | None = None) -> list[Request]:
     """One request per work item, as pubtools-sign 1.0.6's msg_signer sends them."""
-    return [Request([item], str(uuid.uuid4()), fields) for item in items]
+    ids = ids or RequestIds()
+    return [Request([item], ids.new(), fields) for item in items]
 
 
 def build_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
-                         chunk_size: int, **fields: Any) -> list[Request]:
+                         chunk_size: int, ids: RequestIds | None = None,
+                         **fields: Any) -> list[Request]:
     """Batch requests as pubtools-sign 1.0.6's msg_batch_signer builds them: images grouped by
     repo, ``chunk_size`` claims a request, every claim listing every key."""
-    shared = Fields(**fields)
+    shared, ids = Fields(**fields), ids or RequestIds()
     by_repo: dict[str, list[Image]] = {}
     for image in images:
         by_repo.setdefault(repo_of(str(image.reference)), []).append(image)
@@ -164,8 +195,7 @@ def build_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
     for group in by_repo.values():
         for start in range(0, len(group), chunk_size):
             items = [WorkItem(i, k) for i in group[start:start + chunk_size] for k in keys]
-            requests.append(Request(items, str(uuid.uuid4()), shared, batch=True,
-                                    slot=len(requests)))
+            requests.append(Request(items, ids.new(), shared, batch=True, slot=len(requests)))
     return requests
 
 
