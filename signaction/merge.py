@@ -266,7 +266,16 @@ def plan_order(shards: list[ShardOutput]) -> list[Placed]:
     if len(claims) != total:
         gap = next(n for n in range(total) if n not in claims)
         raise _fail(f"plan image {gap + 1}", "in no shard's results")
-    return [x for x in placed if min(claims[x.position]) == x.shard.index]
+    kept, seen = [], set()
+    for x in placed:
+        first = x.shard.image_rows(x.local)[0]
+        image = (first["reference"], first["digest"], first.get("location"))
+        # one run signs an image once: a platform manifest found in two indexes (given to two
+        # shards) was signed by both; the first is kept, as one run would
+        if min(claims[x.position]) == x.shard.index and image not in seen:
+            seen.add(image)
+            kept.append(x)
+    return kept
 
 
 # What a signer writes after a merge (Signer.after_merge), by signer name.

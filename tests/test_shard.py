@@ -327,3 +327,21 @@ def test_merge_without_folders_or_with_a_pattern_matching_none(tmp_path):
     assert run.returncode == 2 and "give the shards' output folders" in run.stderr
     run = run_entrypoint("merge", "--output-dir", str(tmp_path / "out"), str(tmp_path / "x*"))
     assert run.returncode == 2 and "matches no folder" in run.stderr
+
+
+def test_a_platform_found_in_two_shards_indexes_is_kept_once_as_one_run_would():
+    from signaction.merge import ShardOutput, plan_order
+    from signaction.results import Spool
+
+    def row(ref, digest):
+        return {"reference": ref, "digest": digest, "signing_key": "k", "status": "ok"}
+    shared = "sha256:" + "d" * 64
+    manifest = {"count": 2, "plan": "p", "plan_images": 2, "keys": 1}
+
+    def shard(index, position, index_digest):
+        rows = [row("r.io/a:1", index_digest), row("r.io/a:1", shared)]
+        return ShardOutput(f"s{index}", f"/s{index}", index, 2,
+                           {"shard": {**manifest, "index": index}}, rows, [position, position],
+                           1, Spool(), 0)
+    order = plan_order([shard(1, 0, "sha256:" + "1" * 64), shard(2, 1, "sha256:" + "2" * 64)])
+    assert [(x.shard.index, x.local) for x in order] == [(1, 0), (1, 1), (2, 0)]
