@@ -1021,7 +1021,9 @@ class RegistryClient:
             ok = 200 <= resp.status_code < 300
             cap = limit if ok else min(limit, _MAX_ERROR_BODY)
             body = b""
-            if method != "HEAD":
+            if method == "HEAD":
+                _ = resp.content  # nothing to read: marks it read, so the connection is reused
+            else:
                 length = resp.headers.get("Content-Length", "")
                 if ok and length.isdigit() and int(length) > cap:
                     raise RegistryError(f"{ref}: {what}: the response is {length} bytes, more than "

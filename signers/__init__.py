@@ -8,6 +8,8 @@ what signers share:
 - tools: running tools (child_env, run_tool, Running) and the thread pool (run_pool);
 - gnupg: running gpg, SignatureCheck; openpgp: reading OpenPGP data in-process;
 - lookaside: the lookaside format of atomic container signatures (gpg, msg).
+- cosign_native, sigstore_services: the cosign signer's in-process path (cosign's key files,
+  payload and .sig layers; Rekor and Fulcio clients).
 """
 
 from __future__ import annotations
