@@ -727,11 +727,12 @@ class RegistryClient:
                 limit: int = MAX_SIGNATURE_BYTES) -> tuple[int, Mapping[str, str], bytes]:
         """A request to a service beside the registries (Fulcio, Rekor, an OIDC token
         endpoint) on the same session, with the same retries and bounds: (status, headers,
-        body). No registry credential is sent; ``headers`` may carry the service's own."""
+        body). No registry credential is sent; ``headers`` may carry the service's own. TLS is
+        always verified (allow_insecure_registry is about registries, not Fulcio or Rekor)."""
         auth = dict(headers or {})
         authorization = auth.pop("Authorization", None)
         reply = self._send(method, url, ref=_redact(url), what=what, authorization=authorization,
-                           headers=auth, limit=limit, data=body)
+                           headers=auth, limit=limit, data=body, verify=True)
         return reply.status, reply.headers, reply.body
 
     def lookaside_signatures(self, base_url: str, ref: Reference, digest: str,
@@ -972,8 +973,10 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
               authorization: str | None, headers: Mapping[str, str] | None = None,
-              limit: int, data: bytes | None = None) -> _Reply:
-        """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer."""
+              limit: int, data: bytes | None = None,
+              verify: bool | str | None = None) -> _Reply:
+        """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer.
+        ``verify``: TLS verification other than the registries' (``verify_tls``)."""
         shown = f"{method} {_redact(url)}"
         attempts = _Attempts(ref, shown, self.retries, self._sleep)
         current = _CURRENT.set(attempts)
@@ -981,7 +984,7 @@ class RegistryClient:
             while True:
                 try:
                     reply = self._once(method, url, authorization, headers, limit, ref, what,
-                                       data)
+                                       data, verify)
                     break
                 except _BodyBroken as broken:
                     # urllib3 has handed the response back by then: a body cut off while it
@@ -1013,10 +1016,10 @@ class RegistryClient:
 
     def _once(self, method: str, url: str, authorization: str | None,
               headers: Mapping[str, str] | None, limit: int, ref, what: str,
-              data: bytes | None = None) -> _Reply:
+              data: bytes | None = None, verify: bool | str | None = None) -> _Reply:
         with self._session.request(method, url, headers=dict(headers or {}), data=data,
                                    auth=_SetAuthorization(authorization), timeout=self.timeout,
-                                   verify=self._verify, stream=True,
+                                   verify=self._verify if verify is None else verify, stream=True,
                                    allow_redirects=True) as resp:
             ok = 200 <= resp.status_code < 300
             cap = limit if ok else min(limit, _MAX_ERROR_BODY)

@@ -73,3 +73,19 @@ def test_a_rekor_entry_for_another_signature_or_key_is_refused():
     signed = sigstore_services.Rekor(None, None, cosign_native.public_pem(key))
     with pytest.raises(sigstore_services.ServiceError, match="does not verify"):
         signed._entry(_entry(spec), spec, "w")
+
+
+def test_services_verify_tls_even_where_registries_may_not(monkeypatch):
+    """allow_insecure_registry is about registries: Fulcio, Rekor and the token service are
+    always checked."""
+    from signaction.registry import RegistryClient, _Reply
+
+    client = RegistryClient(verify_tls=False)
+    seen = []
+
+    def once(method, url, authorization, headers, limit, ref, what, data=None, verify=None):
+        seen.append(client._verify if verify is None else verify)
+        return _Reply(200, "OK", {}, b"{}", url)
+    monkeypatch.setattr(client, "_once", once)
+    client.service("POST", "https://rekor.invalid/api/v1/log/entries", what="w", body=b"{}")
+    assert seen == [True]
