@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 if sys.version_info < (3, 11):
@@ -393,7 +393,9 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
 
 
 def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: dict,
-            images: list[dict], results_file: str, unwritten: list[str]) -> int:
+            images: Iterable[dict], results_file: str, unwritten: list[str]) -> int:
+    """Annotations, outputs, summary, exit code; ``images``: results.json's entries (read
+    twice: a list, or merge's Rows)."""
     c = results["summary"]
     for problem in unwritten:
         actions.error("Output folder", problem)

@@ -45,7 +45,7 @@ class ShardOutput:
     index: int
     count: int
     results: dict[str, Any]
-    rows: list[dict[str, Any]]  # results.json's images: per image of its plan, per key
+    rows: list[str]  # results.json's images (JSON text): per image of its plan, per key
     items: list[int]  # per image of its plan: its position in the whole plan
     keys: int
     spool: Spool  # its operation_results, by (folder, position)
@@ -65,7 +65,7 @@ class ShardOutput:
         return f"shard {self.index}/{self.count} ({self.folder})"
 
     def image_rows(self, local: int) -> list[dict[str, Any]]:
-        return self.rows[local * self.keys:(local + 1) * self.keys]
+        return [json.loads(t) for t in self.rows[local * self.keys:(local + 1) * self.keys]]
 
 
 def _fail(where: str, what: str) -> InputError:
@@ -121,7 +121,8 @@ def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
     spool = spool or Spool()
     for n, detail in enumerate(details):
         spool.put((folder, n), json.dumps(detail))
-    return ShardOutput(folder, root, index, count, results, rows, items, keys, spool,
+    texts = [json.dumps(row) for row in results.pop("images")]  # (dicts would take 3x more)
+    return ShardOutput(folder, root, index, count, results, texts, items, keys, spool,
                        len(details))
 
 
@@ -219,7 +220,7 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
     for s in shards:
         other = by_index.setdefault(s.index, s)
         if other is not s and (other.items != s.items or
-                               list(map(_outcome, other.rows)) != list(map(_outcome, s.rows))):
+                               _outcomes(other) != _outcomes(s)):
             raise _fail(f"shard {s.index}/{s.count}", f"given twice ({other.folder}, "
                         f"{s.folder}) with different results")
     missing = [f"{n}/{first.count}" for n in range(1, first.count + 1) if n not in by_index]
@@ -227,6 +228,10 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
         raise _fail(f"shard {', '.join(missing)}", f"missing: none of the {len(shards)} "
                     f"folder(s) given holds {'it' if len(missing) == 1 else 'them'}")
     return [by_index[n] for n in sorted(by_index)]
+
+
+def _outcomes(shard: ShardOutput) -> list[dict[str, Any]]:
+    return [_outcome(json.loads(t)) for t in shard.rows]
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:
@@ -279,11 +284,11 @@ def plan_order(shards: list[ShardOutput]) -> list[Placed]:
 
 
 # What a signer writes after a merge (Signer.after_merge), by signer name.
-FollowUps = Callable[[Artifacts, list[dict[str, Any]], set[str]], list]
+FollowUps = Callable[[Artifacts, Iterable[dict[str, Any]], set[str]], list]
 
 
 def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, FollowUps]
-          ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+          ) -> tuple[dict[str, Any], Rows, list[str]]:
     """Merge the shard output ``folders`` into ``artifacts``; returns results.json (written),
     its images rows and what could not be written. InputError (nothing written) when the
     shards do not make one plan. ``signers``: the signers this program has."""
@@ -300,14 +305,14 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
             raise _fail(str(artifacts.root), f"is {s.name}'s folder or inside it: merge into "
                         "a folder of its own")
     verification = _verification(shards, out)
-    sources = [(x, row, _sources(x.shard, row)) for x in order for row in
-               x.shard.image_rows(x.local)]  # every file checked before anything is written
+    sources = [_sources(x.shard, row) for x in order for row in x.shard.image_rows(x.local)]
+    # (every file checked before anything is written)
     if os.path.lexists(os.path.join(out, "results.json")):
         raise _fail(str(artifacts.root), "holds results.json already: merge into a new folder")
     artifacts.create()
-    rows, unwritten = [], []
-    for _, row, files in sources:
-        row = dict(row)
+    rows, unwritten = Rows(), []
+    entries = (row for x in order for row in x.shard.image_rows(x.local))
+    for row, files in zip(entries, sources, strict=True):
         try:
             row.update(_copy(artifacts, row, files))
         except (OSError, ValueError, InputError) as e:  # (InputError: changed since checked)
@@ -433,13 +438,28 @@ def _files_below(shard: ShardOutput, relative: str, top: str) -> Iterator[str]:
             raise _fail(f"{shard.folder}/{child}", "not a regular file (a link?)")
 
 
-def _results(shards: list[ShardOutput], order: list[Placed], rows: list[dict[str, Any]]
-             ) -> dict[str, Any]:
+class Rows:
+    """The merged results.json entries, kept as JSON text; each iteration reads them anew."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.counts = {status: 0 for status in _STATUSES}
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.texts.append(json.dumps(row))
+        self.counts[row["status"]] += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (json.loads(t) for t in self.texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _results(shards: list[ShardOutput], order: list[Placed], rows: Rows) -> dict[str, Any]:
     """results.json as one run writes it (signaction.results.results_json), from the shards'."""
     first = shards[0].results
-    counts = {status: 0 for status in _STATUSES}
-    for row in rows:
-        counts[row["status"]] += 1
+    counts = rows.counts
     errors = [f"{s.index}/{s.count}: {s.results['signer_result'].get('error_message')}"
               for s in shards if isinstance(s.results.get("signer_result"), dict)
               and s.results["signer_result"].get("error_message")
@@ -465,7 +485,7 @@ def _results(shards: list[ShardOutput], order: list[Placed], rows: list[dict[str
         "creator": CREATOR,
         "summary": {"signed": counts["ok"], "failed": counts["failed"],
                     "skipped": counts["skipped"], "total": len(rows)},
-        "images": Stream(json.dumps(row) for row in rows),
+        "images": Stream(rows.texts),
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -76,7 +76,7 @@ class Signer(ABC):
         return ""
 
     @classmethod
-    def after_merge(cls, artifacts: Artifacts, rows: list[dict[str, Any]],
+    def after_merge(cls, artifacts: Artifacts, rows: Iterable[dict[str, Any]],
                     shard_files: set[str]) -> list[FollowUp]:
         """What this signer's format writes after ``merge`` (e.g. an attach script), from the
         merged results.json entries ``rows`` (plan order); ``shard_files``: the names found at

@@ -333,8 +333,9 @@ def test_a_platform_found_in_two_shards_indexes_is_kept_once_as_one_run_would():
     from signaction.merge import ShardOutput, plan_order
     from signaction.results import Spool
 
-    def row(ref, digest):
-        return {"reference": ref, "digest": digest, "signing_key": "k", "status": "ok"}
+    def row(ref, digest):  # (a shard's rows are kept as JSON text)
+        return json.dumps({"reference": ref, "digest": digest, "signing_key": "k",
+                           "status": "ok"})
     shared = "sha256:" + "d" * 64
     manifest = {"count": 2, "plan": "p", "plan_images": 2, "keys": 1}
 
