@@ -26,5 +26,5 @@ def test_scale_bench_quick_prints_a_line_per_signer_and_size():
                                             ("gpg", "10")], proc.stdout
     for row in rows:  # seconds, sig/s, peak RSS (MB) and the ratio are numbers
         assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[5]) > 0 and row[6] == "MB"
-        assert float(row[7]) > 0
-    assert rows[0][7] == rows[2][7] == "1.00"  # each signer's anchor
+        assert float(row[7]) > 0 and row[9] == "s" and float(row[10]) > 0
+    assert rows[0][7] == rows[2][7] == rows[0][10] == rows[2][10] == "1.00"  # the anchors
