@@ -68,6 +68,7 @@ from signers.tools import run_pool  # noqa: E402
 
 log = logging.getLogger("signaction")
 VERIFY_WORKERS = 16  # signatures fetched and checked at once in verify mode (one HTTP session)
+MAX_ANNOTATIONS = 50  # failures annotated one by one (GitHub shows 10 a step); then one for all
 
 
 class Interrupted(Exception):
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     unwritten = _write_artifacts(artifacts, whole, signer, results, entries)
 
     # 6. Outputs: step outputs, annotations, summary, exit code.
-    return _report(actions, tekton, inputs, results, [e.to_json() for e in entries],
+    return _report(actions, tekton, inputs, results, _Entries(entries),
                    str(artifacts.root / "results.json"), unwritten)
 
 
@@ -392,18 +393,33 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
     return 2
 
 
+class _Entries:
+    """The entries' results.json form, made anew each time they are read (one at a time)."""
+
+    def __init__(self, entries: list[Entry]):
+        self.entries = entries
+
+    def __iter__(self):
+        return (e.to_json() for e in self.entries)
+
+
 def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: dict,
             images: Iterable[dict], results_file: str, unwritten: list[str]) -> int:
-    """Annotations, outputs, summary, exit code; ``images``: results.json's entries (read
-    twice: a list, or merge's Rows)."""
+    """Annotations, outputs, summary, exit code; ``images``: results.json's entries, read
+    twice (a list, _Entries, or merge's Rows): nothing here holds all of them."""
     c = results["summary"]
     for problem in unwritten:
         actions.error("Output folder", problem)
+    annotated = 0
     for entry in images:
-        if entry["status"] == FAILED:
+        if entry["status"] == FAILED and annotated < MAX_ANNOTATIONS:
+            annotated += 1
             what = entry.get("reference") or entry["file"]
             actions.error(f"Signing failed: {what}", f"{entry.get('digest') or entry['file']} "
                           f"with key {entry['signing_key']}: {entry['error']}")
+    if c["failed"] > annotated:
+        actions.error("Signing failed", f"...and {c['failed'] - annotated} more: see "
+                      f"{results_file}")
     failed = c["failed"] or unwritten
     status = "success" if not failed else "partial" if c["signed"] else "failure"
     unwritten += _set_outputs(actions, tekton, inputs, unwritten, results_file, status=status,

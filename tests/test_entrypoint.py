@@ -253,3 +253,18 @@ def test_a_python_without_the_requirements_gets_one_line_not_a_traceback():
                          text=True, timeout=60)  # -S: no site-packages, as a bare system python
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.startswith("error: ") and ".venv/bin/python" in run.stderr
+
+
+def test_failures_past_the_annotation_cap_are_one_annotation(tmp_path, gpg_keys, gpg_refusing):
+    """60 failures: 50 annotations one by one (GitHub shows 10 a step), then one for the rest;
+    results.json and the summary still have every one."""
+    images = "".join(f"r.io/ns/app{n}:1@sha256:{n:064x}\n" for n in range(60))
+    env = {**gpg_keys.env(), **gpg_refusing(gpg_keys.a), "GITHUB_ACTIONS": "true",
+           "INPUT_SIGNING-KEYS": gpg_keys.a, "INPUT_IMAGES": images,
+           "INPUT_OUTPUT-DIR": str(tmp_path / "out")}
+    run = run_entrypoint(env=env)
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stdout.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 51 and "...and 10 more: see " in errors[-1]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["summary"]["failed"] == 60
