@@ -22,30 +22,34 @@ import tempfile
 from pathlib import Path
 
 from msg_bench import KEY, REPLY_TOPIC, ROOT, SERVER_QUEUE, config, images, measured
+from scale_bench import cpu_of_children
 
 ENTRYPOINT = [sys.executable, str(ROOT / "entrypoint.py")]
 
 
-def run(what: str, args: list[str]) -> tuple[float, float]:
+def run(what: str, args: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds, peak RSS (MB) of one whole process."""
+    cpu = cpu_of_children()
     wall, rss, rc, err = measured(ENTRYPOINT + args + ["--log-level", "warning"], {
         "PATH": "/usr/bin:/bin"})
     if rc != 0:
         raise SystemExit(f"{what} failed (exit {rc}): {err}")
-    return wall, rss
+    return wall, cpu_of_children() - cpu, rss
 
 
-def one_size(n: int, shards: int, conf: Path, tmp: Path) -> dict[str, tuple[float, float]]:
+def one_size(n: int, shards: int, conf: Path, tmp: Path
+             ) -> dict[str, tuple[float, float, float]]:
     listing = tmp / f"images-{n}.json"
     listing.write_text(json.dumps(images(n)))
     common = ["--signer", "msg", "--config-file", str(conf), "--images-file", str(listing),
               "--signing-key", KEY, "--task-id", f"shard-bench-{n}"]
     figures = {"plan": run("the dry run", common + ["--dry-run"])}
-    walls, peak = 0.0, 0.0
+    walls, cpus, peak = 0.0, 0.0, 0.0
     for k in range(1, shards + 1):
-        wall, rss = run(f"shard {k}/{shards}", common + [
+        wall, cpu, rss = run(f"shard {k}/{shards}", common + [
             "--shard", f"{k}/{shards}", "--output-dir", str(tmp / f"{n}" / f"shard-{k}")])
-        walls, peak = walls + wall, max(peak, rss)
-    figures["shards"] = (walls, peak)
+        walls, cpus, peak = walls + wall, cpus + cpu, max(peak, rss)
+    figures["shards"] = (walls, cpus, peak)
     out = tmp / f"{n}" / "merged"
     figures["merge"] = run("merge", ["merge", "--output-dir", str(out)] + [
         str(tmp / f"{n}" / f"shard-{k}") for k in range(1, shards + 1)])
@@ -74,18 +78,19 @@ def main() -> None:
             "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
         try:
             conf = config(tmp / "conf.yaml", url, tls)
-            print(f"{opts.shards} shards, msg signer (embedded broker, instant server); "
-                  "seconds (peak RSS) of each whole process; ratio: time per image against "
-                  f"N={sizes[0]}")
-            print(f"{'N':>7} | {'plan (dry run)':>22} | {'all shards (sum)':>24} | "
-                  f"{'merge':>22}")
+            print(f"{opts.shards} shards, msg signer (embedded broker, instant server); each "
+                  "step: wall s / CPU s (peak RSS of its process) and the CPU time per image "
+                  f"against N={sizes[0]}'s (wall time follows the machine's load)")
+            print(f"{'N':>7} | {'plan (dry run)':>33} | {'all shards (sum)':>33} | "
+                  f"{'merge':>33}")
             anchor: dict[str, float] = {}
             for n in sizes:
                 figures = one_size(n, opts.shards, conf, tmp)
                 cells = []
-                for step, (wall, rss) in figures.items():
-                    anchor.setdefault(step, wall / n)
-                    cells.append(f"{wall:7.2f} s ({rss:4.0f} MB) {wall / n / anchor[step]:4.2f}x")
+                for step, (wall, cpu, rss) in figures.items():
+                    anchor.setdefault(step, cpu / n)
+                    cells.append(f"{wall:7.2f} / {cpu:7.2f} s ({rss:4.0f} MB) "
+                                 f"{cpu / n / anchor[step]:4.2f}x")
                 print(f"{n:>7} | " + " | ".join(cells), flush=True)
         finally:
             stop(server)

@@ -28,3 +28,15 @@ def test_scale_bench_quick_prints_a_line_per_signer_and_size():
         assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[5]) > 0 and row[6] == "MB"
         assert float(row[7]) > 0 and row[9] == "s" and float(row[10]) > 0
     assert rows[0][7] == rows[2][7] == rows[0][10] == rows[2][10] == "1.00"  # the anchors
+
+
+def test_shard_bench_runs_plan_shards_and_merge_at_a_tiny_size():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "shard_bench.py"), "--sizes",
+                           "20,40", "--shards", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.split("|")[0].strip().isdigit()]
+    assert [r.split("|")[0].strip() for r in rows] == ["20", "40"], proc.stdout
+    assert all(len(r.split("|")) == 4 and r.count(" MB)") == 3 for r in rows)
+    assert rows[0].count("1.00x") == 3  # the anchor
