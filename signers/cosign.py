@@ -53,6 +53,7 @@ from signaction.artifacts import Artifacts, key_data
 from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, SigningKey, WorkItem
+from signaction.reference import parse_reference
 from signaction.registry import RegistryClient, RegistryError
 from signaction.results import Entry
 from signaction.safeload import read_regular_file
@@ -285,6 +286,17 @@ class CosignSigner(Signer):
     section = "cosign_signer"
     summary = "sigstore signatures made by cosign, attached in the registry"
     expands_index = True
+
+    @classmethod
+    def after_merge(cls, artifacts: Artifacts, rows: Iterable[dict[str, Any]],
+                    shard_files: set[str]) -> list[FollowUp]:
+        """The shards' attach script (signed with upload false), for every merged signature."""
+        if ATTACH_SCRIPT not in shard_files:
+            return []
+        signed = [(parse_reference(r.get("location") or r["reference"])[0], r["digest"],
+                   r["payload_path"], r["signature_path"]) for r in rows
+                  if r.get("payload_path") and r.get("signature_path")]
+        return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
 
     def __init__(self, config, options: Options):
         super().__init__(config, options)

@@ -340,3 +340,37 @@ def test_pubtools_sign_cosign_container_sign_command(registry, trixie_tools, key
                              f"{registry.host}/ns/tool@{image.digest}"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert no_tag.returncode == 2 and "--reference is required" in no_tag.stderr
+
+
+def test_sharded_upload_false_runs_merge_into_one_attach_script(registry, trixie_tools, keys,
+                                                                 tmp_path):
+    """Two multi-arch images signed with upload false as 2 shards (whichever shard owns what),
+    merged: one cosign-attach.sh for all six signatures, which attaches them for cosign verify;
+    the merged verification/ is the shards' (for the whole plan) and lets skopeo pull both."""
+    images = [push_index(registry.host, f"ns/shard{n}", "v1", tmp_path / f"i{n}",
+                         content=f"shard {n}") for n in range(2)]
+    args = [a for image in images for a in ("--image", f"{image.by_tag}@{image.digest}")]
+    for k in (1, 2):
+        run = sign(tmp_path, trixie_tools, *args, "--signing-key", str(keys["key"]),
+                   "--no-upload", "--shard", f"{k}/2", out=f"shard-{k}")
+        assert run.returncode == 0, run.stderr
+    merged = run_entrypoint("merge", "--output-dir", str(tmp_path / "merged"),
+                            str(tmp_path / "shard-1"), str(tmp_path / "shard-2"))
+    assert merged.returncode == 0, merged.stderr
+    assert results(tmp_path, "merged")["summary"]["signed"] == 6
+    script = tmp_path / "merged" / "cosign-attach.sh"
+    lines = script.read_text().splitlines()
+    assert len([line for line in lines if line.startswith("cosign attach signature")]) == 6
+    env = {**trixie_tools.cosign_env(),
+           "PATH": f"{trixie_tools.cosign.parent}:{os.environ['PATH']}"}
+    attach = subprocess.run(["sh", str(script), "--allow-http-registry=true"], env=env, cwd="/",
+                            capture_output=True, text=True, timeout=300)
+    assert attach.returncode == 0, attach.stderr
+    out = tmp_path / "merged" / "verification"
+    for image in images:
+        for digest in [image.digest, *image.platforms.values()]:
+            assert cosign_verify(trixie_tools, keys["pub"],
+                                 image.by_digest(digest)).returncode == 0
+        assert skopeo_copy_all(trixie_tools, out / "policy.json", out / "registries.d",
+                               image.by_tag, tmp_path / f"pulled-{image.digest[7:15]}"
+                               ).returncode == 0
