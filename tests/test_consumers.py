@@ -28,11 +28,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from signaction import consumers
 from signaction.artifacts import Artifacts
 from signaction.consumers import PLACEHOLDER, relocate
 from signers.cosign import CosignFormat
@@ -307,3 +309,35 @@ def test_the_cluster_files_do_not_depend_on_where_the_output_folder_is(tmp_path)
                                                                   "coco")}
     one, two = cluster_files(tmp_path / "a"), cluster_files(tmp_path / "elsewhere")
     assert one == two and len(one) > 5
+
+
+def yaml_files(folder: Path) -> dict[str, list]:
+    return {p.relative_to(folder).as_posix(): docs(p) for p in sorted(folder.rglob("*.yaml"))}
+
+
+def test_libyamls_emitter_writes_the_same_documents_as_pyyamls_own(tmp_path, monkeypatch):
+    """The cluster files are dumped with libyaml's emitter when PyYAML has it (the pure-Python
+    one takes seconds per MB of data: URLs); parsed back, both give the same documents."""
+    assert consumers._Dumper.__mro__[1] is getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    hostile = ("r.io/ns/app", 'r.io/a"b: [c]', "r.io/x\n- y: z", "r.io/{{x}}#&*!")
+
+    def written() -> dict[str, list]:  # in the same folder each time: podman's files name it
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        return {**yaml_files(gpg_folder(tmp_path / "gpg", repos=hostile)),
+                **{f"cosign/{k}": v for k, v in yaml_files(cosign_folder(
+                    tmp_path / "cosign", repos=hostile)).items()}}
+    fast = written()
+    monkeypatch.setattr(consumers, "_Dumper", consumers._literal_blocks(yaml.SafeDumper))
+    pure = written()
+    assert fast == pure and len(fast) >= 5
+    assert any(o["kind"] == "MachineConfig" for objects in fast.values() for o in objects)
+
+
+def test_machine_configs_over_one_mib_are_warned_about_once(tmp_path, monkeypatch, caplog):
+    gpg_folder(tmp_path / "small")
+    assert not [r for r in caplog.records if "MachineConfig" in r.getMessage()]
+    monkeypatch.setattr(consumers, "MACHINECONFIG_WARN", 1000)  # a smaller limit, same check
+    gpg_folder(tmp_path / "big")
+    warned = [r for r in caplog.records if "MachineConfig" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "will not apply" in warned[0].getMessage()
