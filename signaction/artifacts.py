@@ -61,7 +61,7 @@ class Artifacts:
     def __init__(self, output_dir: str | os.PathLike):
         self.root = Path(output_dir)
         self._resolved_root: str | None = None
-        self._made: set[str] = set()  # folders created and checked to be inside the root
+        self._made: set[str] = set()  # parent folders created and checked to be inside the root
 
     def create(self, own_paths: Sequence[tuple[tuple[str, ...], bool]] = ()) -> None:
         """Make the output folder (only once the run is known to be valid) and prove it takes
@@ -119,15 +119,14 @@ class Artifacts:
     def _make_folder(self, parts: list[str], what: object) -> str:
         """Create the folder ``parts`` below the resolved root one level at a time, never
         through a link: each level is created, or else must already be a real folder (lstat:
-        links are not followed). Each level is checked once per run. Returns its path."""
+        links are not followed). Each parent level is checked once per run; the last level
+        (one per image for signatures: remembering them all would cost ~210 B each) every
+        time. Returns its path."""
         current = self._root()
-        folder = os.path.join(current, *parts)
-        if folder in self._made:
-            return folder
         if current not in self._made:
             os.makedirs(current, exist_ok=True)
             self._made.add(current)
-        for part in parts:
+        for n, part in enumerate(parts, 1):
             current = os.path.join(current, part)
             if current in self._made:
                 continue
@@ -137,8 +136,9 @@ class Artifacts:
                 if not stat.S_ISDIR(os.lstat(current).st_mode):  # a symlink, or a file
                     raise ValueError(f"{what} would write outside {self.root}: {current} "
                                      "is not a folder") from None
-            self._made.add(current)
-        return folder
+            if n < len(parts):
+                self._made.add(current)
+        return current
 
     def write_signature(self, tree: str, reference: Reference, digest: str, data: bytes, *,
                         suffix: str = "", companions: Mapping[str, bytes] | None = None) -> Path:
@@ -226,8 +226,9 @@ class Artifacts:
                                             for repo in repositories}}}
         for name, data in verification.files.items():
             self.write_file(["verification", name], data)
+        # written as it is encoded: at 100,000 repositories its text is ~20 MB
         self.write_file(["verification", "policy.json"],
-                        (json.dumps(policy, indent=2) + "\n").encode())
+                        lambda f: (json.dump(policy, f, indent=2), f.write("\n")))
         self.write_file(["verification", "registries.d", "container-sign-action.yaml"],
                         ("\n".join(verification.registries_d) + "\n").encode())
         self.write_file(["verification", "README.md"], verification.readme.encode())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import io
 import json
 import logging
 import os
@@ -150,7 +151,12 @@ def _policy(repositories: list[str], rules: list[dict[str, Any]],
     policy = copy.deepcopy(dict(base))
     docker = policy.setdefault("transports", {}).setdefault("docker", {})
     docker.update({repo: rules for repo in repositories})
-    return (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode()
+    # json.dumps with an indent joins a list of every piece (~70 MB at 100,000 repositories);
+    # json.dump writes each piece to the buffer as it is made
+    text = io.StringIO()
+    json.dump(policy, text, indent=2, sort_keys=True)
+    text.write("\n")
+    return text.getvalue().encode()
 
 
 # libyaml's emitter when PyYAML has it: the pure-Python one takes ~5 s per MB of a
@@ -176,6 +182,12 @@ def _yaml(artifacts: Artifacts, parts: list[str], objects: list[dict[str, Any]])
     artifacts.write_file(["verification", *parts], lambda f: yaml.dump_all(
         objects, f, Dumper=_Dumper, sort_keys=False))
     return "/".join(parts)
+
+
+def _json(artifacts: Artifacts, parts: list[str], value: Mapping[str, str]) -> None:
+    """``value`` as indented JSON, written as it is encoded (no copy of the text in memory)."""
+    artifacts.write_file(["verification", *parts], lambda f: (
+        json.dump(value, f, indent=2), f.write("\n")))
 
 
 def _b64(data: bytes) -> str:
@@ -289,13 +301,12 @@ def _coco(artifacts: Artifacts, facts: Facts) -> list[str]:
     for path, data in resources.items():
         artifacts.write_file(["verification", "coco", "kbs", *path.split("/")], data)
         written.append(f"coco/kbs/{path}")
-    artifacts.write_file(["verification", "coco", "aa-offline_fs_kbc-resources.json"], (
-        json.dumps({k: _b64(v) for k, v in resources.items()}, indent=2) + "\n").encode())
+    _json(artifacts, ["coco", "aa-offline_fs_kbc-resources.json"],
+          {k: _b64(v) for k, v in resources.items()})
     written.append("coco/aa-offline_fs_kbc-resources.json")
     legacy = _legacy(facts, keyed)
     if legacy:
-        artifacts.write_file(["verification", "coco", "aa-offline_fs_kbc-resources-legacy.json"],
-                             (json.dumps(legacy, indent=2) + "\n").encode())
+        _json(artifacts, ["coco", "aa-offline_fs_kbc-resources-legacy.json"], legacy)
         written.append("coco/aa-offline_fs_kbc-resources-legacy.json")
     return written
 
