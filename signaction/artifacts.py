@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import atomic
-from .consumers import write_consumers
+from .consumers import indented_json, write_consumers
 from .errors import InputError
 from .reference import Reference
 from .signing import Verification
@@ -228,7 +228,7 @@ class Artifacts:
             self.write_file(["verification", name], data)
         # written as it is encoded: at 100,000 repositories its text is ~20 MB
         self.write_file(["verification", "policy.json"],
-                        lambda f: (json.dump(policy, f, indent=2), f.write("\n")))
+                        indented_json(policy))
         self.write_file(["verification", "registries.d", "container-sign-action.yaml"],
                         ("\n".join(verification.registries_d) + "\n").encode())
         self.write_file(["verification", "README.md"], verification.readme.encode())

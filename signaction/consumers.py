@@ -29,7 +29,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -184,10 +184,17 @@ def _yaml(artifacts: Artifacts, parts: list[str], objects: list[dict[str, Any]])
     return "/".join(parts)
 
 
+def indented_json(value: object) -> Callable[[TextIO], None]:
+    """A writer of ``value`` as JSON with an indent of 2 and a final newline, written as it is
+    encoded: json.dumps would make the whole text, then ``.encode()`` a copy of it."""
+    def write(f: TextIO) -> None:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    return write
+
+
 def _json(artifacts: Artifacts, parts: list[str], value: Mapping[str, str]) -> None:
-    """``value`` as indented JSON, written as it is encoded (no copy of the text in memory)."""
-    artifacts.write_file(["verification", *parts], lambda f: (
-        json.dump(value, f, indent=2), f.write("\n")))
+    artifacts.write_file(["verification", *parts], indented_json(value))
 
 
 def _b64(data: bytes) -> str:
