@@ -28,7 +28,7 @@ log = logging.getLogger("signaction")
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     item: WorkItem
     status: str
@@ -99,9 +99,10 @@ class Recorder:
         self.artifacts = artifacts
         self.plan = plan
         self.format = signature_format  # how the signer's image signatures are written
-        self._entries: dict[WorkItem, Entry] = {}
-        self._claimed: set[WorkItem] = set()
-        self._position: dict[WorkItem, int] | None = None  # plan order, made on first need
+        # each item's entry; None: claimed (its outcome is being written), not yet recorded
+        self._entries: dict[WorkItem, Entry | None] = {}
+        # plan order (image index * len(keys) + key index), made on first need
+        self._position: tuple[dict[Any, int], dict[Any, int]] | None = None
         # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
         # of JSON text, with its place in operation_results: parsed replies would
         # otherwise all be held until results.json is written.
@@ -111,16 +112,18 @@ class Recorder:
     def report(self, outcome: Outcome) -> None:
         item = outcome.item
         with self._lock:
-            if item in self._claimed:  # a signer must report once; keep the first
+            if item in self._entries:  # a signer must report once; keep the first
                 log.warning("ignored a second outcome for %s with key %s", label(item),
                             item.key.key)
                 return
-            self._claimed.add(item)
+            self._entries[item] = None  # claimed before its signature is written
         entry = self._entry(outcome)  # writes the signature file, outside the lock
         with self._lock:
             self._entries[item] = entry
             if outcome.detail is not None:  # failed replies too: they keep their place
                 self._spool(outcome)
+        if not log.isEnabledFor(logging.INFO):
+            return
         if entry.status == FAILED:
             log.info("FAILED %s key %s: %s", label(item), item.key.key, entry.error)
         else:
@@ -166,9 +169,12 @@ class Recorder:
     def _spool(self, outcome: Outcome) -> None:
         slot = outcome.slot
         if slot is None:
-            if self._position is None:
-                self._position = {item: n for n, item in enumerate(self.plan.items())}
-            slot = self._position[outcome.item]
+            if self._position is None:  # by image and by key: no WorkItem kept per item
+                self._position = ({t: n for n, t in enumerate(self.plan.images or
+                                                              self.plan.files)},
+                                  {k: n for n, k in enumerate(self.plan.keys)})
+            images, keys = self._position
+            slot = images[outcome.item.image] * len(keys) + keys[outcome.item.key]
         if slot in self._details:  # e.g. a batch reply reported with each of its items
             return
         self._details.put(slot, outcome.detail if isinstance(outcome.detail, str)
