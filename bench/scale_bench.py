@@ -46,10 +46,15 @@ RSS_TARGET_MB = 150
 RATIO_TARGET = 1.25  # time per image at N over time per image at the anchor: "linear"
 
 
+REPOSITORIES = 0  # --repositories: images spread over this many (0: one repository each)
+
+
 def write_images(path: Path, n: int) -> Path:
-    """``n`` images as an images file: one repository each, a random digest each."""
+    """``n`` images as an images file, a random digest each: one repository each (the worst
+    case for verification/: a policy scope per image), or spread over REPOSITORIES."""
+    repos = REPOSITORIES or n
     with open(path, "w", encoding="utf-8") as f:
-        json.dump([{"reference": f"127.0.0.1:5000/bench/app-{i}:v1",
+        json.dump([{"reference": f"127.0.0.1:5000/bench/app-{i % repos}:v{i}",
                     "digest": f"sha256:{secrets.token_hex(32)}"} for i in range(n)], f)
     return path
 
@@ -165,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="gpg signer sizes; the smallest is the anchor (empty: none)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (msg 50,100; gpg 5,10): that the bench still runs")
+    parser.add_argument("--repositories", type=int, default=0, metavar="R",
+                        help="spread the images over R repositories (default: one each)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run each process under cProfile, DIR/<signer>-<N>.prof")
     opts = parser.parse_args(argv)
+    global REPOSITORIES
+    REPOSITORIES = opts.repositories
     msg_sizes, gpg_sizes = sizes_of(opts.sizes), sizes_of(opts.gpg_sizes)
     if opts.quick:
         msg_sizes, gpg_sizes = [50, 100], [5, 10]
