@@ -284,7 +284,7 @@ def _sh(text: str) -> str:
 class CosignSigner(Signer):
     name = "cosign"
     section = "cosign_signer"
-    summary = "sigstore signatures made by cosign, attached in the registry"
+    summary = "sigstore signatures, in-process or by the cosign binary, in the registry"
     expands_index = True
 
     @classmethod
