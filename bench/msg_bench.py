@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Only what the echo child needs is imported here (its start-up is part of its time); the rest is
@@ -157,40 +159,46 @@ def main() -> None:
         print(echo_child(int(opts.echo_child[0]), opts.echo_child[1]))
         return
     from infra.pubtools_sign import ensure_pubtools_sign
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    bindir = ensure_pubtools_sign() if opts.anchor_max else None
+    with tempfile.TemporaryDirectory(prefix="msg-bench-") as tmp, \
+            instant_bed(Path(tmp)) as (url, conf):
+        echo(100, url)  # warm up broker and server
+        print(f"{'N':>6} {'this project':>13} {'sig/s':>7} {'peak RSS':>9} "
+              f"{'pubtools-sign':>14} {'speed-up':>9} {'bare echo':>10} {'vs echo':>8}")
+        for n in sizes:
+            runs, echoes = [], []
+            for _ in range(opts.repeat):  # interleaved, best of each: the host's load varies
+                runs.append(ours(n, conf, Path(tmp)))
+                echoes.append(echo(n, url))
+            wall, rss = min(r[0] for r in runs), max(r[1] for r in runs)
+            e = min(echoes)
+            if bindir and n <= opts.anchor_max:
+                p_wall, _ = pubtools(n, conf, bindir)
+                anchor = f"{p_wall:>12.2f} s {p_wall / wall:>8.1f}x"
+            else:
+                anchor = f"{'-':>14} {'-':>9}"
+            print(f"{n:>6} {wall:>11.2f} s {n / wall:>7.0f} {rss:>6.0f} MB {anchor} "
+                  f"{e:>8.2f} s {wall / e:>7.2f}x", flush=True)
+
+
+@contextmanager
+def instant_bed(tmp: Path) -> Iterator[tuple[str, Path]]:
+    """The embedded broker and the instant signing server, with ActiveMQ-style addresses as in
+    production: yields (the broker's URL, a msg_signer config for it); both stopped after."""
     from infra.tls import make_tls
     from testbed import launch, stop
 
-    sizes = [int(s) for s in opts.sizes.split(",")]
-    bindir = ensure_pubtools_sign() if opts.anchor_max else None
-    with tempfile.TemporaryDirectory(prefix="msg-bench-") as tmp:
-        tmp = Path(tmp)
-        tls = make_tls(tmp / "tls")
-        broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
-        url = f"amqp://127.0.0.1:{info['port']}"
-        server, _ = launch("testbed.signing_server", [
-            "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
-        try:
-            conf = config(tmp / "conf.yaml", url, tls)
-            echo(100, url)  # warm up broker and server
-            print(f"{'N':>6} {'this project':>13} {'sig/s':>7} {'peak RSS':>9} "
-                  f"{'pubtools-sign':>14} {'speed-up':>9} {'bare echo':>10} {'vs echo':>8}")
-            for n in sizes:
-                runs, echoes = [], []
-                for _ in range(opts.repeat):  # interleaved, best of each: the host's load varies
-                    runs.append(ours(n, conf, tmp))
-                    echoes.append(echo(n, url))
-                wall, rss = min(r[0] for r in runs), max(r[1] for r in runs)
-                e = min(echoes)
-                if bindir and n <= opts.anchor_max:
-                    p_wall, _ = pubtools(n, conf, bindir)
-                    anchor = f"{p_wall:>12.2f} s {p_wall / wall:>8.1f}x"
-                else:
-                    anchor = f"{'-':>14} {'-':>9}"
-                print(f"{n:>6} {wall:>11.2f} s {n / wall:>7.0f} {rss:>6.0f} MB {anchor} "
-                      f"{e:>8.2f} s {wall / e:>7.2f}x", flush=True)
-        finally:
-            stop(server)
-            stop(broker)
+    tls = make_tls(tmp / "tls")
+    broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
+    url = f"amqp://127.0.0.1:{info['port']}"
+    server, _ = launch("testbed.signing_server", [
+        "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
+    try:
+        yield url, config(tmp / "conf.yaml", url, tls)
+    finally:
+        stop(server)
+        stop(broker)
 
 
 if __name__ == "__main__":

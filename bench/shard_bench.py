@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from msg_bench import KEY, REPLY_TOPIC, ROOT, SERVER_QUEUE, config, images, measured
+from msg_bench import KEY, ROOT, images, instant_bed, measured
 from scale_bench import cpu_of_children
 
 ENTRYPOINT = [sys.executable, str(ROOT / "entrypoint.py")]
@@ -65,36 +65,23 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,20000,100000")
     parser.add_argument("--shards", type=int, default=4)
     opts = parser.parse_args()
-    from infra.tls import make_tls
-    from testbed import launch, stop
-
     sizes = [int(s) for s in opts.sizes.split(",")]
-    with tempfile.TemporaryDirectory(prefix="shard-bench-") as tmp:
-        tmp = Path(tmp)
-        tls = make_tls(tmp / "tls")
-        broker, info = launch("testbed.broker", ["--listen", "127.0.0.1:0"])
-        url = f"amqp://127.0.0.1:{info['port']}"
-        server, _ = launch("testbed.signing_server", [
-            "--broker", url, "--listen-to", SERVER_QUEUE, "--reply-to", REPLY_TOPIC, "--instant"])
-        try:
-            conf = config(tmp / "conf.yaml", url, tls)
-            print(f"{opts.shards} shards, msg signer (embedded broker, instant server); each "
-                  "step: wall s / CPU s (peak RSS of its process) and the CPU time per image "
-                  f"against N={sizes[0]}'s (wall time follows the machine's load)")
-            print(f"{'N':>7} | {'plan (dry run)':>33} | {'all shards (sum)':>33} | "
-                  f"{'merge':>33}")
-            anchor: dict[str, float] = {}
-            for n in sizes:
-                figures = one_size(n, opts.shards, conf, tmp)
-                cells = []
-                for step, (wall, cpu, rss) in figures.items():
-                    anchor.setdefault(step, cpu / n)
-                    cells.append(f"{wall:7.2f} / {cpu:7.2f} s ({rss:4.0f} MB) "
-                                 f"{cpu / n / anchor[step]:4.2f}x")
-                print(f"{n:>7} | " + " | ".join(cells), flush=True)
-        finally:
-            stop(server)
-            stop(broker)
+    with tempfile.TemporaryDirectory(prefix="shard-bench-") as tmp, \
+            instant_bed(Path(tmp)) as (_, conf):
+        print(f"{opts.shards} shards, msg signer (embedded broker, instant server); each "
+              "step: wall s / CPU s (peak RSS of its process) and the CPU time per image "
+              f"against N={sizes[0]}'s (wall time follows the machine's load)")
+        print(f"{'N':>7} | {'plan (dry run)':>33} | {'all shards (sum)':>33} | "
+              f"{'merge':>33}")
+        anchor: dict[str, float] = {}
+        for n in sizes:
+            figures = one_size(n, opts.shards, conf, Path(tmp))
+            cells = []
+            for step, (wall, cpu, rss) in figures.items():
+                anchor.setdefault(step, cpu / n)
+                cells.append(f"{wall:7.2f} / {cpu:7.2f} s ({rss:4.0f} MB) "
+                             f"{cpu / n / anchor[step]:4.2f}x")
+            print(f"{n:>7} | " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
