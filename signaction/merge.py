@@ -28,7 +28,7 @@ from .artifacts import Artifacts, Stream
 from .errors import InputError
 from .reference import parse_reference
 from .results import Spool
-from .safeload import size_text
+from .safeload import read_regular_file, size_text
 
 RESULTS_BYTES = 1 << 30  # a shard's results.json
 FILE_BYTES = 4 << 20  # one signature file, a verification file
@@ -183,17 +183,7 @@ def _check_inside(shard_root: str, relative: str, limit: int, folder: str,
 
 def _read(path: str, limit: int, label: str) -> bytes:
     """A file _check_inside accepted, read without following a link (it may have changed)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise _fail(label, f"cannot be opened ({e.strerror}; a link?)") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise _fail(label, "not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise _fail(label, f"larger than {size_text(limit)}")
-    return data
+    return read_regular_file(path, f"merge: {label}", limit, follow_links=False)
 
 
 def _read_inside(root: str, relative: str, limit: int, folder: str) -> bytes:

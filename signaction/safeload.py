@@ -54,7 +54,7 @@ Where = Callable[[tuple], str]
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a link"))
 
 
 def _kind(mode: int) -> str:
@@ -73,21 +73,26 @@ def _check_regular(mode: int, label: str) -> None:
 
 
 @overload
-def read_regular_file(path: str, label: str, limit: int) -> bytes: ...
+def read_regular_file(path: str, label: str, limit: int, *,
+                      follow_links: bool = True) -> bytes: ...
 
 
 @overload
-def read_regular_file(path: str, label: str, limit: int, *,
-                      missing_ok: bool) -> bytes | None: ...
+def read_regular_file(path: str, label: str, limit: int, *, missing_ok: bool,
+                      follow_links: bool = True) -> bytes | None: ...
 
 
-def read_regular_file(path: str, label: str, limit: int, *,
-                      missing_ok: bool = False) -> bytes | None:
+def read_regular_file(path: str, label: str, limit: int, *, missing_ok: bool = False,
+                      follow_links: bool = True) -> bytes | None:
     """A regular file's bytes, at most ``limit`` of them: never a FIFO (which would hang), a
-    device (/dev/zero never ends) or a socket. With ``missing_ok`` a missing file is None."""
+    device (/dev/zero never ends) or a socket. With ``missing_ok`` a missing file is None.
+    Without ``follow_links`` a link at ``path`` is refused (lstat, O_NOFOLLOW): for files
+    inside a folder from outside, where a link could lead anywhere."""
     try:
-        _check_regular(os.stat(path).st_mode, label)  # a device is refused without opening it
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        info = os.stat(path) if follow_links else os.lstat(path)
+        _check_regular(info.st_mode, label)  # a device is refused without opening it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+                     | (0 if follow_links else os.O_NOFOLLOW))
     except ValueError:  # a NUL in the path
         raise InputError(f"{label}: cannot be opened (the name holds a NUL character)") from None
     except OSError as e:
