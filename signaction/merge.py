@@ -93,8 +93,12 @@ def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
     index = _int(manifest, "index", where, 1, count)
     total = _int(manifest, "plan_images", where, 0, 10 ** 9)
     keys = _int(manifest, "keys", where, 1, 10 ** 6)
-    if not isinstance(manifest.get("plan"), str) or not isinstance(manifest.get("root"), str):
-        raise _fail(where, "plan or root is missing")
+    if not isinstance(manifest.get("plan"), str):
+        raise _fail(where, "plan is missing")
+    root_then = manifest.get("root")  # the shard's folder when it ran: verification/ names it
+    if not isinstance(root_then, str) or not os.path.isabs(root_then) or root_then == "/" \
+            or os.path.normpath(root_then) != root_then or "\0" in root_then:
+        raise _fail(where, "root must be the absolute path of the folder the shard wrote")
     items = manifest.get("items")
     if not isinstance(items, list) or not all(type(n) is int and 0 <= n < total for n in items):
         raise _fail(where, f"items must be plan positions 0 to {total - 1}")

@@ -238,6 +238,9 @@ def _signed(results):
     ("t-items", lambda r, d: r["shard"].update(items=r["shard"]["items"][:-1]),
      "must hold"),
     ("t-nojson", lambda r, d: r.clear(), "no shard manifest"),
+    ("t-root", lambda r, d: r["shard"].update(root="relative/out"),
+     "root must be the absolute path"),
+    ("t-slash", lambda r, d: r["shard"].update(root="/"), "root must be the absolute path"),
 ])
 def test_merge_refuses_a_tampered_shard_in_one_line(release, name, change, error):
     tmp, _, _ = release
