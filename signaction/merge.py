@@ -50,15 +50,8 @@ class ShardOutput:
     keys: int
     spool: Spool  # its operation_results, by (folder, position)
     details: int  # how many
+    artifacts: Artifacts  # its folder, as the one that says where each signature should be
     folders: set[str] = field(default_factory=set)  # checked: real folders inside root
-    _artifacts: Artifacts | None = None
-
-    @property
-    def artifacts(self) -> Artifacts:
-        """Its folder as an Artifacts (where each signature should be)."""
-        if self._artifacts is None:
-            self._artifacts = Artifacts(self.root)
-        return self._artifacts
 
     @property
     def name(self) -> str:
@@ -127,7 +120,7 @@ def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
         spool.put((folder, n), json.dumps(detail))
     texts = [json.dumps(row) for row in results.pop("images")]  # (dicts would take 3x more)
     return ShardOutput(folder, root, index, count, results, texts, items, keys, spool,
-                       len(details))
+                       len(details), Artifacts(root))
 
 
 def _int(data: dict, key: str, where: str, low: int, high: int) -> int:

@@ -333,6 +333,7 @@ def test_merge_without_folders_or_with_a_pattern_matching_none(tmp_path):
 
 
 def test_a_platform_found_in_two_shards_indexes_is_kept_once_as_one_run_would():
+    from signaction.artifacts import Artifacts
     from signaction.merge import ShardOutput, plan_order
     from signaction.results import Spool
 
@@ -346,6 +347,6 @@ def test_a_platform_found_in_two_shards_indexes_is_kept_once_as_one_run_would():
         rows = [row("r.io/a:1", index_digest), row("r.io/a:1", shared)]
         return ShardOutput(f"s{index}", f"/s{index}", index, 2,
                            {"shard": {**manifest, "index": index}}, rows, [position, position],
-                           1, Spool(), 0)
+                           1, Spool(), 0, Artifacts(f"/s{index}"))
     order = plan_order([shard(1, 0, "sha256:" + "1" * 64), shard(2, 1, "sha256:" + "2" * 64)])
     assert [(x.shard.index, x.local) for x in order] == [(1, 0), (1, 1), (2, 0)]
