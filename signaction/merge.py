@@ -27,14 +27,13 @@ from . import CREATOR
 from .artifacts import Artifacts, Stream
 from .errors import InputError
 from .reference import parse_reference
-from .results import Spool
+from .results import Spool, failed_text, only_failures
 from .safeload import read_regular_file, size_text
 
 RESULTS_BYTES = 1 << 30  # a shard's results.json
 FILE_BYTES = 4 << 20  # one signature file, a verification file
 VERIFICATION_FILES = 256
 _SIGNATURE_NAME = re.compile(r"signature-[1-9][0-9]{0,8}((?:\.[a-z]{1,16})?)")
-_FAILED_COUNT = re.compile(r"[0-9]+ of [0-9]+ signature\(s\) failed")
 _STATUSES = ("ok", "failed", "skipped")
 
 
@@ -450,9 +449,9 @@ def _results(shards: list[ShardOutput], order: list[Placed], rows: Rows) -> dict
     errors = [f"{s.index}/{s.count}: {s.results['signer_result'].get('error_message')}"
               for s in shards if isinstance(s.results.get("signer_result"), dict)
               and s.results["signer_result"].get("error_message")
-              and not _FAILED_COUNT.fullmatch(str(s.results["signer_result"]["error_message"]))]
+              and not only_failures(str(s.results["signer_result"]["error_message"]))]
     error = ("shard " + "; shard ".join(errors)) if errors else \
-        f"{counts['failed']} of {len(rows)} signature(s) failed" if counts["failed"] else ""
+        failed_text(counts["failed"], len(rows)) if counts["failed"] else ""
     operation = dict(first["operation"])
     operation["digests"] = [x.shard.results["operation"]["digests"][x.local] for x in order]
     operation["references"] = [x.shard.results["operation"]["references"][x.local]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -203,13 +204,26 @@ def counts(entries: list[Entry]) -> dict[str, int]:
     return c
 
 
+# signer_result's error_message when the only trouble is signatures that failed
+_FAILED_TEXT = re.compile(r"[0-9]+ of [0-9]+ signature\(s\) failed")
+
+
+def failed_text(failed: int, total: int) -> str:
+    return f"{failed} of {total} signature(s) failed"
+
+
+def only_failures(message: str) -> bool:
+    """Whether signer_result's ``message`` says no more than failed_text does."""
+    return bool(_FAILED_TEXT.fullmatch(message))
+
+
 def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iterable[str],
                  signer: str, stats: Mapping[str, int], error: str | None) -> dict[str, Any]:
     """results.json as a dict whose two big lists are streams of JSON texts (Artifacts.
     write_results writes them piece by piece): ``operation_results`` and ``images``."""
     c = counts(entries)
     if error is None and c[FAILED]:
-        error = f"{c[FAILED]} of {len(entries)} signature(s) failed"
+        error = failed_text(c[FAILED], len(entries))
     keys = [k.given for k in plan.keys]  # as pubtools-sign: as given, before alias lookup
     return {
         "signer_result": {"status": "error" if error else "ok", "error_message": error or ""},
