@@ -144,7 +144,9 @@ def summary_markdown(title: str, counts: Mapping[str, int], rows: Iterable[dict]
              f"**{counts['signed']} signed**, **{counts['failed']} failed**, "
              f"{counts['skipped']} skipped. Full results: `{_cell(results_file)}`", ""]
     if stats:
-        lines += ["Signer: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
+        # (merge sums the stats of shard folders: from outside)
+        lines += ["Signer: " + ", ".join(f"{_cell(str(k))} {_cell(str(v))}"
+                                         for k, v in stats.items()), ""]
     lines += ["| Status | Image | Digest | Key | Error |" + (" Signature |" if sigstore else ""),
               "|---|---|---|---|---|" + ("---|" if sigstore else "")]
     for r in listed:

@@ -94,3 +94,12 @@ def test_summary_takes_its_rows_one_at_a_time_and_keeps_only_what_it_lists():
     assert "app5:v1" in table[0] and "app70000:v1" in table[1]
     assert "app0:v1" in table[2] and "app198:v1" in table[-1]  # then the ok ones, in order
     assert "…and 99800 more" in md
+
+
+def test_signer_stats_in_the_summary_are_escaped():
+    """merge sums the stats of shard folders (from outside): a key is text, not Markdown."""
+    md = summary_markdown("Container signing", {"signed": 1, "failed": 0, "skipped": 0}, [],
+                          "r.json", {"<img src=x> **b** [l](http://e)": 3, "replies": 2})
+    line = next(x for x in md.splitlines() if x.startswith("Signer: "))
+    assert "<img" not in line and "**b**" not in line and "](" not in line
+    assert line.endswith("replies 2")
