@@ -211,8 +211,10 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
                         f"{s.folder}) with different results")
     missing = [f"{n}/{first.count}" for n in range(1, first.count + 1) if n not in by_index]
     if missing:
-        raise _fail(f"shard {', '.join(missing)}", f"missing: none of the {len(shards)} "
-                    f"folder(s) given holds {'it' if len(missing) == 1 else 'them'}")
+        named = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10
+                                           else "")
+        raise _fail(f"shard {named}", f"missing: none of the {len(shards)} folder(s) given "
+                    f"holds {'it' if len(missing) == 1 else 'them'}")
     return [by_index[n] for n in sorted(by_index)]
 
 

@@ -350,3 +350,14 @@ def test_a_platform_found_in_two_shards_indexes_is_kept_once_as_one_run_would():
                            1, Spool(), 0, Artifacts(f"/s{index}"))
     order = plan_order([shard(1, 0, "sha256:" + "1" * 64), shard(2, 1, "sha256:" + "2" * 64)])
     assert [(x.shard.index, x.local) for x in order] == [(1, 0), (1, 1), (2, 0)]
+
+
+def test_missing_shards_are_named_ten_at_most(release):
+    tmp, _, _ = release
+    shutil.copytree(tmp / "shard-1", tmp / "of-1000")
+    results = json.loads((tmp / "of-1000" / "results.json").read_text())
+    results["shard"]["count"] = 1000
+    (tmp / "of-1000" / "results.json").write_text(json.dumps(results))
+    run = _merge(tmp, "m-1000", "of-1000")
+    assert run.returncode == 2 and "shard 2/1000, 3/1000" in run.stderr
+    assert "11/1000 and 989 more: missing" in run.stderr and "12/1000" not in run.stderr
