@@ -268,6 +268,9 @@ def verdict_json(item: WorkItem, verdict: Verdict) -> dict[str, Any]:
                              "signing_key": item.key.key, "status": verdict.status,
                              "reason": scrub(verdict.reason),
                              "tried": [scrub(t) for t in verdict.tried]}
+    if verdict.findings:
+        entry["findings"] = [{k: scrub(v) for k, v in p.json(where).items()}
+                             for where, p in verdict.findings]
     if image.location is not None:
         entry["location"] = str(image.location)
     if image.platform:

@@ -8,6 +8,7 @@ entrypoint know no signer by name: what differs between signature kinds is in th
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,35 @@ if TYPE_CHECKING:
 VERIFIED, MISSING, INVALID = "verified", "missing", "invalid"
 
 
+class Finding(enum.Enum):
+    """Why one signature is not accepted: decided where the check is made, carried as this
+    type to results.json (``findings``), never read back out of a message's words."""
+
+    UNREADABLE = "unreadable"  # not the format at all (not OpenPGP, not a claim, bad base64)
+    OTHER_KEY = "other key"  # not made by the trusted key (or certificate's key)
+    UNTRUSTED_CERTIFICATE = "untrusted certificate"  # chain, constraints, EKU, validity
+    OTHER_IDENTITY = "other identity"  # signs another image name, or a certificate for another
+    OTHER_ISSUER = "other issuer"  # a certificate from another OIDC issuer
+    OTHER_DIGEST = "other digest"  # signs another manifest
+    POLICY = "refused by policy"  # a weak hash, a critical unknown, expired, revoked, future
+    TRANSPARENCY = "transparency"  # SET, SCT, inclusion proof or checkpoint missing or bad
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One signature's finding and what exactly is wrong, in words for the user."""
+
+    finding: Finding
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.finding.value}: {self.detail}"
+
+    def json(self, where: str) -> dict[str, str]:
+        return {"signature": where, "finding": self.finding.name.lower(),
+                "detail": self.detail}
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What verify mode found for one work item: ``verified`` (a published signature a
@@ -36,6 +66,8 @@ class Verdict:
     reason: str
     tried: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
+    # what each signature tried was found to be (``tried`` in words): (where, Problem)
+    findings: tuple[tuple[str, Problem], ...] = ()
 
 
 # A format's check of one work item; called from several threads at once.
