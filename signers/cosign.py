@@ -51,6 +51,8 @@ from typing import Any
 
 from signaction.artifacts import Artifacts, key_data
 from signaction.errors import InputError
+from signaction.formats import fulcio, keys, rekor
+from signaction.formats.fulcio import read_certificate
 from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, SigningKey, WorkItem
 from signaction.reference import parse_reference
@@ -62,7 +64,9 @@ from signaction.signing import (
     MISSING,
     VERIFIED,
     Check,
+    Finding,
     FollowUp,
+    Problem,
     SignatureFormat,
     Verdict,
     Verification,
@@ -108,12 +112,10 @@ ROOT_FILES = {"fulcio_root_file": ("SIGSTORE_ROOT_FILE", "fulcio_root.pem"),
               "ctlog_public_key_file": ("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE", "ctlog.pub"),
               "rekor_public_key_file": ("SIGSTORE_REKOR_PUBLIC_KEY", "rekor.pub")}
 URL_KEYS = ("rekor_url", "fulcio_url", "oidc_issuer")
-FULCIO_ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1")  # DER UTF8String, raw
 TLOG_INDEX = re.compile(r"^tlog entry created with index: (\d{1,18})\s*$", re.M)
 JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 MAX_TOKEN = 64 << 10  # bytes of an identity token file
 MAX_PEM = 1 << 20  # bytes of a root file or a certificate cosign wrote
-MAX_TEXT = 1000  # characters of a certificate's identity or issuer
 
 TREE = "cosign"  # the output folder's tree of cosign signatures
 ATTACH_SCRIPT = "cosign-attach.sh"
@@ -365,13 +367,16 @@ class CosignSigner(Signer):
     def _prepare_native(self, keys: list[SigningKey]) -> None:
         """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
         for keyless."""
-        rekor_pem = self.roots.get("rekor_public_key_file", ("", None))[1]
+        roots = self.cosign_format.roots  # configured, or cosign's SIGSTORE_* variables
         rekor = sigstore_services.Rekor(self.registry, self.config.get("rekor_url"),
-                                        rekor_pem) if self.tlog else None
+                                        roots.get("rekor_public_key_file")) \
+            if self.tlog else None
         keyless = None
         if any(k.key == KEYLESS for k in keys):
+            ct = roots.get("ctlog_public_key_file")
             keyless = sigstore_services.Keyless(self.registry, self.config.get("fulcio_url"),
-                                                self._native_token, read_certificate)
+                                                self._native_token, self._fulcio_roots(),
+                                                (ct,) if ct else ())
         self.native = cosign_native.Native(self.registry, upload=self.upload,
                                            annotations=self.annotations, rekor=rekor,
                                            keyless=keyless)
@@ -766,10 +771,14 @@ class CosignSigner(Signer):
         return self._signed_in(item, found)
 
     def _signed_in(self, item: WorkItem, found: list[dict]) -> str | None:
-        image = item.container
+        """The first signature in ``found`` that verify mode would accept for ``item`` (with
+        the transparency log, its Rekor entry checked by Rekor's key when the run knows it)."""
+        trust = CosignTrust(public_pem=self.public[item.key.key],
+                            rekor_pem=self.cosign_format.roots.get("rekor_public_key_file")
+                            if self.tlog else None)
         for sig in found:
-            if _matches(sig, image.known_digest, str(image.reference), self.public[item.key.key]):
-                return f"already signed in the registry by this key for {image.reference}"
+            if cosign_problem(sig, item, trust)[0] is None:
+                return f"already signed in the registry by this key for {item.container.reference}"
         return None
 
     def _checked_when_attaching(self, item: WorkItem) -> bool:
@@ -854,13 +863,28 @@ class CosignSigner(Signer):
         if not identity or not issuer:
             raise InputError("--mode verify with the key 'keyless' needs --certificate-identity "
                              "and --certificate-oidc-issuer: whose certificates to accept")
-        fulcio = self.cosign_format.roots.get("fulcio_root_file")
-        if fulcio is None or rekor is None:
+        roots = self.cosign_format.roots
+        if "fulcio_root_file" not in roots or rekor is None or \
+                "ctlog_public_key_file" not in roots:
             raise InputError("--mode verify with the key 'keyless' needs cosign_signer."
-                             "fulcio_root_file and rekor_public_key_file (or SIGSTORE_ROOT_FILE "
-                             "and SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates "
-                             "and Rekor's timestamps against")
-        return CosignTrust(fulcio_pem=fulcio, identity=identity, issuer=issuer, rekor_pem=rekor)
+                             "fulcio_root_file, ctlog_public_key_file and rekor_public_key_file "
+                             "(or SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE and "
+                             "SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates, "
+                             "their SCTs and Rekor's timestamps against, as cosign verify does")
+        return CosignTrust(fulcio=self._fulcio_roots(), identity=identity, issuer=issuer,
+                           rekor_pem=rekor, ctlog_pem=roots["ctlog_public_key_file"])
+
+    def _fulcio_roots(self) -> fulcio.FulcioRoots | None:
+        """The Fulcio trust anchors (the self-signed certificates of fulcio_root_file or
+        SIGSTORE_ROOT_FILE) and the intermediates beside them; None when none is configured."""
+        pem = self.cosign_format.roots.get("fulcio_root_file")
+        if pem is None:
+            return None
+        try:
+            return fulcio.FulcioRoots.from_pem(pem)
+        except ValueError as e:
+            raise InputError(f"config: cosign_signer.fulcio_root_file (or SIGSTORE_ROOT_FILE): "
+                             f"not usable as Fulcio roots: {e}") from None
 
 
 _README = """\
@@ -958,65 +982,6 @@ def read_root_file(name: str, path: str) -> tuple[str, bytes]:
     return path, data
 
 
-def _printable(text: str, what: str) -> str:
-    if not text or len(text) > MAX_TEXT or any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
-        raise ValueError(f"its {what} is empty, too long or holds control characters")
-    return text
-
-
-def _der_utf8(value: bytes) -> str:
-    """A DER UTF8String (Fulcio's 1.3.6.1.4.1.57264.1.8): its text; ValueError if it is not."""
-    if len(value) < 2 or value[0] != 0x0C:
-        raise ValueError("its issuer extension is not a DER UTF8String")
-    length, start = value[1], 2
-    if length & 0x80:
-        size = length & 0x7F
-        if size not in (1, 2) or len(value) < 2 + size:
-            raise ValueError("its issuer extension has a bad length")
-        length, start = int.from_bytes(value[2:2 + size], "big"), 2 + size
-    if len(value) != start + length:
-        raise ValueError("its issuer extension has a bad length")
-    return value[start:].decode("utf-8")
-
-
-def read_certificate(data: bytes) -> tuple[bytes, str, str]:
-    """A Fulcio certificate as cosign wrote it (PEM; the first one): (its PEM, re-encoded, its
-    identity: the one email or URI of its SAN, the OIDC issuer: extension .1.8, else .1.1).
-    ValueError saying what is wrong with it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import ObjectIdentifier
-
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [*san.get_values_for_type(x509.RFC822Name),
-                 *san.get_values_for_type(x509.UniformResourceIdentifier)]
-    except x509.ExtensionNotFound:
-        raise ValueError("it has no subject alternative name") from None
-    except ValueError:
-        raise ValueError("not a PEM X.509 certificate") from None
-    if len(names) != 1:
-        raise ValueError(f"its subject alternative name has {len(names)} email addresses "
-                         "or URIs, not one")
-    issuer = None
-    for n, oid in enumerate(FULCIO_ISSUER_OIDS):
-        try:
-            raw = cert.extensions.get_extension_for_oid(ObjectIdentifier(oid)).value
-        except x509.ExtensionNotFound:
-            continue
-        value = getattr(raw, "value", b"")
-        try:
-            issuer = _der_utf8(value) if n == 0 else value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("its OIDC issuer is not UTF-8 text") from None
-        break
-    if issuer is None:
-        raise ValueError("it names no OIDC issuer (extension 1.3.6.1.4.1.57264.1.8 or .1.1)")
-    return (cert.public_bytes(serialization.Encoding.PEM), _printable(names[0], "identity"),
-            _printable(issuer, "OIDC issuer"))
-
-
 def rekor_uuid(payload: bytes, signature_b64: bytes, public_pem: bytes) -> str:
     """The UUID of the ``hashedrekord`` entry cosign logs for a signature: the RFC 6962 leaf
     hash (SHA-256 of 0x00 and the body) of the body as Rekor stores it, canonical JSON (RFC
@@ -1043,41 +1008,10 @@ def rekor_uuid(payload: bytes, signature_b64: bytes, public_pem: bytes) -> str:
     return hashlib.sha256(b"\x00" + canonical).hexdigest()
 
 
-def _matches(sig: dict, digest: str, identity: str, public_pem: bytes) -> bool:
-    """A cosign signature (payload, base64 signature) for this digest and identity, made by the
-    key whose public part is ``public_pem``."""
-    try:
-        critical = json.loads(sig["payload"])["critical"]
-        if critical["image"]["docker-manifest-digest"] != digest or \
-                critical["identity"]["docker-reference"] != identity:
-            return False
-        return verify_signature(public_pem, sig["payload"], base64.b64decode(sig["signature"]))
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
 def verify_signature(public_pem: bytes, payload: bytes, signature: bytes) -> bool:
-    """Does ``signature`` over ``payload`` verify with this PEM public key (ECDSA, RSA, Ed25519,
-    as cosign makes them)?"""
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-
-    try:
-        key = serialization.load_pem_public_key(public_pem)
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            digest = {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size,
-                                                                       hashes.SHA256())
-            key.verify(signature, payload, ec.ECDSA(digest))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, payload)
-        else:
-            return False
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError):
-        return False
-    return True
+    """Does ``signature`` over ``payload`` verify with this PEM public key or certificate
+    (ECDSA, RSA, Ed25519, as cosign makes them)?"""
+    return keys.pem_verifies(public_pem, payload, signature)
 
 
 # -- verify mode ------------------------------------------------------------------------------
@@ -1096,15 +1030,17 @@ CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 
 @dataclass(frozen=True)
 class CosignTrust:
-    """Verify mode: what one signing key's cosign signatures are checked with: its PEM public
-    key, or keyless the Fulcio roots (PEM) and the certificate identity and issuer expected;
-    Rekor's PEM public key when the run knows it (then each signature's SET is required)."""
+    """What one signing key's cosign signatures are checked with (verify mode, skip-signed):
+    its PEM public key, or keyless the Fulcio roots, the CT log's key and the certificate
+    identity and issuer expected; Rekor's PEM public key when the run knows it (then each
+    signature's SET is required)."""
 
     public_pem: bytes | None = None
-    fulcio_pem: bytes | None = None
+    fulcio: fulcio.FulcioRoots | None = None
     identity: str | None = None
     issuer: str | None = None
     rekor_pem: bytes | None = None
+    ctlog_pem: bytes | None = None
 
 
 def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust]) -> Check:
@@ -1118,157 +1054,107 @@ def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust]) -
             return Verdict(INVALID, f"the signatures could not be read: {e}")
         if not found:
             return Verdict(MISSING, f"no signature: {where} does not exist or holds none")
-        tried: list[str] = []
+        findings: list[tuple[str, Problem]] = []
         for n, sig in enumerate(found, 1):
             problem, fields = cosign_problem(sig, item, trusted[item.key.key])
+            tried = tuple(f"{w}: {p}" for w, p in findings)
             if problem is None:
-                return Verdict(VERIFIED, f"signature {n} of {where} verifies", tuple(tried),
-                               fields)
-            tried.append(f"signature {n}: {problem}")
+                return Verdict(VERIFIED, f"signature {n} of {where} verifies", tried, fields,
+                               tuple(findings))
+            findings.append((f"signature {n}", problem))
+        tried = tuple(f"{w}: {p}" for w, p in findings)
         return Verdict(INVALID, f"{len(found)} signature(s) in {where}, none verifies: "
-                       + "; ".join(tried), tuple(tried))
+                       + "; ".join(tried), tried, findings=tuple(findings))
     return check
 
 
 def cosign_problem(sig: dict, item: WorkItem, trust: CosignTrust
-                   ) -> tuple[str | None, dict[str, Any]]:
+                   ) -> tuple[Problem | None, dict[str, Any]]:
     """Why one cosign signature does not verify for ``item`` (None: it does), and facts about
-    it (its Rekor entry, its certificate's identity)."""
+    it (its Rekor entry, its certificate's identity). Checked as cosign verify checks it: the
+    payload's claim; keyless, the certificate (signaction.formats.fulcio: its chain to the
+    configured roots when Rekor integrated the entry, its SCT, identity and issuer); the
+    signature by the key or certificate; the Rekor entry (signaction.formats.rekor: this
+    signature's, its SET by Rekor's key) when Rekor's key is known or the signature is
+    keyless."""
     image = item.container
     try:
         critical = json.loads(sig["payload"])["critical"]
         digest = critical["image"]["docker-manifest-digest"]
         identity = critical["identity"]["docker-reference"]
         raw = base64.b64decode(sig["signature"], validate=True)
-    except (ValueError, KeyError, TypeError):
-        return "unreadable: not a simple signing payload with a base64 signature", {}
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return Problem(Finding.UNREADABLE, "not a simple signing payload with a base64 "
+                       "signature"), {}
     fields: dict[str, Any] = {}
     annotations = sig.get("annotations") or {}
-    key_pem = trust.public_pem
-    if trust.fulcio_pem is not None:
-        cert = annotations.get(CERTIFICATE_ANNOTATION, "").encode()
-        problem = _certificate_problem(cert, annotations.get(CHAIN_ANNOTATION, "").encode(),
-                                       trust)
+    entry = None
+    if trust.rekor_pem is not None or trust.fulcio is not None:
+        try:
+            entry = rekor.from_bundle(annotations.get(BUNDLE_ANNOTATION))
+        except ValueError as e:
+            return Problem(Finding.TRANSPARENCY, "no readable Rekor bundle (signed entry "
+                           f"timestamp), which this run's Rekor key asks for ({e})"), {}
+    key_pem = trust.public_pem or b""
+    if trust.fulcio is not None:
+        assert entry is not None
+        cert_pem = str(annotations.get(CERTIFICATE_ANNOTATION, "")).encode()
+        problem = _certificate_problem(cert_pem, str(annotations.get(CHAIN_ANNOTATION, ""))
+                                       .encode(), trust, entry.integrated_time)
         if problem:
             return problem, {}
-        key_pem = cert
+        key_pem = cert_pem
         fields.update(certificate_identity=trust.identity, certificate_oidc_issuer=trust.issuer)
-    if not verify_signature(_public_pem(key_pem or b""), sig["payload"], raw):
-        return "other key: the signature does not verify with " + (
-            "the certificate's key" if trust.fulcio_pem else "this key"), {}
+    if not keys.pem_verifies(key_pem, sig["payload"], raw):
+        return Problem(Finding.OTHER_KEY, "the signature does not verify with " + (
+            "the certificate's key" if trust.fulcio else "this key")), {}
     if digest != image.known_digest:
-        return f"other digest: it signs {str(digest)[:80]!r}, not {image.known_digest}", {}
+        return Problem(Finding.OTHER_DIGEST,
+                       f"it signs {str(digest)[:80]!r}, not {image.known_digest}"), {}
     if identity != str(image.reference):
-        return f"other identity: it signs {str(identity)[:200]!r}, not {image.reference}", {}
-    if trust.rekor_pem is not None or trust.fulcio_pem is not None:
-        problem, facts = _bundle_problem(annotations.get(BUNDLE_ANNOTATION), sig, raw,
-                                         key_pem or b"", trust)
+        return Problem(Finding.OTHER_IDENTITY,
+                       f"it signs {str(identity)[:200]!r}, not {image.reference}"), {}
+    if entry is not None:
+        problem = rekor.entry_problem(entry, sig["payload"], raw, key_pem, trust.rekor_pem)
         if problem:
             return problem, {}
-        fields.update(facts)
+        fields.update(rekor_log_index=entry.log_index,
+                      rekor_integrated_time=entry.integrated_time)
     return None, fields
 
 
-def _public_pem(pem: bytes) -> bytes:
-    """A PEM public key, or a certificate's public key as PEM."""
-    if b"CERTIFICATE" not in pem:
-        return pem
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+def _certificate_problem(cert_pem: bytes, chain_pem: bytes, trust: CosignTrust,
+                         integrated: int) -> Problem | None:
+    """A keyless signature's certificate: it chains to the Fulcio roots when Rekor integrated
+    the signature (the image's chain annotation only as untrusted intermediates), carries an
+    SCT by the CT log, and names the identity and issuer expected."""
+    import datetime
 
-    try:
-        return x509.load_pem_x509_certificate(pem).public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    except ValueError:
-        return b""
-
-
-def _certificate_problem(cert_pem: bytes, chain_pem: bytes, trust: CosignTrust) -> str | None:
-    """A keyless signature's certificate: it chains to the Fulcio roots and names the identity
-    and issuer expected (its validity is checked at Rekor's time, in _bundle_problem)."""
     from cryptography import x509
 
+    assert trust.fulcio is not None
     if not cert_pem:
-        return "other key: no certificate (a key-based signature, not a keyless one)"
+        return Problem(Finding.OTHER_KEY, "no certificate (a key-based signature, not a "
+                       "keyless one)")
     try:
-        _, identity, issuer = read_certificate(cert_pem)
         cert = x509.load_pem_x509_certificate(cert_pem)
-        pool = x509.load_pem_x509_certificates(trust.fulcio_pem or b"")
-        if chain_pem:
-            pool += x509.load_pem_x509_certificates(chain_pem)
+        _, identity, issuer = fulcio.read_certificate(cert_pem)
+        untrusted = fulcio.load_certificates(chain_pem, "the chain annotation")
     except ValueError as e:
-        return f"unreadable certificate: {e}"
-    roots = {r.fingerprint(hashes_sha256()) for r in
-             x509.load_pem_x509_certificates(trust.fulcio_pem or b"")}
-    current = cert
-    for _ in range(len(pool) + 1):
-        issuer_cert = next((c for c in pool if c.subject == current.issuer and
-                            _issued_by(current, c)), None)
-        if issuer_cert is None:
-            return "other key: the certificate does not chain to the Fulcio root"
-        if issuer_cert.fingerprint(hashes_sha256()) in roots:
-            break
-        current = issuer_cert
-    else:
-        return "other key: the certificate does not chain to the Fulcio root"
+        return Problem(Finding.UNREADABLE, f"unreadable certificate: {e}")
+    at = datetime.datetime.fromtimestamp(integrated, datetime.UTC)
+    problem, chain = fulcio.chain_problem(cert, trust.fulcio, untrusted, at)
+    if problem is None and trust.ctlog_pem is not None:
+        problem = fulcio.sct_problem(cert, chain[1], (trust.ctlog_pem,))
+    if problem is not None:
+        return problem
     if identity != trust.identity:
-        return f"other identity: the certificate names {identity!r}, not {trust.identity!r}"
+        return Problem(Finding.OTHER_IDENTITY,
+                       f"the certificate names {identity!r}, not {trust.identity!r}")
     if issuer != trust.issuer:
-        return f"other issuer: the certificate's OIDC issuer is {issuer!r}, not {trust.issuer!r}"
+        return Problem(Finding.OTHER_ISSUER,
+                       f"the certificate's OIDC issuer is {issuer!r}, not {trust.issuer!r}")
     return None
-
-
-def hashes_sha256():
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
-
-
-def _issued_by(cert, issuer) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except Exception:  # InvalidSignature, ValueError, unsupported algorithms
-        return False
-    return True
-
-
-def _bundle_problem(bundle_text: Any, sig: dict, raw: bytes, key_pem: bytes,
-                    trust: CosignTrust) -> tuple[str | None, dict[str, Any]]:
-    """Rekor's signed entry timestamp: signed by Rekor's key, over an entry whose body is this
-    signature (payload hash, signature, key or certificate); keyless, the certificate was
-    valid when the entry was made."""
-    from cryptography import x509
-
-    if not isinstance(bundle_text, str) or not bundle_text:
-        return "no Rekor bundle (signed entry timestamp), which this run's Rekor key asks for", {}
-    try:
-        bundle = json.loads(bundle_text)
-        entry, set_b64 = bundle["Payload"], bundle["SignedEntryTimestamp"]
-        body = json.loads(base64.b64decode(entry["body"], validate=True))
-        integrated, index = int(entry["integratedTime"]), int(entry["logIndex"])
-        signed = json.dumps({"body": entry["body"], "integratedTime": integrated,
-                             "logID": entry["logID"], "logIndex": index}, sort_keys=True,
-                            separators=(",", ":")).encode()
-        spec = body["spec"]
-        body_hash = spec["data"]["hash"]["value"]
-        body_sig = base64.b64decode(spec["signature"]["content"], validate=True)
-        body_key = base64.b64decode(spec["signature"]["publicKey"]["content"], validate=True)
-        set_raw = base64.b64decode(set_b64, validate=True)
-    except (ValueError, KeyError, TypeError):
-        return "unreadable Rekor bundle", {}
-    if trust.rekor_pem is not None and not verify_signature(trust.rekor_pem, signed, set_raw):
-        return "the Rekor bundle's signed entry timestamp does not verify with Rekor's key", {}
-    if body_hash != hashlib.sha256(sig["payload"]).hexdigest() or body_sig != raw or \
-            _public_pem(body_key) != _public_pem(key_pem):
-        return "the Rekor entry is not this signature's", {}
-    if trust.fulcio_pem is not None:
-        import datetime
-
-        cert = x509.load_pem_x509_certificate(key_pem)
-        when = datetime.datetime.fromtimestamp(integrated, datetime.UTC)
-        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-            return "the certificate was not valid when Rekor logged the signature", {}
-    return None, {"rekor_log_index": index, "rekor_integrated_time": integrated}
 
 
 def _by_digest(items: Iterable[WorkItem]) -> list[list[WorkItem]]:

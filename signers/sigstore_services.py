@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from signaction.formats import fulcio, rekor
 from signaction.registry import RegistryClient
 
 from .cosign_native import go_json, public_pem, sign_bytes
@@ -51,10 +52,6 @@ def _json(status: int, body: bytes, what: str, ok: tuple[int, ...]) -> Any:
         return json.loads(body)
     except ValueError:
         raise ServiceError(f"{what}: the answer is not JSON") from None
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -90,67 +87,22 @@ class Rekor:
             answer = _json(status, body, what, (200,))
         else:
             answer = _json(status, body, what, (201,))
-        return self._entry(answer, spec, what)
+        return self._entry(answer, payload, signature, key_pem, what)
 
-    def _entry(self, answer: Any, spec: dict, what: str) -> LogEntry:
+    def _entry(self, answer: Any, payload: bytes, signature: bytes, key_pem: bytes,
+               what: str) -> LogEntry:
+        """Rekor's answer, checked by signaction.formats.rekor as verify mode checks a bundle:
+        the entry is this signature's; with Rekor's key, its SET and inclusion proof."""
         try:
-            (uuid, entry), = answer.items()
-            body_b64, integrated = entry["body"], int(entry["integratedTime"])
-            index, log_id = int(entry["logIndex"]), str(entry["logID"])
-            set_b64 = entry["verification"]["signedEntryTimestamp"]
-            body = json.loads(base64.b64decode(body_b64, validate=True))
-            got = body["spec"]
-            same = (got["data"]["hash"] == spec["data"]["hash"] and
-                    got["signature"]["content"] == spec["signature"]["content"] and
-                    _key_of(got["signature"]["publicKey"]["content"]) ==
-                    _key_of(spec["signature"]["publicKey"]["content"]))
-            set_raw = base64.b64decode(set_b64, validate=True)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            (_, found), = answer.items()
+            entry = rekor.from_answer(found)
+        except (ValueError, AttributeError, TypeError):
             raise ServiceError(f"{what}: the answer is not one Rekor entry") from None
-        if not same or body.get("kind") != "hashedrekord":
-            raise ServiceError(f"{what}: the entry Rekor answered is not this signature's")
-        if self.public is not None:
-            signed = _canonical({"body": body_b64, "integratedTime": integrated,
-                                 "logID": log_id, "logIndex": index})
-            if not _verifies(self.public, signed, set_raw):
-                raise ServiceError(f"{what}: the signed entry timestamp does not verify with "
-                                   "rekor_public_key_file")
-        bundle = go_json({"SignedEntryTimestamp": set_b64, "Payload": {
-            "body": body_b64, "integratedTime": integrated, "logIndex": index,
-            "logID": log_id}}).decode()
-        return LogEntry(bundle, index, str(uuid)[-64:])
-
-
-def _key_of(content: str) -> bytes:
-    """The SubjectPublicKeyInfo of a base64 PEM public key or certificate (Rekor re-encodes
-    what it stores); ValueError if it is neither."""
-    from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-
-    pem = base64.b64decode(content, validate=True)
-    try:
-        key = x509.load_pem_x509_certificate(pem).public_key() if b"CERTIFICATE" in pem else \
-            serialization.load_pem_public_key(pem)
-    except UnsupportedAlgorithm:
-        raise ValueError("an unsupported key") from None
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _verifies(public: bytes, data: bytes, signature: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        key = serialization.load_pem_public_key(public)
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            return False
-        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+        problem = rekor.entry_problem(entry, payload, signature, key_pem, self.public)
+        if problem is not None:
+            raise ServiceError(f"{what}: {problem.detail}")
+        return LogEntry(go_json(entry.bundle()).decode(), entry.log_index,
+                        rekor.leaf_hash(base64.b64decode(entry.body)).hex())
 
 
 # -- keyless ------------------------------------------------------------------------------------
@@ -198,12 +150,13 @@ class Certificate:
 class Keyless:
     """One ephemeral P-256 key and its Fulcio certificate at a time, shared by every signature,
     renewed (a new key, a fresh token) RENEW_BEFORE seconds before the certificate ends.
-    ``token()``: the identity token now; ``read_certificate(pem) -> (pem, identity, issuer)``."""
+    ``token()``: the identity token now; ``roots``: the configured Fulcio roots, which the
+    certificate must chain to (with ``ct_keys``, the CT log keys, its SCT verified)."""
 
     def __init__(self, registry: RegistryClient, url: str | None, token: Callable[[], str],
-                 read_certificate: Callable[[bytes], tuple[bytes, str, str]]):
+                 roots: fulcio.FulcioRoots | None = None, ct_keys: tuple[bytes, ...] = ()):
         self.registry, self.url = registry, (url or PUBLIC_FULCIO).rstrip("/")
-        self.token, self.read_certificate = token, read_certificate
+        self.token, self.roots, self.ct_keys = token, roots, ct_keys
         self.lock = threading.Lock()
         self.current: Certificate | None = None
         self.issued = 0  # certificates asked for in this run
@@ -238,8 +191,11 @@ class Keyless:
             found = answer.get("signedCertificateEmbeddedSct") or \
                 answer["signedCertificateDetachedSct"]
             pems = [str(c).encode() for c in found["chain"]["certificates"]]
-            leaf = x509.load_pem_x509_certificate(pems[0])
-            pem, identity, issuer = self.read_certificate(pems[0])
+            if not 1 <= len(pems) <= fulcio.MAX_CHAIN:
+                raise ValueError(f"{len(pems)} certificates")
+            certs = [x509.load_pem_x509_certificate(p) for p in pems]
+            leaf = certs[0]
+            pem, identity, issuer = fulcio.read_certificate(pems[0])
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             why = str(e) if isinstance(e, ValueError) else "not a certificate chain"
             raise ServiceError(f"{what}: the answer is unusable: {why}"[:300]) from None
@@ -249,6 +205,14 @@ class Keyless:
         if not leaf.not_valid_before_utc <= now + datetime.timedelta(seconds=60) or \
                 leaf.not_valid_after_utc <= now:
             raise ServiceError(f"{what}: the certificate is not valid now")
+        if self.roots is not None:  # the check verify mode makes, now (the public Sigstore's
+            # roots come through TUF, which this run does not fetch: then cosign verify checks)
+            at = max(now, leaf.not_valid_before_utc)
+            problem, chain = fulcio.chain_problem(leaf, self.roots, certs[1:], at)
+            if problem is None and self.ct_keys:
+                problem = fulcio.sct_problem(leaf, chain[1], self.ct_keys)
+            if problem is not None:
+                raise ServiceError(f"{what}: {problem.detail}")
         return Certificate(key, pem, b"".join(_pem(p) for p in pems[1:]), identity, issuer,
                            leaf.not_valid_after_utc)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from signers import cosign_native, sigstore_services
@@ -37,8 +39,7 @@ def _certificate(minutes: float) -> sigstore_services.Certificate:
 
 
 def test_the_certificate_is_kept_until_two_minutes_before_its_end(monkeypatch):
-    keyless = sigstore_services.Keyless(None, "https://fulcio.invalid",
-                                        lambda: "t", lambda pem: (pem, "i", "o"))
+    keyless = sigstore_services.Keyless(None, "https://fulcio.invalid", lambda: "t")
     issued = iter([_certificate(10), _certificate(1.5), _certificate(10)])
     monkeypatch.setattr(keyless, "_issue", lambda: next(issued))
     first = keyless.certificate()
@@ -48,31 +49,48 @@ def test_the_certificate_is_kept_until_two_minutes_before_its_end(monkeypatch):
     assert renewed is not first and keyless.issued == 2
 
 
-def _entry(spec: dict, **changes) -> dict:
+def _entry(spec: dict, log_id: str = "00", **changes) -> dict:
     body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": spec, **changes}
     return {"ab" * 32: {"body": base64.b64encode(json.dumps(body).encode()).decode(),
-                        "integratedTime": 1, "logIndex": 0, "logID": "00",
+                        "integratedTime": 1, "logIndex": 0, "logID": log_id,
                         "verification": {"signedEntryTimestamp": "AAAA"}}}
 
 
 def test_a_rekor_entry_for_another_signature_or_key_is_refused():
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    pem = base64.b64encode(cosign_native.public_pem(key)).decode()
-    spec = {"data": {"hash": {"algorithm": "sha256", "value": "00"}},
-            "signature": {"content": "AAAA", "publicKey": {"content": pem}}}
+    key_pem = cosign_native.public_pem(key)
+    payload, signature = b"payload", b"\0\0\0"
+    spec = {"data": {"hash": {"algorithm": "sha256",
+                              "value": hashlib.sha256(payload).hexdigest()}},
+            "signature": {"content": "AAAA",
+                          "publicKey": {"content": base64.b64encode(key_pem).decode()}}}
     rekor = sigstore_services.Rekor(None, None, None)
-    assert rekor._entry(_entry(spec), spec, "w").uuid == "ab" * 32
+    answer = _entry(spec)
+    body = base64.b64decode(answer["ab" * 32]["body"])
+    # the UUID is the entry's leaf hash, computed: not the answer's key, which is outside text
+    assert rekor._entry(answer, payload, signature, key_pem, "w").uuid == \
+        hashlib.sha256(b"\0" + body).hexdigest()
     swapped = json.loads(json.dumps(spec))
     swapped["signature"]["publicKey"]["content"] = base64.b64encode(
         cosign_native.public_pem(other)).decode()
-    for answer in (_entry(swapped), _entry({**spec, "data": {"hash": {"value": "11"}}}),
-                   _entry(spec, kind="rekord"), {"x": 1}, []):
-        with pytest.raises(sigstore_services.ServiceError):
-            rekor._entry(answer, spec, "w")
-    signed = sigstore_services.Rekor(None, None, cosign_native.public_pem(key))
+    for answer, why in ((_entry(swapped), "another key"),
+                        (_entry({**spec, "data": {"hash": {"value": "11"}}}), "not a hashed"),
+                        (_entry({**spec, "data": {"hash": {"algorithm": "sha256",
+                                                           "value": "11"}}}), "another payload"),
+                        (_entry(spec, kind="rekord"), "not a hashedrekord"),
+                        ({"x": 1}, "not one Rekor entry"), ([], "not one Rekor entry")):
+        with pytest.raises(sigstore_services.ServiceError, match=why):
+            rekor._entry(answer, payload, signature, key_pem, "w")
+    with pytest.raises(sigstore_services.ServiceError, match="another signature"):
+        rekor._entry(_entry(spec), payload, b"\1", key_pem, "w")
+    signed = sigstore_services.Rekor(None, None, key_pem)
+    with pytest.raises(sigstore_services.ServiceError, match="another log"):
+        signed._entry(_entry(spec), payload, signature, key_pem, "w")
+    log_id = hashlib.sha256(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
     with pytest.raises(sigstore_services.ServiceError, match="does not verify"):
-        signed._entry(_entry(spec), spec, "w")
+        signed._entry(_entry(spec, log_id), payload, signature, key_pem, "w")
 
 
 def test_services_verify_tls_even_where_registries_may_not(monkeypatch):

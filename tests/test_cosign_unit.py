@@ -11,15 +11,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from signaction.artifacts import Artifacts
-from signaction.plan import Image
+from signaction.plan import Image, SigningKey, WorkItem
 from signaction.reference import Reference, parse_reference
+from signaction.signing import Finding
 from signers.base import Options
 from signers.cosign import (
     CosignFormat,
     CosignSignature,
     CosignSigner,
-    _matches,
+    CosignTrust,
     _seconds,
+    cosign_problem,
     verify_signature,
     write_attach_script,
 )
@@ -47,15 +49,23 @@ def test_existing_signatures_must_match_digest_identity_and_key():
         return {"payload": body, "signature": base64.b64encode(
             signer.sign(body, ec.ECDSA(hashes.SHA256()))).decode()}
 
-    assert _matches(sig(payload()), DIGEST, IDENTITY, pem(key))
-    assert not _matches(sig(payload()), DIGEST, IDENTITY, pem(other))  # another key
-    assert not _matches(sig(payload(digest="sha256:" + "cd" * 32)), DIGEST, IDENTITY, pem(key))
-    assert not _matches(sig(payload(identity="registry.example.com/ns/app")), DIGEST, IDENTITY,
-                        pem(key))  # repo-only identity: podman would refuse it
+    image = Image(parse_reference(IDENTITY)[0], DIGEST, "test")
+    item = WorkItem(image, SigningKey("k", "k"))
+
+    def finding(sig, public):
+        problem, _ = cosign_problem(sig, item, CosignTrust(public_pem=pem(public)))
+        return problem.finding if problem else None
+
+    assert finding(sig(payload()), key) is None
+    assert finding(sig(payload()), other) is Finding.OTHER_KEY
+    assert finding(sig(payload(digest="sha256:" + "cd" * 32)), key) is Finding.OTHER_DIGEST
+    # repo-only identity: podman would refuse it
+    assert finding(sig(payload(identity="registry.example.com/ns/app")), key) is \
+        Finding.OTHER_IDENTITY
     tampered = sig(payload())
     tampered["payload"] = tampered["payload"].replace(b"1.0\"}}", b"2.0\"}}")
-    assert not _matches(tampered, DIGEST, IDENTITY, pem(key))
-    assert not _matches({"payload": b"not json", "signature": "x"}, DIGEST, IDENTITY, pem(key))
+    assert finding(tampered, key) is Finding.OTHER_KEY
+    assert finding({"payload": b"not json", "signature": "x"}, key) is Finding.UNREADABLE
 
 
 def test_ed25519_and_p384_keys_verify():
