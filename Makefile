@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench bench-msg bench-cosign bench-verify bench-shard clean image lint
+.PHONY: demo test system venv bench bench-msg bench-cosign bench-verify bench-trust bench-shard clean image lint
 .DEFAULT_GOAL := test
 # The package (signaction, signers, entrypoint) is installed in the venv; the test bed (testbed/)
 # and the tests' helpers (tests/infra, tests/conftest.py) are not: bench/ and scripts/ find them
@@ -33,6 +33,10 @@ bench-cosign: system venv
 
 bench-verify: system venv
 	$(HELPERS) $(PY) bench/verify_bench.py
+
+# one cosign signature's trust decision (key + Rekor, keyless), CPU only, against a bare verify
+bench-trust: venv
+	$(HELPERS) $(PY) bench/trust_bench.py
 
 bench-shard: venv
 	$(HELPERS) $(PY) bench/shard_bench.py

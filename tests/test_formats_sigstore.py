@@ -285,3 +285,13 @@ def test_forged_entries_are_refused(log):
 def test_unreadable_bundles_are_value_errors(text):
     with pytest.raises(ValueError):
         rekor.from_bundle(text)
+
+
+def test_a_chain_validated_once_is_still_judged_at_each_time(ca):
+    """The chain of one certificate is kept once validated: a later time outside its validity
+    must still be refused, and inside it accepted."""
+    _, good = leaf(ca)
+    start = good.not_valid_before_utc
+    for minutes, accepted in ((5, True), (11, False), (-1, False), (9, True)):
+        at = start + datetime.timedelta(minutes=minutes)
+        assert (fulcio.chain_problem(good, roots(ca), [], at)[0] is None) == accepted, minutes

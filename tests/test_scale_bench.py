@@ -40,3 +40,13 @@ def test_shard_bench_runs_plan_shards_and_merge_at_a_tiny_size():
     assert [r.split("|")[0].strip() for r in rows] == ["20", "40"], proc.stdout
     assert all(len(r.split("|")) == 4 and r.count(" MB)") == 3 for r in rows)
     assert rows[0].count("1.00x") == 3  # the anchor
+
+
+def test_trust_bench_judges_every_signature_and_prints_both_kinds():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "trust_bench.py"), "5"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # every signature was accepted first
+    lines = [ln for ln in proc.stdout.splitlines() if "us/signature" in ln]
+    assert [ln.split()[0] for ln in lines] == ["key", "keyless"], proc.stdout
+    assert all("x the bare ECDSA verify" in ln for ln in lines)

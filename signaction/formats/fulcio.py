@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -158,12 +160,44 @@ def _clean(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# Chains validated lately: (leaf, untrusted, roots) -> (the chain, when all of it is valid). Path
+# validation depends on time only through the certificates' validity (no revocation here), so a
+# chain found valid once is valid whenever all of its certificates are: one keyless
+# certificate signs every image of a run, and verify mode then validates its chain once.
+_VALID: OrderedDict[tuple, tuple[list[x509.Certificate], datetime.datetime,
+                                 datetime.datetime]] = OrderedDict()
+_VALID_MAX = 64
+_VALID_LOCK = threading.Lock()
+
+
 def chain_problem(leaf: x509.Certificate, roots: FulcioRoots,
                   untrusted: Iterable[x509.Certificate], at: datetime.datetime
                   ) -> tuple[Problem | None, list[x509.Certificate]]:
     """Does ``leaf`` chain to ``roots`` at time ``at``, through the configured intermediates
     and ``untrusted`` ones, under path validation with a code-signing leaf? (None, the chain
     leaf first) or (the Problem, [])."""
+    untrusted = tuple(untrusted)
+    key = (leaf, untrusted, roots)
+    with _VALID_LOCK:
+        known = _VALID.get(key)
+        if known is not None:
+            _VALID.move_to_end(key)
+    if known is not None and known[1] <= at <= known[2]:
+        return None, known[0]
+    problem, chain = _validate(leaf, roots, untrusted, at)
+    if problem is None:
+        window = (max(c.not_valid_before_utc for c in chain),
+                  min(c.not_valid_after_utc for c in chain))
+        with _VALID_LOCK:
+            _VALID[key] = (chain, *window)
+            while len(_VALID) > _VALID_MAX:
+                _VALID.popitem(last=False)
+    return problem, chain
+
+
+def _validate(leaf: x509.Certificate, roots: FulcioRoots,
+              untrusted: tuple[x509.Certificate, ...], at: datetime.datetime
+              ) -> tuple[Problem | None, list[x509.Certificate]]:
     ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
         x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _any_eku)
     ee_policy = verification.ExtensionPolicy.webpki_defaults_ee().require_present(

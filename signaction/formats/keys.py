@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+CACHED = 8 << 10  # bytes of PEM up to which a parsed key is kept (at most 256: 2 MiB)
+
 
 def load_public(pem: bytes) -> Any:
-    """A PEM public key, or a PEM certificate's public key; ValueError if it is neither."""
+    """A PEM public key, or a PEM certificate's public key; ValueError if it is neither. (Kept:
+    the same few keys, Rekor's and the signers', are read for every signature.)"""
+    return _load_public(pem) if len(pem) <= CACHED else _load_public.__wrapped__(pem)
+
+
+@lru_cache(maxsize=256)
+def _load_public(pem: bytes) -> Any:
     from cryptography import x509
 
     try:
@@ -25,6 +34,16 @@ def spki(key: Any) -> bytes:
     """A public key's DER SubjectPublicKeyInfo (what two encodings of one key share)."""
     return key.public_bytes(serialization.Encoding.DER,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def pem_spki(pem: bytes) -> bytes:
+    """``spki`` of a PEM public key or certificate (kept, as load_public)."""
+    return _pem_spki(pem) if len(pem) <= CACHED else spki(load_public(pem))
+
+
+@lru_cache(maxsize=256)
+def _pem_spki(pem: bytes) -> bytes:
+    return spki(load_public(pem))
 
 
 def verifies(key: Any, data: bytes, signature: bytes, digest: hashes.HashAlgorithm | None = None

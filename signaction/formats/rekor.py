@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 
 from signaction.signing import Finding, Problem
 
-from .keys import load_public, spki, verifies
+from .keys import load_public, pem_spki, verifies
 
 MAX_PROOF = 64  # hashes in an audit path: a tree of 2**64 entries
 
@@ -121,8 +121,8 @@ def body_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: byt
         algorithm = spec["data"]["hash"]["algorithm"]
         value = spec["data"]["hash"]["value"]
         logged_sig = _b64(spec["signature"]["content"])
-        logged_key = spki(load_public(_b64(spec["signature"]["publicKey"]["content"])))
-        ours = spki(load_public(key_pem))
+        logged_key = pem_spki(_b64(spec["signature"]["publicKey"]["content"]))
+        ours = pem_spki(key_pem)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return Problem(Finding.TRANSPARENCY, "the Rekor entry's body is not a hashedrekord "
                        "entry with a readable signature and key")
@@ -144,7 +144,7 @@ def _canonical(value: Any) -> bytes:
 def set_problem(entry: LogEntry, rekor_pem: bytes) -> Problem | None:
     """The SET is Rekor's (``rekor_pem``) over this entry, and the entry names that log."""
     key = load_public(rekor_pem)
-    if entry.log_id.lower() != hashlib.sha256(spki(key)).hexdigest():
+    if entry.log_id.lower() != hashlib.sha256(pem_spki(rekor_pem)).hexdigest():
         return Problem(Finding.TRANSPARENCY, "the Rekor entry names another log (its logID "
                        "is not the SHA-256 of Rekor's key)")
     signed = _canonical({"body": entry.body, "integratedTime": entry.integrated_time,
@@ -201,7 +201,7 @@ def checkpoint_problem(text: str, rekor_pem: bytes, size: int, root: bytes) -> P
         return Problem(Finding.TRANSPARENCY, "the checkpoint names another tree than the "
                        "inclusion proof")
     key = load_public(rekor_pem)
-    hint = hashlib.sha256(spki(key)).digest()[:4]
+    hint = hashlib.sha256(pem_spki(rekor_pem)).digest()[:4]
     body = (note + "\n").encode()
     for line in signatures.split("\n"):
         if not line.startswith("\u2014 "):

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""The cost of one cosign signature's trust decision in verify mode and skip-signed
+(signers.cosign.cosign_problem), CPU only: N signatures made in-process with the test bed's CA,
+CT log and Rekor (keyless: a Fulcio certificate, its chain annotation, Rekor's bundle; key: a
+P-256 key and Rekor's bundle), each judged as verify mode judges it, against the anchor measured
+in the same run: the one ECDSA verification of the payload that any check has to make.
+
+Run: make bench-trust   (or PYTHONPATH=.:tests .venv/bin/python bench/trust_bench.py [N])
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+import time
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from signaction.formats import fulcio
+from signaction.plan import Image, SigningKey, WorkItem
+from signaction.reference import parse_reference
+from signers.cosign import (
+    BUNDLE_ANNOTATION,
+    CERTIFICATE_ANNOTATION,
+    CHAIN_ANNOTATION,
+    CosignTrust,
+    cosign_problem,
+)
+from signers.cosign_native import go_json, simple_signing_payload
+from testbed.sigstore import CtLog, Fulcio, Rekor, pem_cert, pem_public
+
+ISSUER = "https://issuer.example"
+EMAIL = "dev@example.com"
+
+
+def signatures(n: int, keyless: bool, ca: Fulcio, log: Rekor) -> list[tuple[WorkItem, dict]]:
+    out = []
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert_pem = b""
+    if keyless:
+        cert = ca.issue(key.public_key(), ISSUER, {"email": EMAIL, "email_verified": True})
+        cert_pem = pem_cert(cert).encode()
+    key_pem = cert_pem or pem_public(key.public_key())
+    for i in range(n):
+        ref = parse_reference(f"registry.example.com/bench/app{i}:1.0")[0]
+        digest = f"sha256:{i:064x}"
+        payload = simple_signing_payload(str(ref), digest, {"tag": "1.0"})
+        raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        entry, _ = log.add({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+            "data": {"hash": {"algorithm": "sha256",
+                              "value": hashlib.sha256(payload).hexdigest()}},
+            "signature": {"content": base64.b64encode(raw).decode(),
+                          "publicKey": {"content": base64.b64encode(key_pem).decode()}}}})
+        (rendered,) = log.render(entry).values()
+        bundle = go_json({"SignedEntryTimestamp": rendered["verification"]["signedEntryTimestamp"],
+                          "Payload": {k: rendered[k] for k in ("body", "integratedTime",
+                                                               "logIndex", "logID")}}).decode()
+        annotations = {BUNDLE_ANNOTATION: bundle}
+        if keyless:
+            annotations[CERTIFICATE_ANNOTATION] = cert_pem.decode()
+            annotations[CHAIN_ANNOTATION] = "".join(ca.chain_pem()[:1])
+        out.append((WorkItem(Image(ref, digest, "bench"), SigningKey("k", "k")),
+                    {"payload": payload, "signature": base64.b64encode(raw).decode(),
+                     "annotations": annotations, "_key": key}))
+    return out
+
+
+def timed(fn, rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    ca, log = Fulcio(CtLog()), Rekor()
+    rekor_pem = pem_public(log.key.public_key())
+    roots = fulcio.FulcioRoots((ca.root,), ())
+    print(f"{n} signatures, CPU seconds, best of 3")
+    for keyless in (False, True):
+        sigs = signatures(n, keyless, ca, log)
+        if keyless:
+            trust = CosignTrust(fulcio=roots, identity=EMAIL, issuer=ISSUER, rekor_pem=rekor_pem,
+                                ctlog_pem=pem_public(ca.ct.key.public_key()))
+        else:
+            public = sigs[0][1]["_key"].public_key()
+            trust = CosignTrust(public_pem=public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+                rekor_pem=rekor_pem)
+        for item, sig in sigs:  # every one must be accepted, or the figure means nothing
+            problem, _ = cosign_problem(sig, item, trust)
+            assert problem is None, problem
+        ours = timed(lambda sigs=sigs, trust=trust: [cosign_problem(s, i, trust)
+                                                     for i, s in sigs])
+        key = sigs[0][1]["_key"].public_key()
+        anchor = timed(lambda sigs=sigs, key=key: [
+            key.verify(base64.b64decode(s["signature"]), s["payload"], ec.ECDSA(hashes.SHA256()))
+            for _, s in sigs])
+        kind = "keyless (chain, SCT, identity, SET, body)" if keyless else \
+            "key + Rekor (SET, body)"
+        print(f"{kind:44} {ours:6.3f} s  {ours / n * 1e6:7.1f} us/signature  "
+              f"{ours / anchor:5.1f}x the bare ECDSA verify ({anchor / n * 1e6:.1f} us)")
+    print(json.dumps({"n": n}))
+
+
+if __name__ == "__main__":
+    main()
