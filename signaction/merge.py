@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import stat
@@ -29,6 +30,8 @@ from .errors import InputError
 from .reference import parse_reference
 from .results import Spool, failed_text, only_failures
 from .safeload import read_regular_file, size_text
+
+log = logging.getLogger(__name__)
 
 RESULTS_BYTES = 1 << 30  # a shard's results.json
 FILE_BYTES = 4 << 20  # one signature file, a verification file
@@ -172,6 +175,9 @@ def _check_inside(shard_root: str, relative: str, limit: int, folder: str,
         raise _fail(label, "not found") from None
     if not stat.S_ISREG(info.st_mode):
         raise _fail(label, "not a regular file (a link?)")
+    if info.st_nlink > 1:
+        raise _fail(label, f"a hard link (the file has {info.st_nlink} names, one of them "
+                    "perhaps outside the folder): copy the shard folders instead of linking")
     if info.st_size > limit:
         raise _fail(label, f"larger than {size_text(limit)}")
     return path
@@ -209,6 +215,9 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
                                _outcomes(other) != _outcomes(s)):
             raise _fail(f"shard {s.index}/{s.count}", f"given twice ({other.folder}, "
                         f"{s.folder}) with different results")
+        if other is not s:
+            log.warning("merge: shard %d/%d is in %s and in %s with the same results: taken "
+                        "once, from %s", s.index, s.count, other.folder, s.folder, other.folder)
     missing = [f"{n}/{first.count}" for n in range(1, first.count + 1) if n not in by_index]
     if missing:
         named = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10
@@ -281,7 +290,7 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     its images rows and what could not be written. InputError (nothing written) when the
     shards do not make one plan. ``signers``: the signers this program has."""
     spool = Spool()
-    shards = check_shards([read_shard(f, spool) for f in folders])
+    shards = check_shards([read_shard(f, spool) for f in _once(folders)])
     signer = shards[0].results["signer"]
     if signer not in signers:
         raise _fail(shards[0].folder, f"signed by {signer[:40]!r}, a signer this program does "
@@ -323,6 +332,19 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
         except (OSError, ValueError) as e:
             unwritten.append(f"could not write {name}: {getattr(e, 'strerror', None) or e}")
     return results, rows, unwritten
+
+
+def _once(folders: Iterable[str]) -> list[str]:
+    """The folders, each once: one given again (by another spelling, or a pattern matching it
+    twice) is said and read once."""
+    seen: dict[str, str] = {}
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real in seen:
+            log.warning("merge: %s is %s given again: read once", folder, seen[real])
+            continue
+        seen[real] = folder
+    return list(seen.values())
 
 
 def _sources(shard: ShardOutput, row: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -72,6 +72,12 @@ def _check_regular(mode: int, label: str) -> None:
         raise InputError(f"{label}: is {_kind(mode)}, not a regular file")
 
 
+def _check_one_name(links: int, label: str) -> None:
+    if links > 1:
+        raise InputError(f"{label}: a hard link (the file has {links} names, one of them "
+                         "perhaps outside the folder): copy the files instead of linking them")
+
+
 @overload
 def read_regular_file(path: str, label: str, limit: int, *,
                       follow_links: bool = True) -> bytes: ...
@@ -86,11 +92,14 @@ def read_regular_file(path: str, label: str, limit: int, *, missing_ok: bool = F
                       follow_links: bool = True) -> bytes | None:
     """A regular file's bytes, at most ``limit`` of them: never a FIFO (which would hang), a
     device (/dev/zero never ends) or a socket. With ``missing_ok`` a missing file is None.
-    Without ``follow_links`` a link at ``path`` is refused (lstat, O_NOFOLLOW): for files
-    inside a folder from outside, where a link could lead anywhere."""
+    Without ``follow_links`` a link at ``path`` is refused (lstat, O_NOFOLLOW), and so is a
+    hard link (a file of more than one name): for files inside a folder from outside, where a
+    link could lead anywhere."""
     try:
         info = os.stat(path) if follow_links else os.lstat(path)
         _check_regular(info.st_mode, label)  # a device is refused without opening it
+        if not follow_links:
+            _check_one_name(info.st_nlink, label)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
                      | (0 if follow_links else os.O_NOFOLLOW))
     except ValueError:  # a NUL in the path
@@ -106,6 +115,8 @@ def read_regular_file(path: str, label: str, limit: int, *, missing_ok: bool = F
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)  # what was opened, if the path changed in between
         _check_regular(info.st_mode, label)
+        if not follow_links:
+            _check_one_name(info.st_nlink, label)
         if info.st_size > limit:
             raise InputError(f"{label}: larger than {size_text(limit)}")
         try:

@@ -211,6 +211,17 @@ def test_a_shard_given_twice_is_taken_once(release):
     run = _merge(tmp, "m-twice", *_shards(), "shard-2-copy")
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp / "m-twice" / "results.json").read_text())["summary"]["total"] == 80
+    assert "shard 2/4 is in" in run.stderr and "taken once" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("again", ["shard-2", "shard-1/../shard-2"])
+def test_the_same_folder_given_twice_is_said_and_read_once(release, again):
+    tmp, _, _ = release
+    out = f"m-again-{len(again)}"
+    run = _merge(tmp, out, *_shards(), again)
+    assert run.returncode == 0, run.stderr
+    assert "given again: read once" in run.stderr, run.stderr
+    assert json.loads((tmp / out / "results.json").read_text())["summary"]["total"] == 80
 
 
 def _tampered(tmp: Path, name: str, change) -> str:
@@ -219,6 +230,13 @@ def _tampered(tmp: Path, name: str, change) -> str:
     change(results, tmp / name)
     (tmp / name / "results.json").write_text(json.dumps(results))
     return name
+
+
+def _outside(folder: Path) -> Path:
+    """A file outside the shard folder (another job's secret, say)."""
+    path = folder.parent / f"{folder.name}-outside"
+    path.write_bytes(b"not for the merged output")
+    return path
 
 
 def _signed(results):
@@ -233,6 +251,12 @@ def _signed(results):
      "not where its reference and digest put it"),
     ("t-link", lambda r, d: (os.unlink(d / _signed(r)["signature_path"]), os.symlink(
         "/etc/passwd", d / _signed(r)["signature_path"])), "a link"),
+    # a hard link has no "link" to see: the file has two names, one outside the folder
+    ("t-hardlink", lambda r, d: (os.unlink(d / _signed(r)["signature_path"]), os.link(
+        _outside(d), d / _signed(r)["signature_path"])), "a hard link"),
+    ("t-hardlink-verification", lambda r, d: (
+        os.unlink(d / "verification" / "policy.json"),
+        os.link(_outside(d), d / "verification" / "policy.json")), "a hard link"),
     ("t-result", lambda r, d: r["images"][0].update(status="failed", error="changed"),
      "given twice"),
     ("t-items", lambda r, d: r["shard"].update(items=r["shard"]["items"][:-1]),
