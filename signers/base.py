@@ -23,9 +23,12 @@ from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Plan, WorkItem
 from signaction.registry import RegistryClient, RegistrySettings
+from signaction.safeload import read_text_file
 from signaction.signing import FollowUp, Outcome, Report, SignatureFormat
 
 from .tools import run_pool
+
+MAX_SECRET_FILE = 64 << 10  # bytes of a passphrase or password file
 
 __all__ = ["Options", "Outcome", "Report", "Signer", "skip_signed"]
 
@@ -102,12 +105,11 @@ class Signer(ABC):
         path = self.config.get(key)
         if not path or self.inputs.mode == "verify":
             return None
-        try:
-            with open(os.path.expanduser(path), encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        except OSError as e:
-            raise InputError(f"config: {self.section}.{key}: cannot read {path!r}: "
-                             f"{e.strerror}") from None
+        named = f"config: {self.section}.{key}: {path!r}"
+        # a regular file only (a FIFO would hang the run), bounded, UTF-8; never quoted
+        text = read_text_file(os.path.expanduser(path), named, MAX_SECRET_FILE)
+        assert text is not None
+        return text.split("\n", 1)[0].rstrip("\r")
 
     @abstractmethod
     def preflight(self, plan: Plan) -> None:

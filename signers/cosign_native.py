@@ -52,6 +52,9 @@ SCRYPT_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1},
 CLAIM_TYPE = "cosign container image signature"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 ZERO_TIME = "0001-01-01T00:00:00Z"
+# the ECDSA curves cosign (Go's crypto/ecdsa) verifies, by cryptography's name; RSA's floor
+COSIGN_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+MIN_RSA_BITS = 2048
 RACE_ATTEMPTS = 8  # writes of one .sig tag while other writers keep changing it
 
 
@@ -146,6 +149,15 @@ def load_private_key(path: str, password: str | None, named: str) -> Any:
                       ed25519.Ed25519PrivateKey):
         raise InputError(f"{named}: a {type(key).__name__}: cosign signs with ECDSA, RSA or "
                          "Ed25519 keys only")
+    # What cosign (Go's crypto) can verify: a signature by another curve is attached fine and
+    # then fails every `cosign verify` ("unsupported elliptic curve"), so it is never made.
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in COSIGN_CURVES:
+        raise InputError(f"{named}: an ECDSA key on the curve {key.curve.name}, which cosign "
+                         f"cannot verify: use {', '.join(COSIGN_CURVES.values())}, RSA of at "
+                         f"least {MIN_RSA_BITS} bits or Ed25519")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise InputError(f"{named}: an RSA key of {key.key_size} bits: cosign needs at least "
+                         f"{MIN_RSA_BITS}")
     return key
 
 
