@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from .signing import Verification
+from .urls import has_userinfo, without_userinfo
 
 if TYPE_CHECKING:
     from .artifacts import Artifacts
@@ -86,6 +87,12 @@ class Facts:
         self.files = verification.files
         self.identities = sorted(set(verification.identities))
         self.public_rekor = verification.public_rekor
+        # the published lookaside, as nodes will be told it: never with the run's credentials
+        if lookaside_url and has_userinfo(lookaside_url):
+            log.warning("--lookaside-url holds credentials: the cluster files in verification/ "
+                        "name it without them, so nodes need credentials of their own to read "
+                        "that lookaside")
+            lookaside_url = without_userinfo(lookaside_url)
         self.lookaside_url = lookaside_url
         self.registries = {host: self._published(host, entry)
                            for host, entry in sorted(verification.registries.items())}

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import CREATOR
 from .errors import InputError
+from .urls import check_lookaside_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -431,6 +432,9 @@ def parse_inputs(argv: Sequence[str], environ: Mapping[str, str],
             origin[opt.attr] = "default"
             if opt.default is not None:
                 values[opt.attr] = opt.default
+    if values.get("lookaside_url"):
+        check_lookaside_url(values["lookaside_url"], "--lookaside-url" if origin[
+            "lookaside_url"] == "flag" else "input 'lookaside-url'")
     return Inputs(**values, origin=origin, misplaced=tuple(misplaced))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from . import CREATOR
 from .artifacts import Artifacts, Stream
 from .inputs import Inputs
-from .outside import scrub
+from .outside import redact, scrub
 from .plan import BLOB, CLEARSIGN, FILE_SUFFIX, Plan, SignFile, WorkItem
 from .signing import INVALID, MISSING, VERIFIED, Outcome, SignatureFormat, Verdict
 
@@ -66,7 +66,7 @@ class Entry:
             if key != "signature_path":
                 entry[key] = value
         if self.reason:
-            entry["reason"] = self.reason
+            entry["reason"] = redact(self.reason)  # (a skip names where it found the signature)
         return entry
 
 
@@ -276,6 +276,8 @@ def verdict_json(item: WorkItem, verdict: Verdict) -> dict[str, Any]:
     if image.platform:
         entry["platform"] = image.platform
     entry.update(verdict.fields)
+    if "verified_signature" in entry:  # a lookaside URL: never with its credentials
+        entry["verified_signature"] = redact(entry["verified_signature"])
     return entry
 
 
