@@ -1,8 +1,8 @@
 """signaction.formats' sigstore checks, case by case, on material the test bed's own CA, CT log
 and Rekor make in-process (the same code that serves cosign in the integration tests).
 
-These are the unit tests of each decision; tests/test_cosign_corpus.py judges the same forgeries
-end to end beside cosign verify and skopeo."""
+These are the unit tests of each decision; the end-to-end differential against cosign verify
+and skopeo (issue 22's corpus) is still to come."""
 
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ from signaction.formats import fulcio, rekor
 from signaction.signing import Finding
 from testbed.sigstore import CtLog, Fulcio, Rekor, pem_public
 
-# a minute on: the test bed's leaves (valid from their issue, to the second, for ten minutes)
-# are valid then, whenever in this second they were made
-NOW = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=60)
+
+def now() -> datetime.datetime:
+    """A minute on from the moment of the call (not of the import: the suite may run for
+    minutes before these tests): the test bed's leaves, valid from their issue (to the second)
+    for ten minutes, are valid then, whenever in this second they were made."""
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=60)
 EMAIL = {"email": "dev@example.com", "email_verified": True}
 
 
@@ -49,8 +52,8 @@ def cert(subject_key, issuer_key, issuer_name, *, ca=False, path=None, usage=Tru
          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
          .issuer_name(issuer_name).public_key(subject_key.public_key())
          .serial_number(x509.random_serial_number())
-         .not_valid_before(NOW + datetime.timedelta(days=days[0]))
-         .not_valid_after(NOW + datetime.timedelta(days=days[1]))
+         .not_valid_before(now() + datetime.timedelta(days=days[0]))
+         .not_valid_after(now() + datetime.timedelta(days=days[1]))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=path), True)
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
              issuer_key.public_key()), False)
@@ -70,12 +73,12 @@ def cert(subject_key, issuer_key, issuer_name, *, ca=False, path=None, usage=Tru
 
 def test_a_fulcio_leaf_chains_to_the_configured_root(ca):
     _, good = leaf(ca)
-    problem, chain = fulcio.chain_problem(good, roots(ca), [], NOW)
+    problem, chain = fulcio.chain_problem(good, roots(ca), [], now())
     assert problem is None and chain[0] == good and chain[-1] == ca.root
     # the intermediate may come from the image too: it is checked, not trusted
     only_root = fulcio.FulcioRoots((ca.root,), ())
-    assert fulcio.chain_problem(good, only_root, [ca.intermediate], NOW)[0] is None
-    assert fulcio.chain_problem(good, only_root, [], NOW)[0].finding is \
+    assert fulcio.chain_problem(good, only_root, [ca.intermediate], now())[0] is None
+    assert fulcio.chain_problem(good, only_root, [], now())[0].finding is \
         Finding.UNTRUSTED_CERTIFICATE
 
 
@@ -85,7 +88,7 @@ def test_a_certificate_issued_by_a_leaf_is_refused(ca):
     # a well-formed issuer name, so that the refusal is the CA:false leaf, not a missing name
     forged = cert(evil, key, genuine.subject or x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]), eku=[ExtendedKeyUsageOID.CODE_SIGNING])
-    problem, _ = fulcio.chain_problem(forged, roots(ca), [genuine, ca.intermediate], NOW)
+    problem, _ = fulcio.chain_problem(forged, roots(ca), [genuine, ca.intermediate], now())
     assert problem is not None and problem.finding is Finding.UNTRUSTED_CERTIFICATE
 
 
@@ -102,7 +105,7 @@ def test_a_ca_below_the_intermediate_is_refused(ca, knobs, accepted):
     sub_key, sub = _sub_ca(ca, path=0, **knobs)
     forged = cert(ec.generate_private_key(ec.SECP256R1()), sub_key, sub.subject,
                   eku=[ExtendedKeyUsageOID.CODE_SIGNING])
-    problem, _ = fulcio.chain_problem(forged, roots(ca), [sub], NOW)
+    problem, _ = fulcio.chain_problem(forged, roots(ca), [sub], now())
     assert (problem is None) == accepted
 
 
@@ -113,8 +116,8 @@ def test_key_usage_and_path_length_are_what_refuse(ca):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root2")])
     root = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(root_key.public_key()).serial_number(1)
-            .not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=1))
+            .not_valid_before(now() - datetime.timedelta(days=1))
+            .not_valid_after(now() + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                          False), True)
@@ -127,7 +130,7 @@ def test_key_usage_and_path_length_are_what_refuse(ca):
         sub = cert(sub_key, root_key, name, ca=True, subject="sub", usage=usage)
         end = cert(ec.generate_private_key(ec.SECP256R1()), sub_key, sub.subject,
                    eku=[ExtendedKeyUsageOID.CODE_SIGNING])
-        assert (fulcio.chain_problem(end, trusted, [sub], NOW)[0] is None) == accepted, usage
+        assert (fulcio.chain_problem(end, trusted, [sub], now())[0] is None) == accepted, usage
 
 
 @pytest.mark.parametrize("eku,accepted", [
@@ -138,7 +141,7 @@ def test_key_usage_and_path_length_are_what_refuse(ca):
 def test_the_leaf_must_be_for_code_signing(ca, eku, accepted):
     forged = cert(ec.generate_private_key(ec.SECP256R1()), ca.key, ca.intermediate.subject,
                   eku=eku)
-    assert (fulcio.chain_problem(forged, roots(ca), [], NOW)[0] is None) == accepted
+    assert (fulcio.chain_problem(forged, roots(ca), [], now())[0] is None) == accepted
 
 
 @pytest.mark.parametrize("shift,accepted", [(0, True), (-20, False), (20, False)],
@@ -154,13 +157,13 @@ def test_a_self_signed_leaf_or_an_attacker_root_in_the_image_is_refused(ca):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil-root")])
     self_signed = cert(evil, evil, name, subject="evil-root",
                        eku=[ExtendedKeyUsageOID.CODE_SIGNING])
-    assert fulcio.chain_problem(self_signed, roots(ca), [self_signed], NOW)[0] is not None
+    assert fulcio.chain_problem(self_signed, roots(ca), [self_signed], now())[0] is not None
     evil_root = cert(evil, evil, name, ca=True, subject="evil-root")
     end = cert(ec.generate_private_key(ec.SECP256R1()), evil, name,
                eku=[ExtendedKeyUsageOID.CODE_SIGNING])
-    assert fulcio.chain_problem(end, roots(ca), [evil_root], NOW)[0] is not None
+    assert fulcio.chain_problem(end, roots(ca), [evil_root], now())[0] is not None
     # ...and the same chain is accepted once that root is configured: the store decides
-    assert fulcio.chain_problem(end, fulcio.FulcioRoots((evil_root,), ()), [], NOW)[0] is None
+    assert fulcio.chain_problem(end, fulcio.FulcioRoots((evil_root,), ()), [], now())[0] is None
 
 
 def test_roots_need_a_self_signed_certificate(ca):
