@@ -29,6 +29,10 @@ def check_lookaside_url(url: str, where: str) -> str:
     if scheme not in LOOKASIDE_SCHEMES:
         raise InputError(f"{where}: not an https://, http:// or file:// URL"
                          + (f" (its scheme is {scheme[:20]!r})" if scheme else ""))
+    authority = re.split(r"[/?#]", url[len(scheme) + 3:], maxsplit=1)[0]
+    if authority.count("@") > 1:  # readers split it apart differently: a password would leak
+        raise InputError(f"{where}: more than one '@' before the host (write an '@' in a user "
+                         "name or password as %40)")
     rest = without_userinfo(url)[len(scheme) + 3:]
     if scheme != "file" and not re.match(r"[^/?#]+", rest):
         raise InputError(f"{where}: names no host")

@@ -39,7 +39,7 @@ def _hostile(rng: random.Random) -> str:
     """A lookaside URL no consumer should be given: another scheme, a control character or
     white space somewhere, no host, or far too long."""
     good = "https://sigs.example.com/{registry}/x"
-    kind = rng.choice(["scheme", "control", "space", "nohost", "long", "noscheme"])
+    kind = rng.choice(["scheme", "control", "space", "nohost", "long", "noscheme", "at"])
     if kind == "scheme":
         return rng.choice(["ftp", "javascript", "gopher", "data", "ldap", "x-y"]) + \
             good[5:]
@@ -53,6 +53,8 @@ def _hostile(rng: random.Random) -> str:
         return rng.choice(["https:///path", "http://", "https://?x", "http://#frag"])
     if kind == "long":
         return good + "a" * 3000
+    if kind == "at":  # a raw '@' in the password: parsers disagree where the host starts
+        return rng.choice(["https://u:p@ss@h/x", "http://a@b@c:1/{registry}"])
     return rng.choice(["sigs.example.com/x", "/srv/sigs", "::error::x", "C:\\sigs"])
 
 
@@ -106,3 +108,11 @@ def test_a_verified_signatures_url_is_kept_without_credentials():
                                        fields={"verified_signature": where}))
     assert SECRET not in str(entry), entry
     assert entry["verified_signature"].endswith("sigs.example.com/ns/app@sha256=cd/signature-1")
+
+
+@pytest.mark.parametrize("url", ["https://u:p@ss@h/x", "http://a@b@c:1/{registry}"])
+def test_a_raw_at_sign_in_the_userinfo_is_refused(url):
+    """user:p@ss@host: the request splits at the last '@', a redactor at the first, and 'ss'
+    would reach the cluster files; refused, with how to write it."""
+    with pytest.raises(InputError, match="%40"):
+        parse_inputs(["--lookaside-url", url], {})
