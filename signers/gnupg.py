@@ -1,22 +1,15 @@
 """Running gpg: batch mode, never a prompt, the passphrase on a pipe and never on argv, a
-private environment; and checking atomic container signatures with it.
+private environment.
 
-``gpg_sign`` is the whole signing act (the gpg signer and the reference signing server use it);
-``SignatureCheck`` verifies a signature with a keyring in a GnuPG home of its own (the msg
-signer's verify_keyring, existing lookaside signatures for skip-signed).
+``gpg_sign`` is the whole signing act (the gpg signer and the reference signing server use it).
+Signatures are verified in-process, not with gpg (lookaside.signature_problem, through Sequoia).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
-
-from signaction.errors import InputError
-from signaction.plan import BLOB, SignFile, WorkItem
 
 from .tools import Running, child_env, run_tool
 
@@ -96,86 +89,3 @@ def gpg_sign(data: bytes, key: str, *, gnupg_home: str | None = None,
     if not signature:
         raise GpgError("gpg produced no signature")
     return signature
-
-
-
-class SignatureCheck:
-    """Checks an atomic container signature: made by the item's key, over a claim for exactly
-    the item's digest and identity (the msg signer's verify_keyring; existing lookaside
-    signatures). The keyring is imported once into a private GnuPG home; checks may run in
-    several threads at once."""
-
-    def __init__(self, keyring: bytes, label: str = "the keyring",
-                 fingerprints: Mapping[str, str] | None = None):
-        self.label = label
-        # --signing-key (after aliases) -> its fingerprint, where the signer resolved it (a user
-        # id or short id names no fingerprint by itself)
-        self.fingerprints = {k: v.upper() for k, v in (fingerprints or {}).items()}
-        self.home = tempfile.mkdtemp(prefix="csa-verify-")
-        imported = subprocess.run(["gpg", "--batch", "--homedir", self.home, "--import"],
-                                  input=keyring, capture_output=True, check=False,
-                                  env=child_env(os.environ))
-        if imported.returncode != 0:
-            self.close()
-            raise InputError(f"{label}: gpg could not import it")
-
-    @classmethod
-    def from_file(cls, path: str) -> SignatureCheck:
-        try:
-            with open(path, "rb") as f:
-                return cls(f.read(), f"verify_keyring {path!r}")
-        except OSError as e:
-            raise InputError(f"verify_keyring {path!r}: {e.strerror}") from None
-
-    def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], check=False,
-                       capture_output=True, env=child_env(os.environ))
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def problem(self, signature: bytes, item: WorkItem) -> str | None:
-        """Why ``signature`` is not a good one for ``item`` (None: it is)."""
-        target = item.image
-        if isinstance(target, SignFile):
-            return self._file_problem(signature, item, target)
-        signed, problem = self._gpg(["--decrypt"], signature, item)
-        if problem:
-            return problem
-        try:
-            critical = json.loads(signed)["critical"]
-            digest = critical["image"]["docker-manifest-digest"]
-            identity = critical["identity"]["docker-reference"]
-        except (ValueError, KeyError, TypeError):
-            return "the signed content is not an atomic container signature claim"
-        if digest != target.digest:
-            return f"it signs digest {digest}, not {target.digest}"
-        if identity != str(target.reference):
-            return f"it signs identity {identity}, not {target.reference}"
-        return None
-
-    def _file_problem(self, signature: bytes, item: WorkItem, target: SignFile) -> str | None:
-        if target.kind == BLOB:  # a detached signature: the file's bytes go on stdin
-            with tempfile.NamedTemporaryFile(dir=self.home, suffix=".sig") as sig:
-                sig.write(signature)
-                sig.flush()
-                return self._gpg(["--verify", sig.name, "-"], target.data, item)[1]
-        # clear-signed: gpg checks the signature and its key; that the text is the one sent is
-        # the signer's in-process check (signers.msg.checks.refusal, exact), which runs before this
-        return self._gpg(["--decrypt"], signature, item)[1]
-
-    def _gpg(self, args: list[str], data: bytes, item: WorkItem) -> tuple[bytes, str | None]:
-        """gpg's output, and why the signature it checked is not by the item's key (or None)."""
-        proc = subprocess.run(["gpg", "--batch", "--no-tty", "--homedir", self.home,
-                               "--trust-model", "always", "--status-fd", "2", *args],
-                              input=data, capture_output=True, check=False,
-                              env=child_env(os.environ))
-        status = proc.stderr.decode("utf-8", "replace")
-        signers = [ln.split()[2] for ln in status.splitlines() if "[GNUPG:] VALIDSIG " in ln]
-        if proc.returncode != 0 or not signers:
-            return proc.stdout, f"not a valid signature by any key in {self.label}"
-        expected = self.fingerprints.get(item.key.key)
-        if not any(fpr.upper() == expected if expected else
-                   fpr.upper().endswith(item.key.key[-8:].upper()) for fpr in signers):
-            return proc.stdout, f"signed by {signers[0]}, not by the requested key {item.key.key}"
-        return proc.stdout, None
-
-

@@ -23,8 +23,8 @@ import weakref
 from collections.abc import Mapping, Sequence
 
 from signaction import CREATOR
-from signaction.claim import atomic_claim
 from signaction.errors import InputError
+from signaction.formats.claim import atomic_claim
 from signaction.plan import Plan, SigningKey, WorkItem
 
 from . import openpgp

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,9 @@ from typing import Any
 
 from signaction.artifacts import Artifacts, key_data, registry_folder
 from signaction.errors import InputError
+from signaction.formats.claim import claim_problem
 from signaction.inputs import Inputs
-from signaction.plan import Image, Plan, WorkItem
+from signaction.plan import BLOB, Image, Plan, SignFile, WorkItem
 from signaction.registry import RegistryClient, RegistryError
 from signaction.safeload import read_regular_file
 from signaction.signing import (
@@ -33,6 +34,8 @@ from signaction.signing import (
     MISSING,
     VERIFIED,
     Check,
+    Finding,
+    Problem,
     SignatureFormat,
     Verdict,
     Verification,
@@ -40,7 +43,6 @@ from signaction.signing import (
 
 from . import openpgp
 from .base import Signer
-from .gnupg import SignatureCheck
 
 log = logging.getLogger(__name__)
 
@@ -116,45 +118,64 @@ def walk_lookaside(registry: RegistryClient, base: str, item: WorkItem,
         return Verdict(INVALID, f"the lookaside could not be read: {e}")
     if not found:
         return Verdict(MISSING, f"no signature: {where}/signature-1 is not there (404)")
-    tried = []
+    findings: list[tuple[str, Problem]] = []
     for n, data in enumerate(found, 1):
         if data[:1] and data[0] not in OPENPGP_FIRST or not data:
-            tried.append(f"signature-{n}: unreadable: not a binary OpenPGP signature "
-                         f"(podman refuses the image: unrecognized signature format)")
-            return Verdict(INVALID, tried[-1], tuple(tried))
+            findings.append((f"signature-{n}", Problem(
+                Finding.UNREADABLE, "not a binary OpenPGP signature (podman refuses the image: "
+                "unrecognized signature format)")))
+            tried = tuple(f"{w}: {p}" for w, p in findings)
+            return Verdict(INVALID, tried[-1], tried, findings=tuple(findings))
         problem = signature_problem(data, item, trusted)
         if problem is None:
-            return Verdict(VERIFIED, f"signature-{n} verifies", tuple(tried),
-                           {"verified_signature": f"{where}/signature-{n}"})
-        tried.append(f"signature-{n}: {problem}")
+            return Verdict(VERIFIED, f"signature-{n} verifies",
+                           tuple(f"{w}: {p}" for w, p in findings),
+                           {"verified_signature": f"{where}/signature-{n}"},
+                           findings=tuple(findings))
+        findings.append((f"signature-{n}", problem))
+    tried = tuple(f"{w}: {p}" for w, p in findings)
     return Verdict(INVALID, f"{len(found)} signature(s), none verifies: " + "; ".join(tried),
-                   tuple(tried))
+                   tried, findings=tuple(findings))
 
 
-def signature_problem(data: bytes, item: WorkItem, trusted: TrustedKey) -> str | None:
-    """Why this lookaside signature does not verify for ``item`` (None: it does), in the
-    words of results.json: other key, other digest, other identity, unreadable."""
+def signature_problem(data: bytes, item: WorkItem, trusted: TrustedKey) -> Problem | None:
+    """Why the signature ``data`` is not a good one for ``item`` (None: it is): the one check
+    of an OpenPGP signature, wherever it is made (verify mode, skip-signed, the msg signer's
+    check of each reply with verify_keyring). Sequoia decides whether it verifies
+    (signers/openpgp.py, with containers/image's rules on top), then it must be by the trusted
+    key and, for an image, sign the claim for exactly its digest and identity."""
+    target = item.image
     try:
-        message = openpgp.signed_message(data)
+        if isinstance(target, SignFile):
+            verified = (openpgp.verify_detached(data, target.data, trusted.keyring)
+                        if target.kind == BLOB else
+                        openpgp.verify_clearsigned(data, trusted.keyring))
+        else:
+            verified = openpgp.verify_message(data, trusted.keyring)
+    except openpgp.VerifyError as e:
+        return e.problem
     except openpgp.OpenPGPError as e:
-        return f"unreadable: {e}"
-    try:
-        key = openpgp.verify(message.signature, message.content, trusted.keyring)
-    except openpgp.OpenPGPError as e:
-        return f"other key: {e}" if "keyring" in str(e) else f"invalid: {e}"
-    if key.fingerprint != trusted.fingerprint:
-        return f"other key: signed by {key.fingerprint}, not {trusted.fingerprint}"
-    from .msg.checks import claim_problem  # (its package imports this module)
+        return Problem(Finding.UNREADABLE, str(e))
+    if verified.fingerprint != trusted.fingerprint:
+        return Problem(Finding.OTHER_KEY, f"signed by {verified.fingerprint}, not "
+                       f"{trusted.fingerprint}")
+    if isinstance(target, SignFile):
+        return None  # that the text or bytes are the ones sent: checks.refusal, made first
+    return claim_problem(verified.content, target.known_digest, str(target.reference))
 
-    image = item.container
-    problem = claim_problem(message.content, image.known_digest, str(image.reference))
-    if problem is None:
-        return None
-    if "signs digest" in problem:
-        return f"other digest: {problem}"
-    if "signs identity" in problem:
-        return f"other identity: {problem}"
-    return f"unreadable claim: {problem}"
+
+def trusted_for(keyring: openpgp.Keyring, keys: Iterable[str], where: str,
+                fingerprints: Mapping[str, str] | None = None) -> dict[str, TrustedKey]:
+    """Each signing key (as the plan names it) -> the key of ``keyring`` its signatures must
+    be made by: the fingerprint the signer resolved it to, else as ``trusted_in`` finds it."""
+    known = {k: v.upper() for k, v in (fingerprints or {}).items()}
+    out = {}
+    for key in keys:
+        if known.get(key) in keyring.fingerprints():
+            out[key] = TrustedKey(keyring, known[key])
+        else:
+            out[key] = trusted_in(keyring, key, where)
+    return out
 
 
 def trusted_in(keyring: openpgp.Keyring, key: str, where: str) -> TrustedKey:
@@ -222,12 +243,16 @@ class LookasideSigner(Signer):
                             "cannot be checked; signing everything", self.name)
             yield None
             return
-        check = SignatureCheck(keyring, "the signing keys", self.key_fingerprints())
         try:
-            yield lambda item: next((found for base in bases
-                                     if (found := self._in_lookaside(base, check, item))), None)
-        finally:
-            check.close()
+            trusted = trusted_for(openpgp.Keyring.parse(keyring), {k.key for k in plan.keys},
+                                  "the signing keys' public keyring", self.key_fingerprints())
+        except (openpgp.OpenPGPError, InputError) as e:
+            log.warning("existing signatures cannot be checked (%s); signing everything", e)
+            yield None
+            return
+        yield lambda item: next((found for base in bases
+                                 if (found := self._in_lookaside(base, trusted[item.key.key],
+                                                                 item))), None)
 
     def _lookaside_bases(self) -> list[str]:
         """Where existing signatures may be, ``{registry}`` standing for the registry folder:
@@ -236,7 +261,7 @@ class LookasideSigner(Signer):
         bases = [own.resolve().as_uri() + "/{registry}"] if own.is_dir() else []
         return bases + ([self.inputs.lookaside_url] if self.inputs.lookaside_url else [])
 
-    def _in_lookaside(self, base: str, check: SignatureCheck, item: WorkItem) -> str | None:
+    def _in_lookaside(self, base: str, trusted: TrustedKey, item: WorkItem) -> str | None:
         image = item.container
         url = base.replace("{registry}", registry_folder(image.reference.host))
         try:
@@ -247,7 +272,7 @@ class LookasideSigner(Signer):
                         image.digest, e)
             return None
         for n, signature in enumerate(found, 1):
-            if check.problem(signature, item) is None:
+            if signature_problem(signature, item, trusted) is None:
                 return f"already signed by this key: signature-{n} in {url}"
         return None
 

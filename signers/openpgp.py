@@ -1,23 +1,24 @@
-"""A small, strict reader of the OpenPGP data a signing server sends back (RFC 9580, RFC 4880).
+"""OpenPGP signatures as containers-signature(5) readers (podman, skopeo, CRI-O) read them:
+read by a small, strict parser of this project, verified by Sequoia (pysequoia).
 
-It takes apart three shapes and nothing else:
+The parser takes apart three shapes and nothing else:
 
-- a binary *signed message*, what ``gpg --sign`` makes and what containers-signature(5) readers
-  (podman, skopeo, CRI-O) accept: an optional compressed-data packet (ZIP, ZLIB, BZip2) around
-  [one-pass signature,] literal data, signature;
+- a binary *signed message*, what ``gpg --sign`` makes and what podman reads: an optional
+  compressed-data packet (ZIP, ZLIB, BZip2) around one-pass signature, literal data, signature;
 - a detached binary signature (``gpg --detach-sign``): one signature packet;
 - a clear-signed text (``gpg --clearsign``): the cleartext signature framework, ASCII armor.
 
-What it reads is structure, not proof: it verifies no cryptographic signature (that needs the
-signer's public key: the msg signer's ``verify_keyring`` runs gpg for it). It tells which key a
-signature says it was made by (the issuer subpackets, which anyone can write), and checks the
-signature's hash prefix (its "left 16 bits") against the signed content, which catches a
-signature packet taken from another message, but not a forger. It is in-process and cheap (tens
-of microseconds a message): no gpg process per signature.
-
 Every length is checked against the bytes that are there and decompression is capped, so
 truncated, reordered or hostile data ends in an ``OpenPGPError`` saying why, never in another
-exception, and never in unbounded memory or time.
+exception, and never in unbounded memory or time. Without a key it tells only which key a
+signature says it was made by and checks its hash prefix (the msg signer's check of every reply,
+tens of microseconds: a signature packet taken from another message is caught, a forger is not).
+
+With a keyring, ``verify_message`` (and ``verify_detached``, ``verify_clearsigned``) decide
+whether a signature is good: Sequoia verifies it and the keyring's self-signatures, and the
+rules containers/image adds are applied on top (see "public keys" below). Sequoia says only
+*that* no signature is valid; why, as a ``Finding``, is read from what the parsed signature
+packet says of itself.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ import base64
 import binascii
 import bz2
 import hashlib
+import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from signaction.signing import Finding, Problem
 
 MAX_CONTENT = 1 << 20  # decompressed bytes at most: a claim is a few hundred
 MAX_PACKETS = 3  # [one-pass signature,] literal data, signature
@@ -81,6 +87,8 @@ class Signature:
     expires: int | None = None  # seconds after creation it expires (hashed subpacket 3)
     key_expires: int | None = None  # a self-signature: the key's lifetime (subpacket 9)
     key_flags: int | None = None  # a self-signature: what the key may do (subpacket 27)
+    critical: tuple[int, ...] = ()  # kinds of the hashed subpackets marked critical
+    critical_notations: tuple[str, ...] = ()  # names of the notations marked critical
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,10 @@ def signed_message(data: bytes) -> SignedMessage:
         packets = _packets(inner, "in the compressed data")
     tags = [tag for tag, _ in packets]
     one_pass = tags[:1] == [ONE_PASS]
+    if tags == [LITERAL, SIGNATURE]:
+        raise OpenPGPError("literal data then a signature, without the one-pass signature "
+                           "packet before them: not an OpenPGP message (RFC 9580 10.3); gpg, "
+                           "podman and Sequoia refuse it")
     if tags[one_pass:] != [LITERAL, SIGNATURE]:
         if tags == [SIGNATURE]:
             raise OpenPGPError("a detached signature (a signature packet alone), not a signed "
@@ -357,6 +369,8 @@ def _signature(body: bytes) -> Signature:
     i = 4
     issuers: list[str] = []
     times: dict[int, int] = {}
+    critical: list[int] = []
+    notations: list[str] = []
     for area in ("hashed", "unhashed"):
         if i + width > len(body):
             raise OpenPGPError("a truncated signature packet")
@@ -365,7 +379,10 @@ def _signature(body: bytes) -> Signature:
         if i + length > len(body):
             raise OpenPGPError(f"the signature's {area} subpackets say they have {length} "
                                f"bytes, but only {len(body) - i} follow")
-        _subpackets(body[i:i + length], issuers, times if area == "hashed" else None)
+        if area == "hashed":
+            _subpackets(body[i:i + length], issuers, times, critical, notations)
+        else:
+            _subpackets(body[i:i + length], issuers)
         i += length
         if area == "hashed":
             hashed_end = i
@@ -381,14 +398,15 @@ def _signature(body: bytes) -> Signature:
     _material(body[i:], pk_algo)
     return Signature(version, sig_type, pk_algo, hash_algo, tuple(issuers), prefix,
                      body[:hashed_end], salt, body[i:], times.get(2), times.get(3),
-                     times.get(9), times.get(27))
+                     times.get(9), times.get(27), tuple(critical), tuple(notations))
 
 
-def _subpackets(data: bytes, issuers: list[str],
-                times: dict[int, int] | None = None) -> None:
+def _subpackets(data: bytes, issuers: list[str], times: dict[int, int] | None = None,
+                critical: list[int] | None = None, notations: list[str] | None = None) -> None:
     """Collects the issuers (both areas) and, of the hashed area (``times``), the time
     subpackets by kind: 2 signature creation, 3 signature expiration, 9 key expiration, and
-    27 key flags (its first octet)."""
+    27 key flags (its first octet); the kinds marked critical, the critical notations' names
+    (what explains a refusal: Sequoia's verdict does not say why)."""
     i = 0
     while i < len(data):
         first = data[i]
@@ -406,6 +424,11 @@ def _subpackets(data: bytes, issuers: list[str],
             raise OpenPGPError(f"a signature subpacket says it has {length} bytes, but "
                                f"{len(data) - i} follow")
         kind, value = data[i] & 0x7F, data[i + 1:i + length]
+        if critical is not None and data[i] & 0x80:
+            critical.append(kind)
+            if kind == 20 and notations is not None and len(value) >= 8:
+                size = int.from_bytes(value[4:6], "big")
+                notations.append(value[8:8 + size].decode("utf-8", "replace")[:64])
         i += length
         if kind == 16:  # issuer key id
             if len(value) != 8:
@@ -507,254 +530,228 @@ def _crc24(data: bytes) -> bytes:
     return (crc & 0xFFFFFF).to_bytes(3, "big")
 
 
-# -- public keys, and verifying a signature with one ------------------------------------------
+# -- public keys, and verifying a signature with them -----------------------------------------
 #
-# What a containers-signature(5) reader (podman, skopeo, CRI-O: containers/image over gpgme)
-# accepts, and so what ``verify`` accepts: a signature made by a key of the policy's keyring
-# (the primary key, whose fingerprint gpg reports on import: containers/image compares the
-# signing key's fingerprint with those, so a signature by a subkey is refused), that
-# verifies cryptographically, by a key neither revoked nor expired now, nor a signature expired
-# now (gpgme reports those as errors, which containers/image refuses), hashed with an algorithm
-# gpg accepts (not MD5).
+# The cryptographic decision is Sequoia's (pysequoia, the Python binding of the OpenPGP
+# implementation containers/image can also be built with): it reads the keyring as a set of
+# certificates, verifying every self-signature and binding signature against the primary key
+# (a forged newer self-signature neither revives an expired key nor expires or revokes a valid
+# one; a key without a valid self-signature, or a signing subkey without a valid binding and
+# back signature, is unusable), and a signature under its standard policy: critical unknown
+# subpackets and critical notations refused, MD5 and SHA-1 refused, a creation time required
+# and not in the future, key flags that allow signing, key and signature alive when it was made.
+#
+# On top of that, what containers/image adds (podman, skopeo, CRI-O over gpgme): exactly one
+# signature; made by a primary key of the keyring (containers/image compares the signing key's
+# fingerprint with the primary keys' it imported: a signature by a subkey is refused); the key
+# neither revoked nor expired *now* (gpgme reports those as errors, Sequoia judges the key at
+# the signature's time). This reader's own parse (above) runs first: it bounds sizes and
+# decompression before any of the data reaches Sequoia, and the content Sequoia verified must
+# be the content it read.
 
-PUBLIC_KEY, PUBLIC_SUBKEY, USER_ID = 6, 14, 13
+PUBLIC_KEY, SECRET_KEY, PUBLIC_SUBKEY, SECRET_SUBKEY = 6, 5, 14, 7
 MAX_KEYRING = 4 << 20  # bytes of a keyring
 MAX_KEYRING_PACKETS = 20000
-_ED25519_OID = bytes.fromhex("2B06010401DA470F01")
-_CURVES = {bytes.fromhex("2A8648CE3D030107"): "SECP256R1", bytes.fromhex("2B81040022"): "SECP384R1",
-           bytes.fromhex("2B81040023"): "SECP521R1"}
-_ALGO_NAMES = {1: "RSA", 3: "RSA", 16: "ElGamal", 17: "DSA", 18: "ECDH", 19: "ECDSA",
-               22: "EdDSA", 27: "Ed25519", 28: "Ed448"}
-_SAME_KIND = {1: 1, 3: 1, 19: 19, 22: 22, 27: 27}  # signature algorithm -> key algorithm
+_WEAK_HASHES = {1: "MD5", 2: "SHA-1", 3: "RIPEMD-160"}
+# hashed subpackets a signature over a document may carry critical (RFC 9580 5.2.3.7)
+_KNOWN_CRITICAL = {2, 3, 4, 5, 7, 9, 11, 16, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33,
+                   34, 35, 37, 39}
+
+
+class VerifyError(OpenPGPError):
+    """A signature that is not good, and the finding: why, as a type."""
+
+    def __init__(self, finding: Finding, detail: str):
+        super().__init__(detail)
+        self.finding = finding
+        self.problem = Problem(finding, detail)
 
 
 @dataclass(frozen=True, slots=True)
-class PublicKey:
-    """A v4 public (sub)key of a keyring, its validity as its self-signatures say."""
+class Verified:
+    fingerprint: str  # the primary key that made the signature, upper-case hex
+    content: bytes  # what it signs
 
-    fingerprint: str  # upper-case hex (v4: 40)
-    algo: int
-    created: int
-    key: object  # a cryptography public key, or None: an algorithm this reader cannot verify
-    primary: str  # the primary key's fingerprint (its own, for a primary key)
-    expires: int | None = None  # when it expires (seconds since the epoch), None: never
-    revoked: bool = False
-    can_sign: bool = True
 
-    @property
-    def key_id(self) -> str:
-        return self.fingerprint[-16:]
+def _sequoia() -> Any:
+    """pysequoia, imported when first needed, without Rust backtraces in its error texts
+    (RUST_BACKTRACE set by a user would make each refusal capture one: slow, and not a line)."""
+    os.environ["RUST_LIB_BACKTRACE"] = "0"
+    import pysequoia
 
-    @property
-    def is_primary(self) -> bool:
-        return self.primary == self.fingerprint
+    return pysequoia
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return "".join(c if c.isprintable() else "?" for c in (text[0] if text else "")[:200])
 
 
 class Keyring:
-    """The public keys of an OpenPGP keyring (binary or ASCII-armored, several concatenated),
-    looked up by key id or fingerprint. Self-signatures are read for the keys' expiry, flags
-    and revocations, not verified: the keyring is the trust the user gives."""
+    """The OpenPGP certificates of a keyring (binary or ASCII-armored, several concatenated),
+    each read by Sequoia (self-signatures verified); a certificate Sequoia cannot use is
+    dropped, as gpg drops it on import. Looked up by the key ids and fingerprints of their
+    primary keys and subkeys."""
 
-    def __init__(self, keys: list[PublicKey]):
-        self.keys = keys
-        self._by: dict[str, PublicKey] = {}
-        for key in keys:
-            self._by.setdefault(key.fingerprint, key)
-            self._by.setdefault(key.key_id, key)
+    def __init__(self, certs: list[tuple[Any, list[str]]]):
+        self.certs = [cert for cert, _ in certs]
+        self._primary = [cert.fingerprint.upper() for cert in self.certs]
+        self._by: dict[str, Any] = {}
+        for cert, keys in certs:
+            for fpr in keys:
+                self._by.setdefault(fpr, cert)
+                self._by.setdefault(fpr[-16:], cert)
 
     @classmethod
     def parse(cls, data: bytes) -> Keyring:
         if len(data) > MAX_KEYRING:
             raise OpenPGPError(f"a keyring of more than {MAX_KEYRING} bytes")
         raw = dearmor(data) if is_armored(data) else data
-        keys: list[PublicKey] = []
-        current: dict | None = None
-        after_uid = False
-        for tag, body in _packets(raw, "in the keyring", MAX_KEYRING_PACKETS):
-            if tag in (PUBLIC_KEY, PUBLIC_SUBKEY):
-                _flush(current, keys)
-                primary = current["primary"] if tag == PUBLIC_SUBKEY and current else None
-                if tag == PUBLIC_SUBKEY and primary is None:
-                    raise OpenPGPError("a public subkey before any public key")
-                current = _public_key(body, primary)
-                after_uid = False
-            elif tag == USER_ID:
-                after_uid = True
-            elif tag == SIGNATURE and current is not None:
-                _self_signature(current, body, after_uid)
-        _flush(current, keys)
-        if not keys:
-            raise OpenPGPError("no OpenPGP public keys")
-        return cls(keys)
+        cert_class = _sequoia().Cert
+        certs: list[tuple[Any, list[str]]] = []
+        dropped: list[str] = []
+        for chunk, keys in _transferable_keys(raw):
+            try:
+                cert = cert_class.from_bytes(chunk)
+                cert.expiration  # noqa: B018 (Sequoia: no valid self-signature now, as gpg)
+            except (RuntimeError, ValueError) as e:
+                dropped.append(f"{keys[0]}: {_first_line(e)}")
+                continue
+            certs.append((cert, keys))
+        if not certs:
+            raise OpenPGPError("no usable OpenPGP public keys" +
+                               (f" ({dropped[0]})" if dropped else ""))
+        return cls(certs)
 
-    def find(self, issuers: tuple[str, ...]) -> PublicKey | None:
+    def find(self, issuers: tuple[str, ...]) -> Any:
         for issuer in sorted(issuers, key=len, reverse=True):
-            key = self._by.get(issuer[-40:] if len(issuer) >= 40 else issuer[-16:])
-            if key is not None:
-                return key
+            cert = self._by.get(issuer[-40:] if len(issuer) >= 40 else issuer[-16:])
+            if cert is not None:
+                return cert
         return None
 
     def fingerprints(self) -> list[str]:
-        return [k.fingerprint for k in self.keys if k.is_primary]
+        return list(self._primary)
 
 
-def _flush(current: dict | None, keys: list[PublicKey]) -> None:
-    if current is None or current.get("skip"):
-        return
-    created, lifetime = current["created"], current.get("lifetime")
-    keys.append(PublicKey(current["fpr"], current["algo"], created, current["key"],
-                          current["primary"] or current["fpr"],
-                          created + lifetime if lifetime else None,
-                          current.get("revoked", False),
-                          current.get("flags") is None or bool(current["flags"] & 0x02)))
+def _transferable_keys(raw: bytes) -> Iterator[tuple[bytes, list[str]]]:
+    """Each public key of the keyring with the packets that follow it up to the next (user ids,
+    signatures, subkeys), framed again, and the v4 fingerprints of its keys (primary first).
+    A secret key (what ``gpg --export-secret-keys`` writes) is not a public keyring entry."""
+    chunk: list[bytes] = []
+    keys: list[str] = []
+    for tag, body in _packets(raw, "in the keyring", MAX_KEYRING_PACKETS):
+        if tag in (SECRET_KEY, SECRET_SUBKEY):
+            raise OpenPGPError("a secret key: give the public keyring (gpg --export)")
+        if tag == PUBLIC_KEY:
+            if chunk:
+                yield b"".join(chunk), keys
+            chunk, keys = [], []
+        elif not chunk:
+            raise OpenPGPError(f"a {TAG_NAMES.get(tag, f'tag {tag}')} packet before any public "
+                               "key")
+        if tag in (PUBLIC_KEY, PUBLIC_SUBKEY):
+            keys.append(_v4_fingerprint(body))
+        chunk.append(bytes([0xC0 | tag, 0xFF]) + len(body).to_bytes(4, "big") + body)
+    if chunk:
+        yield b"".join(chunk), keys
 
 
-def _mpi(data: bytes, i: int) -> tuple[bytes, int]:
-    if i + 2 > len(data):
-        raise OpenPGPError("a truncated number in a public key")
-    size = (int.from_bytes(data[i:i + 2], "big") + 7) // 8
-    if i + 2 + size > len(data):
-        raise OpenPGPError("a truncated number in a public key")
-    return data[i + 2:i + 2 + size], i + 2 + size
+def _v4_fingerprint(body: bytes) -> str:
+    if body[:1] != b"\x04" or len(body) > 0xFFFF:
+        return "V" + hashlib.sha256(body).hexdigest().upper()  # not v4: found by Sequoia only
+    return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
 
 
-def _public_key(body: bytes, primary: str | None) -> dict:
-    """A public key packet: its fingerprint, algorithm and key; v3, v5 and v6 keys are kept
-    out (``skip``), their subkeys with them."""
-    if len(body) < 6:
-        raise OpenPGPError("a truncated public key packet")
-    if body[0] != 4:
-        return {"skip": True, "primary": primary or "unsupported"}
-    fpr = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
-    algo, material = body[5], body[6:]
-    return {"fpr": fpr, "algo": algo, "created": int.from_bytes(body[1:5], "big"),
-            "key": _crypto_key(algo, material), "primary": primary or fpr}
+def verify_message(data: bytes, keyring: Keyring, now: float | None = None) -> Verified:
+    """The primary key of ``keyring`` that made the binary signed message ``data`` and the
+    content it signs, as containers/image accepts it (see above); VerifyError says why not
+    (OpenPGPError: not a signed message at all)."""
+    message = signed_message(data)
+    verified = _verify(data, message.signature, keyring, now)
+    if verified.content != message.content:
+        raise VerifyError(Finding.UNREADABLE, "Sequoia and this reader see different signed "
+                          "content in it")
+    return verified
 
 
-def _crypto_key(algo: int, m: bytes) -> object:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-    try:
-        if algo in (1, 3):
-            n, i = _mpi(m, 0)
-            e, _ = _mpi(m, i)
-            return rsa.RSAPublicNumbers(int.from_bytes(e, "big"),
-                                        int.from_bytes(n, "big")).public_key()
-        if algo in (19, 22):
-            if not m or len(m) < 1 + m[0]:
-                raise OpenPGPError("a truncated curve OID in a public key")
-            oid, (point, _) = m[1:1 + m[0]], _mpi(m, 1 + m[0])
-            if algo == 22:
-                if oid != _ED25519_OID or len(point) != 33 or point[0] != 0x40:
-                    return None
-                return ed25519.Ed25519PublicKey.from_public_bytes(point[1:])
-            curve = _CURVES.get(oid)
-            return ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), point) \
-                if curve else None
-        if algo == 27 and len(m) == 32:
-            return ed25519.Ed25519PublicKey.from_public_bytes(m)
-    except ValueError as e:
-        raise OpenPGPError(f"an unreadable {_ALGO_NAMES.get(algo, algo)} public key "
-                           f"({e})") from None
-    return None
+def verify_detached(signature: bytes, content: bytes, keyring: Keyring,
+                    now: float | None = None) -> Verified:
+    """``verify_message`` for a detached binary signature over ``content``."""
+    found = detached_signature(signature, content)
+    return _verify(content, found, keyring, now, detached=signature)
 
 
-def _self_signature(current: dict, body: bytes, after_uid: bool) -> None:
-    """A signature after a key (revocation, direct key), its user ids (certification) or a
-    subkey (binding): what it says of the key's lifetime, flags and revocation."""
-    if current.get("skip"):
-        return
-    try:
-        sig = _signature(body)
-    except OpenPGPError:
-        return  # gpg drops what it cannot read; so does this reader
-    primary = current["primary"]
-    if sig.issuers and not any(primary.endswith(i) or i.endswith(primary[-16:])
-                               for i in sig.issuers):
-        return  # a certification by another key: no say over this key
-    if sig.type in (0x20, 0x28):
-        current["revoked"] = True
-        return
-    if sig.type in (0x10, 0x11, 0x12, 0x13, 0x1F, 0x18):
-        if (sig.created or 0) >= current.get("sig_time", -1):
-            current["sig_time"] = sig.created or 0
-            current["lifetime"] = sig.key_expires
-            current["flags"] = sig.key_flags
+def verify_clearsigned(data: bytes, keyring: Keyring, now: float | None = None) -> Verified:
+    """``verify_message`` for a clear-signed text (``content``: the text as Sequoia reads it)."""
+    _, found = clearsigned(data)
+    return _verify(data, found, keyring, now)
 
 
-_CRYPTO_HASHES = {2: "SHA1", 8: "SHA256", 9: "SHA384", 10: "SHA512", 11: "SHA224"}
-
-
-def verify(signature: Signature, content: bytes, keyring: Keyring,
-           now: float | None = None) -> PublicKey:
-    """The key of ``keyring`` that made ``signature`` over ``content``, checked as
-    containers/image checks it (see above); OpenPGPError says why it is not good."""
+def _verify(data: bytes, signature: Signature, keyring: Keyring, now: float | None,
+            detached: bytes | None = None) -> Verified:
     import time
 
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding
-    from cryptography.hazmat.primitives.asymmetric.utils import (
-        Prehashed,
-        encode_dss_signature,
-    )
-
     now = time.time() if now is None else now
-    key = keyring.find(signature.issuers)
-    if key is None:
-        return _unknown(signature)
-    named = f"key {key.fingerprint}"
-    if not key.is_primary:
-        raise OpenPGPError(f"made by the subkey {key.fingerprint} of {key.primary}: "
-                           "containers/image accepts only the keyring's primary keys")
-    if key.revoked:
-        raise OpenPGPError(f"{named} is revoked")
-    if key.expires is not None and key.expires <= now:
-        raise OpenPGPError(f"{named} expired")
-    if signature.expires and (signature.created or 0) + signature.expires <= now:
-        raise OpenPGPError("the signature expired")
-    if signature.created is not None and signature.created < key.created:
-        raise OpenPGPError(f"the signature is older than {named}")
-    if key.key is None or _SAME_KIND.get(signature.pk_algo) != _SAME_KIND.get(key.algo, key.algo):
-        raise OpenPGPError(f"{named} ({_ALGO_NAMES.get(key.algo, key.algo)}) cannot check a "
-                           f"{_ALGO_NAMES.get(signature.pk_algo, signature.pk_algo)} signature")
-    if signature.hash_algo not in _CRYPTO_HASHES:
-        raise OpenPGPError(f"hash algorithm {_HASHES.get(signature.hash_algo, signature.hash_algo)}"
-                           " is not one gpg accepts for a signature")
-    digest = _digest(signature, content)
-    assert digest is not None
-    h = getattr(hashes, _CRYPTO_HASHES[signature.hash_algo])()
-    m = signature.material
+    cert = keyring.find(signature.issuers)
+    if cert is None:
+        named = max(signature.issuers, key=len) if signature.issuers else None
+        raise VerifyError(Finding.OTHER_KEY, f"signed by key {named}, which is not in the "
+                          "keyring" if named else "the signature names no issuer key")
+    sequoia = _sequoia()
     try:
-        if signature.pk_algo in (1, 3):
-            s, _ = _mpi(m, 0)
-            size = (key.key.key_size + 7) // 8  # type: ignore[attr-defined]
-            key.key.verify(s.rjust(size, b"\0"), digest,  # type: ignore[attr-defined]
-                           padding.PKCS1v15(), Prehashed(h))
-        elif signature.pk_algo == 19:
-            r, i = _mpi(m, 0)
-            s, _ = _mpi(m, i)
-            der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-            key.key.verify(der, digest, ec.ECDSA(Prehashed(h)))  # type: ignore[attr-defined]
-        elif signature.pk_algo == 22:
-            r, i = _mpi(m, 0)
-            s, _ = _mpi(m, i)
-            if len(r) > 32 or len(s) > 32:
-                raise InvalidSignature
-            key.key.verify(r.rjust(32, b"\0") + s.rjust(32, b"\0"),  # type: ignore[attr-defined]
-                           digest)
+        if detached is None:
+            result = sequoia.verify(bytes=data, store=lambda ids: [cert])
         else:
-            key.key.verify(m, digest)  # type: ignore[attr-defined]
-    except (InvalidSignature, ValueError):
-        raise OpenPGPError(f"it does not verify with {named}: not made by it over this "
-                           "content") from None
-    return key
+            result = sequoia.verify(bytes=data, store=lambda ids: [cert],
+                                    signature=sequoia.Sig.from_bytes(detached))
+    except (RuntimeError, ValueError) as e:
+        finding, why = _why_not(signature, cert, now)
+        raise VerifyError(finding, f"{why} (Sequoia: {_first_line(e)})") from None
+    valid = result.valid_sigs
+    if len(valid) != 1:
+        raise VerifyError(Finding.UNREADABLE, f"{len(valid)} valid signatures in it: "
+                          "containers/image accepts exactly one")
+    primary, signing = valid[0].certificate.upper(), valid[0].signing_key.upper()
+    if signing != primary:
+        raise VerifyError(Finding.OTHER_KEY, f"made by the subkey {signing} of {primary}: "
+                          "containers/image accepts only the keyring's primary keys")
+    if cert.is_revoked:
+        raise VerifyError(Finding.POLICY, f"key {primary} is revoked")
+    expires = cert.expiration
+    if expires is not None and expires.timestamp() <= now:
+        raise VerifyError(Finding.POLICY, f"key {primary} expired "
+                          f"{expires.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    return Verified(primary, bytes(result.bytes))
 
 
-def _unknown(signature: Signature) -> PublicKey:
-    named = max(signature.issuers, key=len) if signature.issuers else None
-    raise OpenPGPError(f"signed by key {named}, which is not in the keyring" if named
-                       else "the signature names no issuer key")
+def _why_not(signature: Signature, cert: Any, now: float) -> tuple[Finding, str]:
+    """Why Sequoia (which says only that no signature is valid) refused ``signature`` by
+    ``cert``, read from what the signature packet says of itself."""
+    named = f"key {cert.fingerprint.upper()}"
+    if signature.hash_algo in _WEAK_HASHES:
+        return Finding.POLICY, (f"hashed with {_WEAK_HASHES[signature.hash_algo]}, which is "
+                                "refused (collisions can be made)")
+    unknown = [k for k in signature.critical if k not in _KNOWN_CRITICAL and k != 20]
+    if unknown:
+        return Finding.POLICY, (f"a critical subpacket of kind {unknown[0]} that no verifier "
+                                "knows: gpg and podman refuse the signature")
+    if signature.critical_notations:
+        return Finding.POLICY, (f"the critical notation {signature.critical_notations[0]!r}: "
+                                "gpg and podman refuse the signature")
+    if signature.created is None:
+        return Finding.POLICY, "the signature has no creation time"
+    if signature.created > now:
+        return Finding.POLICY, "the signature is dated in the future"
+    if signature.expires and signature.created + signature.expires <= now:
+        return Finding.POLICY, "the signature expired"
+    if cert.is_revoked:
+        return Finding.POLICY, f"{named} is revoked"
+    expires = cert.expiration
+    if expires is not None and expires.timestamp() <= signature.created:
+        return Finding.POLICY, f"{named} had expired when the signature was made"
+    return Finding.OTHER_KEY, (f"it does not verify with {named}: not made by it over this "
+                               "content, or by a key of it that may not sign")
 
 
 def dearmor(data: bytes) -> bytes:

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import run_entrypoint
 from infra.lookaside_server import LookasideServer
-from signaction.claim import atomic_claim
+from signaction.formats.claim import atomic_claim
+from signaction.signing import Finding
 from signers import openpgp
 from signers.gnupg import gpg_sign
 
@@ -75,14 +76,17 @@ def test_gpg_signatures_of_each_kind_verify_in_process(keys, algo):
     armored = openpgp.Keyring.parse(gpg(home, "--export", "--armor", made[algo]))
     assert ring.fingerprints() == armored.fingerprints() == [made[algo]]  # v4 fingerprints
     claim = atomic_claim(REF, D1, "t", 1)
-    message = openpgp.signed_message(gpg(home, "-u", made[algo], "--sign", data=claim))
-    assert openpgp.verify(message.signature, message.content, ring).fingerprint == made[algo]
-    with pytest.raises(openpgp.OpenPGPError, match="does not verify"):
-        openpgp.verify(message.signature, message.content.replace(b"1", b"2"), ring)
+    signed = gpg(home, "-u", made[algo], "--sign", "--compress-level", "0", data=claim)
+    verified = openpgp.verify_message(signed, ring)
+    assert (verified.fingerprint, verified.content) == (made[algo], claim)
+    at = signed.index(claim)  # the literal data changed, its signature kept
+    with pytest.raises(openpgp.OpenPGPError, match="not made over this content"):
+        openpgp.verify_message(signed[:at] + claim.replace(b"1", b"2") +
+                               signed[at + len(claim):], ring)
     other = openpgp.Keyring.parse(gpg(home, "--export", made["ed25519" if algo != "ed25519"
                                                               else "rsa2048"]))
-    with pytest.raises(openpgp.OpenPGPError, match="not in the keyring"):
-        openpgp.verify(message.signature, message.content, other)
+    with pytest.raises(openpgp.VerifyError, match="not in the keyring"):
+        openpgp.verify_message(signed, other)
 
 
 def test_an_expired_key_is_refused_as_gpgme_reports_it(keys, tmp_path):
@@ -90,11 +94,9 @@ def test_an_expired_key_is_refused_as_gpgme_reports_it(keys, tmp_path):
     ring = openpgp.Keyring.parse(gpg(home, "--export", made["expired"]))
     signed = gpg(home, "--faked-system-time", "20200101T010000!", "-u", made["expired"],
                  "--sign", data=b"x")
-    message = openpgp.signed_message(signed)
-    with pytest.raises(openpgp.OpenPGPError, match="expired"):
-        openpgp.verify(message.signature, message.content, ring)
-    # the same signature checked as of 2020, when the key was valid
-    assert openpgp.verify(message.signature, message.content, ring, now=1577840400)
+    with pytest.raises(openpgp.VerifyError, match="expired") as refused:
+        openpgp.verify_message(signed, ring)
+    assert refused.value.finding is Finding.POLICY
     # and skopeo agrees: an expired key is refused, a valid one accepted
     assert not skopeo_verifies(home, tmp_path, made["expired"], made["expired"],
                                "--faked-system-time", "20200101T010000!")
@@ -107,9 +109,8 @@ def test_a_signing_subkey_is_not_the_keyring_key(keys, tmp_path):
     listing = gpg(home, "--with-colons", "--list-keys", made["nistp256"]).decode().splitlines()
     sub = [ln.split(":")[9] for ln in listing if ln.startswith("fpr:")][1]
     ring = openpgp.Keyring.parse(gpg(home, "--export", made["nistp256"]))
-    message = openpgp.signed_message(gpg(home, "-u", sub + "!", "--sign", data=b"x"))
-    with pytest.raises(openpgp.OpenPGPError, match="subkey"):
-        openpgp.verify(message.signature, message.content, ring)
+    with pytest.raises(openpgp.VerifyError, match="subkey"):
+        openpgp.verify_message(gpg(home, "-u", sub + "!", "--sign", data=b"x"), ring)
     # skopeo (gpgme) reports the subkey's fingerprint, which is not the trusted primary's
     assert not skopeo_verifies(home, tmp_path, sub, made["nistp256"])
     assert skopeo_verifies(home, tmp_path, made["nistp256"], made["nistp256"])
@@ -118,8 +119,9 @@ def test_a_signing_subkey_is_not_the_keyring_key(keys, tmp_path):
 def test_keyrings_that_are_not_keyrings_are_refused_in_words():
     for data, words in [(b"", "no packets"), (b"\x99\x00\x01", "says it has"),
                         (b"\x00junk", "not OpenPGP data"),
-                        (b"\xc6\x02\x04\x00", "a truncated public key packet"),
-                        (b"\xcd\x01x", "no OpenPGP public keys"),  # a user id alone
+                        (b"\xc6\x02\x04\x00", "no usable OpenPGP public keys"),
+                        (b"\xcd\x01x", "a user id packet before any public key"),
+                        (b"\xc5\x02\x04\x00", "a secret key"),
                         (b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n"
                          b"-----END PGP PUBLIC KEY BLOCK-----\n", "not base64")]:
         with pytest.raises(openpgp.OpenPGPError, match=words):
@@ -298,6 +300,15 @@ def test_a_v4_ed25519_key_and_signature_as_rfc_9580_writes_them():
     raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     key_body = b"\x04" + (1700000000).to_bytes(4, "big") + b"\x1b" + raw
     fpr = hashlib.sha1(b"\x99" + len(key_body).to_bytes(2, "big") + key_body).digest()
+    # its self-signature: a positive certification of its user id (without one, no key)
+    uid = b"ed <ed@test.invalid>"
+    self_sub = bytes([22, 33, 4]) + fpr + bytes([5, 2]) + (1700000000).to_bytes(4, "big") \
+        + bytes([2, 27, 3])
+    self_hashed = b"\x04\x13\x1b\x08" + len(self_sub).to_bytes(2, "big") + self_sub
+    self_digest = hashlib.sha256(b"\x99" + len(key_body).to_bytes(2, "big") + key_body +
+                                 b"\xb4" + len(uid).to_bytes(4, "big") + uid + self_hashed +
+                                 b"\x04\xff" + len(self_hashed).to_bytes(4, "big")).digest()
+    self_sig = self_hashed + b"\x00\x00" + self_digest[:2] + private.sign(self_digest)
     subpackets = bytes([22, 33, 4]) + fpr + bytes([5, 2]) + (1700000001).to_bytes(4, "big")
     hashed = b"\x04\x00\x1b\x08" + len(subpackets).to_bytes(2, "big") + subpackets
     content = atomic_claim(REF, D1, "t", 1)
@@ -310,11 +321,12 @@ def test_a_v4_ed25519_key_and_signature_as_rfc_9580_writes_them():
         return bytes([0xC0 | tag]) + bytes([192 + ((len(body) - 192) >> 8),
                                             (len(body) - 192) & 0xFF]) + body \
             if len(body) >= 192 else bytes([0xC0 | tag, len(body)]) + body
-    ring = openpgp.Keyring.parse(packet(6, key_body))
-    message = openpgp.signed_message(packet(11, literal) + packet(2, sig_body))
-    assert openpgp.verify(message.signature, message.content, ring).fingerprint == \
-        fpr.hex().upper()
+    with pytest.raises(openpgp.OpenPGPError, match="no usable OpenPGP public keys"):
+        openpgp.Keyring.parse(packet(6, key_body))  # no user id, no self-signature: as gpg
+    ring = openpgp.Keyring.parse(packet(6, key_body) + packet(13, uid) + packet(2, self_sig))
+    one_pass = packet(4, b"\x03\x00\x08\x1b" + fpr[-8:] + b"\x01")
+    assert openpgp.verify_message(one_pass + packet(11, literal) + packet(2, sig_body),
+                                  ring).fingerprint == fpr.hex().upper()
     forged = sig_body[:-1] + bytes([sig_body[-1] ^ 1])
-    message = openpgp.signed_message(packet(11, literal) + packet(2, forged))
-    with pytest.raises(openpgp.OpenPGPError, match="does not verify"):
-        openpgp.verify(message.signature, message.content, ring)
+    with pytest.raises(openpgp.VerifyError, match="does not verify"):
+        openpgp.verify_message(one_pass + packet(11, literal) + packet(2, forged), ring)

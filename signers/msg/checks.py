@@ -1,17 +1,14 @@
 """What a signature a signing server returned must be before it is written (``refusal``): taken
 apart in-process (signers/openpgp.py), without a key, it must be exactly what was asked for,
-naming the key asked for. ``verify_keyring`` adds gpg's cryptographic check (SignatureCheck)."""
+naming the key asked for. ``verify_keyring`` adds the cryptographic check
+(lookaside.signature_problem)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from signaction.formats.claim import claim_problem
 from signaction.plan import BLOB, SignFile, WorkItem
 
 from .. import openpgp
-
-CLAIM_TYPE = "atomic container signature"
 
 
 def refusal(item: WorkItem, signature: bytes) -> str | None:
@@ -28,7 +25,7 @@ def refusal(item: WorkItem, signature: bytes) -> str | None:
     and the signature must name the requested key as its issuer. That last check is a sanity
     check, not a proof: the issuer subpackets are written by whoever made the data, and without
     the key nothing here is verified cryptographically. ``verify_keyring`` adds that proof
-    (SignatureCheck, one gpg process per signature, outside the event loop)."""
+    (lookaside.signature_problem, in-process, beside the event loop)."""
     target = item.image
     if isinstance(target, SignFile):
         if target.kind == BLOB:
@@ -54,7 +51,7 @@ def refusal(item: WorkItem, signature: bytes) -> str | None:
             return f"not a binary OpenPGP signed message: {e}"
         problem = claim_problem(message.content, target.known_digest, str(target.reference))
         if problem:
-            return problem
+            return problem.detail
         found = message.signature
     return openpgp.issuer_problem(found, item.key.key)
 
@@ -65,80 +62,3 @@ def signed_text(data: bytes) -> bytes:
     if data.endswith(b"\n"):
         data = data[:-1]
     return b"\r\n".join(line.rstrip(b" \t\r") for line in data.split(b"\n"))
-
-
-def _quoted(value: Any, limit: int = 120) -> str:
-    """A value from the signing server, fit for a message: JSON-quoted (no raw line breaks or
-    control characters), cut at ``limit`` characters."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _BadClaim(ValueError):
-    pass
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict:
-    value = dict(pairs)
-    if len(value) != len(pairs):  # readers refuse a key twice; json.loads keeps the last
-        keys = [k for k, _ in pairs]
-        twice = next(k for k in keys if keys.count(k) > 1)
-        raise _BadClaim(f"the claim has the key {_quoted(twice)} twice")
-    return value
-
-
-def _constant(name: str) -> Any:
-    raise _BadClaim(f"the claim holds {name}, which is not JSON")
-
-
-def _exact(value: Any, keys: set[str], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _BadClaim(f"{where} is not a JSON object")
-    if set(value) != keys:
-        extra, missing = sorted(set(value) - keys), sorted(keys - set(value))
-        raise _BadClaim(f"{where} " + ("has unknown key(s) " + ", ".join(map(_quoted, extra))
-                                       if extra else "lacks " + ", ".join(missing))
-                        + " (readers refuse it)")
-    return value
-
-
-def claim_problem(content: bytes, digest: str, identity: str) -> str | None:
-    """Why ``content`` is not the atomic container signature claim for ``digest`` and
-    ``identity`` as containers-signature(5) readers (containers/image) parse it: exactly
-    ``critical`` and ``optional``; ``critical`` exactly type, image, identity, each exactly its
-    one key; no key twice; ``optional.creator`` a string, ``optional.timestamp`` an integer."""
-    try:
-        claim = json.loads(content.decode("utf-8"), object_pairs_hook=_object,
-                           parse_constant=_constant)
-    except _BadClaim as e:
-        return str(e)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return "the signed content is not a JSON claim"
-    try:
-        _exact(claim, {"critical", "optional"}, "the claim")
-        critical = _exact(claim["critical"], {"type", "image", "identity"}, "critical")
-        image = _exact(critical["image"], {"docker-manifest-digest"}, "critical.image")
-        named = _exact(critical["identity"], {"docker-reference"}, "critical.identity")
-        optional = claim["optional"]
-        if not isinstance(optional, dict):
-            raise _BadClaim("optional is not a JSON object")
-    except _BadClaim as e:
-        return str(e)
-    if critical["type"] != CLAIM_TYPE:
-        return f"critical.type is {_quoted(critical['type'])}, not {_quoted(CLAIM_TYPE)}"
-    if image["docker-manifest-digest"] != digest:
-        return f"it signs digest {_quoted(image['docker-manifest-digest'])}, not {digest}"
-    if named["docker-reference"] != identity:
-        return f"it signs identity {_quoted(named['docker-reference'])}, not {identity}"
-    if "creator" in optional and not isinstance(optional["creator"], str):
-        return "optional.creator is not a string"
-    if "timestamp" in optional and not _int64(optional["timestamp"]):
-        return "optional.timestamp is not an integer"
-    return None
-
-
-def _int64(value: Any) -> bool:
-    """An integral JSON number that fits in an int64 (containers/image reads it as one)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63

@@ -1,13 +1,13 @@
 """The msg signer: a remote signing server signs, over an AMQP 1.0 bus (session.py), requests
 built as pubtools-sign 1.0.6 builds them (wire.py); every signature it returns is taken apart
-before it is written (checks.py), and ``verify_keyring`` adds gpg's cryptographic check."""
+before it is written (checks.py), and ``verify_keyring`` adds the cryptographic check (Sequoia,
+in-process: lookaside.signature_problem)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from signaction import CREATOR
 from signaction.errors import InputError
 from signaction.plan import Plan, WorkItem
+from signaction.safeload import read_regular_file
 
+from .. import openpgp
 from ..base import Options, Outcome, Report
-from ..gnupg import SignatureCheck
-from ..lookaside import LookasideSigner
-from ..tools import child_env
+from ..lookaside import LookasideSigner, TrustedKey, signature_problem, trusted_for
 from .checks import refusal
 from .wire import (
     MAX_REPLY_BYTES,
@@ -55,6 +55,7 @@ class MsgSigner(LookasideSigner):
         # the section this signer reads, batch or single: the class's is the default
         self.section = self.config_section(self.inputs)  # type: ignore[misc]
         self.settings = self._settings()
+        self.trusted: dict[str, TrustedKey] = {}  # verify_keyring's keys (preflight)
 
     def _settings(self) -> Settings:
         # Imported here, as the run makes this signer: the session imports proton, and every
@@ -96,11 +97,8 @@ class MsgSigner(LookasideSigner):
                             ("messaging_ca_cert", s.ca), ("verify_keyring", s.verify_keyring)):
             if path and not os.access(path, os.R_OK):
                 raise InputError(f"{where}.{label}: {path!r} is not a readable file")
-        if s.verify_keyring and subprocess.run(
-                ["gpg", "--batch", "--show-keys", s.verify_keyring], capture_output=True,
-                check=False, env=child_env(self.environ)).returncode != 0:
-            raise InputError(f"{where}.verify_keyring: {s.verify_keyring!r} holds no OpenPGP "
-                             "public keys")
+        if s.verify_keyring:
+            self.trusted = self._trusted(f"{where}.verify_keyring", s.verify_keyring, plan)
         if plan.files:
             if self.section == "msg_batch_signer":
                 raise InputError("--signer-type batch signs container images only, not files "
@@ -138,6 +136,18 @@ class MsgSigner(LookasideSigner):
                                  f"{', '.join('{' + k + '}' for k in fields)})") from None
             setattr(s, "send_to" if key == "topic_send_to" else "listen_to", value)
 
+    @staticmethod
+    def _trusted(where: str, path: str, plan: Plan) -> dict[str, TrustedKey]:
+        """verify_keyring, read in-process: each key asked for -> the primary key of it that
+        must have made its signatures."""
+        where = f"{where}: {path!r}"
+        data = read_regular_file(path, f"{where}: cannot read it", openpgp.MAX_KEYRING)
+        try:
+            ring = openpgp.Keyring.parse(data)
+        except openpgp.OpenPGPError as e:
+            raise InputError(f"{where} is not an OpenPGP public keyring: {e}") from None
+        return trusted_for(ring, {k.key for k in plan.keys}, where)
+
     def slots(self, plan: Plan) -> int:
         # single: one request per (image, key) of the plan, in plan order; batch: per request
         return self.requests if self.section == "msg_batch_signer" else len(plan)
@@ -160,7 +170,7 @@ class MsgSigner(LookasideSigner):
         requests = self._requests(items, ids)
         self.requests = len(requests)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
-        with Replies(report, s.verify_keyring) as replies:
+        with Replies(report, self.trusted if s.verify_keyring else None) as replies:
             log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
                      ", ".join(s.brokers))
             pending = {r.request_id: r for r in requests}
@@ -196,9 +206,9 @@ class Replies:
     N=3,000), and the machine is shared with the broker and server. Only verify_keyring's gpg
     check, which takes time, runs in a small pool, never in the event loop."""
 
-    def __init__(self, report: Report, keyring: str | None):
+    def __init__(self, report: Report, trusted: dict[str, TrustedKey] | None):
         self.report = report
-        self.verify = Verify(report, keyring) if keyring else None
+        self.verify = Verify(report, trusted) if trusted is not None else None
 
     def __enter__(self) -> Replies:
         return self
@@ -231,12 +241,14 @@ class Replies:
 
 
 class Verify:
-    """verify_keyring's cryptographic check (SignatureCheck: one gpg process per signature) in
-    a pool of up to 4 threads; each signature's Outcome reported once checked."""
+    """verify_keyring's cryptographic check of each signature returned (lookaside's
+    ``signature_problem``, the check verify mode and skip-signed make, in-process through
+    Sequoia) in a pool of up to 4 threads beside the event loop; each signature's Outcome
+    reported once checked. Every key asked for must be a primary key of the keyring."""
 
-    def __init__(self, report: Report, keyring: str):
+    def __init__(self, report: Report, trusted: dict[str, TrustedKey]):
         self.report = report
-        self.checker = SignatureCheck.from_file(keyring)
+        self.trusted = trusted
         self.pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="verify")
 
     def submit(self, item: WorkItem, signature: bytes, detail: str | None,
@@ -245,13 +257,12 @@ class Verify:
 
     def _check(self, item: WorkItem, signature: bytes, detail: str | None,
                slot: int | None) -> None:
-        problem = self.checker.problem(signature, item)
+        problem = signature_problem(signature, item, self.trusted[item.key.key])
         self.report(Outcome(item, error=f"signature refused: {problem}", detail=detail, slot=slot)
                     if problem else Outcome(item, signature=signature, detail=detail, slot=slot))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.checker.close()
 
 
 def _path(value: str | None) -> str | None:

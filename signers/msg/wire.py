@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from signaction.claim import atomic_claim
+from signaction.formats.claim import atomic_claim
 from signaction.plan import BLOB, CLEARSIGN, Image, SignFile, SigningKey, WorkItem
 
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
