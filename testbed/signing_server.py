@@ -5,6 +5,7 @@
         [--workers N] [--instant] [--delay SECONDS] [--drop-every N] [--error-for-key KEYID]
         [--duplicate] [--stray N] [--garbage] [--oversized BYTES] [--wrong-key FPR]
         [--wrong-claim WHAT] [--wrong-format FORMAT] [--garbage-signature] [--fault-key KEYID]
+        [--replies-from DIR]
 
 It connects to the broker as a client (amqp:// or amqps://; with amqps it presents --cert-key,
 one PEM holding key and certificate, and checks the broker's certificate and host name against
@@ -35,7 +36,9 @@ identity ``../../../etc`` (``traversal``), another ``type``, an ``unknown-key`` 
 ``--wrong-format FORMAT`` (answer a container request with ``gpg --sign --armor`` (``armored``),
 ``gpg --detach-sign`` (``detached``) or ``gpg --clearsign`` (``clearsigned``) output),
 ``--garbage-signature`` (300 random bytes as the signature), ``--fault-key KEYID`` (the last
-three only for requests for that key; others are signed as asked), ``--instant`` (no gpg:
+three only for requests for that key; others are signed as asked), ``--replies-from DIR`` (a
+forger's server: a container request whose claim names digest ``sha256:HEX`` is answered with the
+bytes of ``DIR/HEX`` when that file exists, whatever they are), ``--instant`` (no gpg:
 answered in order at once, for throughput tests; a container request gets a binary OpenPGP
 signed message of its claim naming the requested key, whose signature is a fixed dummy number
 that no key verifies (``instant_signed_message``); clear-sign and blob requests get
@@ -147,6 +150,23 @@ def instant_signed_message(data: bytes, key_id: str, when: int = INSTANT_TIME) -
             + _packet(11, b"b\x00" + bytes(4) + data) + _packet(2, signature))
 
 
+def prepared_reply(folder: str, claim: bytes) -> bytes | None:
+    """``--replies-from``: the signature a test prepared for the claim's digest (the file
+    named by the digest's hex in ``folder``), sent as it is; None: sign as usual."""
+    try:
+        digest = json.loads(claim)["critical"]["image"]["docker-manifest-digest"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    hex_part = str(digest).rpartition(":")[2]
+    if not hex_part.isalnum():
+        return None
+    try:
+        with open(os.path.join(folder, hex_part), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def wrong_claim(data: bytes, what: str) -> bytes:
     """The claim ``data`` changed as ``--wrong-claim`` says (unchanged if it is not JSON)."""
     try:
@@ -242,6 +262,10 @@ class Signing:
         faulty = not opts.fault_key or same_key(key_id, opts.fault_key)
         if faulty and opts.garbage_signature:
             return b64(os.urandom(300))
+        if opts.replies_from and kind is CONTAINER:
+            forged = prepared_reply(opts.replies_from, data)
+            if forged is not None:
+                return b64(forged)
         if faulty and opts.wrong_claim and kind is CONTAINER:
             data = wrong_claim(data, opts.wrong_claim)
         if opts.instant:
@@ -533,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrong-claim", choices=WRONG_CLAIMS)
     parser.add_argument("--wrong-format", choices=sorted(WRONG_FORMATS))
     parser.add_argument("--garbage-signature", action="store_true")
+    parser.add_argument("--replies-from", metavar="DIR",
+                        help="reply to a container request with DIR/<digest hex>, when there")
     parser.add_argument("--fault-key", metavar="KEYID")
     opts = parser.parse_args(argv)
     if not opts.instant and not opts.gnupg_home:
