@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,8 @@ from conftest import make_image, run_entrypoint
 from infra.sigstore import (
     cosign_keypair,
     push_index,
-    registries_d,
+    skopeo_bed_policies,
     skopeo_copy_all,
-    skopeo_fulcio_policy,
-    skopeo_sigstore_policy,
 )
 from testbed.sigstore import Sigstore
 
@@ -104,16 +101,8 @@ def corpus(registry, trixie_tools, tmp_path_factory):
             "--mode", "verify", "--signer", "cosign", "--config-file",
             str(tmp / "other-rekor.json"), "--signing-key", str(pub), "--output-dir",
             str(tmp / "v-rekor"), *image("valid"), env=verify_env)
-        regd = registries_d(tmp / "registries.d", registry.host)
-        key_policy = skopeo_sigstore_policy(tmp / "key-policy.json", pub)
-        rule = json.loads(key_policy.read_text())
-        rule["transports"]["docker"][""][0]["rekorPublicKeyPath"] = \
-            bed.env["SIGSTORE_REKOR_PUBLIC_KEY"]
-        key_policy.write_text(json.dumps(rule))
-        fulcio_policy = skopeo_fulcio_policy(tmp / "fulcio-policy.json",
-                                             Path(bed.env["SIGSTORE_ROOT_FILE"]),
-                                             bed.env["OIDC_ISSUER"], EMAIL,
-                                             Path(bed.env["SIGSTORE_REKOR_PUBLIC_KEY"]))
+        regd, key_policy, fulcio_policy = skopeo_bed_policies(tmp, registry.host, pub,
+                                                              bed.env, EMAIL)
         skopeo = {(case, which): skopeo_copy_all(trixie_tools, policy, regd, refs[case][0],
                                                  tmp / f"pulled-{case}-{which}")
                   for case in CASES for which, policy in (("key", key_policy),

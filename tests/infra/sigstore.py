@@ -230,6 +230,22 @@ def skopeo_fulcio_policy(path: Path, ca_path: Path, oidc_issuer: str, subject_em
     return path
 
 
+def skopeo_bed_policies(tmp: Path, host: str, pub: Path, env: dict,
+                        email: str) -> tuple[Path, Path, Path]:
+    """(registries.d, the key policy, the keyless policy) for images at ``host`` signed
+    against a sigstore test bed (``env``: its SIGSTORE_* roots and OIDC_ISSUER): the key
+    ``pub`` with the bed's Rekor, or a Fulcio certificate for ``email``."""
+    regd = registries_d(tmp / "registries.d", host)
+    key_policy = skopeo_sigstore_policy(tmp / "key-policy.json", pub)
+    rule = json.loads(key_policy.read_text())
+    rule["transports"]["docker"][""][0]["rekorPublicKeyPath"] = env["SIGSTORE_REKOR_PUBLIC_KEY"]
+    key_policy.write_text(json.dumps(rule))
+    fulcio_policy = skopeo_fulcio_policy(tmp / "fulcio-policy.json",
+                                         Path(env["SIGSTORE_ROOT_FILE"]), env["OIDC_ISSUER"],
+                                         email, Path(env["SIGSTORE_REKOR_PUBLIC_KEY"]))
+    return regd, key_policy, fulcio_policy
+
+
 def registries_d(directory: Path, host: str) -> Path:
     """A registries.d that tells skopeo to read sigstore signatures from the registry itself."""
     directory.mkdir(parents=True, exist_ok=True)
