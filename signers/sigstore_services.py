@@ -9,7 +9,8 @@ packages for two POST requests.
 
 What comes back is hostile until checked: a Rekor entry must be for exactly the signature sent
 (hash, signature, key) and, when Rekor's key is known, its signed entry timestamp must verify; a
-Fulcio certificate must be for the key sent, valid now, and readable (identity, issuer).
+Fulcio certificate must be for the key sent, valid now, readable, and name the token's identity
+and issuer.
 
 This module defines no SIGNER: signers.cosign uses it.
 """
@@ -107,19 +108,43 @@ class Rekor:
 
 # -- keyless ------------------------------------------------------------------------------------
 
-def token_subject(token: str) -> str:
-    """What Fulcio's proof of possession signs: the token's email, else its subject (the token
-    is Fulcio's to verify; it is only read here)."""
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read, not verified (the token is Fulcio's to verify)."""
     try:
         part = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-        subject = claims.get("email") or claims["sub"]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise ServiceError("the identity token's claims cannot be read (no email or sub)") \
-            from None
+    except (ValueError, IndexError, TypeError, AttributeError):
+        raise ServiceError("the identity token's claims cannot be read") from None
+    if not isinstance(claims, dict):
+        raise ServiceError("the identity token's claims cannot be read")
+    return claims
+
+
+def token_subject(token: str) -> str:
+    """What Fulcio's proof of possession signs: the token's email, else its subject."""
+    claims = token_claims(token)
+    subject = claims.get("email") or claims.get("sub")
     if not isinstance(subject, str) or not subject:
-        raise ServiceError("the identity token names no subject")
+        raise ServiceError("the identity token names no subject (no email or sub)")
     return subject
+
+
+def identity_problem(claims: dict[str, Any], identity: str, issuer: str) -> str | None:
+    """Why a certificate naming ``identity`` and ``issuer`` is not the one Fulcio issues for a
+    token with ``claims`` (None: it is, as far as Fulcio's mapping is known here): the same
+    issuer; an email token's email; a GitHub Actions token's workflow (its job_workflow_ref,
+    under https://github.com/). Other issuers' mappings (Kubernetes, SPIFFE...) are Fulcio's."""
+    if isinstance(claims.get("iss"), str) and issuer != claims["iss"]:
+        return f"the certificate names the issuer {issuer!r}, the token {claims['iss']!r}"
+    if isinstance(claims.get("email"), str):
+        expected = claims["email"]
+    elif isinstance(claims.get("job_workflow_ref"), str):
+        expected = f"https://github.com/{claims['job_workflow_ref']}"
+    else:
+        return None
+    if identity != expected:
+        return f"the certificate names {identity!r}, the token {expected!r}"
+    return None
 
 
 def github_token(registry: RegistryClient, url: str, request_token: str) -> str:
@@ -175,6 +200,7 @@ class Keyless:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         token = self.token()
+        claims = token_claims(token)
         key = ec.generate_private_key(ec.SECP256R1())
         proof = sign_bytes(key, token_subject(token).encode())
         what = f"Fulcio {self.url}: a signing certificate"
@@ -201,6 +227,9 @@ class Keyless:
             raise ServiceError(f"{what}: the answer is unusable: {why}"[:300]) from None
         if public_pem(key) != _spki_pem(leaf):
             raise ServiceError(f"{what}: the certificate is for another key")
+        mismatch = identity_problem(claims, identity, issuer)
+        if mismatch is not None:
+            raise ServiceError(f"{what}: {mismatch}"[:300])
         now = datetime.datetime.now(datetime.UTC)
         if not leaf.not_valid_before_utc <= now + datetime.timedelta(seconds=60) or \
                 leaf.not_valid_after_utc <= now:

@@ -30,8 +30,9 @@ OIDC issuer (``OIDC_ISSUER``, ``http://HOST:PORT``)
     ``lifetime`` overrides it, negative gives an expired token).
     Test control, no authentication (loopback only): ``GET /testbed/state`` (the fault switches
     and counters), ``POST /testbed/faults`` (JSON, any of ``fulcio_fail``, ``rekor_fail``,
-    ``rekor_lose``, ``fail_status``, ``fulcio_delay``: replaces those switches and restarts their
-    counts) and
+    ``rekor_lose``, ``fail_status``, ``fulcio_delay``, ``fulcio_forge``, ``rekor_forge`` (a
+    hostile service: ``FULCIO_FORGERIES``, ``REKOR_FORGERIES``; "" ends it): replaces those
+    switches and restarts their counts) and
     ``POST /testbed/token`` (JSON ``{"claims": {...}, "lifetime": S, "email": A}``: a token with
     those claims added or replaced, e.g. another ``aud`` or ``iss``).
 
@@ -610,6 +611,34 @@ class Rekor:
         return {"rootHash": root.hex(), "treeSize": size, "treeID": str(TREE_ID),
                 "signedTreeHead": self.checkpoint(size, root), "inactiveShards": []}
 
+    def forged(self, entry: Entry, forge: str) -> dict:
+        """``render(entry)`` as a hostile log answers it (``REKOR_FORGERIES``)."""
+        if forge == "other-artifact":  # a genuine entry, of something else
+            return self.render(self._another())
+        answer = self.render(entry)
+        value = answer[entry.entry_id]
+        verification = value["verification"]
+        if forge == "bad-set":
+            payload = {k: value[k] for k in ("body", "integratedTime", "logID", "logIndex")}
+            stranger = ec.generate_private_key(ec.SECP256R1())
+            verification["signedEntryTimestamp"] = b64(stranger.sign(
+                canonical_json(payload), ec.ECDSA(hashes.SHA256())))
+        elif forge == "bad-proof":
+            verification["inclusionProof"]["rootHash"] = hashlib.sha256(b"other").hexdigest()
+        elif forge == "other-body":
+            value["body"] = b64(self._another().body)
+        return answer
+
+    def _another(self) -> Entry:
+        """A genuine entry for a random artifact signed by a fresh key, logged now."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        data = secrets.token_bytes(32)
+        entry, _ = self.add({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()}},
+            "signature": {"content": b64(key.sign(data, ec.ECDSA(hashes.SHA256()))),
+                          "publicKey": {"content": b64(pem_public(key.public_key()))}}}})
+        return entry
+
     def render(self, entry: Entry) -> dict:
         """``{entryID: LogEntryAnon}`` with the SET and an inclusion proof to the current root."""
         body = b64(entry.body)
@@ -788,7 +817,10 @@ class RekorHandler(Handler):
         if not new:
             raise Refused(409, "an equivalent entry already exists in the transparency log "
                                f"with UUID {entry.uuid}", {"Location": location})
-        return 201, rekor.render(entry), {"Location": location, "ETag": entry.uuid}
+        with self.testbed.lock:
+            forge = self.testbed.faults.rekor_forge
+        return 201, rekor.forged(entry, forge) if forge else rekor.render(entry), {
+            "Location": location, "ETag": entry.uuid}
 
     def by_uuid(self, match, query, body):
         entry = self.testbed.rekor.find(match.group(1))
@@ -834,7 +866,18 @@ class Faults:
     rekor_lose: int = 0
     fail_status: int = 503
     fulcio_delay: float = 0.0
+    fulcio_forge: str = ""  # one of FULCIO_FORGERIES: every answer is that forgery
+    rekor_forge: str = ""  # one of REKOR_FORGERIES
     seen: dict = field(default_factory=lambda: {"fulcio": 0, "rekor": 0})
+
+
+# A hostile Fulcio's answers (``fulcio_forge``): a certificate for a key it was not asked for,
+# for another identity, from another OIDC issuer, one that chains to no root of the bed's, and a
+# chain that is not PEM at all.
+FULCIO_FORGERIES = ("other-key", "other-identity", "other-issuer", "self-signed", "garbage")
+# A hostile Rekor's answers (``rekor_forge``): the entry of another artifact (genuinely logged),
+# a SET by another key, an inclusion proof to another root, a body that is not this entry's.
+REKOR_FORGERIES = ("other-artifact", "bad-set", "bad-proof", "other-body")
 
 
 class Sigstore:
@@ -945,7 +988,8 @@ class Sigstore:
 
     def set_faults(self, *, fulcio_fail: int | None = None, rekor_fail: int | None = None,
                    rekor_lose: int | None = None, fail_status: int | None = None,
-                   fulcio_delay: float | None = None) -> None:
+                   fulcio_delay: float | None = None, fulcio_forge: str | None = None,
+                   rekor_forge: str | None = None) -> None:
         """Replace the switches given and start counting requests again."""
         with self.lock:
             f = self.faults
@@ -959,6 +1003,14 @@ class Sigstore:
                 f.fail_status = int(fail_status)
             if fulcio_delay is not None:
                 f.fulcio_delay = max(0.0, float(fulcio_delay))
+            if fulcio_forge is not None:
+                if fulcio_forge and fulcio_forge not in FULCIO_FORGERIES:
+                    raise ValueError(f"fulcio_forge: one of {FULCIO_FORGERIES}")
+                f.fulcio_forge = fulcio_forge
+            if rekor_forge is not None:
+                if rekor_forge and rekor_forge not in REKOR_FORGERIES:
+                    raise ValueError(f"rekor_forge: one of {REKOR_FORGERIES}")
+                f.rekor_forge = rekor_forge
             f.seen = {"fulcio": 0, "rekor": 0}
 
     def state(self) -> dict:
@@ -966,8 +1018,8 @@ class Sigstore:
             f = self.faults
             faults = {"fulcio_fail": f.fulcio_fail, "rekor_fail": f.rekor_fail,
                       "rekor_lose": f.rekor_lose, "fail_status": f.fail_status,
-                      "fulcio_delay": f.fulcio_delay,
-                      "seen": dict(f.seen)}
+                      "fulcio_delay": f.fulcio_delay, "fulcio_forge": f.fulcio_forge,
+                      "rekor_forge": f.rekor_forge, "seen": dict(f.seen)}
         return {"faults": faults, "rekor_entries": len(self.rekor.entries),
                 "certificates": len(self.ct.logged), "urls": self.urls}
 
@@ -995,7 +1047,19 @@ class Sigstore:
             except Refused:
                 raise Refused(400, "There was an error processing the public key: the proof "
                                    f"of possession does not verify over {subject!r}") from None
-        leaf = self.fulcio.issue(key, self.issuer.url, claims)
+        with self.lock:
+            forge = self.faults.fulcio_forge
+        if forge == "garbage":
+            return ["-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                    "-----END CERTIFICATE-----\n"]
+        if forge == "other-key":
+            key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        if forge == "other-identity":
+            claims = {**claims, "email": "mallory@example.com"}
+        leaf = self.fulcio.issue(key, "https://issuer.example.com" if forge == "other-issuer"
+                                 else self.issuer.url, claims)
+        if forge == "self-signed":
+            leaf = Fulcio(self.ct).issue(key, self.issuer.url, claims)  # another CA's
         return [pem_cert(leaf), *self.fulcio.chain_pem()]
 
 

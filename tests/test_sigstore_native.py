@@ -289,3 +289,48 @@ def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie
     pulled = kit.skopeo_copy_all(trixie_tools, own / "policy.json", own / "registries.d",
                              image.by_tag, tmp_path / "p2")
     assert pulled.returncode == 0, pulled.stderr
+
+
+@pytest.fixture
+def hostile(bed):
+    yield bed.set_faults
+    bed.set_faults(fulcio_forge="", rekor_forge="")
+
+
+@pytest.mark.parametrize("service,forge,words", [
+    ("fulcio", "other-key", "the certificate is for another key"),
+    ("fulcio", "other-identity", "the certificate names 'mallory@example.com', the token"),
+    ("fulcio", "other-issuer", "the certificate names the issuer 'https://issuer.example.com'"),
+    ("fulcio", "self-signed", "the certificate does not chain to the Fulcio root"),
+    ("fulcio", "garbage", "the answer is unusable"),
+    ("rekor", "other-artifact", "the Rekor entry logs another payload"),
+    ("rekor", "bad-set", "signed entry timestamp"),
+    ("rekor", "bad-proof", "inclusion proof"),
+    ("rekor", "other-body", "the Rekor entry logs another payload"),
+])
+def test_a_hostile_fulcio_or_rekor_fails_the_image_and_attaches_nothing(
+        registry, trixie_tools, bed, keys, hostile, tmp_path, service, forge, words):
+    """Each of a hostile service's answers while signing in-process (the bed's forge switches)
+    fails the image in one line naming the service, exit 1; no signature reaches the registry,
+    and the other key's signature of the same run is unaffected where it does not use it."""
+    image = kit.push_index(registry.host, f"native/hostile-{forge}", "v1", tmp_path,
+                           content=f"hostile-{service}-{forge}", platforms=("linux/amd64",))
+    env = bed.env
+    config = {"fulcio_url": env["FULCIO_URL"], "rekor_url": env["REKOR_URL"],
+              "fulcio_root_file": env["SIGSTORE_ROOT_FILE"],
+              "ctlog_public_key_file": env["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],
+              "rekor_public_key_file": env["SIGSTORE_REKOR_PUBLIC_KEY"]}
+    ambient = {"ACTIONS_ID_TOKEN_REQUEST_URL": env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+               + f"&email={EMAIL}", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token}
+    hostile(**{f"{service}_forge": forge})
+    key = "keyless" if service == "fulcio" else str(keys["one"][0])
+    run = sign(tmp_path, trixie_tools, config, "--image", f"{image.by_tag}@{image.digest}",
+               "--no-expand-index", "--signing-key", key, out="out", env=ambient)
+    assert run.returncode == 1, run.stderr
+    [entry] = results(tmp_path, "out")["images"]
+    assert entry["status"] == "failed"
+    assert words in entry["error"] and "\n" not in entry["error"], entry["error"]
+    assert ("Fulcio" if service == "fulcio" else "Rekor") in entry["error"]
+    assert "Traceback" not in run.stderr
+    with pytest.raises(OSError):  # nothing attached: no .sig tag at all
+        sig_manifest(image, image.digest)
