@@ -239,16 +239,23 @@ def bed(tmp_path_factory):
         yield testbed
 
 
-def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie_tools, bed,
-                                                                 keys, tmp_path):
-    image = kit.push_index(registry.host, "native/keyless", "v1", tmp_path, content="keyless")
+def bed_config(bed) -> tuple[dict, dict]:
+    """cosign_signer's settings for the bed's services and roots, and a GitHub job's token
+    variables (for EMAIL)."""
     env = bed.env
     config = {"fulcio_url": env["FULCIO_URL"], "rekor_url": env["REKOR_URL"],
               "fulcio_root_file": env["SIGSTORE_ROOT_FILE"],
               "ctlog_public_key_file": env["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],
               "rekor_public_key_file": env["SIGSTORE_REKOR_PUBLIC_KEY"]}
-    ambient = {"ACTIONS_ID_TOKEN_REQUEST_URL": env["ACTIONS_ID_TOKEN_REQUEST_URL"]
-               + f"&email={EMAIL}", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token}
+    return config, {"ACTIONS_ID_TOKEN_REQUEST_URL": env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+                    + f"&email={EMAIL}", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token}
+
+
+def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie_tools, bed,
+                                                                 keys, tmp_path):
+    image = kit.push_index(registry.host, "native/keyless", "v1", tmp_path, content="keyless")
+    env = bed.env
+    config, ambient = bed_config(bed)
     certificates = bed.state()["certificates"]
     run = sign(tmp_path, trixie_tools, config, "--image", f"{image.by_tag}@{image.digest}",
                "--signing-key", "keyless", "--signing-key", str(keys["one"][0]), out="native",
@@ -311,17 +318,11 @@ def hostile(bed):
 def test_a_hostile_fulcio_or_rekor_fails_the_image_and_attaches_nothing(
         registry, trixie_tools, bed, keys, hostile, tmp_path, service, forge, words):
     """Each of a hostile service's answers while signing in-process (the bed's forge switches)
-    fails the image in one line naming the service, exit 1; no signature reaches the registry,
-    and the other key's signature of the same run is unaffected where it does not use it."""
+    fails the image in one line naming the service, exit 1; no signature reaches the
+    registry."""
     image = kit.push_index(registry.host, f"native/hostile-{forge}", "v1", tmp_path,
                            content=f"hostile-{service}-{forge}", platforms=("linux/amd64",))
-    env = bed.env
-    config = {"fulcio_url": env["FULCIO_URL"], "rekor_url": env["REKOR_URL"],
-              "fulcio_root_file": env["SIGSTORE_ROOT_FILE"],
-              "ctlog_public_key_file": env["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],
-              "rekor_public_key_file": env["SIGSTORE_REKOR_PUBLIC_KEY"]}
-    ambient = {"ACTIONS_ID_TOKEN_REQUEST_URL": env["ACTIONS_ID_TOKEN_REQUEST_URL"]
-               + f"&email={EMAIL}", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token}
+    config, ambient = bed_config(bed)
     hostile(**{f"{service}_forge": forge})
     key = "keyless" if service == "fulcio" else str(keys["one"][0])
     run = sign(tmp_path, trixie_tools, config, "--image", f"{image.by_tag}@{image.digest}",
