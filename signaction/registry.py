@@ -219,6 +219,7 @@ class RegistrySettings:
     allow_http: bool = False
     allow_insecure: bool = False
     retries: int = 5
+    lookaside_deadline: float = 60.0
 
     @classmethod
     def from_config(cls, registry: Mapping | None, cosign: Mapping | None) -> RegistrySettings:
@@ -235,13 +236,15 @@ class RegistrySettings:
             if value not in (None, ""):
                 values[name] = os.path.expanduser(value) if name == "auth_file" else value
         retries = registry.get("retries", cosign.get("retries"))
-        return cls(**values, retries=int(retries) if retries else 5)
+        deadline = registry.get("lookaside_deadline")
+        return cls(**values, retries=int(retries) if retries else 5,
+                   lookaside_deadline=float(deadline) if deadline else 60.0)
 
     def client(self, environ: Mapping[str, str]) -> RegistryClient:
         return RegistryClient(auth_file=self.auth_file, username=self.user,
                               password=self.password, environ=environ,
                               plain_http=self.allow_http, verify_tls=not self.allow_insecure,
-                              retries=self.retries)
+                              retries=self.retries, lookaside_deadline=self.lookaside_deadline)
 
     def docker_auths(self, hosts: Iterable[str], environ: Mapping[str, str]) -> dict | None:
         """The ``auths`` of a docker config.json that gives a tool (cosign) these settings'
@@ -526,7 +529,8 @@ class RegistryClient:
                  plain_http: Callable[[str], bool] | bool = False,
                  verify_tls: bool | str = True,
                  retries: int = 5, timeout: float = 30.0, max_backoff: float = 30.0,
-                 backoff_base: float = 0.5, pool_size: int = 32):
+                 backoff_base: float = 0.5, pool_size: int = 32,
+                 lookaside_deadline: float = 60.0):
         if retries < 1:
             raise ValueError("retries counts attempts: at least 1")
         if (username is None) != (password is None) or username == "":
@@ -543,6 +547,9 @@ class RegistryClient:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.retries = retries
         self.timeout = timeout
+        # all the signature-N of one image at a lookaside, in seconds: a server that answers
+        # slowly enough (a byte a second) would otherwise hold a run for as long as it likes
+        self.lookaside_deadline = lookaside_deadline
         self.max_backoff = max_backoff
         self.backoff_base = backoff_base
         self._sleep = time.sleep  # tests may replace it to observe the delays (read per request)
@@ -741,7 +748,8 @@ class RegistryClient:
 
         ``base_url`` is http(s):// or file://. No registry credentials are sent to it (userinfo in
         an http(s) ``base_url`` is sent as Basic auth, and kept out of messages). More than
-        ``limit`` signatures is taken as a server error, as containers/image does.
+        ``limit`` signatures is taken as a server error, as containers/image does. Reading them
+        all takes at most ``lookaside_deadline`` seconds (RegistryError after that).
         """
         self._check_digest(ref, digest)
         algo, hexdigest = digest.split(":", 1)
@@ -751,10 +759,11 @@ class RegistryClient:
             raise RegistryError(f"{ref}: lookaside {_redact(base_url)}: only http, https and "
                                 "file URLs are supported")
         out: list[bytes] = []
+        deadline = time.monotonic() + self.lookaside_deadline
         for n in range(1, limit + 2):
             url = f"{base}/signature-{n}"
             data = self._read_file_url(ref, url) if scheme == "file" else \
-                self._read_http_lookaside(ref, url)
+                self._read_http_lookaside(ref, url, deadline)
             if data is None:
                 return out
             if n > limit:
@@ -830,7 +839,7 @@ class RegistryClient:
             raise RegistryError(f"{ref}: lookaside {path} is more than {MAX_SIGNATURE_BYTES} bytes")
         return data
 
-    def _read_http_lookaside(self, ref: Reference, url: str) -> bytes | None:
+    def _read_http_lookaside(self, ref: Reference, url: str, deadline: float) -> bytes | None:
         what = f"reading lookaside {_redact(url)}"
         parts = urllib.parse.urlsplit(url)
         authorization = None
@@ -840,7 +849,7 @@ class RegistryClient:
             authorization = self._basic((user, password))
             url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         reply = self._send("GET", url, ref=ref, what=what, authorization=authorization,
-                           limit=MAX_SIGNATURE_BYTES)
+                           limit=MAX_SIGNATURE_BYTES, deadline=deadline)
         if reply.status == 404:
             return None
         self._expect_ok(reply, ref, what)
@@ -974,9 +983,10 @@ class RegistryClient:
     def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
               authorization: str | None, headers: Mapping[str, str] | None = None,
               limit: int, data: bytes | None = None,
-              verify: bool | str | None = None) -> _Reply:
+              verify: bool | str | None = None, deadline: float | None = None) -> _Reply:
         """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer.
-        ``verify``: TLS verification other than the registries' (``verify_tls``)."""
+        ``verify``: TLS verification other than the registries' (``verify_tls``); ``deadline``
+        (time.monotonic()): the answer, body included, must be complete by then."""
         shown = f"{method} {_redact(url)}"
         attempts = _Attempts(ref, shown, self.retries, self._sleep)
         current = _CURRENT.set(attempts)
@@ -984,12 +994,13 @@ class RegistryClient:
             while True:
                 try:
                     reply = self._once(method, url, authorization, headers, limit, ref, what,
-                                       data, verify)
+                                       data, verify, deadline)
                     break
                 except _BodyBroken as broken:
                     # urllib3 has handed the response back by then: a body cut off while it
                     # streams is retried here, from the same budget, with the same backoff
-                    if attempts.retried + 1 >= self.retries:
+                    if attempts.retried + 1 >= self.retries or (
+                            deadline is not None and time.monotonic() >= deadline):
                         raise broken.error from None
                     self._retry_broken_body(attempts, broken.error)
         except requests.RequestException as e:
@@ -1016,9 +1027,15 @@ class RegistryClient:
 
     def _once(self, method: str, url: str, authorization: str | None,
               headers: Mapping[str, str] | None, limit: int, ref, what: str,
-              data: bytes | None = None, verify: bool | str | None = None) -> _Reply:
+              data: bytes | None = None, verify: bool | str | None = None,
+              deadline: float | None = None) -> _Reply:
+        timeout = self.timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise self._late(ref, what)
         with self._session.request(method, url, headers=dict(headers or {}), data=data,
-                                   auth=_SetAuthorization(authorization), timeout=self.timeout,
+                                   auth=_SetAuthorization(authorization), timeout=timeout,
                                    verify=self._verify if verify is None else verify, stream=True,
                                    allow_redirects=True) as resp:
             ok = 200 <= resp.status_code < 300
@@ -1031,8 +1048,10 @@ class RegistryClient:
                 if ok and length.isdigit() and int(length) > cap:
                     raise RegistryError(f"{ref}: {what}: the response is {length} bytes, more than "
                                         f"the {cap} allowed")
+                chunks = resp.iter_content(65536) if deadline is None else \
+                    _until(resp, deadline, lambda: self._late(ref, what))
                 try:
-                    body = b"".join(_read_capped(resp.iter_content(65536), cap + 1))
+                    body = b"".join(_read_capped(chunks, cap + 1))
                 except requests.RequestException as e:  # the connection broke mid-body
                     raise _BodyBroken(e) from None
                 if len(body) > cap:
@@ -1041,6 +1060,33 @@ class RegistryClient:
                                             "bytes allowed")
                     body = body[:cap]
             return _Reply(resp.status_code, resp.reason or "", resp.headers, body, resp.url)
+
+
+    def _late(self, ref, what: str) -> RegistryError:
+        return RegistryError(f"{ref}: {what}: no complete answer within the "
+                             f"{self.lookaside_deadline:g} s allowed for one image's signatures "
+                             "(registry.lookaside_deadline)")
+
+
+def _until(resp: requests.Response, deadline: float,
+           late: Callable[[], Exception]) -> Iterator[bytes]:
+    """The body of ``resp``, decoded, as each read from the socket returns it (not as 64 KiB
+    fill up: a server trickling bytes is seen between two of them); ``late()`` is raised once
+    ``deadline`` (time.monotonic()) has passed. Each read also waits at most the request's
+    timeout, which ``_once`` cut to what was left of the deadline."""
+    raw = resp.raw
+    while True:
+        if time.monotonic() >= deadline:
+            raise late()
+        try:
+            chunk = raw.read1(65536, decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if time.monotonic() >= deadline:
+                raise late() from None
+            raise requests.exceptions.ChunkedEncodingError(e) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 class _BodyBroken(Exception):

@@ -192,6 +192,31 @@ def test_a_hostile_lookaside_is_one_clear_line_and_exit_1(published, gpg_keys, t
     assert requests < 200  # bounded: capped lists, a few retries (5xx), no endless redirects
 
 
+def test_a_lookaside_trickling_a_good_signature_fails_that_image_at_the_deadline(
+        published, gpg_keys, tmp_path):
+    """A server sending the genuine signature-1 of D1 a byte every 50 ms (its ~600 bytes take
+    ~30 s) against a deadline of 2 s: that image fails with one line naming the deadline; were
+    the deadline not kept the read would end and the signature verify. The image read at full
+    speed beside it verifies."""
+    root, keyring = published
+    folder = root / "registry.example.com" / "ns"
+    (folder / f"other@{D1.replace(':', '=')}").mkdir()
+    (folder / f"other@{D1.replace(':', '=')}" / "signature-1").write_bytes(
+        gpg_sign(atomic_claim("registry.example.com/ns/other:1.0", D1, "t", 1), gpg_keys.a,
+                 gnupg_home=gpg_keys.home))
+    with LookasideServer(root) as server:
+        server.trickle[f"/registry.example.com/ns/app@{D1.replace(':', '=')}/"] = 0.05
+        run = verify(server.url + "/{registry}", keyring, tmp_path, f"{REF}@{D1}",
+                     f"registry.example.com/ns/other:1.0@{D1}", key=gpg_keys.a,
+                     extra=("--config", "registry: {retries: 2, lookaside_deadline: 2}"))
+    assert run.returncode == 1, run.stderr
+    slow, fast = entries(tmp_path)
+    assert fast["status"] == "verified", fast
+    assert slow["status"] == "invalid" and "within the 2 s allowed" in slow["reason"], slow
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "lookaside_deadline" in errors[0]
+
+
 def test_verify_reads_no_secret_and_writes_only_results(published, gpg_keys, tmp_path):
     root, keyring = published
     conf = tmp_path / "conf.yaml"  # a passphrase file that is not there: not read in verify

@@ -1,11 +1,13 @@
 """A lookaside web server for verify-mode tests: serves a folder as a static web server does
 (404 for what is not there), and answers chosen paths in hostile ways: a status (500), a
-redirect to itself (a loop), a huge body, or a signature at every signature-N (a list that
-never ends). Runs in a thread on loopback; ``url`` is its base."""
+redirect to itself (a loop), a huge body, a signature at every signature-N (a list that
+never ends), or the file itself a byte at a time with a pause between (a trickle). Runs in a
+thread on loopback; ``url`` is its base."""
 
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,6 +19,7 @@ class LookasideServer:
         self.loops: set[str] = set()  # path prefixes redirected to themselves
         self.huge: dict[str, int] = {}  # path prefix -> body size to send
         self.endless: dict[str, bytes] = {}  # folder prefix -> body of every signature-N
+        self.trickle: dict[str, float] = {}  # path prefix -> seconds between two bytes
         self.requests = 0
         server = self
 
@@ -44,16 +47,23 @@ class LookasideServer:
                 target = (server.root / path.lstrip("/")).resolve()
                 if not target.is_relative_to(server.root.resolve()) or not target.is_file():
                     return self._send(404, b"not found\n")
-                self._send(200, target.read_bytes())
+                pause = next((v for p, v in server.trickle.items() if path.startswith(p)), 0)
+                self._send(200, target.read_bytes(), pause=pause)
 
-            def _send(self, status: int, body: bytes, headers: dict | None = None):
+            def _send(self, status: int, body: bytes, headers: dict | None = None,
+                      pause: float = 0):
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    if not pause:
+                        self.wfile.write(body)
+                    for i in range(len(body) if pause else 0):  # the pace of a slow server
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(pause)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a client that stopped reading (a size cap): what the test wants
 
