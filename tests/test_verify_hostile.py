@@ -165,6 +165,7 @@ def entries(tmp_path: Path) -> list[dict]:
     ("huge", "more than the 1048576"),
     ("endless", "more than 128 signatures"),
     ("status", "503"),
+    ("bomb", "more than the 1048576"),
 ])
 def test_a_hostile_lookaside_is_one_clear_line_and_exit_1(published, gpg_keys, tmp_path,
                                                           hostility, words):
@@ -178,6 +179,8 @@ def test_a_hostile_lookaside_is_one_clear_line_and_exit_1(published, gpg_keys, t
         elif hostility == "endless":
             server.endless[bad] = (root / "registry.example.com" / "ns" /
                                    f"app@{D1.replace(':', '=')}" / "signature-1").read_bytes()
+        elif hostility == "bomb":  # 64 MiB of zeros in 64 KiB of gzip
+            server.bombs[bad] = 64 << 20
         else:
             server.status[bad] = 503
         run = verify(server.url + "/{registry}", keyring, tmp_path, f"{REF}@{D1}", f"{REF}@{D2}",

@@ -1,11 +1,12 @@
 """A lookaside web server for verify-mode tests: serves a folder as a static web server does
 (404 for what is not there), and answers chosen paths in hostile ways: a status (500), a
 redirect to itself (a loop), a huge body, a signature at every signature-N (a list that
-never ends), or the file itself a byte at a time with a pause between (a trickle). Runs in a
+never ends), the file itself a byte at a time with a pause between (a trickle), or a gzip bomb. Runs in a
 thread on loopback; ``url`` is its base."""
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ class LookasideServer:
         self.huge: dict[str, int] = {}  # path prefix -> body size to send
         self.endless: dict[str, bytes] = {}  # folder prefix -> body of every signature-N
         self.trickle: dict[str, float] = {}  # path prefix -> seconds between two bytes
+        self.bombs: dict[str, int] = {}  # path prefix -> size of the zeros it gzips
         self.requests = 0
         server = self
 
@@ -41,6 +43,10 @@ class LookasideServer:
                 for prefix, size in server.huge.items():
                     if path.startswith(prefix):
                         return self._send(200, b"\xa3" * size)
+                for prefix, size in server.bombs.items():
+                    if path.startswith(prefix):
+                        return self._send(200, gzip.compress(b"\0" * size),
+                                          {"Content-Encoding": "gzip"})
                 for prefix, body in server.endless.items():
                     if path.startswith(prefix) and "/signature-" in path:
                         return self._send(200, body)
