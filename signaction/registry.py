@@ -72,6 +72,7 @@ import requests.auth
 import urllib3
 
 from .reference import Reference
+from .safeload import parse_json
 
 log = logging.getLogger("signaction.registry")
 
@@ -87,6 +88,11 @@ COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024
+# signature layers of one .sig manifest read at most (each is a blob to fetch and a signature
+# to check); more is taken for a hostile or broken registry, as containers/image takes more than
+# 128 lookaside signatures. Platform manifests of one index at most.
+MAX_SIGNATURE_LAYERS = 1000
+MAX_PLATFORMS = 1024
 _MAX_ERROR_BODY = 64 * 1024  # of an error response, read for its error code/message only
 
 DOCKER_HUB = "docker.io"
@@ -126,12 +132,15 @@ class Manifest:
             return []
         where = f"the index {self.digest}"
         try:
-            doc = json.loads(self.raw)
+            doc = parse_json(self.raw)
         except ValueError:
             raise RegistryError(f"{where} is not valid JSON") from None
         children = doc.get("manifests") if isinstance(doc, dict) else None
         if not isinstance(children, list):
             raise RegistryError(f"{where} has no list of manifests")
+        if len(children) > MAX_PLATFORMS:
+            raise RegistryError(f"{where} lists {len(children)} manifests, more than the "
+                                f"{MAX_PLATFORMS} signed or checked per image")
         out = []
         for n, child in enumerate(children, 1):
             digest = child.get("digest") if isinstance(child, dict) else None
@@ -397,7 +406,7 @@ def _one_line(text: str, limit: int = 200) -> str:
 def _error_detail(body: bytes) -> str:
     """The registry's ``{"errors": [{"code", "message"}]}`` as ``CODE: message``, else ''."""
     try:
-        errors = json.loads(body).get("errors")
+        errors = parse_json(body).get("errors")
         first = errors[0]
         code, message = str(first.get("code", "")), str(first.get("message", ""))
     except (ValueError, AttributeError, TypeError, IndexError, KeyError):
@@ -633,24 +642,33 @@ class RegistryClient:
         """The cosign signatures of a ``.sig`` manifest already read (``cosign_signatures``),
         their payloads fetched and digest-checked."""
         try:
-            layers = json.loads(manifest).get("layers") or []
+            layers = parse_json(manifest).get("layers") or []
             if not isinstance(layers, list):
                 raise ValueError
         except (ValueError, AttributeError):
             raise RegistryError(f"{ref}: {what}: the manifest is not a JSON image "
                                 "manifest") from None
+        signing = [layer for layer in layers if isinstance(layer, dict)
+                   and layer.get("mediaType") == COSIGN_SIMPLESIGNING]
+        if len(signing) > MAX_SIGNATURE_LAYERS:
+            raise RegistryError(f"{ref}: {what}: {len(signing)} signature layers, more than the "
+                                f"{MAX_SIGNATURE_LAYERS} read; assuming a broken or hostile "
+                                "registry")
         out = []
-        for layer in layers:
-            if not isinstance(layer, dict) or layer.get("mediaType") != COSIGN_SIMPLESIGNING:
-                continue
-            annotations = layer.get("annotations") or {}
+        blobs: dict[str, bytes] = {}  # each payload fetched once, however many layers name it
+        for layer in signing:
+            annotations = layer.get("annotations")
+            annotations = annotations if isinstance(annotations, dict) else {}
             signature = annotations.get(COSIGN_SIGNATURE_ANNOTATION)
             blob_digest = layer.get("digest")
             if not isinstance(signature, str) or not signature:
                 log.warning("%s: cosign signature layer %s has no %s annotation; skipped", ref,
-                            blob_digest, COSIGN_SIGNATURE_ANNOTATION)
+                            str(blob_digest)[:80], COSIGN_SIGNATURE_ANNOTATION)
                 continue
-            out.append({"payload": self._signature_blob(ref, layer, what),
+            if not isinstance(blob_digest, str) or blob_digest not in blobs:
+                payload = self._signature_blob(ref, layer, what)  # refuses a digest not a string
+                blobs[str(blob_digest)] = payload
+            out.append({"payload": blobs[str(blob_digest)],
                         "signature": signature, "annotations": dict(annotations)})
         return out
 
@@ -800,7 +818,7 @@ class RegistryClient:
                                 f"digest is {actual}; refusing it")
         media_type = ""
         try:
-            doc = json.loads(reply.body)
+            doc = parse_json(reply.body)
             if isinstance(doc, dict) and isinstance(doc.get("mediaType"), str):
                 media_type = doc["mediaType"]
         except ValueError:
@@ -946,7 +964,7 @@ class RegistryClient:
                 else f"no credentials for {ref.host} were found"), 401)
         self._expect_ok(reply, ref, what)
         try:
-            doc = json.loads(reply.body)
+            doc = parse_json(reply.body)
             token = doc.get("token") or doc.get("access_token")
             lifetime = float(doc.get("expires_in") or 60)  # the token spec's default
         except (ValueError, AttributeError, TypeError):

@@ -420,6 +420,16 @@ _DICTS = frozenset((dict, _Pairs))
 _LISTS = frozenset((list,))
 
 
+def parse_json(data: bytes | str) -> Any:
+    """``json.loads`` for an answer from outside (a registry, Rekor, Fulcio, a broker): nesting
+    deeper than the parser's recursion limit (``[[[[...``, a few bytes each) is a ValueError
+    like any other malformed JSON, not a RecursionError that would end the run."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def load_json(text: str, label: str, *, where: Where | None = None, max_depth: int = MAX_DEPTH,
               max_nodes: int) -> Any:
     """JSON to data with load_yaml's bounds and duplicate-key check; NotJSON for a syntax error.

@@ -54,6 +54,14 @@ class Problem:
                 "detail": self.detail}
 
 
+def listed(tried: tuple[str, ...] | list[str], most: int = 3) -> str:
+    """What the first ``most`` signatures found, for a verdict's one-line reason (a registry
+    can hold a thousand: results.json's ``tried`` has them all)."""
+    more = len(tried) - most
+    return "; ".join(tried[:most]) + (f"; and {more} more (results.json: tried)"
+                                      if more > 0 else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What verify mode found for one work item: ``verified`` (a published signature a

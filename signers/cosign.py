@@ -70,6 +70,7 @@ from signaction.signing import (
     SignatureFormat,
     Verdict,
     Verification,
+    listed,
 )
 
 from . import cosign_native, sigstore_services
@@ -1064,7 +1065,7 @@ def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust]) -
             findings.append((f"signature {n}", problem))
         tried = tuple(f"{w}: {p}" for w, p in findings)
         return Verdict(INVALID, f"{len(found)} signature(s) in {where}, none verifies: "
-                       + "; ".join(tried), tried, findings=tuple(findings))
+                       + listed(tried), tried, findings=tuple(findings))
     return check
 
 

@@ -40,7 +40,7 @@ from signaction.registry import (
     RegistryClient,
     RegistryError,
 )
-from signaction.safeload import read_regular_file
+from signaction.safeload import parse_json, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def decrypt_cosign_key(blob: bytes, password: str, named: str) -> bytes:
     import nacl.secret
 
     try:
-        doc = json.loads(blob)
+        doc = parse_json(blob)
         kdf, cipher = doc["kdf"], doc["cipher"]
         params = {k: kdf["params"][k] for k in ("N", "r", "p")}
         salt = base64.b64decode(kdf["salt"], validate=True)
@@ -236,7 +236,7 @@ def signature_manifest(config: bytes, layers: list[dict[str, Any]]) -> bytes:
 def existing_layers(raw: bytes, where: str) -> list[dict[str, Any]]:
     """The layers of the ``.sig`` manifest already there, as they are (kept when appending)."""
     try:
-        doc = json.loads(raw)
+        doc = parse_json(raw)
         layers = doc.get("layers") or []
         if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
             raise ValueError

@@ -39,6 +39,7 @@ from signaction.signing import (
     SignatureFormat,
     Verdict,
     Verification,
+    listed,
 )
 
 from . import openpgp
@@ -134,7 +135,7 @@ def walk_lookaside(registry: RegistryClient, base: str, item: WorkItem,
                            findings=tuple(findings))
         findings.append((f"signature-{n}", problem))
     tried = tuple(f"{w}: {p}" for w, p in findings)
-    return Verdict(INVALID, f"{len(found)} signature(s), none verifies: " + "; ".join(tried),
+    return Verdict(INVALID, f"{len(found)} signature(s), none verifies: " + listed(tried),
                    tried, findings=tuple(findings))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from signaction.formats import fulcio, rekor
 from signaction.registry import RegistryClient
+from signaction.safeload import parse_json
 
 from .cosign_native import go_json, public_pem, sign_bytes
 
@@ -45,12 +46,12 @@ class ServiceError(Exception):
 def _json(status: int, body: bytes, what: str, ok: tuple[int, ...]) -> Any:
     if status not in ok:
         try:
-            message = str(json.loads(body).get("message", ""))[:200]
+            message = str(parse_json(body).get("message", ""))[:200]
         except (ValueError, AttributeError):
             message = ""
         raise ServiceError(f"{what}: HTTP {status}{f' ({message})' if message else ''}")
     try:
-        return json.loads(body)
+        return parse_json(body)
     except ValueError:
         raise ServiceError(f"{what}: the answer is not JSON") from None
 
@@ -112,7 +113,7 @@ def token_claims(token: str) -> dict[str, Any]:
     """The claims of a JWT, read, not verified (the token is Fulcio's to verify)."""
     try:
         part = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        claims = parse_json(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     except (ValueError, IndexError, TypeError, AttributeError):
         raise ServiceError("the identity token's claims cannot be read") from None
     if not isinstance(claims, dict):

@@ -106,6 +106,7 @@ def test_parse_reply_and_signature():
     (reply(other="x"), "malformed"), (json.dumps({"msg": ["a"]}), "malformed"),
     (reply(request_id=5), "malformed"), (None, "malformed"),
     ("x" * (1 << 20 + 1), "oversized"),
+    ('{"msg": ' + "[" * 200_000 + "]" * 200_000 + "}", "malformed"),  # deeper than the parser
 ])
 def test_bad_replies_are_classified(body, kind):
     with pytest.raises(BadReply) as err:

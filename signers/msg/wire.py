@@ -16,6 +16,7 @@ from typing import Any
 
 from signaction.formats.claim import atomic_claim
 from signaction.plan import BLOB, CLEARSIGN, Image, SignFile, SigningKey, WorkItem
+from signaction.safeload import parse_json
 
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one signature (a few KiB); anything this big is junk
 CONTAINER_SIGNATURE = "container_signature"
@@ -216,7 +217,7 @@ def parse_reply(body: Any, id_key: str, max_bytes: int = MAX_REPLY_BYTES) -> tup
     if len(body) > max_bytes:
         raise BadReply("oversized", f"{len(body)} bytes")
     try:
-        outer = json.loads(body)
+        outer = parse_json(body)
         msg = outer["msg"]
         request_id = msg[id_key]
     except (ValueError, KeyError, TypeError):
