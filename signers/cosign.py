@@ -520,6 +520,9 @@ class CosignSigner(Signer):
             text = self.environ.get(where, "")
             if not text.strip():
                 raise InputError(f"{what}: env://{where}: the variable is not set or empty")
+            if len(text) > MAX_TOKEN:
+                raise InputError(f"{what}: env://{where}: more than {MAX_TOKEN} bytes, which "
+                                 "no identity token is")
         else:  # (a FIFO or a device is refused before it is opened: never a hang)
             data = read_regular_file(where, f"{what}: cannot read the token file", MAX_TOKEN)
             text = data.decode("utf-8", "replace")
@@ -527,6 +530,15 @@ class CosignSigner(Signer):
         if not JWT.fullmatch(token):
             raise InputError(f"{what}: not an OIDC identity token (a JWT: three base64url "
                              "parts separated by dots)")
+        try:
+            claims = sigstore_services.token_claims(token)
+        except sigstore_services.ServiceError:
+            raise InputError(f"{what}: not an OIDC identity token (its claims are not a JSON "
+                             "object)") from None
+        exp = claims.get("exp")
+        if isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp <= time.time():
+            raise InputError(f"{what}: the identity token expired "
+                             f"{int(time.time() - exp)} s ago: give a fresh one")
         return token
 
     def _public_key(self, key: SigningKey, env: dict[str, str]) -> bytes:

@@ -46,7 +46,7 @@ class ServiceError(Exception):
 def _json(status: int, body: bytes, what: str, ok: tuple[int, ...]) -> Any:
     if status not in ok:
         try:
-            message = str(parse_json(body).get("message", ""))[:200]
+            message = " ".join(str(parse_json(body).get("message", "")).split())[:200]
         except (ValueError, AttributeError):
             message = ""
         raise ServiceError(f"{what}: HTTP {status}{f' ({message})' if message else ''}")

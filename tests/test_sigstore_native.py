@@ -335,3 +335,47 @@ def test_a_hostile_fulcio_or_rekor_fails_the_image_and_attaches_nothing(
     assert "Traceback" not in run.stderr
     with pytest.raises(OSError):  # nothing attached: no .sig tag at all
         sig_manifest(image, image.digest)
+
+
+@pytest.mark.parametrize("case,code,words", [
+    ("huge", 2, "more than 65536 bytes"),
+    ("not-a-jwt", 2, "not an OIDC identity token (a JWT"),
+    ("claims-not-json", 2, "its claims are not a JSON object"),
+    ("claims-a-list", 2, "its claims are not a JSON object"),
+    ("expired", 2, "the identity token expired"),
+    ("other-audience", 1, "Fulcio"),
+    ("other-issuer", 1, "Fulcio"),
+])
+def test_hostile_identity_tokens_are_one_line(registry, trixie_tools, bed, tmp_path, case,
+                                               code, words):
+    """identity_token env://OIDC_TOKEN holding what a token must not be: refused before
+    anything is signed (exit 2) where the token itself shows it; else Fulcio refuses it and
+    the image fails in one line (exit 1). The token never appears in the output."""
+    token = {"huge": "a." + "b" * 100_000 + ".c", "not-a-jwt": "hello there",
+             "claims-not-json": "e30.bm90IGpzb24.c2ln", "claims-a-list": "e30.WzEsMl0.c2ln",
+             "expired": bed.token(email=EMAIL, lifetime=-60),
+             "other-audience": bed.token(email=EMAIL, audience="not-sigstore"),
+             "other-issuer": bed.token(email=EMAIL, extra={"iss": "https://issuer.example.com"}),
+             }[case]
+    config, _ = bed_config(bed)
+    digest = "sha256:" + "cd" * 32 if code == 2 else None
+    image = None if digest else kit.push_index(registry.host, f"native/token-{case}", "v1",
+                                               tmp_path, content=f"token-{case}",
+                                               platforms=("linux/amd64",))
+    target = f"{registry.host}/native/refused:v1@{digest}" if digest else \
+        f"{image.by_tag}@{image.digest}"
+    run = sign(tmp_path, trixie_tools, {**config, "identity_token": "env://OIDC_TOKEN"},
+               "--image", target, "--no-expand-index", "--signing-key", "keyless", out="out",
+               env={"OIDC_TOKEN": token})
+    assert run.returncode == code, run.stderr
+    assert token not in run.stdout + run.stderr and "Traceback" not in run.stderr
+    if code == 2:
+        [line] = run.stderr.strip().splitlines()
+        assert words in line, line
+        assert not (tmp_path / "out").exists()
+    else:
+        [entry] = results(tmp_path, "out")["images"]
+        assert entry["status"] == "failed" and words in entry["error"], entry
+        assert "\n" not in entry["error"]
+        with pytest.raises(OSError):
+            sig_manifest(image, image.digest)
