@@ -1,8 +1,8 @@
 """A lookaside web server for verify-mode tests: serves a folder as a static web server does
 (404 for what is not there), and answers chosen paths in hostile ways: a status (500), a
 redirect to itself (a loop), a huge body, a signature at every signature-N (a list that
-never ends), the file itself a byte at a time with a pause between (a trickle), or a gzip bomb. Runs in a
-thread on loopback; ``url`` is its base."""
+never ends), the file itself a byte at a time with a pause between (a trickle), or a gzip
+bomb. Runs in a thread on loopback; ``url`` is its base."""
 
 from __future__ import annotations
 
