@@ -286,8 +286,8 @@ def _verify_report(actions: Actions, tekton: TektonResults, inputs: Inputs, resu
     problems += actions.write_summary(verify_summary_markdown(
         f"Container signature verification: {status} ({results['signer']} signer)", c, rows,
         results_file))
-    log.info("%d verified, %d missing, %d invalid; results in %s", c["verified"], c["missing"],
-             c["invalid"], results_file)
+    log.info("%d verified, %d missing, %d invalid; %s", c["verified"], c["missing"],
+             c["invalid"], _results_at(results_file))
     for row in rows:
         if row["status"] != VERIFIED:
             print(scrub(f"error: {row['reference']}@{row['digest']} key {row['signing_key']}: "
@@ -295,6 +295,11 @@ def _verify_report(actions: Actions, tekton: TektonResults, inputs: Inputs, resu
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr, flush=True)
     return 1 if c["failed"] or problems else 0
+
+
+def _results_at(results_file: str) -> str:
+    return f"results in {results_file}" if os.path.exists(results_file) else \
+        "results.json could not be written (below)"
 
 
 def _on_signal(signum, _frame):
@@ -427,8 +432,8 @@ def _report(actions: Actions, tekton: TektonResults, inputs: Inputs, results: di
     unwritten += actions.write_summary(summary_markdown(
         f"Container signing: {status} ({results['signer']} signer)", c, images, results_file,
         results["signer_stats"]))
-    log.info("%d signed, %d failed, %d skipped; results in %s", c["signed"], c["failed"],
-             c["skipped"], results_file)
+    log.info("%d signed, %d failed, %d skipped; %s", c["signed"], c["failed"],
+             c["skipped"], _results_at(results_file))
     if c["failed"]:
         print(f"error: {scrub(results['signer_result']['error_message'])}", file=sys.stderr,
               flush=True)

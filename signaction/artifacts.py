@@ -70,7 +70,9 @@ class Artifacts:
         must be what they should: a folder, or a file."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            os.unlink(atomic.write_temp(self._make_folder([], self.root), b"", mode=0o600))
+            # a page's worth: an empty file is still made on a full disk
+            os.unlink(atomic.write_temp(self._make_folder([], self.root), b"\0" * 4096,
+                                        mode=0o600))
         except OSError as e:
             raise InputError(f"output folder {str(self.root)!r}: {e.strerror}") from None
         # left by an earlier run, or planted: never followed

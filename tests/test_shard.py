@@ -385,3 +385,27 @@ def test_missing_shards_are_named_ten_at_most(release):
     run = _merge(tmp, "m-1000", "of-1000")
     assert run.returncode == 2 and "shard 2/1000, 3/1000" in run.stderr
     assert "11/1000 and 989 more: missing" in run.stderr and "12/1000" not in run.stderr
+
+
+@pytest.mark.parametrize("trouble", ["full", "read-only"])
+def test_merge_into_a_full_or_read_only_folder_is_one_line_and_touches_no_shard(
+        release, small_fs, trouble):
+    """merge's output folder on a full or read-only file system: refused in one line before
+    anything is merged (exit 2), no file left there, every shard folder as it was."""
+    tmp, _, _ = release
+    before = {s: _files(tmp / s) for s in _shards()}
+    fs = small_fs(1 << 20)
+    out = fs.path / "merged"
+    if trouble == "full":
+        out.mkdir()
+        fs.fill()
+    else:
+        fs.read_only()
+    run = run_entrypoint("merge", "--output-dir", str(out), *[str(tmp / s) for s in _shards()])
+    assert run.returncode == 2, run.stderr
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    reason = "No space left on device" if trouble == "full" else "Read-only file system"
+    assert len(errors) == 1 and reason in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else []) == []
+    assert {s: _files(tmp / s) for s in _shards()} == before

@@ -358,3 +358,30 @@ def test_a_v4_ed25519_key_and_signature_as_rfc_9580_writes_them():
     forged = sig_body[:-1] + bytes([sig_body[-1] ^ 1])
     with pytest.raises(openpgp.VerifyError, match="does not verify"):
         openpgp.verify_message(one_pass + packet(11, literal) + packet(2, forged), ring)
+
+
+@pytest.mark.parametrize("trouble", ["full", "read-only"])
+def test_verify_into_a_full_or_read_only_folder_is_one_line_and_leaves_nothing(
+        published, gpg_keys, tmp_path, small_fs, trouble):
+    """The output folder on a file system that is full or read-only: one line naming the file
+    and the system's reason, exit 2, no results.json half-written, no temporary file left."""
+    root, keyring = published
+    fs = small_fs(256 << 10)
+    out = fs.path / "v"
+    if trouble == "full":
+        out.mkdir()
+        fs.fill()
+    else:
+        fs.read_only()
+    run = run_entrypoint("--mode", "verify", "--no-expand-index", "--verify-keyring",
+                         str(keyring), "--signing-key", gpg_keys.a, "--lookaside-url",
+                         root.as_uri() + "/{registry}", "--output-dir", str(out),
+                         "--reference", REF, "--digest", D1,
+                         env={"GNUPGHOME": str(tmp_path / "no-such-home")})
+    assert run.returncode == 2, run.stderr
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, run.stderr
+    reason = "No space left on device" if trouble == "full" else "Read-only file system"
+    assert reason in errors[0] and "Traceback" not in run.stderr, errors
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left == [], left
