@@ -301,7 +301,8 @@ def test_native_keyless_and_rekor_verify_with_cosign_and_skopeo(registry, trixie
 @pytest.fixture
 def hostile(bed):
     yield bed.set_faults
-    bed.set_faults(fulcio_forge="", rekor_forge="")
+    bed.set_faults(fulcio_forge="", rekor_forge="", fulcio_fail=0, rekor_fail=0,
+                   fail_status=503)
 
 
 @pytest.mark.parametrize("service,forge,words", [
@@ -379,3 +380,32 @@ def test_hostile_identity_tokens_are_one_line(registry, trixie_tools, bed, tmp_p
         assert "\n" not in entry["error"]
         with pytest.raises(OSError):
             sig_manifest(image, image.digest)
+
+
+@pytest.mark.parametrize("service,status", [("fulcio", 429), ("fulcio", 503), ("rekor", 429),
+                                            ("rekor", 502)])
+def test_a_storm_of_refusals_fails_the_image_after_the_retries_in_one_line(
+        registry, trixie_tools, bed, keys, hostile, tmp_path, service, status):
+    """Fulcio or Rekor answering only 429 or 5xx (Retry-After: 0): each request is tried the
+    configured number of times (registry.retries: 3), then the image fails in one line naming
+    the service and the status; nothing is attached, and the run ends."""
+    image = kit.push_index(registry.host, f"native/storm-{service}-{status}", "v1", tmp_path,
+                           content=f"storm-{service}-{status}", platforms=("linux/amd64",))
+    config, ambient = bed_config(bed)
+    hostile(**{f"{service}_fail": 1000, "fail_status": status})
+    key = "keyless" if service == "fulcio" else str(keys["one"][0])
+    conf = tmp_path / "storm.yaml"
+    conf.write_text(json.dumps({"registry": {"retries": 3},
+                                "cosign_signer": {"allow_http_registry": True, **config}}))
+    run = run_entrypoint("--signer", "cosign", "--config-file", str(conf), "--output-dir",
+                         str(tmp_path / "out"), "--image", f"{image.by_tag}@{image.digest}",
+                         "--no-expand-index", "--signing-key", key,
+                         env={**trixie_tools.cosign_env(PASSWORD), **ambient})
+    assert run.returncode == 1, run.stderr
+    [entry] = results(tmp_path, "out")["images"]
+    assert entry["status"] == "failed" and str(status) in entry["error"], entry["error"]
+    assert ("Fulcio" if service == "fulcio" else "Rekor") in entry["error"]
+    assert "\n" not in entry["error"] and "Traceback" not in run.stderr
+    assert bed.state()["faults"]["seen"][service] == 3  # the retries, and no more
+    with pytest.raises(OSError):
+        sig_manifest(image, image.digest)
