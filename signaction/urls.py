@@ -22,7 +22,7 @@ def check_lookaside_url(url: str, where: str) -> str:
     password."""
     if len(url) > MAX_URL:
         raise InputError(f"{where}: longer than {MAX_URL} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if any(c.isspace() or not c.isprintable() for c in url):  # C0, DEL, C1, U+2028...
         raise InputError(f"{where}: holds white space or control characters (a newline?)")
     m = _SCHEME.match(url)
     scheme = m[1].lower() if m else ""

@@ -45,7 +45,8 @@ def _hostile(rng: random.Random) -> str:
             good[5:]
     if kind == "control":
         at = rng.randrange(len(good))
-        return good[:at] + rng.choice(["\n", "\r", "\t", "\x00", "\x1b", "\x7f"]) + good[at:]
+        return good[:at] + rng.choice(["\n", "\r", "\t", "\x00", "\x1b", "\x7f", "\x85", "\x9b",
+                                       "\u200e", "\ufeff"]) + good[at:]
     if kind == "space":
         at = rng.randrange(8, len(good))
         return good[:at] + rng.choice([" ", "\u00a0", "\u2028"]) + good[at:]
@@ -116,3 +117,11 @@ def test_a_raw_at_sign_in_the_userinfo_is_refused(url):
     would reach the cluster files; refused, with how to write it."""
     with pytest.raises(InputError, match="%40"):
         parse_inputs(["--lookaside-url", url], {})
+
+
+@pytest.mark.parametrize("char", ["\x9b", "\x90", "\u200e", "\u202e", "\ufeff", "\U000e0001"])
+def test_invisible_and_c1_characters_in_a_lookaside_url_are_refused(char):
+    """C1 controls (\\x9b is CSI on some terminals), bidi and zero-width marks: a URL that
+    shows as another one, or as nothing, in a log or a cluster file."""
+    with pytest.raises(InputError, match="white space or control characters"):
+        parse_inputs(["--lookaside-url", f"https://sigs.example.com/{char}x"], {})
