@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""The cost of one cosign signature's trust decision in verify mode and skip-signed
-(signers.cosign.cosign_problem), CPU only: N signatures made in-process with the test bed's CA,
+"""The cost of one signature's trust decision in verify mode and skip-signed, CPU only.
+
+Cosign (signers.cosign.cosign_problem): N signatures made in-process with the test bed's CA,
 CT log and Rekor (keyless: a Fulcio certificate, its chain annotation, Rekor's bundle; key: a
 P-256 key and Rekor's bundle), each judged as verify mode judges it, against the anchor measured
 in the same run: the one ECDSA verification of the payload that any check has to make.
+
+OpenPGP (signers.lookaside.signature_problem: the parser, Sequoia, podman's rules, the claim):
+200 claims signed by gpg with an ed25519, a nistp256 and an rsa2048 key, each checked 5 times,
+against the anchor measured in the same run: the bare verification of a signature over the same
+claim with a key of the same kind (cryptography), the public-key operation any check must make.
 
 Run: make bench-trust   (or PYTHONPATH=.:tests .venv/bin/python bench/trust_bench.py [N])
 """
@@ -106,7 +112,66 @@ def main() -> None:
             "key + Rekor (SET, body)"
         print(f"{kind:44} {ours:6.3f} s  {ours / n * 1e6:7.1f} us/signature  "
               f"{ours / anchor:5.1f}x the bare ECDSA verify ({anchor / n * 1e6:.1f} us)")
+    openpgp_rows(min(200, n))
     print(json.dumps({"n": n}))
+
+
+def openpgp_rows(count: int = 200, rounds: int = 5) -> None:
+    import os
+    import subprocess
+    import tempfile
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+    from signaction.formats.claim import atomic_claim
+    from signaction.plan import Image, SigningKey, WorkItem
+    from signers.lookaside import TrustedKey, signature_problem
+    from signers.openpgp import Keyring
+
+    home = tempfile.mkdtemp(prefix="bench-gpg-")
+    env = {**os.environ, "GNUPGHOME": home}
+
+    def gpg(*args: str, data: bytes = b"") -> bytes:
+        return subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase",
+                               "", *args], input=data, env=env, capture_output=True,
+                              check=True).stdout
+
+    bare = {"ed25519": (ed25519.Ed25519PrivateKey.generate(), lambda k, sig, d: k.public_key()
+                        .verify(sig, d), lambda k, d: k.sign(d)),
+            "nistp256": (ec.generate_private_key(ec.SECP256R1()), lambda k, sig, d: k
+                         .public_key().verify(sig, d, ec.ECDSA(hashes.SHA256())),
+                         lambda k, d: k.sign(d, ec.ECDSA(hashes.SHA256()))),
+            "rsa2048": (rsa.generate_private_key(65537, 2048), lambda k, sig, d: k.public_key()
+                        .verify(sig, d, padding.PKCS1v15(), hashes.SHA256()),
+                        lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.SHA256()))}
+    print(f"OpenPGP: {count} gpg-made signed claims, each checked {rounds} times, CPU seconds, "
+          "best of 3")
+    try:
+        for algo, (key, verify, sign) in bare.items():
+            gpg("--quick-gen-key", f"{algo} <{algo}@bench.invalid>", algo, "sign", "never")
+            ring = Keyring.parse(gpg("--export", f"{algo}@bench.invalid"))
+            trusted = TrustedKey(ring, ring.fingerprints()[0])
+            cases = []
+            for i in range(count):
+                ref = parse_reference(f"registry.example.com/bench/app{i}:1.0")[0]
+                digest = f"sha256:{i:064x}"
+                claim = atomic_claim(str(ref), digest, "bench", 1)
+                cases.append((WorkItem(Image(ref, digest, "bench"), SigningKey("k", "k")),
+                              gpg("-u", f"{algo}@bench.invalid", "--sign", data=claim),
+                              claim, sign(key, claim)))
+            for item, message, _, _ in cases:  # every one must be accepted
+                assert signature_problem(message, item, trusted) is None
+            ours = timed(lambda cases=cases, trusted=trusted: [
+                signature_problem(m, i, trusted) for _ in range(rounds) for i, m, _, _ in cases])
+            anchor = timed(lambda cases=cases, key=key, verify=verify: [
+                verify(key, sig, claim) for _ in range(rounds) for _, _, claim, sig in cases])
+            total = count * rounds
+            print(f"{'OpenPGP ' + algo:44} {ours:6.3f} s  {ours / total * 1e6:7.1f} "
+                  f"us/signature  {ours / anchor:5.1f}x the bare verify "
+                  f"({anchor / total * 1e6:.1f} us)")
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
+        subprocess.run(["rm", "-rf", home], check=False)
 
 
 if __name__ == "__main__":

@@ -48,5 +48,6 @@ def test_trust_bench_judges_every_signature_and_prints_both_kinds():
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]  # every signature was accepted first
     lines = [ln for ln in proc.stdout.splitlines() if "us/signature" in ln]
-    assert [ln.split()[0] for ln in lines] == ["key", "keyless"], proc.stdout
-    assert all("x the bare ECDSA verify" in ln for ln in lines)
+    assert [ln.split()[0] for ln in lines] == ["key", "keyless"] + ["OpenPGP"] * 3, proc.stdout
+    assert all("x the bare ECDSA verify" in ln for ln in lines[:2])
+    assert [ln.split()[1] for ln in lines[2:]] == ["ed25519", "nistp256", "rsa2048"]
