@@ -101,7 +101,8 @@ def test_services_verify_tls_even_where_registries_may_not(monkeypatch):
     client = RegistryClient(verify_tls=False)
     seen = []
 
-    def once(method, url, authorization, headers, limit, ref, what, data=None, verify=None):
+    def once(method, url, authorization, headers, limit, ref, what, data=None, verify=None,
+             deadline=None):
         seen.append(client._verify if verify is None else verify)
         return _Reply(200, "OK", {}, b"{}", url)
     monkeypatch.setattr(client, "_once", once)

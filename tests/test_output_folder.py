@@ -87,13 +87,14 @@ def test_an_unwritable_github_output_is_one_line_and_exit_1(tmp_path, gpg_keys):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs, almost full."""
+    """``tiny_disk(pages)``: a 64 KiB tmpfs filled up but for ``pages`` pages of 4 KiB."""
     mount = tmp_path / "disk"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
-    try:
+
+    def filled(pages: int) -> Path:
         fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while os.write(fd, b"\0" * 4096):
@@ -101,15 +102,32 @@ def tiny_disk(tmp_path):
         except OSError:  # ENOSPC: full
             pass
         finally:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - pages * 4096))
             os.close(fd)
-        yield mount
+        return mount
+    try:
+        yield filled
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_full_disk_fails_the_signatures_it_loses_and_says_so_in_one_line_each(tiny_disk,
-                                                                             gpg_keys):
-    out = tiny_disk / "out"
+def test_a_full_disk_is_refused_before_anything_is_signed(tiny_disk, gpg_keys):
+    """The writability probe writes a page: a full disk (which still takes an empty file) is
+    one line and exit 2 before any signature is made, and nothing is left."""
+    out = tiny_disk(0) / "out"
+    run = sign(out, gpg_keys, ("r.io/ns/app:1", D1), ("r.io/ns/app:2", D2))
+    assert run.returncode == 2
+    assert "No space left on device" in one_error_line(run.stderr)
+    assert "Traceback" not in run.stderr and "signed" not in run.stderr
+    assert list(out.rglob("*")) == []
+
+
+def test_a_disk_that_fills_during_the_run_fails_what_it_loses_in_one_line_each(tiny_disk,
+                                                                              gpg_keys):
+    """One page left: the probe passes, the first signature takes the page, the rest and
+    results.json do not fit: exit 1, each loss said in one line, what was written is whole and
+    no temporary file is left."""
+    out = tiny_disk(1) / "out"
     run = sign(out, gpg_keys, ("r.io/ns/app:1", D1), ("r.io/ns/app:2", D2))
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
@@ -117,7 +135,10 @@ def test_a_full_disk_fails_the_signatures_it_loses_and_says_so_in_one_line_each(
     assert any("could not write results.json: No space left on device" in e for e in errors)
     assert all("No space left" in e or "signature(s) failed" in e for e in errors), errors
     assert "could not write the signature: No space left on device" in run.stderr
-    assert list(out.rglob("signature-*")) == [] and list(out.rglob(".tmp-*")) == []
+    assert len(list(out.rglob("signature-*"))) <= 1 and list(out.rglob(".tmp-*")) == []
+    for written in out.rglob("signature-*"):
+        claim, _ = gpg_decrypt(written.read_bytes(), gpg_keys.home)
+        assert json.loads(claim)["critical"]["type"] == "atomic container signature"
 
 
 def test_a_rerun_into_the_same_folder_counts_what_is_there_and_files_no_duplicate(tmp_path,
