@@ -4,7 +4,8 @@
 # Two stages. "build" makes the venv /opt/venv with the compilers python-qpid-proton needs (it has
 # no Linux wheel: pip builds it from source, and without `pkg-config openssl` it silently builds
 # WITHOUT SSL, so the build fails unless proton.SSL.present()), then installs this project into it
-# (pyproject.toml: the packages signaction and signers, the module entrypoint, the config schema,
+# (pyproject.toml: the packages signaction and signers, the modules entrypoint and
+# pubtools_commands, the config schema,
 # and the commands container-sign and pubtools-sign's four in /opt/venv/bin). The final stage gets
 # the venv and no compiler, and no source tree: the ENTRYPOINT is the console script
 # /opt/venv/bin/container-sign (entrypoint:main). The base must be Debian trixie or later (cosign is packaged from trixie on) with a
@@ -54,7 +55,7 @@ RUN set -eu; \
 # pyproject.toml's dependencies met): a wheel built from /src (setuptools from the index, in pip's
 # isolated build environment), then pip itself leaves the venv: nothing installs into it later.
 # signaction/config.schema.json is a link to schemas/: the wheel holds the file.
-COPY pyproject.toml entrypoint.py /src/
+COPY pyproject.toml entrypoint.py pubtools_commands.py /src/
 COPY signaction /src/signaction
 COPY signers /src/signers
 COPY schemas /src/schemas

@@ -1,5 +1,5 @@
 # make demo   sign example images over an embedded AMQP bus with a reference signing server, verify
-# make test   lint (ruff, mypy), then the whole test suite (unit + integration with a real
+# make test   lint (ruff, mypy, import contracts), then the whole test suite (unit + integration with a real
 #             registry, gpg, skopeo, RabbitMQ, cosign and a sigstore test bed)
 PYTHON ?= python3
 VENV   := .venv
@@ -49,9 +49,11 @@ system:
 image: system venv
 	PYTHON=$(PY) scripts/make-image.sh
 
-# make lint   ruff check and mypy (configured in pyproject.toml); make test runs it first
+# make lint   ruff check, mypy and the import contracts (lint-imports), all configured in
+#             pyproject.toml; make test runs it first
 lint: venv
-	@status=0; $(PY) -m ruff check || status=1; $(PY) -m mypy || status=1; exit $$status
+	@status=0; $(PY) -m ruff check || status=1; $(PY) -m mypy || status=1; \
+		$(VENV)/bin/lint-imports --no-cache || status=1; exit $$status
 
 venv: $(VENV)/.installed
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from . import atomic
 from .consumers import indented_json, write_consumers
 from .errors import InputError
+from .formats.lookaside import registry_folder
 from .reference import Reference
 from .signing import Verification
 
@@ -51,10 +52,6 @@ class Stream:
 # own: SignatureFormat.own_paths).
 _OWN = ((("verification",), True), (("verification", "registries.d"), True),
         (("results.json",), False), (("verification", "policy.json"), False))
-
-
-def registry_folder(host: str) -> str:
-    return host.replace(":", "_")
 
 
 class Artifacts:

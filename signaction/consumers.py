@@ -29,15 +29,13 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import yaml
 
-from .signing import Verification
+from .formats.lookaside import lookaside_base
+from .signing import Store, Verification
 from .urls import has_userinfo, without_userinfo
-
-if TYPE_CHECKING:
-    from .artifacts import Artifacts
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ NODE_DEFAULT = {"default": [{"type": "insecureAcceptAnything"}],
                 "transports": {"docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}}}
 
 
-def write_consumers(artifacts: Artifacts, repositories: list[str], verification: Verification,
+def write_consumers(artifacts: Store, repositories: list[str], verification: Verification,
                     lookaside_url: str | None = None) -> str:
     """Write the cluster files; return the README section that names them."""
     facts = Facts(repositories, verification, lookaside_url)
@@ -110,10 +108,7 @@ class Facts:
         """``entry`` with its lookaside where consumers will find it, not this folder."""
         entry = dict(entry)
         if "lookaside" in entry:
-            from .artifacts import registry_folder  # (artifacts imports this module)
-
-            base = self.lookaside_url or PLACEHOLDER
-            entry["lookaside"] = base.replace("{registry}", registry_folder(host))
+            entry["lookaside"] = lookaside_base(self.lookaside_url or PLACEHOLDER, host)
         return entry
 
     def registries_d(self, key: str = "lookaside") -> bytes:
@@ -184,7 +179,7 @@ def _literal_blocks(base: type[yaml.SafeDumper]) -> type[yaml.SafeDumper]:
 _Dumper = _literal_blocks(_BASE_DUMPER)
 
 
-def _yaml(artifacts: Artifacts, parts: list[str], objects: list[dict[str, Any]]) -> str:
+def _yaml(artifacts: Store, parts: list[str], objects: list[dict[str, Any]]) -> str:
     """Write ``objects`` as YAML documents, streamed to the file (no copy of it in memory)."""
     artifacts.write_file(["verification", *parts], lambda f: yaml.dump_all(
         objects, f, Dumper=_Dumper, sort_keys=False))
@@ -200,7 +195,7 @@ def indented_json(value: object) -> Callable[[TextIO], None]:
     return write
 
 
-def _json(artifacts: Artifacts, parts: list[str], value: Mapping[str, str]) -> None:
+def _json(artifacts: Store, parts: list[str], value: Mapping[str, str]) -> None:
     artifacts.write_file(["verification", *parts], indented_json(value))
 
 
@@ -210,7 +205,7 @@ def _b64(data: bytes) -> str:
 
 # -- OpenShift / CRI-O --------------------------------------------------------------------
 
-def _openshift_nodes(artifacts: Artifacts, facts: Facts) -> list[str]:
+def _openshift_nodes(artifacts: Store, facts: Facts) -> list[str]:
     """The node policy.json (the signed repositories added to the node's default) and the
     MachineConfigs (Ignition 3.x, coreos/ignition config/v3_2/schema/ignition.json:
     storage.files[].path, mode, overwrite, contents.source) that install it, the registries.d
@@ -243,7 +238,7 @@ def _openshift_nodes(artifacts: Artifacts, facts: Facts) -> list[str]:
     return written
 
 
-def _openshift_sigstore(artifacts: Artifacts, facts: Facts,
+def _openshift_sigstore(artifacts: Store, facts: Facts,
                         sigstore: list[dict[str, Any]]) -> list[str]:
     """config.openshift.io/v1 ClusterImagePolicy, one per key or email identity (a policy has
     one root of trust; policy.json requires every key), at most 256 scopes each."""
@@ -272,7 +267,7 @@ def _openshift_sigstore(artifacts: Artifacts, facts: Facts,
 
 # -- Kubernetes: sigstore policy-controller -----------------------------------------------
 
-def _policy_controller(artifacts: Artifacts, facts: Facts,
+def _policy_controller(artifacts: Store, facts: Facts,
                        sigstore: list[dict[str, Any]]) -> list[str]:
     """policy.sigstore.dev/v1beta1 ClusterImagePolicy, one per key and keyless identity: an
     image must satisfy every policy that matches it, and one authority of each."""
@@ -296,7 +291,7 @@ def _policy_controller(artifacts: Artifacts, facts: Facts,
 
 # -- Confidential Containers --------------------------------------------------------------
 
-def _coco(artifacts: Artifacts, facts: Facts) -> list[str]:
+def _coco(artifacts: Store, facts: Facts) -> list[str]:
     """The image security policy and its keys as KBS resources (``kbs:///default/<type>/
     <tag>``, guest-components attestation-agent/docs/RESOURCE_URI.md), the same as the offline
     fs KBC's resources file, and that file's older form (the seed's: ``Policy``, ``Cosign

@@ -8,50 +8,23 @@ entrypoint know no signer by name: what differs between signature kinds is in th
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .formats.findings import Finding, Problem
 from .plan import Image, WorkItem
+from .reference import Reference
 
 if TYPE_CHECKING:
-    from .artifacts import Artifacts
     from .inputs import Inputs
     from .registry import RegistryClient
-    from .results import Entry
+
+__all__ = ["Finding", "Problem"]  # (defined with the formats' checks; the core's vocabulary)
 
 VERIFIED, MISSING, INVALID = "verified", "missing", "invalid"
-
-
-class Finding(enum.Enum):
-    """Why one signature is not accepted: decided where the check is made, carried as this
-    type to results.json (``findings``), never read back out of a message's words."""
-
-    UNREADABLE = "unreadable"  # not the format at all (not OpenPGP, not a claim, bad base64)
-    OTHER_KEY = "other key"  # not made by the trusted key (or certificate's key)
-    UNTRUSTED_CERTIFICATE = "untrusted certificate"  # chain, constraints, EKU, validity
-    OTHER_IDENTITY = "other identity"  # signs another image name, or a certificate for another
-    OTHER_ISSUER = "other issuer"  # a certificate from another OIDC issuer
-    OTHER_DIGEST = "other digest"  # signs another manifest
-    POLICY = "refused by policy"  # a weak hash, a critical unknown, expired, revoked, future
-    TRANSPARENCY = "transparency"  # SET, SCT, inclusion proof or checkpoint missing or bad
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One signature's finding and what exactly is wrong, in words for the user."""
-
-    finding: Finding
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.finding.value}: {self.detail}"
-
-    def json(self, where: str) -> dict[str, str]:
-        return {"signature": where, "finding": self.finding.name.lower(),
-                "detail": self.detail}
 
 
 def listed(tried: tuple[str, ...] | list[str], most: int = 3) -> str:
@@ -126,6 +99,27 @@ class Verification:
 FollowUp = tuple[str, Callable[[], object]]
 
 
+class Store(Protocol):
+    """What a format writes through (signaction.artifacts.Artifacts): the output folder."""
+
+    root: Path
+
+    def write_signature(self, tree: str, reference: Reference, digest: str, data: bytes, *,
+                        suffix: str = "", companions: Mapping[str, bytes] | None = None
+                        ) -> Path: ...
+
+    def write_file(self, parts: Sequence[str], data: Any, mode: int = 0o644) -> Path: ...
+
+    def tree_uri(self, tree: str, host: str) -> str: ...
+
+
+class Recorded(Protocol):
+    """What a format reads back of one recorded outcome (signaction.results.Entry)."""
+
+    item: WorkItem
+    fields: dict[str, Any]
+
+
 class SignatureFormat(ABC):
     """How one kind of image signature is stored below the output folder, which verification
     files describe it, and what is written once the run has ended."""
@@ -135,19 +129,19 @@ class SignatureFormat(ABC):
     own_paths: tuple[tuple[tuple[str, ...], bool], ...] = ()
 
     @abstractmethod
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
+    def write(self, artifacts: Store, image: Image, signature: Any) -> dict[str, Any]:
         """Store one signature of ``image``; return what its results.json entry says of it, by
         key: the files written (Path values, ``signature_path`` first) and JSON-able facts (e.g.
         a transparency log index)."""
 
     @abstractmethod
-    def verification(self, artifacts: Artifacts, hosts: list[str],
+    def verification(self, artifacts: Store, hosts: list[str],
                      public_keys: bytes | None) -> Verification:
         """The policy requirement, registries.d lines, README and key files for these
         signatures, in registries ``hosts``, by the signing keys ``public_keys`` (None: not
         known to this run)."""
 
-    def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
+    def after_run(self, artifacts: Store, entries: Iterable[Recorded]) -> list[FollowUp]:
         """What to write once every outcome is in (``entries``: plan order)."""
         return []
 

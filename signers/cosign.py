@@ -57,7 +57,6 @@ from signaction.inputs import Inputs
 from signaction.plan import Image, Plan, SigningKey, WorkItem
 from signaction.reference import parse_reference
 from signaction.registry import RegistryClient, RegistryError
-from signaction.results import Entry
 from signaction.safeload import read_regular_file
 from signaction.signing import (
     INVALID,
@@ -67,7 +66,9 @@ from signaction.signing import (
     Finding,
     FollowUp,
     Problem,
+    Recorded,
     SignatureFormat,
+    Store,
     Verdict,
     Verification,
     listed,
@@ -158,7 +159,7 @@ class CosignFormat(SignatureFormat):
         # keyless identities signed: (identity, issuer) -> the images (REF@DIGEST) signed
         self.identities: dict[tuple[str, str], list[str]] = defaultdict(list)
 
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
+    def write(self, artifacts: Store, image: Image, signature: Any) -> dict[str, Any]:
         companions = {".payload": signature.payload}
         if signature.certificate:
             companions[".crt"] = signature.certificate
@@ -180,7 +181,7 @@ class CosignFormat(SignatureFormat):
             fields["rekor_entry_uuid"] = signature.log_uuid
         return fields
 
-    def verification(self, artifacts: Artifacts, hosts: list[str],
+    def verification(self, artifacts: Store, hosts: list[str],
                      public_keys: bytes | None) -> Verification:
         pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
                           public_keys or b"", re.S)
@@ -235,7 +236,7 @@ class CosignFormat(SignatureFormat):
                  trusted: dict[str, Any]) -> Check:
         return cosign_verifier(registry, trusted)
 
-    def after_run(self, artifacts: Artifacts, entries: Iterable[Entry]) -> list[FollowUp]:
+    def after_run(self, artifacts: Store, entries: Iterable[Recorded]) -> list[FollowUp]:
         if not self.attach_later:
             return []
         signed = [(e.item.container.source, e.item.container.known_digest,
@@ -261,7 +262,7 @@ def verify_script(identities: Iterable[tuple[str, str]],
     return ("\n".join(lines) + "\n").encode()
 
 
-def write_attach_script(artifacts: Artifacts, signatures: Iterable[tuple[Any, str, str, str]]
+def write_attach_script(artifacts: Store, signatures: Iterable[tuple[Any, str, str, str]]
                         ) -> Path:
     """``cosign-attach.sh``: attaches the cosign signatures written here (made with upload
     false) to their images, for a later job that may write to the registry. ``signatures``:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signaction.artifacts import Artifacts, key_data, registry_folder
+from signaction.artifacts import key_data
 from signaction.errors import InputError
 from signaction.formats.claim import claim_problem
+from signaction.formats.lookaside import lookaside_base
 from signaction.inputs import Inputs
 from signaction.plan import BLOB, Image, Plan, SignFile, WorkItem
 from signaction.registry import RegistryClient, RegistryError
@@ -37,6 +38,7 @@ from signaction.signing import (
     Finding,
     Problem,
     SignatureFormat,
+    Store,
     Verdict,
     Verification,
     listed,
@@ -69,12 +71,12 @@ class TrustedKey:
 class LookasideFormat(SignatureFormat):
     own_paths = (((TREE,), True),)
 
-    def write(self, artifacts: Artifacts, image: Image, signature: Any) -> dict[str, Any]:
+    def write(self, artifacts: Store, image: Image, signature: Any) -> dict[str, Any]:
         return {"signature_path": artifacts.write_signature(TREE, image.reference,
                                                             image.known_digest,
                                                             signature)}
 
-    def verification(self, artifacts: Artifacts, hosts: list[str],
+    def verification(self, artifacts: Store, hosts: list[str],
                      public_keys: bytes | None) -> Verification:
         files = {"signing-keys.gpg": public_keys} if public_keys else {}
         key = key_data(public_keys) if public_keys else \
@@ -110,7 +112,7 @@ def walk_lookaside(registry: RegistryClient, base: str, item: WorkItem,
     404, each read through the run's client (another status is an error, not a gap), and
     accepted as containers/image accepts one: the first that verifies wins."""
     image = item.container
-    url = base.replace("{registry}", registry_folder(image.reference.host))
+    url = lookaside_base(base, image.reference.host)
     where = f"{url.rstrip('/')}/{image.reference.path}@{image.known_digest.replace(':', '=')}"
     try:
         found = registry.lookaside_signatures(url, image.reference, image.known_digest,
@@ -264,7 +266,7 @@ class LookasideSigner(Signer):
 
     def _in_lookaside(self, base: str, trusted: TrustedKey, item: WorkItem) -> str | None:
         image = item.container
-        url = base.replace("{registry}", registry_folder(image.reference.host))
+        url = lookaside_base(base, image.reference.host)
         try:
             found = self.registry.lookaside_signatures(url, image.reference,
                                                        image.known_digest)

@@ -549,7 +549,7 @@ def test_blob_signatures_are_detached_binary_signatures_of_the_bytes_sent(gpg_ke
 
 
 def test_raw_never_prints_a_signature_this_project_refused():
-    from signaction.pubtools import raw_lines
+    from pubtools_commands import raw_lines
     ok = [{"msg": {"errors": [], "signed_claim": "GOOD"}}, {}]
     refused = [{"msg": {"errors": [], "signed_claim": "BAD"}}, {}]
     results = {"operation_results": [ok, refused, ""],

@@ -8,15 +8,28 @@ on stdout, nothing written."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import pytest
 
-from signaction.pubtools import main
+from pubtools_commands import main
 
 D = "sha256:" + "ab" * 32
 HOSTILE = ["line\nbreak", "carriage\rreturn", "esc\x1b[31mred", "::error::injected",
            "tab\there", "\u2028separator", "nul-ish\x7f", ""]
+
+
+@pytest.fixture(autouse=True)
+def loggers_as_they_were():
+    """The run sets up the signaction and signers loggers for itself (a handler, no
+    propagation): put them back, or later tests' caplog sees nothing."""
+    saved = {n: (lg.handlers[:], lg.level, lg.propagate)
+             for n in ("signaction", "signers") for lg in [logging.getLogger(n)]}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from conftest import make_image, run_entrypoint
 from infra.lookaside_server import LookasideServer
 from infra.sigstore import push_index
-from signaction.artifacts import registry_folder
 from signaction.formats.claim import atomic_claim
+from signaction.formats.lookaside import registry_folder
 from signers.gnupg import gpg_sign
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from signaction.signing import Finding, Problem
+from signaction.formats.findings import Finding, Problem
 
 CLAIM_TYPE = "atomic container signature"
 

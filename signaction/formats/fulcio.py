@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
-from signaction.signing import Finding, Problem
+from signaction.formats.findings import Finding, Problem
 
 from .keys import load_public, spki, verifies
 

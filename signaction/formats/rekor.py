@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from signaction.signing import Finding, Problem
+from signaction.formats.findings import Finding, Problem
 
 from .keys import load_public, pem_spki, verifies
 

@@ -8,6 +8,9 @@ entrypoint's own options and run through the same story (inputs, config, plan, s
 into a private folder unless ``--output-dir`` names one to keep. Where pubtools-sign hides a
 failure (status ``ok`` with per-request errors, exit 0), these say ``error`` and exit 1:
 README's "Replacing pubtools-sign" lists every difference.
+
+An adapter at the edge: it imports the entrypoint, and nothing below imports it (make lint's
+import contracts).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import CONFIG_PATHS
-from .errors import InputError
-from .inputs import take_list_flags
+from entrypoint import main as run  # the one story of a run: this adapter sits above it
+from signaction.config import CONFIG_PATHS
+from signaction.errors import InputError
+from signaction.inputs import take_list_flags
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # What each command prints per request with --raw: the reply field holding its result.
@@ -231,8 +235,6 @@ def raw_lines(results: Mapping[str, Any], kind: str, signer: str) -> tuple[list[
 
 def main(command: str, argv: Sequence[str] | None = None,
          environ: Mapping[str, str] | None = None) -> int:
-    from entrypoint import main as run  # the one story of a run
-
     argv = sys.argv[1:] if argv is None else list(argv)
     # Only this command's flags count: no action inputs, no GitHub or Tekton side effects (the
     # stdout of these commands is their JSON).
