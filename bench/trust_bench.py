@@ -124,9 +124,9 @@ def openpgp_rows(count: int = 200, rounds: int = 5) -> None:
     from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
     from signaction.formats.claim import atomic_claim
+    from signaction.formats.openpgp import Keyring
     from signaction.plan import Image, SigningKey, WorkItem
     from signers.lookaside import TrustedKey, signature_problem
-    from signers.openpgp import Keyring
 
     home = tempfile.mkdtemp(prefix="bench-gpg-")
     env = {**os.environ, "GNUPGHOME": home}

@@ -6,7 +6,7 @@ what signers share:
 
 - base: the interface (Signer, Outcome, Options);
 - tools: running tools (child_env, run_tool, Running) and the thread pool (run_pool);
-- gnupg: running gpg; openpgp: reading and verifying OpenPGP data in-process (Sequoia);
+- gnupg: running gpg (signing; signatures are verified by signaction.formats.openpgp);
 - lookaside: the lookaside format of atomic container signatures (gpg, msg).
 - cosign_native, sigstore_services: the cosign signer's in-process path (cosign's key files,
   payload and .sig layers; Rekor and Fulcio clients).

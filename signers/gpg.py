@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 
 from signaction import CREATOR
 from signaction.errors import InputError
+from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from . import openpgp
 from .base import Options, Outcome, Report
 from .gnupg import GPG_TIMEOUT, GpgError, _gpg, _last_lines, _run_gpg, gpg_env, gpg_sign
 from .lookaside import LookasideSigner

@@ -24,6 +24,7 @@ from typing import Any
 
 from signaction.artifacts import key_data
 from signaction.errors import InputError
+from signaction.formats import openpgp
 from signaction.formats.claim import claim_problem
 from signaction.formats.lookaside import lookaside_base
 from signaction.inputs import Inputs
@@ -44,7 +45,6 @@ from signaction.signing import (
     listed,
 )
 
-from . import openpgp
 from .base import Signer
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def signature_problem(data: bytes, item: WorkItem, trusted: TrustedKey) -> Probl
     """Why the signature ``data`` is not a good one for ``item`` (None: it is): the one check
     of an OpenPGP signature, wherever it is made (verify mode, skip-signed, the msg signer's
     check of each reply with verify_keyring). Sequoia decides whether it verifies
-    (signers/openpgp.py, with containers/image's rules on top), then it must be by the trusted
-    key and, for an image, sign the claim for exactly its digest and identity."""
+    (signaction/formats/openpgp/, with containers/image's rules on top), then it must be by
+    the trusted key and, for an image, sign the claim for exactly its digest and identity."""
     target = item.image
     try:
         if isinstance(target, SignFile):

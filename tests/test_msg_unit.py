@@ -15,11 +15,12 @@ import zlib
 import pytest
 
 from signaction.errors import InputError
+from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
+from signaction.formats.openpgp import OpenPGPError
 from signaction.inputs import parse_inputs
 from signaction.plan import BLOB, CLEARSIGN, SignFile, WorkItem, build_plan
 from signaction.signing import Finding, Problem
-from signers import openpgp
 from signers.base import Options
 from signers.msg import (
     BadReply,
@@ -32,7 +33,6 @@ from signers.msg import (
     signature_of,
     signed_text,
 )
-from signers.openpgp import OpenPGPError
 from testbed.signing_server import INSTANT_SIGNATURE, _packet, instant_signed_message
 
 D = "sha256:" + "ab" * 32
@@ -177,7 +177,7 @@ def test_deadline_takes_the_smaller_of_input_and_config():
     assert preflight(config, ["--requester", "r"]).settings.deadline == 30
 
 
-# -- the OpenPGP reader (signers/openpgp.py), on what real gpg makes and on broken data -------
+# -- the OpenPGP reader (signaction/formats/openpgp/), on what real gpg makes and on broken data
 
 REF = "registry.example.com/ns/app:1.0"
 CLAIM = atomic_claim(REF, D, "test", 1700000000)
@@ -190,7 +190,7 @@ def gpg(keys, key, *args, data=CLAIM):
 
 
 def packets(data):
-    return openpgp._packets(data)
+    return openpgp.packets._packets(data)
 
 
 def joined(pkts):
@@ -382,7 +382,7 @@ def test_an_issuer_must_be_named_and_every_one_must_match(plain):
     bare = sig[:4] + b"\x00\x00" + b"\x00\x00" + sig[6 + hashed + 2 +
                                                    int.from_bytes(sig[6 + hashed:8 + hashed],
                                                                   "big"):]
-    signature = openpgp._signature(bare)
+    signature = openpgp.packets._signature(bare)
     assert signature.issuers == ()
     assert openpgp.issuer_problem(signature, "0123456789ABCDEF") == \
         "the signature names no issuer key"

@@ -29,11 +29,11 @@ import pytest
 from conftest import run_entrypoint
 from infra import openpgp_forge as f
 from infra.sigstore import ensure_trixie_tools
+from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
 from signaction.inputs import parse_inputs
 from signaction.plan import build_plan
 from signaction.signing import Finding
-from signers import openpgp
 from signers.lookaside import TrustedKey, signature_problem
 from test_msg_integration import (
     Server,

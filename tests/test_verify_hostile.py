@@ -15,9 +15,9 @@ import pytest
 
 from conftest import run_entrypoint
 from infra.lookaside_server import LookasideServer
+from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
 from signaction.signing import Finding
-from signers import openpgp
 from signers.gnupg import gpg_sign
 
 pytestmark = pytest.mark.integration

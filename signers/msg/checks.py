@@ -1,20 +1,19 @@
 """What a signature a signing server returned must be before it is written (``refusal``): taken
-apart in-process (signers/openpgp.py), without a key, it must be exactly what was asked for,
-naming the key asked for. ``verify_keyring`` adds the cryptographic check
+apart in-process (signaction/formats/openpgp/), without a key, it must be exactly what was asked
+for, naming the key asked for. ``verify_keyring`` adds the cryptographic check
 (lookaside.signature_problem)."""
 
 from __future__ import annotations
 
+from signaction.formats import openpgp
 from signaction.formats.claim import claim_problem
 from signaction.plan import BLOB, SignFile, WorkItem
-
-from .. import openpgp
 
 
 def refusal(item: WorkItem, signature: bytes) -> str | None:
     """Why the signature a signing server returned for ``item`` must not be written (None: it
-    may be). No key is needed: the data is taken apart in-process (signers/openpgp.py, tens of
-    microseconds, so it runs in the event loop) and must be what was asked for:
+    may be). No key is needed: the data is taken apart in-process (signaction/formats/openpgp/,
+    tens of microseconds, so it runs in the event loop) and must be what was asked for:
 
     - an image: a binary OpenPGP signed message (what ``gpg --sign`` makes, what podman and
       skopeo read) whose literal data is an atomic container signature claim for exactly the

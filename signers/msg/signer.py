@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from signaction import CREATOR
 from signaction.errors import InputError
+from signaction.formats import openpgp
 from signaction.plan import Plan, WorkItem
 from signaction.safeload import read_regular_file
 
-from .. import openpgp
 from ..base import Options, Outcome, Report
 from ..lookaside import LookasideSigner, TrustedKey, signature_problem, trusted_for
 from .checks import refusal
