@@ -1,11 +1,12 @@
 # make demo   sign example images over an embedded AMQP bus with a reference signing server, verify
+# make test-fast   the tests that need no service (under a minute)
 # make test   lint (ruff, mypy, import contracts), then the whole test suite (unit + integration with a real
 #             registry, gpg, skopeo, RabbitMQ, cosign and a sigstore test bed)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test system venv bench bench-msg bench-cosign bench-verify bench-trust bench-shard clean image lint
+.PHONY: demo test test-fast system venv bench bench-msg bench-cosign bench-verify bench-trust bench-shard clean image lint
 .DEFAULT_GOAL := test
 # The package (signaction, signers, entrypoint) is installed in the venv; the test bed (testbed/)
 # and the tests' helpers (tests/infra, tests/conftest.py) are not: bench/ and scripts/ find them
@@ -16,7 +17,13 @@ demo: system venv
 	$(HELPERS) $(PY) scripts/demo.py
 
 test: system venv lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+
+# make test-fast   the tests that need no service (no registry, broker, sigstore test bed,
+#                  trixie tools): logic, in-process parts, the entrypoint on local files; under a
+#                  minute here. A test's lane follows from its fixtures (tests/conftest.py).
+test-fast: system venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: venv
 	$(HELPERS) $(PY) bench/plan_bench.py

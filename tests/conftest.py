@@ -204,3 +204,19 @@ def gpg_refusing(tmp_path):
         wrapper.chmod(0o755)
         return {"PATH": f"{bindir}:{os.environ['PATH']}"}
     return make
+
+
+# -- lanes ----------------------------------------------------------------------------------
+#
+# A test that uses a real service or a tool's whole stack is an integration test because of
+# the fixture it asks for, not because someone remembered to mark it: `make test-fast` runs the
+# rest (logic, in-process parts, the entrypoint on local files) in under a minute.
+SERVICE_FIXTURES = frozenset({
+    "registry", "fault_proxy", "rabbitmq", "trixie_tools", "tls_material", "small_fs",
+    "bed", "broker", "server", "start_bus", "signed", "corpus", "release"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
