@@ -1,4 +1,4 @@
-"""signaction/registry.py against a real docker-registry on loopback, mostly through the fault proxy
+"""signaction/registry/ against a real docker-registry on loopback, mostly through the fault proxy
 (tests/infra/fault_proxy.py) that injects 429/5xx/dropped connections, tampered bodies and Basic or
 Bearer auth. Unit tests (no registry) cover credential lookup and lookaside reading."""
 
