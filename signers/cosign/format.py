@@ -1,0 +1,272 @@
+"""How cosign signatures are kept and described: the output folder's tree (payload and
+signature), verification/ files for podman and cosign, and the attach script."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from signaction.artifacts import key_data
+from signaction.inputs import Inputs
+from signaction.plan import Image
+from signaction.registry import RegistryClient
+from signaction.signing import (
+    Check,
+    FollowUp,
+    Recorded,
+    SignatureFormat,
+    Store,
+    Verification,
+)
+
+from .common import (
+    ATTACH_SCRIPT,
+    ROOT_FILES,
+    TREE,
+)
+from .verify import (
+    cosign_verifier,
+)
+
+log = logging.getLogger("signers.cosign")
+
+
+@dataclass(frozen=True, slots=True)
+class CosignSignature:
+    """One cosign signature: the simple-signing payload it signs, and the signature (base64);
+    keyless, the Fulcio certificate (PEM) and its identity (SAN) and OIDC issuer; with the
+    transparency log, the Rekor entry's log index (as cosign printed it) and UUID."""
+
+    payload: bytes
+    signature: bytes
+    certificate: bytes | None = None
+    identity: str | None = None
+    issuer: str | None = None
+    log_index: int | None = None
+    log_uuid: str | None = None
+
+
+class CosignFormat(SignatureFormat):
+    """cosign's legacy attachments: a copy of each signature in the output folder,
+    ``cosign/<registry>/<ns>/<name>@sha256=<hex>/signature-N.sig`` (base64) with its
+    ``signature-N.payload`` (and, keyless, ``signature-N.crt``: the Fulcio certificate);
+    verified by podman/skopeo as ``sigstoreSigned`` from the ``sha256-<hex>.sig`` tag in the
+    registry. ``attach_later`` (upload false): the signatures are only in the output folder, and
+    ``cosign-attach.sh`` attaches them later. ``tlog``: signatures are logged in Rekor;
+    ``roots``: the trust roots' files (ROOT_FILES' keys -> bytes) copied into verification/."""
+
+    own_paths = (((TREE,), True), ((ATTACH_SCRIPT,), False))
+
+    def __init__(self, attach_later: bool = False, tlog: bool = False,
+                 roots: dict[str, bytes] | None = None):
+        self.attach_later = attach_later
+        self.tlog = tlog
+        self.roots = roots or {}
+        self.keyless = False  # set by the signer when the plan has the key keyless
+        self._lock = threading.Lock()
+        # keyless identities signed: (identity, issuer) -> the images (REF@DIGEST) signed
+        self.identities: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def write(self, artifacts: Store, image: Image, signature: Any) -> dict[str, Any]:
+        companions = {".payload": signature.payload}
+        if signature.certificate:
+            companions[".crt"] = signature.certificate
+        path = artifacts.write_signature(TREE, image.reference, image.known_digest,
+                                         signature.signature, suffix=".sig",
+                                         companions=companions)
+        fields: dict[str, Any] = {"signature_path": path,
+                                  "payload_path": path.with_suffix(".payload")}
+        if signature.certificate:
+            fields["certificate_path"] = path.with_suffix(".crt")
+            fields["certificate_identity"] = signature.identity
+            fields["certificate_oidc_issuer"] = signature.issuer
+            with self._lock:
+                self.identities[(signature.identity, signature.issuer)].append(
+                    f"{image.source.host}/{image.source.path}@{image.known_digest}")
+        if signature.log_index is not None:
+            fields["rekor_log_index"] = signature.log_index
+        if signature.log_uuid is not None:
+            fields["rekor_entry_uuid"] = signature.log_uuid
+        return fields
+
+    def verification(self, artifacts: Store, hosts: list[str],
+                     public_keys: bytes | None) -> Verification:
+        pems = re.findall(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*",
+                          public_keys or b"", re.S)
+        folder = os.path.abspath(os.path.join(artifacts.root, "verification"))
+        files = {"signing-keys.pub": b"".join(pems)} if pems else {}
+        files.update({ROOT_FILES[k][1]: data for k, data in self.roots.items()})
+        # podman/skopeo check a signature's Rekor SET where cosign attached it (upload), for a
+        # key when the run knows Rekor's key; keyless always (the policy needs it: see README)
+        rekor = {"rekorPublicKeyPath": os.path.join(folder, ROOT_FILES[
+            "rekor_public_key_file"][1])} if self.tlog and not self.attach_later else {}
+        keys = [{**key_data(pem), **(rekor if "rekor_public_key_file" in self.roots else {})}
+                for pem in pems]
+        emails = [(who, issuer) for who, issuer in self.identities if "@" in who
+                  and "://" not in who]
+        others = [(who, issuer) for who, issuer in self.identities if (who, issuer) not in emails]
+        keyless = [{"fulcio": {"caPath": os.path.join(folder, ROOT_FILES["fulcio_root_file"][1]),
+                               "oidcIssuer": issuer, "subjectEmail": who}, **rekor}
+                   for who, issuer in emails]
+        if not keys and not keyless and not self.keyless and not others:
+            keys = [{"keyPath": "/REPLACE/WITH/THE/COSIGN/PUBLIC/KEY.pub"}]
+        # One requirement per key and identity: every image was signed with every key, and
+        # podman requires each requirement of a scope to be met.
+        requirement: list[dict[str, Any]] = [
+            {"type": "sigstoreSigned", **key, "signedIdentity": {"type": "matchRepoDigestOrExact"}}
+            for key in keys + keyless] or [{"type": "reject"}]
+        if others:
+            files["cosign-verify.sh"] = verify_script(others, self.identities)
+        lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
+        for host in hosts:
+            lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
+        return Verification(requirement, lines, self._readme(folder, files, others), files,
+                            registries={h: {"use-sigstore-attachments": True} for h in hosts},
+                            identities=sorted(self.identities),
+                            public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots)
+
+    def _readme(self, folder: str, files: dict[str, bytes],
+                others: list[tuple[str, str]]) -> str:
+        text = _README
+        if self.keyless or self.tlog:
+            text += _README_SIGSTORE.format(folder=folder, have=", ".join(
+                f"`{name}`" for name in sorted(files) if name.endswith((".pem", ".pub")))
+                or "none (the public Sigstore's: see below)")
+        if others:
+            text += _README_URI.format(identities="\n".join(
+                f"    --certificate-identity {_sh(who)} --certificate-oidc-issuer {_sh(issuer)}"
+                for who, issuer in others))
+        elif self.keyless and not self.identities:
+            text += "\nNo keyless signature was made in this run: its identity is not known.\n"
+        return text
+
+    def verifier(self, registry: RegistryClient, inputs: Inputs,
+                 trusted: dict[str, Any]) -> Check:
+        return cosign_verifier(registry, trusted)
+
+    def after_run(self, artifacts: Store, entries: Iterable[Recorded]) -> list[FollowUp]:
+        if not self.attach_later:
+            return []
+        signed = [(e.item.container.source, e.item.container.known_digest,
+                   e.fields["payload_path"], e.fields["signature_path"])
+                  for e in entries if "payload_path" in e.fields]
+        return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
+
+
+def verify_script(identities: Iterable[tuple[str, str]],
+                  images: dict[tuple[str, str], list[str]]) -> bytes:
+    """``cosign-verify.sh``: one ``cosign verify`` per image signed keyless with an identity
+    podman cannot match (a URI), with the identity and issuer of its certificate."""
+    lines = ["#!/bin/sh",
+             "# Verifies the keyless cosign signatures of this run whose identity podman cannot",
+             "# match (not an email). The trust roots: cosign's own (the public Sigstore), or",
+             "# SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE and SIGSTORE_REKOR_PUBLIC_KEY",
+             "# (the copies here, see README.md). Extra arguments go to every `cosign verify`.",
+             "set -eu"]
+    for who, issuer in identities:
+        for ref in images[(who, issuer)]:
+            lines.append(f'cosign verify "$@" --certificate-identity {_sh(who)} '
+                         f"--certificate-oidc-issuer {_sh(issuer)} {_sh(ref)} >/dev/null")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_attach_script(artifacts: Store, signatures: Iterable[tuple[Any, str, str, str]]
+                        ) -> Path:
+    """``cosign-attach.sh``: attaches the cosign signatures written here (made with upload
+    false) to their images, for a later job that may write to the registry. ``signatures``:
+    (where the image is, its digest, payload path, signature path), paths relative to the
+    output folder."""
+    lines = ["#!/bin/sh",
+             "# Attaches the cosign signatures of this run (signed with upload: false) to",
+             "# their images. Run it where cosign can write to the registry (docker login,",
+             "# or DOCKER_CONFIG); extra arguments go to every `cosign attach signature`,",
+             "# e.g.  sh cosign-attach.sh --allow-http-registry=true",
+             "set -eu", 'cd "$(dirname "$0")"']
+    for location, digest, payload, signature in signatures:
+        target = f"{location.host}/{location.path}@{digest}"
+        lines.append(f'cosign attach signature "$@" --payload {_sh(payload)} '
+                     f'--signature {_sh(signature)} {_sh(target)}')
+    return artifacts.write_file([ATTACH_SCRIPT], ("\n".join(lines) + "\n").encode(), mode=0o755)
+
+
+def _sh(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+_README = """\
+# Verifying these cosign signatures
+
+- `policy.json` accepts exactly the repositories signed in this run, with a cosign signature by
+  each signing key (`signing-keys.pub`, also inlined as keyData) and each keyless identity with
+  an email address (see below), for the image identity signed (the reference with its tag), and
+  rejects everything else.
+- `registries.d/container-sign-action.yaml` turns on `use-sigstore-attachments`, so podman and
+  skopeo look for the `sha256-<hex>.sig` tag next to each image.
+
+Try it (skopeo 1.13 or later, built with sigstore support):
+
+    skopeo --policy verification/policy.json --registries.d verification/registries.d \\
+        copy --all docker://REGISTRY/NS/NAME:TAG oci:/tmp/checked
+
+or, per digest, `cosign verify --key verification/signing-keys.pub REGISTRY/NS/NAME@sha256:...`.
+A multi-arch image has a signature for its index and for every platform manifest: `copy --all`
+checks each. After copying the image to another registry, copy its signatures with it (e.g.
+`cosign copy`), and sign for the name users pull (the identity), not the internal location.
+"""
+
+
+_README_SIGSTORE = """
+## Sigstore: Fulcio certificates and the Rekor transparency log
+
+The trust roots this run used are copied here: {have} (`fulcio_root.pem`: the Fulcio CA
+chain; `ctlog.pub`: the certificate transparency log's key; `rekor.pub`: Rekor's key).
+`policy.json` names them by the absolute path of this folder where it was written:
+
+    {folder}
+
+Where you install the policy (e.g. `/etc/containers/policy.json`), put the files in a folder of
+their own, e.g. `/etc/containers/sigstore/`, and point the policy there:
+
+    sudo install -d /etc/containers/sigstore
+    sudo install -m 0644 fulcio_root.pem ctlog.pub rekor.pub /etc/containers/sigstore/
+    sed 's#{folder}/#/etc/containers/sigstore/#g' policy.json | sudo tee /etc/containers/policy.json
+
+A run that used the public Sigstore (no root files configured) copied none: take Fulcio's
+root from `https://fulcio.sigstore.dev/api/v1/rootCert` (the last certificate) and Rekor's key
+from `https://rekor.sigstore.dev/api/v1/log/publicKey`, or use `cosign verify`, which has them.
+
+- A key-based signature logged in Rekor is required to carry Rekor's signed entry timestamp
+  (`rekorPublicKeyPath`) when cosign attached it (upload true) and the run knew Rekor's key
+  (`rekor.pub` here); with the public Sigstore's add it yourself if you want the log checked.
+- A keyless signature (`fulcio`) is accepted when its certificate chains to `fulcio_root.pem`,
+  was issued for the OIDC issuer and the email address signed with (results.json's
+  `certificate_oidc_issuer` and `certificate_identity`), and Rekor logged it. podman and skopeo
+  match only email identities (`subjectEmail`).
+
+With cosign, any identity (the roots: the copies here, or cosign's own for the public Sigstore):
+
+    SIGSTORE_ROOT_FILE=fulcio_root.pem SIGSTORE_CT_LOG_PUBLIC_KEY_FILE=ctlog.pub \\
+    SIGSTORE_REKOR_PUBLIC_KEY=rekor.pub cosign verify \\
+        --certificate-identity IDENTITY --certificate-oidc-issuer ISSUER REGISTRY/NS/NAME@sha256:...
+"""
+
+
+_README_URI = """
+## Keyless signatures podman cannot check
+
+These identities are not email addresses (a CI workflow's URI): podman and skopeo cannot match
+them, so `policy.json` does not ask for them (with no other key it rejects the repositories:
+nothing it could check). Verify them with cosign: `sh cosign-verify.sh` runs, for each image,
+
+    cosign verify \\
+{identities} \\
+        REGISTRY/NS/NAME@sha256:...
+"""

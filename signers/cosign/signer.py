@@ -1,0 +1,410 @@
+"""Cosign signer: sigstore signatures made by the real cosign binary, attached in the registry.
+
+One ``cosign sign`` per (image, key), with everything that decides what the signature says given
+explicitly rather than left to cosign's defaults:
+- the identity: ``--sign-container-identity`` with the reference AND its tag. Signing by digest
+  alone makes cosign write a repository-only identity, which podman's default policy rejects;
+- the format: the legacy ``sha256-<hex>.sig`` tag (``signature_format: legacy``, the default), which
+  podman, skopeo, CRI-O and bootc read; on a cosign that defaults to bundles (3.x) the flags that
+  keep the legacy format are added. ``signature_format: bundle`` asks for the new bundle format
+  (needs a cosign that has ``--new-bundle-format``);
+- annotations: ``tag=<tag>`` as pubtools-sign adds, plus the config's ``annotations``.
+
+Secrets never reach argv: the key's passphrase goes to cosign as COSIGN_PASSWORD in its environment,
+registry credentials as a private docker config (DOCKER_CONFIG). cosign's environment is an
+allowlist (COSIGN_ENV, built by signers.child_env): never the action's INPUT_* (INPUT_CONFIG holds
+registry passwords) nor GitHub's tokens. Images are signed ``num_threads`` at once, but one
+digest is never signed by two cosign processes at once: cosign rewrites the one ``.sig``
+manifest, and two concurrent writers lose a signature. What cosign signed (payload and signature)
+is also written to the output folder; with ``upload: false`` only there, with a script that
+attaches them later.
+
+Keyless (the signing key ``keyless``): cosign gets a Fulcio certificate for the CI's OIDC identity
+(in GitHub its ambient provider, which reads ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN: handed to
+cosign for keyless signatures only; elsewhere ``identity_token``, a file re-read for each
+signature or ``env://VAR``, given to cosign as a path: a token is never on argv) and logs the
+signature in Rekor. What a signature's entry in results.json says about it comes from what cosign
+gives and what can be computed: the log index cosign prints, the entry's UUID (the RFC 6962 leaf
+hash of the body Rekor stores, computed from the payload, signature and key or certificate), and
+the certificate's identity and issuer (read from the certificate cosign wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from signaction.artifacts import Artifacts
+from signaction.errors import InputError
+from signaction.formats import fulcio
+from signaction.plan import Plan, SigningKey, WorkItem
+from signaction.reference import parse_reference
+from signaction.registry import RegistryError
+from signaction.safeload import read_regular_file
+from signaction.signing import (
+    FollowUp,
+)
+
+from .. import cosign_native, sigstore_services
+from ..base import Options, Outcome, Report
+from ..tools import Running, run_pool
+from .binary import CosignBinary
+from .common import (
+    AMBIENT_ENV,
+    ATTACH_SCRIPT,
+    ENGINES,
+    FORMATS,
+    KEY_URI,
+    KEYLESS,
+    MAX_PEM,
+    NATIVE,
+    ROOT_FILES,
+    URL_KEYS,
+    _by_digest,
+    read_root_file,
+    token_source,
+)
+from .format import (
+    CosignFormat,
+    CosignSignature,
+    write_attach_script,
+)
+from .verify import (
+    CosignTrust,
+    cosign_problem,
+)
+
+log = logging.getLogger("signers.cosign")
+
+
+class CosignSigner(CosignBinary):
+    name = "cosign"
+    section = "cosign_signer"
+    summary = "sigstore signatures, in-process or by the cosign binary, in the registry"
+    expands_index = True
+
+    @classmethod
+    def after_merge(cls, artifacts: Artifacts, rows: Iterable[dict[str, Any]],
+                    shard_files: set[str]) -> list[FollowUp]:
+        """The shards' attach script (signed with upload false), for every merged signature."""
+        if ATTACH_SCRIPT not in shard_files:
+            return []
+        signed = [(parse_reference(r.get("location") or r["reference"])[0], r["digest"],
+                   r["payload_path"], r["signature_path"]) for r in rows
+                  if r.get("payload_path") and r.get("signature_path")]
+        return [(ATTACH_SCRIPT, lambda: write_attach_script(artifacts, signed))]
+
+    def __init__(self, config, options: Options):
+        super().__init__(config, options)
+        inputs, environ = self.inputs, self.environ
+        c = self.config
+        self.cosign = c.get("cosign_bin") or "cosign"
+        self.timeout = str(c.get("timeout") or "3m0s")
+        retries = c.get("retries")
+        self.attempts = max(1, int(retries if retries is not None else 5))
+        self.threads = max(1, int(c.get("num_threads") or 10))
+        self.upload = inputs.upload if inputs.upload is not None else bool(c.get("upload", True))
+        self.tlog = bool(c.get("upload_tlog", True))
+        self.signature_format = c.get("signature_format") or "legacy"
+        if self.signature_format not in FORMATS:
+            raise InputError(f"config: cosign_signer.signature_format: "
+                             f"{self.signature_format!r} is not "
+                             f"one of {', '.join(FORMATS)}")
+        for name in URL_KEYS:
+            if c.get(name) and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", str(c[name])):
+                raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
+        self.roots = {name: read_root_file(name, c[name]) for name in ROOT_FILES if c.get(name)}
+        self.cosign_format = CosignFormat(attach_later=not self.upload, tlog=self.tlog,
+                                          roots=self._root_copies())
+        self.format = self.cosign_format
+        self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
+        self.password = self.read_secret_file("password_file") or \
+            environ.get("COSIGN_PASSWORD")
+        self.token_source = token_source(c.get("identity_token"))
+        self.deadline = inputs.deadline
+        self.started = time.monotonic()
+        self.flags: set[str] = set()  # the flags this cosign's `sign` knows
+        self.public: dict[str, bytes] = {}  # key -> PEM public key
+        self.engine = str(c.get("engine") or "auto")
+        if self.engine not in ENGINES:
+            raise InputError(f"config: cosign_signer.engine: {self.engine!r} is not one of "
+                             f"{', '.join(ENGINES)}")
+        self.paths: dict[str, str] = {}  # key -> NATIVE, or "cosign binary: <why>"
+        self.native: cosign_native.Native | None = None
+
+    def path_of(self, key: str) -> str:
+        return self.paths.get(key, "")
+
+    def _choose_path(self, key: SigningKey) -> str:
+        """NATIVE where the in-process path signs as cosign would, else "cosign binary: why";
+        ``engine: native`` with a key only the binary can use is an InputError."""
+        why = None
+        if self.engine == "cosign":
+            why = "cosign_signer.engine is cosign"
+        elif self.signature_format == "bundle":
+            why = "signature_format is bundle"
+        elif key.key == KEYLESS:
+            pass
+        elif KEY_URI.match(key.key):
+            why = "a KMS or key URI"
+        elif not os.path.lexists(key.key):
+            raise InputError(f"signing key {key.key!r}: no such file (a cosign key file, or a "
+                             "KMS URI such as awskms://, gcpkms://, azurekms://, hashivault://, "
+                             "k8s://, env://)")
+        elif cosign_native.native_key_kind(key.key) is None:
+            why = "not a cosign or PKCS#8 key file"
+        if why is not None and self.engine == "native":
+            raise InputError(f"config: cosign_signer.engine: native, but signing key "
+                             f"{key.key!r} needs the cosign binary ({why})")
+        return NATIVE if why is None else f"cosign binary: {why}"
+
+    def _prepare_native(self, keys: list[SigningKey]) -> None:
+        """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
+        for keyless."""
+        roots = self.cosign_format.roots  # configured, or cosign's SIGSTORE_* variables
+        rekor = sigstore_services.Rekor(self.registry, self.config.get("rekor_url"),
+                                        roots.get("rekor_public_key_file")) \
+            if self.tlog else None
+        keyless = None
+        if any(k.key == KEYLESS for k in keys):
+            ct = roots.get("ctlog_public_key_file")
+            keyless = sigstore_services.Keyless(self.registry, self.config.get("fulcio_url"),
+                                                self._native_token, self._fulcio_roots(),
+                                                (ct,) if ct else ())
+        self.native = cosign_native.Native(self.registry, upload=self.upload,
+                                           annotations=self.annotations, rekor=rekor,
+                                           keyless=keyless)
+        for key in keys:
+            if key.key == KEYLESS:
+                continue
+            named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
+                                                   if key.given != key.key else "")
+            private = cosign_native.load_private_key(key.key, self.password, named)
+            self.native.keys[key.key] = private
+            self.public[key.key] = cosign_native.public_pem(private)
+
+    def _native_token(self) -> str:
+        """Keyless in-process: the identity token now (the configured one, or a fresh one from
+        GitHub's token service)."""
+        if self.token_source is not None:
+            return self._read_token()
+        return sigstore_services.github_token(self.registry,
+                                              self.environ[AMBIENT_ENV[0]],
+                                              self.environ[AMBIENT_ENV[1]])
+
+    def _root_copies(self) -> dict[str, bytes]:
+        """The trust roots for verification/: the configured files, else those cosign reads
+        from the environment (SIGSTORE_*) when they can be read; none: the public Sigstore's."""
+        copies = {}
+        for name, (variable, _) in ROOT_FILES.items():
+            if name in self.roots:
+                copies[name] = self.roots[name][1]
+            elif self.environ.get(variable):
+                try:
+                    copies[name] = read_root_file(name, self.environ[variable])[1]
+                except InputError:
+                    log.warning("%s: not a PEM file: not copied into verification/", variable)
+        return copies
+
+    def secrets(self) -> list[str]:
+        found = [self.password] if self.password else []
+        found += [self.environ[n] for n in AMBIENT_ENV[1:] if self.environ.get(n)]
+        if self.token_source is not None:
+            try:  # the token as it is now (a rotating one: cosign's output is scrubbed too)
+                found.append(self._read_token())
+            except InputError:
+                pass  # said in preflight, when keyless is asked for
+        return found
+
+    def preflight(self, plan: Plan) -> None:
+        self.paths = {key.key: self._choose_path(key) for key in plan.keys}
+        native = [key for key in plan.keys if self.paths[key.key] == NATIVE]
+        if any(key.key == KEYLESS for key in plan.keys):
+            self._check_keyless()
+        if native:
+            self._prepare_native(native)
+        binary = [key for key in plan.keys if self.paths[key.key] != NATIVE]
+        if binary:
+            self._preflight_binary(binary)
+
+    def _check_keyless(self) -> None:
+        """Keyless can be done: the transparency log, attached signatures, a token source."""
+        self.cosign_format.keyless = True
+        if not self.tlog:
+            raise InputError("config: cosign_signer.upload_tlog: false, but the signing key "
+                             "'keyless' needs the transparency log (a Fulcio certificate is "
+                             "valid for minutes: Rekor's entry proves when it signed)")
+        if not self.upload:
+            raise InputError("signing key 'keyless' needs upload true (the upload input or "
+                             "config key): cosign writes no Rekor bundle that a later "
+                             "`cosign attach` could add")
+        if self.token_source is not None:
+            self._read_token()
+            return
+        missing = [n for n in AMBIENT_ENV if not self.environ.get(n)]
+        if missing:
+            raise InputError(f"signing key 'keyless': no OIDC identity token ({missing[0]} is "
+                             "not set): the GitHub workflow needs `permissions: id-token: "
+                             "write`; elsewhere set cosign_signer.identity_token (a token "
+                             "file, or env://VAR)")
+
+    def sign(self, items: Sequence[WorkItem], report: Report) -> None:
+        native = [i for i in items if self.paths.get(i.key.key) == NATIVE]
+        binary = [i for i in items if self.paths.get(i.key.key) != NATIVE]
+        # one after the other: a digest signed by both never has two writers at once
+        if native:
+            self._sign_native(native, report)
+        if binary:
+            self._sign_binary(binary, report)
+
+    def _sign_native(self, items: Sequence[WorkItem], report: Report) -> None:
+        running = Running()
+        deadline_at = self.started + self.deadline if self.deadline else float("inf")
+
+        def one_digest(group: list[WorkItem]) -> None:
+            for item in group:
+                if running.ended:
+                    return
+                if time.monotonic() > deadline_at:
+                    report(Outcome(item, error="the deadline was reached"))
+                    continue
+                report(self._native_one(item))
+
+        run_pool(one_digest, _by_digest(items), workers=self.threads, name="sigstore",
+                 running=running, deadline_at=deadline_at)
+        if self.native is not None and self.native.races:
+            self.stats["sig_tag_rewrites"] = self.native.races
+
+    def _native_one(self, item: WorkItem) -> Outcome:
+        assert self.native is not None
+        keyless = item.key.key == KEYLESS
+        already = self._already(item) if self._checked_when_attaching(item) else None
+        try:
+            facts = self.native.sign(item.container, None if keyless else item.key.key, already)
+        except (RegistryError, sigstore_services.ServiceError, InputError) as e:
+            return Outcome(item, error=f"in-process signing: {e}")
+        if "skipped" in facts:
+            return Outcome(item, skipped=facts["skipped"])
+        return Outcome(item, signature=CosignSignature(**facts),
+                       detail=json.dumps("signed in-process (no cosign process)"))
+
+    def slots(self, plan: Plan) -> int:
+        return len(plan)  # cosign's output for each (image, key), as pubtools-sign keeps it
+
+    @contextmanager
+    def signed_check(self, plan: Plan):
+        yield self._existing
+
+    def _existing(self, item: WorkItem) -> str | None:
+        """Why ``item`` needs no new signature (a signature in the registry by this key, for this
+        digest and identity, that verifies), or None. A registry problem means None: signing
+        again is safe, skipping wrongly is not. Keyless is never skipped: the identity a new
+        certificate would name is not known before signing."""
+        image = item.container
+        if item.key.key == KEYLESS or self._checked_when_attaching(item):
+            return None
+        try:
+            found = self.registry.cosign_signatures(image.source, image.known_digest)
+        except RegistryError as e:
+            log.warning("could not check existing signatures of %s@%s: %s", image.source,
+                        image.digest, e)
+            return None
+        return self._signed_in(item, found)
+
+    def _signed_in(self, item: WorkItem, found: list[dict]) -> str | None:
+        """The first signature in ``found`` that verify mode would accept for ``item`` (with
+        the transparency log, its Rekor entry checked by Rekor's key when the run knows it)."""
+        trust = CosignTrust(public_pem=self.public[item.key.key],
+                            rekor_pem=self.cosign_format.roots.get("rekor_public_key_file")
+                            if self.tlog else None)
+        for sig in found:
+            if cosign_problem(sig, item, trust)[0] is None:
+                return f"already signed in the registry by this key for {item.container.reference}"
+        return None
+
+    def _checked_when_attaching(self, item: WorkItem) -> bool:
+        """In-process, attached, not logged: skip-signed is decided from the attach's own read
+        of the ``.sig`` tag (one registry request less per image), not beforehand."""
+        return self.paths.get(item.key.key) == NATIVE and self.upload and not self.tlog and \
+            self.inputs.skip_signed
+
+    def _already(self, item: WorkItem):
+        """skip-signed for ``_checked_when_attaching``: the ``.sig`` manifest found -> why
+        ``item`` needs no new signature, or None (a registry problem too: signing again is
+        safe, skipping wrongly is not)."""
+        image = item.container
+
+        def check(manifest: bytes) -> str | None:
+            try:
+                found = self.registry.signatures_in(image.source, manifest,
+                                                    "reading cosign signatures")
+            except RegistryError as e:
+                log.warning("could not check existing signatures of %s@%s: %s", image.source,
+                            image.digest, e)
+                return None
+            return self._signed_in(item, found)
+        return check
+
+    def public_keys(self, plan: Plan) -> bytes | None:
+        return b"".join(self.public.get(k.key, b"") for k in plan.keys
+                        if k.key != KEYLESS) or None
+
+    def trusted_keys(self, plan: Plan) -> dict[str, Any]:
+        """Verify mode: a public key file as it is (``cosign.pub``); a private key or a KMS URI
+        through ``cosign public-key`` (its public half); keyless, the Fulcio root and the
+        expected identity and issuer (--certificate-identity, --certificate-oidc-issuer).
+        Rekor's key, when configured, makes each signature's SET required."""
+        rekor = self.cosign_format.roots.get("rekor_public_key_file")
+        trusted: dict[str, Any] = {}
+        for key in plan.keys:
+            if key.key == KEYLESS:
+                trusted[key.key] = self._keyless_trust(rekor)
+                continue
+            data = b""  # a KMS URI, or no such file: cosign public-key says what it is
+            if not KEY_URI.match(key.key) and os.path.lexists(key.key):
+                # (a FIFO or a device is refused, not opened and waited on)
+                data = read_regular_file(key.key, f"signing key {key.key!r}", MAX_PEM)
+            if b"-----BEGIN PUBLIC KEY-----" not in data:
+                if shutil.which(self.cosign) is None:
+                    raise InputError(f"signing key {key.key!r}: not a public key file, and "
+                                     f"{self.cosign!r} is not there to read its public half")
+                self.cosign = shutil.which(self.cosign) or self.cosign
+                data = self._public_key(key, self._env(key=key))
+            trusted[key.key] = CosignTrust(public_pem=data, rekor_pem=rekor)
+        return trusted
+
+    def _keyless_trust(self, rekor: bytes | None) -> CosignTrust:
+        identity = self.inputs.certificate_identity
+        issuer = self.inputs.certificate_oidc_issuer
+        if not identity or not issuer:
+            raise InputError("--mode verify with the key 'keyless' needs --certificate-identity "
+                             "and --certificate-oidc-issuer: whose certificates to accept")
+        roots = self.cosign_format.roots
+        if "fulcio_root_file" not in roots or rekor is None or \
+                "ctlog_public_key_file" not in roots:
+            raise InputError("--mode verify with the key 'keyless' needs cosign_signer."
+                             "fulcio_root_file, ctlog_public_key_file and rekor_public_key_file "
+                             "(or SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE and "
+                             "SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates, "
+                             "their SCTs and Rekor's timestamps against, as cosign verify does")
+        return CosignTrust(fulcio=self._fulcio_roots(), identity=identity, issuer=issuer,
+                           rekor_pem=rekor, ctlog_pem=roots["ctlog_public_key_file"])
+
+    def _fulcio_roots(self) -> fulcio.FulcioRoots | None:
+        """The Fulcio trust anchors (the self-signed certificates of fulcio_root_file or
+        SIGSTORE_ROOT_FILE) and the intermediates beside them; None when none is configured."""
+        pem = self.cosign_format.roots.get("fulcio_root_file")
+        if pem is None:
+            return None
+        try:
+            return fulcio.FulcioRoots.from_pem(pem)
+        except ValueError as e:
+            raise InputError(f"config: cosign_signer.fulcio_root_file (or SIGSTORE_ROOT_FILE): "
+                             f"not usable as Fulcio roots: {e}") from None
