@@ -156,7 +156,7 @@ class Bench:
         """The bench key's private key as an unencrypted PKCS#8 PEM file."""
         from cryptography.hazmat.primitives import serialization
 
-        from signers.cosign_native import load_private_key
+        from signers.cosign.native import load_private_key
         private = load_private_key(str(self.key), PASSWORD, "the bench key")
         path = self.tmp / "plain.pem"
         path.write_bytes(private.private_bytes(serialization.Encoding.PEM,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from signaction.formats import fulcio
+from signaction.formats.cosign import go_json, simple_signing_payload
 from signaction.plan import Image, SigningKey, WorkItem
 from signaction.reference import parse_reference
 from signers.cosign import (
@@ -35,7 +36,6 @@ from signers.cosign import (
     CosignTrust,
     cosign_problem,
 )
-from signers.cosign_native import go_json, simple_signing_payload
 from testbed.sigstore import CtLog, Fulcio, Rekor, pem_cert, pem_public
 
 ISSUER = "https://issuer.example"

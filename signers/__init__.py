@@ -1,15 +1,14 @@
-"""The signers, each one module (or package) of this package behind the interface in base.py.
+"""The signers, each a package of this package behind the interface in base.py: gpg/, msg/,
+cosign/.
 
-A signer is any module here that defines ``SIGNER``, its Signer class: the run finds them here
-(``available``), so adding one means adding its module, and nothing in the core. The rest are
-what signers share:
+A signer is any package (or module) here that defines ``SIGNER``, its Signer class: the run
+finds them here (``available``), so adding one means adding its package, and nothing in the
+core. No signer imports another (make lint's import contracts). The rest are what signers share:
 
-- base: the interface (Signer, Outcome, Options);
+- base: the interface (Signer, Outcome, Options, skip_signed);
 - tools: running tools (child_env, run_tool, Running) and the thread pool (run_pool);
-- gnupg: running gpg (signing; signatures are verified by signaction.formats.openpgp);
-- lookaside: the lookaside format of atomic container signatures (gpg, msg).
-- cosign_native, sigstore_services: the cosign signer's in-process path (cosign's key files,
-  payload and .sig layers; Rekor and Fulcio clients).
+- lookaside: the lookaside output and verify mode of atomic container signatures (gpg, msg):
+  LookasideSigner, LookasideFormat, signature_problem.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from infra.sigstore import (
     skopeo_bed_policies,
     skopeo_copy_all,
 )
-from signers.cosign_native import load_private_key
+from signers.cosign.native import load_private_key
 from testbed.sigstore import Sigstore
 
 pytestmark = pytest.mark.integration

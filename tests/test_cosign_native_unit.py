@@ -13,13 +13,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signers import cosign_native, sigstore_services
+from signaction.formats import cosign as cosign_format
+from signaction.formats import keys
+from signers.cosign import native as cosign_native
+from signers.cosign import services as sigstore_services
 
 
 def test_go_json_escapes_as_go_and_keeps_utf8():
-    assert cosign_native.go_json({"b": "<a&b>\u2028é", "a": None}) == \
+    assert cosign_format.go_json({"b": "<a&b>\u2028é", "a": None}) == \
         '{"b":"\\u003ca\\u0026b\\u003e\\u2028é","a":null}'.encode()
-    payload = cosign_native.simple_signing_payload("r.io/a:v1", "sha256:" + "0" * 64,
+    payload = cosign_format.simple_signing_payload("r.io/a:v1", "sha256:" + "0" * 64,
                                                    {"z": "1", "tag": "v1"})
     assert payload.startswith(b'{"critical":{"identity":{"docker-reference":"r.io/a:v1"},')
     assert payload.endswith(b'"type":"cosign container image signature"},'
@@ -59,7 +62,7 @@ def _entry(spec: dict, log_id: str = "00", **changes) -> dict:
 def test_a_rekor_entry_for_another_signature_or_key_is_refused():
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    key_pem = cosign_native.public_pem(key)
+    key_pem = keys.public_pem(key)
     payload, signature = b"payload", b"\0\0\0"
     spec = {"data": {"hash": {"algorithm": "sha256",
                               "value": hashlib.sha256(payload).hexdigest()}},
@@ -73,7 +76,7 @@ def test_a_rekor_entry_for_another_signature_or_key_is_refused():
         hashlib.sha256(b"\0" + body).hexdigest()
     swapped = json.loads(json.dumps(spec))
     swapped["signature"]["publicKey"]["content"] = base64.b64encode(
-        cosign_native.public_pem(other)).decode()
+        keys.public_pem(other)).decode()
     for answer, why in ((_entry(swapped), "another key"),
                         (_entry({**spec, "data": {"hash": {"value": "11"}}}), "not a hashed"),
                         (_entry({**spec, "data": {"hash": {"algorithm": "sha256",

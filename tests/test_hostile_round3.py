@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from conftest import run_entrypoint
 from signaction.errors import InputError
-from signers import cosign_native
+from signers.cosign import native as cosign_native
 
 DIGEST = "sha256:" + "ab" * 32
 

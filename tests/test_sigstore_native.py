@@ -1,4 +1,4 @@
-"""The in-process cosign path (signers/cosign_native.py, sigstore_services.py) against the real
+"""The in-process cosign path (signers/cosign/native.py, services.py) against the real
 parts: cosign 2.5 and skopeo 1.18 from trixie, the docker-registry on loopback, the sigstore
 test bed. For the same image and key, the native signature's payload is cosign's byte for byte
 and its layer has the same annotation keys; cosign verify (key; keyless with identity and
@@ -20,12 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 import infra.sigstore as kit
 from conftest import run_entrypoint
 from signaction.errors import InputError
+from signaction.formats import cosign as cosign_format
+from signaction.formats import keys as key_format
+from signaction.formats import oci
 from signaction.plan import SigningKey
 from signaction.reference import parse_reference
 from signaction.registry import RegistryClient
-from signers import cosign_native
 from signers.base import Options
 from signers.cosign import CosignSigner
+from signers.cosign import native as cosign_native
 from testbed.sigstore import Sigstore
 
 pytestmark = pytest.mark.integration
@@ -129,7 +132,7 @@ def test_rsa_ed25519_and_plain_pkcs8_keys_sign_as_cosign_verifies(registry, trix
         pub = tmp_path / f"{name}.pub"
         if name != "ed":  # used as it is (cosign 2.5's import-key-pair refuses RSA keys)
             key = pem
-            pub.write_bytes(cosign_native.public_pem(private))
+            pub.write_bytes(key_format.public_pem(private))
         else:  # cosign's own encrypted file of that key (import-key-pair)
             made = trixie_tools.run_cosign("import-key-pair", "--key", str(pem),
                                            "--output-key-prefix", name, password=PASSWORD,
@@ -208,19 +211,19 @@ def test_an_append_keeps_a_concurrent_writers_layer(registry, trixie_tools, keys
                 keys.values())
 
     def layer(private):
-        payload = cosign_native.simple_signing_payload(image.by_tag, image.digest, {"tag": "v1"})
-        signature = cosign_native.sign_bytes(private, payload)
-        return payload, cosign_native.signature_layer(payload, {
+        payload = cosign_format.simple_signing_payload(image.by_tag, image.digest, {"tag": "v1"})
+        signature = key_format.sign_bytes(private, payload)
+        return payload, cosign_format.signature_layer(payload, {
             "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode()})
 
     def other_write(client, ref, tag, stale):
         payload, theirs = layer(two)
         old = cosign_native.existing_layers(stale[0], "x") if stale else []
-        config = cosign_native.signature_config([*old, theirs])
+        config = cosign_format.signature_config([*old, theirs])
         RegistryClient.push_blob(client, ref, payload)
         RegistryClient.push_blob(client, ref, config)
-        RegistryClient.put_manifest(client, ref, tag, cosign_native.signature_manifest(
-            config, [*old, theirs]), cosign_native.OCI_MANIFEST)
+        RegistryClient.put_manifest(client, ref, tag, cosign_format.signature_manifest(
+            config, [*old, theirs]), oci.OCI_MANIFEST)
 
     payload, ours = layer(one)
     done = cosign_native.attach(Racing(other_write), ref, image.digest, payload, ours)

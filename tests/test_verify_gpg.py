@@ -17,7 +17,7 @@ from infra.lookaside_server import LookasideServer
 from infra.sigstore import push_index
 from signaction.formats.claim import atomic_claim
 from signaction.formats.lookaside import registry_folder
-from signers.gnupg import gpg_sign
+from signers.gpg import gpg_sign
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from infra.lookaside_server import LookasideServer
 from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
 from signaction.signing import Finding
-from signers.gnupg import gpg_sign
+from signers.gpg import gpg_sign
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Signatures over bytes made with the keys sigstore uses (ECDSA, RSA PKCS#1 v1.5, Ed25519)."""
+"""Signatures over bytes made and checked with the keys sigstore uses (ECDSA, RSA PKCS#1 v1.5,
+Ed25519)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,18 @@ def pem_verifies(pem: bytes, data: bytes, signature: bytes,
     except ValueError:
         return False
     return verifies(key, data, signature, digest)
+
+
+def public_pem(key: Any) -> bytes:
+    """The PEM public key of a private key, as ``cosign public-key`` prints it."""
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign_bytes(key: Any, data: bytes) -> bytes:
+    """``data`` signed as cosign's signer for this key's type signs (raw signature bytes)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data)  # Ed25519

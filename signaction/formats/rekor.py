@@ -111,6 +111,34 @@ def from_answer(value: Any) -> LogEntry:
     return entry
 
 
+def hashedrekord(payload: bytes, signature: bytes, key_pem: bytes) -> dict[str, Any]:
+    """The ``hashedrekord`` 0.0.1 entry cosign proposes for ``signature`` (raw bytes) over
+    ``payload`` by ``key_pem`` (a PEM public key or certificate, as given)."""
+    return {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+        "signature": {"content": base64.b64encode(signature).decode("ascii"),
+                      "publicKey": {"content": base64.b64encode(key_pem).decode("ascii")}}}}
+
+
+def entry_uuid(payload: bytes, signature: bytes, key_pem: bytes) -> str:
+    """The UUID of the entry Rekor makes of ``hashedrekord(payload, signature, key_pem)``: the
+    RFC 6962 leaf hash of the body as Rekor stores it (canonical JSON, RFC 8785, with the key or
+    certificate re-encoded as PEM). ValueError if the key cannot be read."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if b"CERTIFICATE" in key_pem:
+            pem = x509.load_pem_x509_certificate(key_pem).public_bytes(
+                serialization.Encoding.PEM)
+        else:
+            pem = serialization.load_pem_public_key(key_pem).public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"unreadable key ({type(e).__name__})") from None
+    return leaf_hash(_canonical(hashedrekord(payload, signature, pem))).hex()
+
+
 def body_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: bytes
                  ) -> Problem | None:
     """The entry logs this signature (raw bytes) over ``payload`` by ``key_pem`` (a PEM public

@@ -6,16 +6,12 @@ attachments, and RegistrySettings, the config's ``registry`` section)."""
 
 from __future__ import annotations
 
+from ..formats.cosign import COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING
+from ..formats.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from .client import RegistryClient, RegistrySettings
 from .common import (
-    COSIGN_SIGNATURE_ANNOTATION,
-    COSIGN_SIMPLESIGNING,
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
-    OCI_INDEX,
-    OCI_MANIFEST,
     Manifest,
     RegistryError,
     api_host,

@@ -60,12 +60,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..formats.cosign import COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING, sig_tag
 from ..reference import Reference
 from ..safeload import parse_json
 from .common import (
     _SHA256_RE,
-    COSIGN_SIGNATURE_ANNOTATION,
-    COSIGN_SIMPLESIGNING,
     MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
@@ -190,7 +189,7 @@ class RegistryClient(Transport):
         simplesigning layer without its signature annotation is skipped with a warning.
         """
         self._check_digest(ref, digest)
-        tag = digest.replace(":", "-") + ".sig"
+        tag = sig_tag(digest)
         what = f"reading cosign signatures (tag {tag})"
         reply = self._request("GET", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
                               headers={"Accept": MANIFEST_ACCEPT}, limit=MAX_MANIFEST_BYTES)

@@ -6,18 +6,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..formats.oci import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 from ..reference import Reference
 from ..safeload import parse_json
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
-
-COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024

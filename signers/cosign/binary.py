@@ -19,9 +19,9 @@ from signaction.formats.fulcio import read_certificate
 from signaction.plan import SigningKey, WorkItem
 from signaction.safeload import read_regular_file
 
-from .. import sigstore_services
 from ..base import Outcome, Report, Signer
 from ..tools import Running, child_env, run_pool, run_tool
+from . import services
 from .common import (
     AMBIENT_ENV,
     COSIGN_ENV,
@@ -341,8 +341,8 @@ class CosignBinary(Signer):
             raise InputError(f"{what}: not an OIDC identity token (a JWT: three base64url "
                              "parts separated by dots)")
         try:
-            claims = sigstore_services.token_claims(token)
-        except sigstore_services.ServiceError:
+            claims = services.token_claims(token)
+        except services.ServiceError:
             raise InputError(f"{what}: not an OIDC identity token (its claims are not a JSON "
                              "object)") from None
         exp = claims.get("exp")

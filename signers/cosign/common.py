@@ -4,8 +4,6 @@ may see, root files, the identity token's source, Rekor UUIDs."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import os
 import re
@@ -14,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from signaction.errors import InputError
-from signaction.formats import keys
+from signaction.formats import keys, rekor
 from signaction.plan import WorkItem
 from signaction.safeload import read_regular_file
 
@@ -30,7 +28,7 @@ FORMATS = ("legacy", "bundle")
 ENGINES = ("auto", "native", "cosign")  # cosign_signer.engine
 
 
-NATIVE = "native"  # path_of: signed in-process (signers.cosign_native)
+NATIVE = "native"  # path_of: signed in-process (native.py)
 
 
 PUBLIC_KEY_TIMEOUT = 120  # seconds for `cosign public-key` (a KMS may be slow)
@@ -118,29 +116,13 @@ def read_root_file(name: str, path: str) -> tuple[str, bytes]:
 
 
 def rekor_uuid(payload: bytes, signature_b64: bytes, public_pem: bytes) -> str:
-    """The UUID of the ``hashedrekord`` entry cosign logs for a signature: the RFC 6962 leaf
-    hash (SHA-256 of 0x00 and the body) of the body as Rekor stores it, canonical JSON (RFC
-    8785) of the payload's SHA-256, the signature and the key or certificate, which Rekor
-    re-encodes as PEM. ValueError if the signature or key cannot be read."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+    """The UUID of the ``hashedrekord`` entry cosign logs for a signature (base64, as cosign
+    prints it): formats.rekor.entry_uuid. ValueError if the signature or key cannot be read."""
     try:
         raw = base64.b64decode(signature_b64, validate=True)
-        if b"CERTIFICATE" in public_pem:
-            pem = x509.load_pem_x509_certificate(public_pem).public_bytes(
-                serialization.Encoding.PEM)
-        else:
-            pem = serialization.load_pem_public_key(public_pem).public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    except (ValueError, TypeError) as e:  # binascii.Error is a ValueError
-        raise ValueError(f"unreadable signature or key ({type(e).__name__})") from None
-    body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
-        "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
-        "signature": {"content": base64.b64encode(raw).decode("ascii"),
-                      "publicKey": {"content": base64.b64encode(pem).decode("ascii")}}}}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
-    return hashlib.sha256(b"\x00" + canonical).hexdigest()
+    except ValueError:  # binascii.Error
+        raise ValueError("unreadable signature (not base64)") from None
+    return rekor.entry_uuid(payload, raw, public_pem)
 
 
 def verify_signature(public_pem: bytes, payload: bytes, signature: bytes) -> bool:

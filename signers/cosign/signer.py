@@ -44,6 +44,8 @@ from typing import Any
 from signaction.artifacts import Artifacts
 from signaction.errors import InputError
 from signaction.formats import fulcio
+from signaction.formats.cosign import CosignTrust
+from signaction.formats.keys import public_pem
 from signaction.plan import Plan, SigningKey, WorkItem
 from signaction.reference import parse_reference
 from signaction.registry import RegistryError
@@ -52,9 +54,10 @@ from signaction.signing import (
     FollowUp,
 )
 
-from .. import cosign_native, sigstore_services
 from ..base import Options, Outcome, Report
 from ..tools import Running, run_pool
+from . import native as native_path
+from . import services
 from .binary import CosignBinary
 from .common import (
     AMBIENT_ENV,
@@ -76,10 +79,7 @@ from .format import (
     CosignSignature,
     write_attach_script,
 )
-from .verify import (
-    CosignTrust,
-    cosign_problem,
-)
+from .verify import cosign_problem
 
 log = logging.getLogger("signers.cosign")
 
@@ -137,7 +137,7 @@ class CosignSigner(CosignBinary):
             raise InputError(f"config: cosign_signer.engine: {self.engine!r} is not one of "
                              f"{', '.join(ENGINES)}")
         self.paths: dict[str, str] = {}  # key -> NATIVE, or "cosign binary: <why>"
-        self.native: cosign_native.Native | None = None
+        self.native: native_path.Native | None = None
 
     def path_of(self, key: str) -> str:
         return self.paths.get(key, "")
@@ -158,7 +158,7 @@ class CosignSigner(CosignBinary):
             raise InputError(f"signing key {key.key!r}: no such file (a cosign key file, or a "
                              "KMS URI such as awskms://, gcpkms://, azurekms://, hashivault://, "
                              "k8s://, env://)")
-        elif cosign_native.native_key_kind(key.key) is None:
+        elif native_path.native_key_kind(key.key) is None:
             why = "not a cosign or PKCS#8 key file"
         if why is not None and self.engine == "native":
             raise InputError(f"config: cosign_signer.engine: native, but signing key "
@@ -169,16 +169,16 @@ class CosignSigner(CosignBinary):
         """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
         for keyless."""
         roots = self.cosign_format.roots  # configured, or cosign's SIGSTORE_* variables
-        rekor = sigstore_services.Rekor(self.registry, self.config.get("rekor_url"),
+        rekor = services.Rekor(self.registry, self.config.get("rekor_url"),
                                         roots.get("rekor_public_key_file")) \
             if self.tlog else None
         keyless = None
         if any(k.key == KEYLESS for k in keys):
             ct = roots.get("ctlog_public_key_file")
-            keyless = sigstore_services.Keyless(self.registry, self.config.get("fulcio_url"),
+            keyless = services.Keyless(self.registry, self.config.get("fulcio_url"),
                                                 self._native_token, self._fulcio_roots(),
                                                 (ct,) if ct else ())
-        self.native = cosign_native.Native(self.registry, upload=self.upload,
+        self.native = native_path.Native(self.registry, upload=self.upload,
                                            annotations=self.annotations, rekor=rekor,
                                            keyless=keyless)
         for key in keys:
@@ -186,16 +186,16 @@ class CosignSigner(CosignBinary):
                 continue
             named = f"signing key {key.key!r}" + (f" (alias {key.given!r})"
                                                    if key.given != key.key else "")
-            private = cosign_native.load_private_key(key.key, self.password, named)
+            private = native_path.load_private_key(key.key, self.password, named)
             self.native.keys[key.key] = private
-            self.public[key.key] = cosign_native.public_pem(private)
+            self.public[key.key] = public_pem(private)
 
     def _native_token(self) -> str:
         """Keyless in-process: the identity token now (the configured one, or a fresh one from
         GitHub's token service)."""
         if self.token_source is not None:
             return self._read_token()
-        return sigstore_services.github_token(self.registry,
+        return services.github_token(self.registry,
                                               self.environ[AMBIENT_ENV[0]],
                                               self.environ[AMBIENT_ENV[1]])
 
@@ -288,7 +288,7 @@ class CosignSigner(CosignBinary):
         already = self._already(item) if self._checked_when_attaching(item) else None
         try:
             facts = self.native.sign(item.container, None if keyless else item.key.key, already)
-        except (RegistryError, sigstore_services.ServiceError, InputError) as e:
+        except (RegistryError, services.ServiceError, InputError) as e:
             return Outcome(item, error=f"in-process signing: {e}")
         if "skipped" in facts:
             return Outcome(item, skipped=facts["skipped"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import json
 import threading
 import urllib.parse
@@ -28,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from signaction.formats import fulcio, rekor
+from signaction.formats.cosign import go_json
+from signaction.formats.keys import public_pem, sign_bytes
 from signaction.registry import RegistryClient
 from signaction.safeload import parse_json
-
-from .cosign_native import go_json, public_pem, sign_bytes
 
 MAX_ANSWER = 1 << 20
 RENEW_BEFORE = 120  # seconds before a certificate's end at which a new one is asked for
@@ -72,15 +71,10 @@ class Rekor:
     def log(self, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """Logs ``signature`` over ``payload`` by ``key_pem`` (a PEM public key or
         certificate); an entry that exists already (409) is fetched."""
-        spec = {"data": {"hash": {"algorithm": "sha256",
-                                  "value": hashlib.sha256(payload).hexdigest()}},
-                "signature": {"content": base64.b64encode(signature).decode(),
-                              "publicKey": {"content": base64.b64encode(key_pem).decode()}}}
         what = f"Rekor {self.url}: logging a signature"
         status, headers, body = self.registry.service(
             "POST", f"{self.url}/api/v1/log/entries", what=what, limit=MAX_ANSWER,
-            body=json.dumps({"apiVersion": "0.0.1", "kind": "hashedrekord",
-                             "spec": spec}).encode(),
+            body=json.dumps(rekor.hashedrekord(payload, signature, key_pem)).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
         existing = urllib.parse.urljoin(self.url + "/", headers.get("Location", ""))
         if status == 409 and existing.startswith(f"{self.url}/api/v1/log/entries/"):

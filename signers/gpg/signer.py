@@ -1,6 +1,6 @@
-"""Local GnuPG signer: atomic container signatures made with a key on this machine.
+"""The gpg signer (GpgSigner): atomic container signatures made with a key on this machine.
 
-Signing itself is signers.gnupg's ``gpg_sign`` (batch mode, never a prompt, the passphrase on a
+Signing itself is gnupg.py's ``gpg_sign`` (batch mode, never a prompt, the passphrase on a
 pipe and never on argv); signatures go to the lookaside tree (signers.lookaside).
 
 A run signs in a GnuPG home of its own, never in the user's: preflight copies each signing key
@@ -28,10 +28,10 @@ from signaction.formats import openpgp
 from signaction.formats.claim import atomic_claim
 from signaction.plan import Plan, SigningKey, WorkItem
 
-from .base import Options, Outcome, Report
+from ..base import Options, Outcome, Report
+from ..lookaside import LookasideSigner
+from ..tools import Running, run_pool, run_tool
 from .gnupg import GPG_TIMEOUT, GpgError, _gpg, _last_lines, _run_gpg, gpg_env, gpg_sign
-from .lookaside import LookasideSigner
-from .tools import Running, run_pool, run_tool
 
 # The private home's copy of a protected key is re-protected with gpg's smallest iteration count
 # once its passphrase is known: the user's key file keeps its own (often 10^8 iterations: most of a
@@ -288,5 +288,3 @@ def _remove_home(home: str, env: Mapping[str, str]) -> None:
         pass
     shutil.rmtree(home, ignore_errors=True)
 
-
-SIGNER = GpgSigner

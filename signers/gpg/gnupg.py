@@ -11,7 +11,7 @@ import os
 import subprocess
 from collections.abc import Mapping
 
-from .tools import Running, child_env, run_tool
+from ..tools import Running, child_env, run_tool
 
 GPG_TIMEOUT = 120  # seconds for one gpg call; a hung agent must not hang the run
 # gpg (and the gpg-agent it starts, which inherits gpg's environment) needs no more than

@@ -19,27 +19,36 @@ of them, until the tag holds this layer. The PUT also carries ``If-Match`` for r
 can refuse a stale write (412). A registry without compare-and-swap leaves a window between
 another writer's read and write that no client can close; cosign has the same one.
 
-This module defines no SIGNER: signers.cosign uses it.
+The claim, layers and manifest are signaction.formats.cosign's; this module reads key files
+and writes the tag.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from signaction.errors import InputError
-from signaction.reference import Reference
-from signaction.registry import (
+from signaction.formats import cosign
+from signaction.formats.cosign import (
+    BUNDLE_ANNOTATION,
+    CERTIFICATE_ANNOTATION,
+    CHAIN_ANNOTATION,
     COSIGN_SIGNATURE_ANNOTATION,
-    COSIGN_SIMPLESIGNING,
-    OCI_MANIFEST,
-    RegistryClient,
-    RegistryError,
+    sig_tag,
+    signature_config,
+    signature_layer,
+    signature_manifest,
+    simple_signing_payload,
 )
+from signaction.formats.keys import public_pem, sign_bytes
+from signaction.formats.oci import OCI_MANIFEST
+from signaction.reference import Reference
+from signaction.registry import RegistryClient, RegistryError
 from signaction.safeload import parse_json, read_regular_file
 
 log = logging.getLogger(__name__)
@@ -49,9 +58,6 @@ ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE K
 # go-securesystemslib's scrypt parameters (legacy, standard: cosign's, OWASP's); others refused
 SCRYPT_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1},
                  {"N": 131072, "r": 8, "p": 1})
-CLAIM_TYPE = "cosign container image signature"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-ZERO_TIME = "0001-01-01T00:00:00Z"
 # the ECDSA curves cosign (Go's crypto/ecdsa) verifies, by cryptography's name; RSA's floor
 COSIGN_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 MIN_RSA_BITS = 2048
@@ -161,92 +167,16 @@ def load_private_key(path: str, password: str | None, named: str) -> Any:
     return key
 
 
-def public_pem(key: Any) -> bytes:
-    """The PEM public key of a private key, as ``cosign public-key`` prints it."""
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def sign_bytes(key: Any, data: bytes) -> bytes:
-    """``data`` signed as cosign's signer for this key's type signs (raw signature bytes)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return key.sign(data)  # Ed25519
-
-
-# -- what cosign writes -------------------------------------------------------------------------
-
-def go_json(value: Any) -> bytes:
-    """``value`` as Go's encoding/json marshals it (compact; map keys sorted as Go sorts them;
-    ``<``, ``>``, ``&``, U+2028 and U+2029 escaped; other text as UTF-8). Objects keep the
-    order they are given in (a Go struct's field order); only dicts marked sorted are sorted:
-    callers pass maps through ``sorted_map``."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return text.encode("utf-8")
-
-
-def sorted_map(mapping: dict[str, Any]) -> dict[str, Any]:
-    """A Go map's marshalling order: keys sorted by their UTF-8 bytes."""
-    return {k: mapping[k] for k in sorted(mapping, key=lambda k: k.encode("utf-8"))}
-
-
-def simple_signing_payload(identity: str, digest: str, annotations: dict[str, str]) -> bytes:
-    """cosign 2.5's payload for ``cosign sign --sign-container-identity IDENTITY -a K=V ...``
-    of ``digest``: the same bytes."""
-    return go_json({"critical": {"identity": {"docker-reference": identity},
-                                 "image": {"docker-manifest-digest": digest},
-                                 "type": CLAIM_TYPE},
-                    "optional": sorted_map(annotations) if annotations else None})
-
-
-def signature_layer(payload: bytes, annotations: dict[str, str]) -> dict[str, Any]:
-    """The manifest's descriptor of a signature layer (``annotations``: the base64 signature
-    and, keyless or logged, the certificate, chain and Rekor bundle)."""
-    return {"mediaType": COSIGN_SIMPLESIGNING, "size": len(payload),
-            "digest": "sha256:" + hashlib.sha256(payload).hexdigest(),
-            "annotations": sorted_map(annotations)}
-
-
-def signature_config(layers: list[dict[str, Any]]) -> bytes:
-    """The ``.sig`` image's config as cosign (go-containerregistry on an empty image) makes it:
-    one diff ID and one history entry per layer."""
-    return go_json({"architecture": "", "created": ZERO_TIME,
-                    "history": [{"created": ZERO_TIME} for _ in layers], "os": "",
-                    "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]},
-                    "config": {}})
-
-
-def signature_manifest(config: bytes, layers: list[dict[str, Any]]) -> bytes:
-    return go_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "size": len(config),
-                               "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
-                    "layers": layers})
-
+# -- pushing ------------------------------------------------------------------------------------
 
 def existing_layers(raw: bytes, where: str) -> list[dict[str, Any]]:
     """The layers of the ``.sig`` manifest already there, as they are (kept when appending)."""
     try:
-        doc = parse_json(raw)
-        layers = doc.get("layers") or []
-        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
-            raise ValueError
-    except (ValueError, AttributeError):
+        return cosign.manifest_layers(parse_json(raw))
+    except ValueError:
         raise RegistryError(f"{where}: the .sig tag is not a JSON image manifest: not "
                             "appended to") from None
-    return layers
 
-
-# -- pushing ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Attached:
@@ -264,7 +194,7 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
     append a signature of the same payload that verifies with the same key). ``already(the
     manifest found) -> reason | None``: skip-signed, from the same read of the tag (a reason:
     nothing is written)."""
-    tag = digest.replace(":", "-") + ".sig"
+    tag = sig_tag(digest)
     where = f"{location.host}/{location.path}:{tag}"
     pushed_payload, if_match = False, True
     for writes in range(1, RACE_ATTEMPTS + 1):
@@ -273,9 +203,7 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
             return Attached(found[1], False, 0, reason)
         layers = existing_layers(found[0], where) if found else []
         for old in layers:
-            if old.get("digest") == layer["digest"] and (
-                    old.get("annotations") or {}).get(COSIGN_SIGNATURE_ANNOTATION) == \
-                    layer["annotations"][COSIGN_SIGNATURE_ANNOTATION]:
+            if cosign.same_layer(old, layer):
                 return Attached(found[1] if found else "", True, writes - 1)
             if duplicate is not None and old.get("digest") == layer["digest"] and \
                     duplicate(old):
@@ -306,11 +234,6 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
 
 
 # -- one signature ------------------------------------------------------------------------------
-
-BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
-CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
-CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
-
 
 class Native:
     """Signs images in-process: ``keys`` (key -> private key, decrypted once), or keyless with
@@ -352,35 +275,11 @@ class Native:
             facts.update(log_index=entry.index, log_uuid=entry.uuid)
         if self.upload:
             layer = signature_layer(payload, annotations)
-            same = None if key is None else _same_key(private, payload)
+            same = None if key is None else functools.partial(
+                cosign.signed_by, private.public_key(), payload)
             done = attach(self.registry, image.source, image.known_digest, payload, layer, same,
                           already)
             if done.skipped:
                 return {"skipped": done.skipped}
             self.races += max(0, done.writes - 1)
         return {"payload": payload, "signature": signature, **facts}
-
-
-def _same_key(private: Any, payload: bytes):
-    """cosign's duplicate check: a layer of the same payload whose signature verifies with this
-    key needs no new one beside it."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-    public = private.public_key()
-
-    def check(layer: dict[str, Any]) -> bool:
-        try:
-            raw = base64.b64decode((layer.get("annotations") or {})[
-                COSIGN_SIGNATURE_ANNOTATION], validate=True)
-            if isinstance(public, ec.EllipticCurvePublicKey):
-                public.verify(raw, payload, ec.ECDSA(hashes.SHA256()))
-            elif isinstance(public, rsa.RSAPublicKey):
-                public.verify(raw, payload, padding.PKCS1v15(), hashes.SHA256())
-            else:
-                public.verify(raw, payload)
-        except (InvalidSignature, ValueError, KeyError, TypeError):
-            return False
-        return True
-    return check
