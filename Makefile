@@ -1,7 +1,7 @@
 # make demo   sign example images over an embedded AMQP bus with a reference signing server, verify
 # make test-fast   the tests that need no service (under a minute)
 # make test   lint (ruff, mypy, import contracts), then the whole test suite (unit + integration with a real
-#             registry, gpg, skopeo, RabbitMQ, cosign and a sigstore test bed)
+#             registry, gpg, skopeo, RabbitMQ, cosign and a sigstore test bed), on two workers
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -16,14 +16,18 @@ HELPERS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests$(if $(PYTHONPATH),:$(PYTHONPATH)
 demo: system venv
 	$(HELPERS) $(PY) scripts/demo.py
 
+# Two lanes of workers (pytest-xdist), whole test files to a worker (a file's module fixtures
+# are started once); each worker starts its own services on free ports, in its own folders.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: system venv lint
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # make test-fast   the tests that need no service (no registry, broker, sigstore test bed,
 #                  trixie tools): logic, in-process parts, the entrypoint on local files; under a
 #                  minute here. A test's lane follows from its fixtures (tests/conftest.py).
 test-fast: system venv
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 bench: venv
 	$(HELPERS) $(PY) bench/plan_bench.py

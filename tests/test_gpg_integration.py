@@ -20,7 +20,6 @@ from conftest import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

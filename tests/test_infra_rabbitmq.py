@@ -20,7 +20,6 @@ from infra.pubtools_sign import (
 )
 from infra.rabbitmq import client_ssl_domain
 
-pytestmark = pytest.mark.integration
 
 
 def connect(url: str, ssl_domain=None) -> BlockingConnection:

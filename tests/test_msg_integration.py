@@ -14,7 +14,6 @@ import pytest
 from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
 from testbed import launch, stop
 
-pytestmark = pytest.mark.integration
 
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"

@@ -16,7 +16,6 @@ import pytest
 from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
 from testbed import launch, stop
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -42,7 +42,6 @@ from test_msg_integration import (
     sign,
 )
 
-pytestmark = pytest.mark.integration
 
 HOST = "registry.example.com"
 NOW = int(time.time())

@@ -41,7 +41,6 @@ from infra.pubtools_sign import (
     write_conf,
 )
 
-pytestmark = pytest.mark.integration
 
 KONFLUX_CHECK = Path(__file__).parent / "fixtures" / "konflux" / "check-signing-response.sh"
 BOTH = pytest.mark.parametrize("tool", [DROPIN, PUBTOOLS])

@@ -188,16 +188,11 @@ def auth_file(tmp_path: Path, host: str, user: str = USER, password: str = PASSW
 
 
 # -- resolve and manifest ---------------------------------------------------------------------
-
-@pytest.mark.integration
 @pytest.mark.parametrize("name", ["oci", "docker", "index", "list"])
 def test_resolve_returns_the_digest_of_what_the_tag_names(images, name):
     # For "index" and "list", the Accept header decides: without the index types the registry
     # answers 404 (OCI index) or the amd64 child (Docker list), whose digests differ.
     assert client().resolve(images.ref(name)) == images.digest(name)
-
-
-@pytest.mark.integration
 def test_resolve_hashes_the_body_when_there_is_no_digest_header(images, fault_proxy):
     def strip(status, headers, body):
         return status, {k: v for k, v in headers.items() if k != "Docker-Content-Digest"}, body
@@ -206,9 +201,6 @@ def test_resolve_hashes_the_body_when_there_is_no_digest_header(images, fault_pr
     fault_proxy.rewrite_next(r"/manifests/1\.0$", strip, method="GET")
     assert client().resolve(images.ref("index", fault_proxy.host)) == images.digest("index")
     assert [r.method for r in fault_proxy.records] == ["HEAD", "GET"]
-
-
-@pytest.mark.integration
 def test_resolve_unknown_tag_is_an_error_with_the_registry_code(images):
     ref = Reference(images.host, "regtest/single", "nope")
     with pytest.raises(RegistryError) as e:
@@ -216,18 +208,12 @@ def test_resolve_unknown_tag_is_an_error_with_the_registry_code(images):
     assert "404" in str(e.value) and "MANIFEST_UNKNOWN" in str(e.value)
     assert str(ref) in str(e.value)
     assert e.value.status == 404
-
-
-@pytest.mark.integration
 def test_manifest_of_a_single_image(images):
     m = client().manifest(images.ref("oci"), images.digest("oci"))
     assert m == Manifest(images.digest("oci"), OCI_MANIFEST, images.raw("oci"))
     assert not m.is_index and m.platforms() == []
     d = client().manifest(images.ref("docker"), images.digest("docker"))
     assert d.media_type == DOCKER_MANIFEST and not d.is_index
-
-
-@pytest.mark.integration
 def test_manifest_of_an_oci_index_lists_its_platforms(images):
     m = client().manifest(images.ref("index"), images.digest("index"))
     assert m.is_index and m.media_type == OCI_INDEX
@@ -237,9 +223,6 @@ def test_manifest_of_an_oci_index_lists_its_platforms(images):
     # and each child is fetched and checked in turn
     for digest, _ in m.platforms():
         assert client().manifest(images.ref("index"), digest).media_type == OCI_MANIFEST
-
-
-@pytest.mark.integration
 def test_manifest_of_a_docker_list_lists_its_platforms(images):
     m = client().manifest(images.ref("list"), images.digest("list"))
     assert m.is_index and m.media_type == DOCKER_LIST
@@ -270,9 +253,6 @@ def test_an_index_of_the_wrong_shape_is_a_registry_error_naming_it(doc, problem)
     raw = json.dumps(doc).encode()
     with pytest.raises(RegistryError, match=problem):
         Manifest(sha(raw), OCI_INDEX, raw).platforms()
-
-
-@pytest.mark.integration
 def test_manifest_refuses_a_body_that_does_not_match_the_digest(images, fault_proxy):
     digest = images.digest("oci")
     fault_proxy.rewrite_next(f"/manifests/{digest}$",
@@ -283,17 +263,11 @@ def test_manifest_refuses_a_body_that_does_not_match_the_digest(images, fault_pr
     assert "refusing" in str(e.value) and digest in str(e.value)
     # the untampered manifest passes through the same proxy
     assert client().manifest(images.ref("oci", fault_proxy.host), digest).raw == images.raw("oci")
-
-
-@pytest.mark.integration
 def test_manifest_refuses_bodies_over_4_mib(images, fault_proxy):
     digest = images.digest("oci")
     fault_proxy.rewrite_next(f"/manifests/{digest}$", lambda s, h, b: (s, h, b + b" " * (4 << 20)))
     with pytest.raises(RegistryError, match=r"more than the 4194304"):
         client().manifest(images.ref("oci", fault_proxy.host), digest)
-
-
-@pytest.mark.integration
 def test_manifest_unknown_digest_is_not_retried(images, fault_proxy):
     digest = "sha256:" + "0" * 64
     with pytest.raises(RegistryError) as e:
@@ -308,8 +282,6 @@ def test_manifest_refuses_a_malformed_digest():
 
 
 # -- cosign signatures ------------------------------------------------------------------------
-
-@pytest.mark.integration
 def test_cosign_signatures_are_read_and_checked(images):
     ref, digest = images.ref("oci"), images.digest("oci")
     sigs = client().cosign_signatures(ref, digest)
@@ -318,24 +290,15 @@ def test_cosign_signatures_are_read_and_checked(images):
     assert [s["signature"] for s in sigs] == [base64.b64encode(b"sig-1").decode(),
                                              base64.b64encode(b"sig-2").decode()]
     assert sigs[0]["annotations"]["dev.sigstore.cosign/bundle"] == '{"n": 1}'
-
-
-@pytest.mark.integration
 def test_cosign_signatures_absent_is_an_empty_list(images):
     assert client().cosign_signatures(images.ref("docker"), images.digest("docker")) == []
     assert client().cosign_signatures(Reference(images.host, "regtest/never-pushed", "1"),
                                       images.digest("docker")) == []
-
-
-@pytest.mark.integration
 def test_cosign_signature_payload_is_digest_checked(images, fault_proxy):
     fault_proxy.rewrite_next(r"/blobs/sha256:",
                              lambda s, h, b: (s, h, b.replace(b"cosign", b"COSIGN")))
     with pytest.raises(RegistryError, match="refusing"):
         client().cosign_signatures(images.ref("oci", fault_proxy.host), images.digest("oci"))
-
-
-@pytest.mark.integration
 def test_cosign_signature_payload_over_1_mib_is_refused(images, fault_proxy):
     fault_proxy.rewrite_next(r"/blobs/sha256:", lambda s, h, b: (s, h, b + b" " * (1 << 20)))
     with pytest.raises(RegistryError, match=r"more than the 1048576"):
@@ -586,8 +549,6 @@ def test_docker_hub_api_host_and_library():
 
 
 # -- auth through the proxy -----------------------------------------------------------------------
-
-@pytest.mark.integration
 def test_basic_auth_from_registry_auth_file(images, fault_proxy, tmp_path):
     fault_proxy.require_basic(USER, PASSWORD)
     env = {"REGISTRY_AUTH_FILE": str(auth_file(tmp_path, fault_proxy.host))}
@@ -598,17 +559,11 @@ def test_basic_auth_from_registry_auth_file(images, fault_proxy, tmp_path):
     got = [(r.method, r.status, r.auth_scheme) for r in fault_proxy.records]
     # one 401, retried once with Basic; later requests send Basic up front
     assert got == [("HEAD", 401, None), ("HEAD", 200, "Basic"), ("GET", 200, "Basic")]
-
-
-@pytest.mark.integration
 def test_explicit_username_password_beat_the_auth_file(images, fault_proxy, tmp_path):
     fault_proxy.require_basic(USER, PASSWORD)
     env = {"REGISTRY_AUTH_FILE": str(auth_file(tmp_path, fault_proxy.host, "wrong", "wrong"))}
     c = client(environ=env, username=USER, password=PASSWORD)
     assert c.resolve(images.ref("oci", fault_proxy.host)) == images.digest("oci")
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("token_field", ["token", "access_token"])
 def test_bearer_auth_fetches_one_token_per_scope(images, fault_proxy, tmp_path, token_field):
     fault_proxy.require_bearer(USER, PASSWORD, token_field=token_field)
@@ -628,9 +583,6 @@ def test_bearer_auth_fetches_one_token_per_scope(images, fault_proxy, tmp_path, 
     assert c.resolve(images.ref("index", fault_proxy.host)) == images.digest("index")
     assert [q["scope"] for q in fault_proxy.token_requests] == [
         "repository:regtest/single:pull", "repository:regtest/multi:pull"]
-
-
-@pytest.mark.integration
 def test_bearer_token_expiry_and_revocation_get_a_new_token(images, fault_proxy, tmp_path):
     fault_proxy.require_bearer(USER, PASSWORD, expires_in=1)
     c = client(environ={"REGISTRY_AUTH_FILE": str(auth_file(tmp_path, fault_proxy.host))})
@@ -649,9 +601,6 @@ def test_bearer_token_expiry_and_revocation_get_a_new_token(images, fault_proxy,
     assert [(r.path.split("?")[0], r.status, r.auth_scheme) for r in fault_proxy.records] == [
         ("/v2/regtest/single/manifests/1.0", 401, "Bearer"), ("/token", 200, "Basic"),
         ("/v2/regtest/single/manifests/1.0", 200, "Bearer")]
-
-
-@pytest.mark.integration
 def test_bearer_token_is_fetched_once_for_concurrent_threads(images, fault_proxy, tmp_path):
     fault_proxy.require_bearer(USER, PASSWORD)
     c = client(environ={"REGISTRY_AUTH_FILE": str(auth_file(tmp_path, fault_proxy.host))})
@@ -674,9 +623,6 @@ def test_bearer_token_is_fetched_once_for_concurrent_threads(images, fault_proxy
         t.join(60)
     assert errors == [] and results == [images.digest("index")] * 16
     assert len(fault_proxy.token_requests) == 1
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
 def test_no_credentials_is_a_401_error_naming_the_host(images, fault_proxy, tmp_path, mode):
     getattr(fault_proxy, f"require_{mode}")(USER, PASSWORD)
@@ -685,9 +631,6 @@ def test_no_credentials_is_a_401_error_naming_the_host(images, fault_proxy, tmp_
     assert "401" in str(e.value) and fault_proxy.host in str(e.value)
     assert "no credentials" in str(e.value)
     assert e.value.status == 401
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
 def test_wrong_credentials_are_retried_once_and_never_shown(images, fault_proxy, tmp_path, mode,
                                                             caplog):
@@ -700,9 +643,6 @@ def test_wrong_credentials_are_retried_once_and_never_shown(images, fault_proxy,
     assert len(fault_proxy.records) == 2  # the first try and the one auth retry (or token fetch)
     for text in (str(e.value), caplog.text):
         assert PASSWORD not in text and B64 not in text
-
-
-@pytest.mark.integration
 def test_secrets_never_reach_logs_or_errors(images, fault_proxy, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     fault_proxy.require_bearer(USER, PASSWORD)
@@ -724,9 +664,6 @@ def test_secrets_never_reach_logs_or_errors(images, fault_proxy, tmp_path, caplo
     for text in (caplog.text, str(e.value)):
         for secret in secrets:
             assert secret not in text
-
-
-@pytest.mark.integration
 def test_credentials_are_not_sent_to_a_plain_http_realm_not_allowed(images, fault_proxy, tmp_path):
     fault_proxy.require_bearer(USER, PASSWORD)
     # the registry is reached over plain http, but the realm host is not in the allowed list
@@ -740,17 +677,12 @@ def test_credentials_are_not_sent_to_a_plain_http_realm_not_allowed(images, faul
 
 
 # -- retries --------------------------------------------------------------------------------------
-
-@pytest.mark.integration
 def test_429_honours_retry_after_seconds(images, fault_proxy):
     fault_proxy.fail_next(r"/manifests/1\.0$", status=429, headers={"Retry-After": "1"})
     start = time.monotonic()
     assert client().resolve(images.ref("oci", fault_proxy.host)) == images.digest("oci")
     assert time.monotonic() - start >= 1.0  # the backoff alone would be ~0.01 s
     assert [(r.method, r.status) for r in fault_proxy.records] == [("HEAD", 429), ("HEAD", 200)]
-
-
-@pytest.mark.integration
 def test_429_honours_retry_after_http_date(images, fault_proxy):
     when = email.utils.formatdate(time.time() + 3, usegmt=True)  # 1 s resolution: at least 2 s
     fault_proxy.fail_next(r"/manifests/1\.0$", status=429, headers={"Retry-After": when})
@@ -758,35 +690,23 @@ def test_429_honours_retry_after_http_date(images, fault_proxy):
     assert client().resolve(images.ref("oci", fault_proxy.host)) == images.digest("oci")
     assert time.monotonic() - start >= 1.5
     assert len(fault_proxy.records) == 2
-
-
-@pytest.mark.integration
 def test_retry_after_is_capped_by_max_backoff(images, fault_proxy):
     fault_proxy.fail_next(r"/manifests/1\.0$", status=429, headers={"Retry-After": "3600"})
     c = client(max_backoff=0.2)
     start = time.monotonic()
     assert c.resolve(images.ref("oci", fault_proxy.host)) == images.digest("oci")
     assert time.monotonic() - start < 5
-
-
-@pytest.mark.integration
 def test_500_then_success(images, fault_proxy, caplog):
     caplog.set_level(logging.WARNING, logger="signaction.registry")
     fault_proxy.fail_next(r"/manifests/", status=500, times=2)
     assert client().resolve(images.ref("oci", fault_proxy.host)) == images.digest("oci")
     assert [r.status for r in fault_proxy.records] == [500, 500, 200]
     assert len([r for r in caplog.records if "HTTP 500" in r.getMessage()]) == 2
-
-
-@pytest.mark.integration
 def test_dropped_connection_then_success(images, fault_proxy):
     fault_proxy.fail_next(r"/manifests/", drop=True, times=1)
     d = images.digest("oci")
     assert client().manifest(images.ref("oci", fault_proxy.host), d).digest == d
     assert [r.status for r in fault_proxy.records] == [None, 200]
-
-
-@pytest.mark.integration
 def test_retries_exhausted_is_an_error(images, fault_proxy):
     fault_proxy.fail_next(r"/manifests/", status=503, times=10,
                           body=json.dumps({"errors": [{"code": "UNAVAILABLE",
@@ -798,18 +718,12 @@ def test_retries_exhausted_is_an_error(images, fault_proxy):
     assert "503" in msg and "3 attempts" in msg and "UNAVAILABLE: try later" in msg
     assert str(ref) in msg and "\n" not in msg
     assert len(fault_proxy.records) == 3
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("status", [400, 403, 404, 405])
 def test_other_4xx_are_not_retried(images, fault_proxy, status):
     fault_proxy.fail_next(r"/manifests/", status=status, times=10, method="GET")
     with pytest.raises(RegistryError, match=str(status)):
         client().manifest(images.ref("oci", fault_proxy.host), images.digest("oci"))
     assert len(fault_proxy.records) == 1
-
-
-@pytest.mark.integration
 def test_resolve_does_not_spend_its_retries_twice(images, fault_proxy):
     fault_proxy.fail_next(r"/manifests/", status=503, times=10)
     with pytest.raises(RegistryError, match="503"):
@@ -838,8 +752,6 @@ def test_backoff_is_exponential_with_jitter_and_capped():
 
 
 # -- transport ------------------------------------------------------------------------------------
-
-@pytest.mark.integration
 def test_plain_http_only_for_allowed_hosts(images):
     ref = images.ref("oci")
     with pytest.raises(RegistryError):
@@ -847,9 +759,6 @@ def test_plain_http_only_for_allowed_hosts(images):
     with pytest.raises(RegistryError):
         client(plain_http=lambda h: h == "other.example", retries=1).resolve(ref)
     assert client(plain_http=lambda h: h == images.host).resolve(ref) == images.digest("oci")
-
-
-@pytest.mark.integration
 def test_tls_verified_by_default_or_with_a_ca_bundle(images, registry, tls_material):
     proxy = FaultProxy(registry.host, tls=(str(tls_material.server_cert),
                                            str(tls_material.server_key))).start()
@@ -862,9 +771,6 @@ def test_tls_verified_by_default_or_with_a_ca_bundle(images, registry, tls_mater
         assert client(plain_http=False, verify_tls=False).resolve(ref) == images.digest("oci")
     finally:
         proxy.stop()
-
-
-@pytest.mark.integration
 def test_the_proxy_passes_uploads_through(images, fault_proxy):
     """The proxy itself: a blob upload (POST, then PUT to the rewritten Location) goes through."""
     base = fault_proxy.url
@@ -873,9 +779,6 @@ def test_the_proxy_passes_uploads_through(images, fault_proxy):
                         timeout=10).content == b"through the proxy"
     methods = [r.method for r in fault_proxy.records]
     assert methods == ["POST", "PUT"]
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
 def test_skopeo_pushes_through_the_proxy_with_auth(images, fault_proxy, tmp_path, mode):
     """The proxy carries a real client's push (chunked PATCH/PUT uploads, Location rewriting,

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.integration
 
 
 def test_scale_bench_quick_prints_a_line_per_signer_and_size():

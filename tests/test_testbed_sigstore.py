@@ -32,7 +32,6 @@ from infra.sigstore import (
 from testbed import stop
 from testbed.sigstore import ENV_KEYS, Sigstore, start_sigstore
 
-pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery"
 REPOSITORY = "octo-org/octo-repo"

@@ -20,7 +20,6 @@ from infra.sigstore import (
 )
 from testbed.sigstore import Sigstore
 
-pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "release@example.com"

@@ -237,7 +237,7 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
 
 class Native:
     """Signs images in-process: ``keys`` (key -> private key, decrypted once), or keyless with
-    ``keyless`` (a sigstore_services.Keyless); each signature logged in ``rekor`` when given;
+    ``keyless`` (a services.Keyless); each signature logged in ``rekor`` when given;
     attached in the registry when ``upload``. ``sign`` is called from many threads, never two
     at once for one digest."""
 
@@ -252,7 +252,7 @@ class Native:
         """Signs ``image`` (a plan Image) with ``key`` (None: keyless) and attaches it; the
         facts for the signer's CosignSignature, or ``{"skipped": reason}`` when ``already``
         (see ``attach``; only without Rekor: the signature is made first, and dropped) finds
-        it signed. RegistryError, sigstore_services.ServiceError on failure."""
+        it signed. RegistryError, services.ServiceError on failure."""
         payload = simple_signing_payload(str(image.reference), image.known_digest,
                                          {"tag": image.reference.tag or "", **self.annotations})
         facts: dict[str, Any] = {}
