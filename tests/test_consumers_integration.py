@@ -25,7 +25,6 @@ from infra.sigstore import cosign_keypair, push_index, skopeo_copy_all
 from signaction.consumers import PLACEHOLDER
 from test_consumers import machine_config_files
 
-
 PASSWORD = "consumers"
 REGISTRIES_D = "/etc/containers/registries.d/container-sign-action.yaml"
 

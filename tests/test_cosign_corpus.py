@@ -31,7 +31,6 @@ from infra.sigstore import (
 from signers.cosign.native import load_private_key
 from testbed.sigstore import Sigstore
 
-
 PASSWORD = "corpus password"
 EMAIL = "release@example.com"  # the identity verified
 ATTACKER = "mallory@example.com"  # the identity the attacker genuinely holds

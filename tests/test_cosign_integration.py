@@ -22,7 +22,6 @@ from infra.sigstore import (
     skopeo_sigstore_policy,
 )
 
-
 PASSWORD = "correct horse battery staple"
 CONF = "cosign_signer: {allow_http_registry: true, upload_tlog: false}\n"
 

@@ -25,7 +25,6 @@ from conftest import popen_entrypoint, run_entrypoint
 from infra.sigstore import cosign_keypair, push_index, registry_manifest, skopeo_copy_all
 from testbed.sigstore import Sigstore
 
-
 PASSWORD = "correct horse battery staple"
 REPOSITORY = "octo-org/octo-repo"
 WORKFLOW_IDENTITY = f"https://github.com/{REPOSITORY}/.github/workflows/sign.yml@refs/heads/main"

@@ -21,7 +21,6 @@ from conftest import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def images(registry, tmp_path_factory):
     """Two distinct images in the registry: ns/app:v1 and team/sub/tool:2.0."""

@@ -24,7 +24,6 @@ from signaction.registry import RegistryClient
 from signaction.resolve import complete_plan
 from signers.cosign import CosignTrust, cosign_verifier
 
-
 SIG_TAG = r"/manifests/sha256-[0-9a-f]{64}\.sig$"
 
 

@@ -21,7 +21,6 @@ from infra.pubtools_sign import (
 from infra.rabbitmq import client_ssl_domain
 
 
-
 def connect(url: str, ssl_domain=None) -> BlockingConnection:
     # The settings that work with RabbitMQ 3.10: no SASL (the broker falls back to guest).
     return BlockingConnection(url, timeout=10, sasl_enabled=False, ssl_domain=ssl_domain)

@@ -22,7 +22,6 @@ from infra.sigstore import (
     skopeo_sigstore_policy,
 )
 
-
 PASSWORD = "correct horse battery"
 
 

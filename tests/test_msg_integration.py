@@ -14,7 +14,6 @@ import pytest
 from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
 from testbed import launch, stop
 
-
 SEND_TO = "topic://VirtualTopic.eng.robosignatory.container.sign"
 SERVER_QUEUE = "queue://Consumer.robosig.VirtualTopic.eng.robosignatory.container.sign"
 REPLY_TOPIC = "topic://VirtualTopic.eng.pub.sign"

@@ -17,7 +17,6 @@ from conftest import ENTRYPOINT, gpg_decrypt, run_entrypoint, wait_until
 from testbed import launch, stop
 
 
-
 @pytest.fixture
 def channel():
     """Addresses of one test: RabbitMQ style; /queue/ keeps what is sent before a reader."""

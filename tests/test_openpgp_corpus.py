@@ -42,7 +42,6 @@ from test_msg_integration import (
     sign,
 )
 
-
 HOST = "registry.example.com"
 NOW = int(time.time())
 T = NOW - 86400  # when the keys' certificates were made and most messages signed

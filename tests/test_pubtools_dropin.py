@@ -41,7 +41,6 @@ from infra.pubtools_sign import (
     write_conf,
 )
 
-
 KONFLUX_CHECK = Path(__file__).parent / "fixtures" / "konflux" / "check-signing-response.sh"
 BOTH = pytest.mark.parametrize("tool", [DROPIN, PUBTOOLS])
 # Where our clear-sign and blob-sign put the signature of an input file given with --output-dir

@@ -8,10 +8,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from conftest import ROOT
-
 
 
 def test_scale_bench_quick_prints_a_line_per_signer_and_size():

@@ -31,7 +31,6 @@ from signers.cosign import CosignSigner
 from signers.cosign import native as cosign_native
 from testbed.sigstore import Sigstore
 
-
 PASSWORD = "native correct horse"
 ANNOTATIONS = {"team": "a<b>&c é"}  # Go's HTML escaping and UTF-8 in the payload
 EMAIL = "release@example.com"

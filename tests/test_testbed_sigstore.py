@@ -32,7 +32,6 @@ from infra.sigstore import (
 from testbed import stop
 from testbed.sigstore import ENV_KEYS, Sigstore, start_sigstore
 
-
 PASSWORD = "correct horse battery"
 REPOSITORY = "octo-org/octo-repo"
 WORKFLOW_IDENTITY = f"https://github.com/{REPOSITORY}/.github/workflows/sign.yml@refs/heads/main"

@@ -20,7 +20,6 @@ from infra.sigstore import (
 )
 from testbed.sigstore import Sigstore
 
-
 PASSWORD = "correct horse battery staple"
 EMAIL = "release@example.com"
 CASES = ("valid", "index", "other-key", "other-identity", "index-partial", "unsigned")

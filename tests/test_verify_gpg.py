@@ -19,7 +19,6 @@ from signaction.formats.claim import atomic_claim
 from signaction.formats.lookaside import registry_folder
 from signers.gpg import gpg_sign
 
-
 CASES = {  # case -> (what is published, what podman does)
     "valid": "signature-1 by the key",
     "other-key": "signature-1 by another key",

@@ -20,7 +20,6 @@ from signaction.formats.claim import atomic_claim
 from signaction.signing import Finding
 from signers.gpg import gpg_sign
 
-
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 REF = "registry.example.com/ns/app:1.0"

@@ -35,7 +35,6 @@ from infra.pubtools_sign import (
     write_conf,
 )
 
-
 KEYS = ["0123456789ABCDEF0123456789ABCDEF01234567", "FEDCBA9876543210FEDCBA9876543210FEDCBA98"]
 NAMES = ["release-key", "beta-key"]
 IMAGES = [("registry.example.com/ns/app:1.0", "sha256:" + "1" * 64),
