@@ -36,34 +36,11 @@ if tools_work; then
   exit 0
 fi
 
-# -- the machine's Debian mirror ------------------------------------------------------------
-# The first "deb" source that carries this machine's release (e.g. bookworm) with component main,
-# from one-line sources.list / *.list files or deb822 *.sources files (scripts/lib/debian-mirror.sh).
-. "$here/scripts/lib/debian-mirror.sh"
-read -r mirror signed_by < <(find_mirror | head -n 1) || true
-[ -n "${mirror:-}" ] || { log "no Debian source for '$codename' with 'main' in the apt sources"; exit 1; }
-signed_by=${signed_by:-/usr/share/keyrings/debian-archive-keyring.gpg}
-log "mirror $mirror (keyring $signed_by), suite trixie"
-
-# -- a private APT --------------------------------------------------------------------------
-apt_dir="$cache/apt"
-mkdir -p "$apt_dir/sources.list.d" "$apt_dir/preferences.d" "$apt_dir/lists/partial" \
-         "$apt_dir/cache/archives/partial" "$root" "$bin" "$cache/debs"
-echo "deb [signed-by=$signed_by] $mirror trixie main" >"$apt_dir/sources.list"
-: >"$apt_dir/status"
-apt_opts=(
-  -o "Dir::Etc::sourcelist=$apt_dir/sources.list"
-  -o "Dir::Etc::sourceparts=$apt_dir/sources.list.d"
-  -o "Dir::Etc::preferences=$apt_dir/preferences"
-  -o "Dir::Etc::preferencesparts=$apt_dir/preferences.d"
-  -o "Dir::State::Lists=$apt_dir/lists"
-  -o "Dir::State::status=$apt_dir/status"
-  -o "Dir::Cache=$apt_dir/cache"
-  -o "Debug::NoLocking=1"
-  -o "APT::Sandbox::User=$(id -un)"  # it downloads into this user's directories
-)
-log "apt-get update (private config in $apt_dir)"
-apt-get "${apt_opts[@]}" update -qq >&2
+# -- a private APT (the machine's own Debian mirror, suite trixie) ---------------------------
+. "$here/scripts/lib/private-apt.sh"
+mkdir -p "$root" "$bin" "$cache/debs"
+log "apt-get update (private config in $cache/apt)"
+private_apt "$cache/apt" trixie
 
 # skopeo's libraries in the versions it was linked against (ldd through trixie's loader below
 # checks that nothing is missing); cosign needs only libc.

@@ -6,7 +6,8 @@
 #   rabbitmq-server a real AMQP 1.0 broker for the messaging signer's tests (run as a private node)
 #   gcc python3-dev libssl-dev pkg-config   to build python-qpid-proton with SSL
 #   jq              runs Konflux's check-signing-response script in the pubtools-sign drop-in tests
-# then cosign 2.5 and skopeo 1.18 from trixie into .cache/trixie (fetch-trixie-tools.sh: no root).
+# then cosign 2.5 and skopeo 1.18 from trixie into .cache/trixie (fetch-trixie-tools.sh: no root),
+# and cosign 3 from sid into .cache/sid (fetch-sid-cosign.sh: the bundles' independent reader).
 # Debian 12 or later; needs root (or sudo) only when something is missing.
 set -euo pipefail
 here="$(dirname "$0")"
@@ -14,4 +15,5 @@ here="$(dirname "$0")"
 . "$here/lib/apt-install.sh"
 install_missing setup gnupg skopeo docker-registry rabbitmq-server gcc python3-dev libssl-dev \
   pkg-config jq
-exec "$here/fetch-trixie-tools.sh"
+"$here/fetch-trixie-tools.sh"
+exec "$here/fetch-sid-cosign.sh"

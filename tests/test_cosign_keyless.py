@@ -417,9 +417,12 @@ def test_the_bed_log_entry_uuid_is_what_results_record(bed, mixed):
 
 # -- cosign 3.x, when there is one ----------------------------------------------------------
 
-def cosign3() -> str | None:
-    """A cosign 3.x binary: COSIGN3_BIN, or ``cosign3`` on PATH (none is packaged here)."""
+def cosign3(tools) -> str | None:
+    """A cosign 3.x binary: COSIGN3_BIN, ``cosign3`` on PATH, or sid's (scripts/
+    fetch-sid-cosign.sh; Debian's build says "devel" for its version, the package says 3.x)."""
     import shutil
+    if os.environ.get("COSIGN3_BIN") is None and tools.cosign3 is not None:
+        return str(tools.cosign3)
     for candidate in (os.environ.get("COSIGN3_BIN"), shutil.which("cosign3")):
         if not candidate or not os.access(candidate, os.X_OK):
             continue
@@ -437,7 +440,7 @@ def cosign3() -> str | None:
 def test_cosign_3_signs_keyless_in_the_legacy_format(registry, trixie_tools, bed, tmp_path):
     """cosign 3.x defaults to bundles and signing configs: the signer's flags keep the legacy
     ``.sig`` tag, which cosign 2.5 verifies."""
-    binary = cosign3()
+    binary = cosign3(trixie_tools)
     if binary is None:
         pytest.skip("no cosign 3.x binary here (set COSIGN3_BIN to one)")
     image = push_index(registry.host, "kl/cosign3", "v1", tmp_path, content="cosign3")

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the scripts that fetch from Debian (fetch-trixie-tools.sh, make-image.sh): the machine's
+# Sourced by the scripts that fetch from Debian (lib/private-apt.sh, make-image.sh): the machine's
 # own Debian mirror, so that nothing names a mirror host. After `. scripts/lib/debian-mirror.sh`:
 #   codename      this machine's release (e.g. bookworm), from /etc/os-release
 #   find_mirror   prints "URI [SIGNED-BY]" for every "deb" source that carries $codename with

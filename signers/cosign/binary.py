@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from signaction.errors import InputError
 from signaction.formats.fulcio import read_certificate
 from signaction.plan import SigningKey, WorkItem
+from signaction.registry import RegistryError
 from signaction.safeload import read_regular_file
 
 from ..base import Outcome, Report, Signer
@@ -84,6 +86,10 @@ class CosignBinary(Signer):
         env = self._env()
         help_text = self._run(["sign", "--help"], env, 30).stdout
         self.flags = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text))
+        # cosign 3 hides --new-bundle-format from its help (it signs bundles by default): ask
+        if "new-bundle-format" not in self.flags and self._run(
+                ["sign", "--new-bundle-format=false", "--help"], env, 30).returncode == 0:
+            self.flags.add("new-bundle-format")
         if self.signature_format == "bundle" and "new-bundle-format" not in self.flags:
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "
                              f"with --new-bundle-format (3.x); {self.cosign} has not")
@@ -242,20 +248,31 @@ class CosignBinary(Signer):
 
     def _tlog_facts(self, item: WorkItem, stderr: str, payload: bytes, signature: bytes,
                     key_pem: bytes | None) -> dict[str, Any]:
-        """The Rekor entry's index (cosign prints it) and UUID (computed); what cannot be known
-        is left out, with a warning: the signature itself is made."""
+        """The Rekor entry's index (cosign 2 prints it; cosign 3 does not: the entry is then read
+        from Rekor by its UUID and checked) and UUID (computed); what cannot be known is left
+        out, with a warning: the signature itself is made."""
         facts: dict[str, Any] = {}
-        found = set(TLOG_INDEX.findall(stderr))
-        if len(found) == 1:
-            facts["log_index"] = int(found.pop())
-        else:
-            log.warning("%s: cosign printed %s transparency log index: not recorded",
-                        item.container.reference, "no" if not found else "more than one")
         try:
             facts["log_uuid"] = rekor_uuid(payload, signature, key_pem or b"")
         except ValueError as e:
             log.warning("%s: the Rekor entry's UUID cannot be computed: %s",
                         item.container.reference, e)
+        found = set(TLOG_INDEX.findall(stderr))
+        if len(found) == 1:
+            facts["log_index"] = int(found.pop())
+        elif not found and "log_uuid" in facts:
+            rekor_pem = self.roots.get("rekor_public_key_file", ("", None))[1]
+            rekor = services.Rekor(self.registry, self.config.get("rekor_url"), rekor_pem)
+            try:
+                raw = base64.b64decode(signature, validate=True)
+                facts["log_index"] = rekor.find(facts["log_uuid"], payload, raw,
+                                                key_pem or b"").index
+            except (ValueError, RegistryError, services.ServiceError) as e:
+                log.warning("%s: the Rekor entry could not be read: %s: not recorded",
+                            item.container.reference, e)
+        else:
+            log.warning("%s: cosign printed more than one transparency log index: not "
+                        "recorded", item.container.reference)
         return facts
 
     def _format_flags(self) -> list[str]:

@@ -85,6 +85,15 @@ class Rekor:
             answer = _json(status, body, what, (201,))
         return self._entry(answer, payload, signature, key_pem, what)
 
+    def find(self, uuid: str, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
+        """The entry ``uuid`` (formats.rekor.entry_uuid of this signature), fetched and checked
+        as ``log`` checks its answer: for a signature another program logged (cosign 3 prints
+        no log index)."""
+        what = f"Rekor {self.url}: reading entry {uuid[:16]}..."
+        status, _, body = self.registry.service("GET", f"{self.url}/api/v1/log/entries/{uuid}",
+                                                what=what, limit=MAX_ANSWER)
+        return self._entry(_json(status, body, what, (200,)), payload, signature, key_pem, what)
+
     def _entry(self, answer: Any, payload: bytes, signature: bytes, key_pem: bytes,
                what: str) -> LogEntry:
         """Rekor's answer, checked by signaction.formats.rekor as verify mode checks a bundle:

@@ -187,7 +187,7 @@ class RekorHandler(Handler):
         with self.testbed.lock:
             forge = self.testbed.faults.rekor_forge
         return 201, rekor.forged(entry, forge) if forge else rekor.render(entry), {
-            "Location": location, "ETag": entry.uuid}
+            "Location": location, "ETag": entry.entry_id}  # the key of the answer, as Rekor
 
     def by_uuid(self, match, query, body):
         entry = self.testbed.rekor.find(match.group(1))

@@ -1,6 +1,8 @@
 """Real sigstore tools for the cosign signer's tests: cosign 2.5 and skopeo 1.18 from Debian trixie
 (``scripts/fetch-trixie-tools.sh`` puts them in ``.cache/trixie``; bookworm has no cosign and its
-skopeo is built without sigstore), multi-arch images in a real registry, and verifier settings.
+skopeo is built without sigstore), cosign 3 from sid (``scripts/fetch-sid-cosign.sh``,
+``.cache/sid``: the reader of Sigstore bundles), multi-arch images in a real registry, and
+verifier settings.
 
 Register with ``pytest_plugins = [..., "infra.sigstore"]`` for the ``trixie_tools`` fixture.
 
@@ -29,6 +31,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FETCH = ROOT / "scripts" / "fetch-trixie-tools.sh"
 CACHE = ROOT / ".cache" / "trixie"
+FETCH_SID = ROOT / "scripts" / "fetch-sid-cosign.sh"  # cosign 3 from sid: bundles' reader
+SID = ROOT / ".cache" / "sid"
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,6 +46,7 @@ class TrixieTools:
     skopeo: Path
     versions: dict[str, str]  # Debian package versions: {"cosign": "2.5.0-2+b4", "skopeo": ...}
     home: Path  # cosign's private HOME
+    cosign3: Path | None = None  # cosign 3.x from sid (None: the mirror has no sid)
 
     def cosign_env(self, password: str | None = None) -> dict:
         """The environment for cosign: a private HOME, and the key password (never in argv)."""
@@ -62,7 +67,18 @@ class TrixieTools:
                        cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         """``run_cosign`` with ``env`` added to cosign's environment: a sigstore test bed's
         ``SIGSTORE_*`` roots (``testbed.sigstore``), the GitHub token request variables."""
-        return subprocess.run([str(self.cosign), *args], env={**self.cosign_env(password), **env},
+        return self._run(self.cosign, env, args, password, cwd)
+
+    def run_cosign3_env(self, env: dict, *args: str, password: str | None = None,
+                        cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+        """``run_cosign_env`` with cosign 3 (skips the test when there is none)."""
+        if self.cosign3 is None:
+            pytest.skip("no cosign 3 here: the machine's Debian mirror has no sid")
+        return self._run(self.cosign3, env, args, password, cwd)
+
+    def _run(self, binary: Path, env: dict, args: tuple[str, ...], password: str | None,
+             cwd: str | os.PathLike | None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(binary), *args], env={**self.cosign_env(password), **env},
                               cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=120)
 
@@ -71,11 +87,17 @@ class TrixieTools:
 def ensure_trixie_tools() -> TrixieTools:
     """Run the fetch script (instant when the tools are already there) once per process."""
     subprocess.run([str(FETCH)], check=True)
+    subprocess.run([str(FETCH_SID)], check=True)
     versions = dict(line.split(" ", 1) for line in
                     (CACHE / "versions").read_text().splitlines() if line)
+    cosign3 = None
+    if (SID / "versions").exists():
+        versions["cosign3"] = (SID / "versions").read_text().split(" ", 1)[1].strip()
+        cosign3 = SID / "bin" / "cosign"
     home = CACHE / "home"
     home.mkdir(exist_ok=True)
-    return TrixieTools(CACHE / "bin" / "cosign", CACHE / "bin" / "skopeo", versions, home)
+    return TrixieTools(CACHE / "bin" / "cosign", CACHE / "bin" / "skopeo", versions, home,
+                       cosign3)
 
 
 @pytest.fixture(scope="session")
