@@ -85,6 +85,7 @@ class Facts:
         self.files = verification.files
         self.identities = sorted(set(verification.identities))
         self.public_rekor = verification.public_rekor
+        self.bundles = "bundle" in verification.sigstore_formats
         # the published lookaside, as nodes will be told it: never with the run's credentials
         if lookaside_url and has_userinfo(lookaside_url):
             log.warning("--lookaside-url holds credentials: the cluster files in verification/ "
@@ -270,7 +271,9 @@ def _openshift_sigstore(artifacts: Store, facts: Facts,
 def _policy_controller(artifacts: Store, facts: Facts,
                        sigstore: list[dict[str, Any]]) -> list[str]:
     """policy.sigstore.dev/v1beta1 ClusterImagePolicy, one per key and keyless identity: an
-    image must satisfy every policy that matches it, and one authority of each."""
+    image must satisfy every policy that matches it, and one authority of each; each authority
+    reads the bundles (``signatureFormat: bundle``) when they were written, else the legacy
+    ``.sig`` signatures."""
     rekor = {"ctlog": {"url": "https://rekor.sigstore.dev"}} if facts.public_rekor else {}
     authorities = [{"name": "key", "key": {"data": base64.b64decode(r["keyData"]).decode(),
                                            "hashAlgorithm": "sha256"}, **rekor}
@@ -281,6 +284,8 @@ def _policy_controller(artifacts: Store, facts: Facts,
         if fulcio:
             keyless["ca-cert"] = {"data": fulcio.decode()}
         authorities.append({"name": "keyless", "keyless": keyless})
+    if facts.bundles:  # Sigstore bundles (referrers) were written: read those
+        authorities = [{**a, "signatureFormat": "bundle"} for a in authorities]
     globs = [{"glob": f"{repo}{tail}"} for repo in facts.repositories for tail in (":**", "@**")]
     objects = [{"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
                 "metadata": {"name": f"container-sign-action-{facts.id}-{n}"},

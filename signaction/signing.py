@@ -92,6 +92,8 @@ class Verification:
     registries: dict[str, dict[str, Any]] = field(default_factory=dict)
     identities: list[tuple[str, str]] = field(default_factory=list)
     public_rekor: bool = False
+    # the sigstore forms written ("legacy", "bundle"): policy-controller's signatureFormat
+    sigstore_formats: tuple[str, ...] = ("legacy",)
 
 
 # A follow-up written after the run (e.g. a script that attaches signatures later): its name in

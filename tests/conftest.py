@@ -213,7 +213,7 @@ def gpg_refusing(tmp_path):
 # rest (logic, in-process parts, the entrypoint on local files) in under a minute.
 SERVICE_FIXTURES = frozenset({
     "registry", "fault_proxy", "rabbitmq", "trixie_tools", "tls_material", "small_fs",
-    "bed", "broker", "server", "start_bus", "signed", "corpus", "release"})
+    "bed", "broker", "server", "start_bus", "signed", "corpus", "release", "oci11"})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -196,14 +196,14 @@ def test_no_error_quotes_an_interpolated_or_secret_value():
      "config: msg_signer.timeout: '${S}' (value not shown) is not of type 'integer'"),
     ('cosign_signer: {signature_format: "${S}"}',
      "config: cosign_signer.signature_format: '${S}' (value not shown) is not one of "
-     "'legacy', 'bundle'"),
+     "'legacy', 'bundle', 'both'"),
     ('cosign_signer: {num_threads: "${N}"}',
      "config: cosign_signer.num_threads: '${N}' (value not shown) is less than the minimum of 1"),
     ("cosign_signer: {registry_password: 5}",
      "config: cosign_signer.registry_password: an integer (secret, not shown) is not of type "
      "'string'"),
     ("cosign_signer: {signature_format: x}",  # literal and not secret: quoted
-     "config: cosign_signer.signature_format: 'x' is not one of 'legacy', 'bundle'"),
+     "config: cosign_signer.signature_format: 'x' is not one of 'legacy', 'bundle', 'both'"),
 ])
 def test_errors_name_the_key_and_the_problem(text, expected):
     with pytest.raises(InputError) as err:

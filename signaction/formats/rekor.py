@@ -1,4 +1,5 @@
-"""Rekor entries (``hashedrekord`` 0.0.1): what a signature's log entry must be to be accepted.
+"""Rekor entries (``hashedrekord`` 0.0.1, and ``dsse`` 0.0.1 for bundles): what a signature's log
+entry must be to be accepted.
 
 - ``body_problem``: the entry's body is exactly this signature: the payload's SHA-256, the
   signature's bytes, the same public key (or certificate's key) — Rekor re-encodes what it
@@ -59,16 +60,21 @@ class LogEntry:
             "logIndex": self.log_index, "logID": self.log_id}}
 
 
-def _int(value: Any) -> int:
+def non_negative(value: Any) -> int:
+    """An int64 that is not negative (not a bool); ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise ValueError("not a non-negative integer")
     return value
 
 
-def _b64(value: Any) -> bytes:
+def base64_text(value: Any) -> bytes:
+    """Standard base64 text, decoded strictly; ValueError otherwise."""
     if not isinstance(value, str):
         raise ValueError("not base64 text")
     return base64.b64decode(value, validate=True)
+
+
+_int, _b64 = non_negative, base64_text
 
 
 def from_bundle(text: Any) -> LogEntry:
@@ -139,28 +145,45 @@ def entry_uuid(payload: bytes, signature: bytes, key_pem: bytes) -> str:
     return leaf_hash(_canonical(hashedrekord(payload, signature, pem))).hex()
 
 
-def body_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: bytes
-                 ) -> Problem | None:
+def dsse(envelope: str, key_pem: bytes) -> dict[str, Any]:
+    """The ``dsse`` 0.0.1 entry sigstore's clients propose for a DSSE envelope (its JSON text,
+    as it will be hashed) signed by ``key_pem`` (a PEM public key or certificate)."""
+    return {"apiVersion": "0.0.1", "kind": "dsse", "spec": {"proposedContent": {
+        "envelope": envelope, "verifiers": [base64.b64encode(key_pem).decode("ascii")]}}}
+
+
+def body_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: bytes,
+                 kind: str = "hashedrekord") -> Problem | None:
     """The entry logs this signature (raw bytes) over ``payload`` by ``key_pem`` (a PEM public
-    key or certificate)."""
+    key or certificate), as an entry of ``kind``: ``hashedrekord`` (the payload's SHA-256, the
+    signature, the key) or ``dsse`` (``payload`` is the envelope's payload: its SHA-256, and the
+    signature among the envelope's with this key as its verifier; the envelope's own hash is
+    not compared, its JSON text is not canonical)."""
     try:
         body = json.loads(base64.b64decode(entry.body))
+        found_kind = (body.get("kind"), body.get("apiVersion"))
         spec = body["spec"]
-        algorithm = spec["data"]["hash"]["algorithm"]
-        value = spec["data"]["hash"]["value"]
-        logged_sig = _b64(spec["signature"]["content"])
-        logged_key = pem_spki(_b64(spec["signature"]["publicKey"]["content"]))
         ours = pem_spki(key_pem)
+        if found_kind == ("dsse", "0.0.1"):
+            algorithm = spec["payloadHash"]["algorithm"]
+            value = spec["payloadHash"]["value"]
+            logged = [(_b64(s["signature"]), pem_spki(_b64(s["verifier"])))
+                      for s in spec["signatures"]]
+        else:
+            algorithm = spec["data"]["hash"]["algorithm"]
+            value = spec["data"]["hash"]["value"]
+            logged = [(_b64(spec["signature"]["content"]),
+                       pem_spki(_b64(spec["signature"]["publicKey"]["content"])))]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return Problem(Finding.TRANSPARENCY, "the Rekor entry's body is not a hashedrekord "
-                       "entry with a readable signature and key")
-    if body.get("kind") != "hashedrekord" or body.get("apiVersion") != "0.0.1":
-        return Problem(Finding.TRANSPARENCY, "the Rekor entry is not a hashedrekord 0.0.1")
+        return Problem(Finding.TRANSPARENCY, f"the Rekor entry's body is not a {kind} entry "
+                       "with a readable signature and key")
+    if found_kind != (kind, "0.0.1"):
+        return Problem(Finding.TRANSPARENCY, f"the Rekor entry is not a {kind} 0.0.1")
     if algorithm != "sha256" or value != hashlib.sha256(payload).hexdigest():
         return Problem(Finding.TRANSPARENCY, "the Rekor entry logs another payload")
-    if logged_sig != signature:
+    if signature not in {sig for sig, _ in logged}:
         return Problem(Finding.TRANSPARENCY, "the Rekor entry logs another signature")
-    if logged_key != ours:
+    if (signature, ours) not in logged:
         return Problem(Finding.TRANSPARENCY, "the Rekor entry logs another key or certificate")
     return None
 
@@ -248,8 +271,8 @@ def inclusion_problem(entry: LogEntry, rekor_pem: bytes) -> Problem | None:
     proof = entry.proof
     if proof is None:
         return None
-    if proof.log_index != entry.log_index:
-        return Problem(Finding.TRANSPARENCY, "the inclusion proof is for another log index")
+    # proof.log_index is the entry's place in its tree (a shard of the log), not the log's
+    # global index that the SET signs: they differ on the public instance
     root = root_from_path(proof.log_index, proof.tree_size, leaf_hash(base64.b64decode(entry.body)),
                           proof.hashes)
     if root is None or root != proof.root_hash:
@@ -259,10 +282,10 @@ def inclusion_problem(entry: LogEntry, rekor_pem: bytes) -> Problem | None:
 
 
 def entry_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: bytes,
-                  rekor_pem: bytes | None) -> Problem | None:
-    """Every check of one entry for one signature: its body, and with Rekor's key its SET and
-    inclusion proof."""
-    problem = body_problem(entry, payload, signature, key_pem)
+                  rekor_pem: bytes | None, kind: str = "hashedrekord") -> Problem | None:
+    """Every check of one entry for one signature: its body (of ``kind``), and with Rekor's key
+    its SET and inclusion proof."""
+    problem = body_problem(entry, payload, signature, key_pem, kind)
     if problem is None and rekor_pem is not None:
         problem = set_problem(entry, rekor_pem) or inclusion_problem(entry, rekor_pem)
     return problem

@@ -61,6 +61,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats.cosign import COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING, sig_tag
+from ..formats.oci import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    fallback_tag,
+    index_manifests,
+    with_referrer,
+)
 from ..reference import Reference
 from ..safeload import parse_json
 from .common import (
@@ -69,6 +76,7 @@ from .common import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     MAX_SIGNATURE_LAYERS,
+    RACE_ATTEMPTS,
     Manifest,
     RegistryError,
     api_host,
@@ -289,15 +297,18 @@ class RegistryClient(Transport):
         return digest
 
     def put_manifest(self, ref: Reference, tag: str, raw: bytes, media_type: str,
-                     if_match: str | None = None) -> str:
+                     if_match: str | None = None, if_absent: bool = False) -> str:
         """Points ``tag`` at the manifest ``raw``; returns its digest. ``if_match``: the digest
-        the tag is expected to point at now (sent as If-Match; a registry that honours it
-        answers 412 when another writer came first: RegistryError with status 412)."""
+        the tag is expected to point at now (sent as If-Match); ``if_absent``: the tag is
+        expected not to exist (If-None-Match: *). A registry that honours them answers 412 when
+        another writer came first: RegistryError with status 412."""
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         what = f"writing tag {tag}"
         headers = {"Content-Type": media_type}
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
+        elif if_absent:
+            headers["If-None-Match"] = "*"
         reply = self._request("PUT", self._v2_url(ref, f"manifests/{tag}"), ref=ref, what=what,
                               headers=headers, data=raw, push=True)
         self._expect_ok(reply, ref, what)
@@ -306,6 +317,83 @@ class RegistryClient(Transport):
             raise RegistryError(f"{ref}: {what}: the registry stored {served[:80]!r}, not "
                                 f"{digest}")
         return digest
+
+    # -- referrers (OCI 1.1): the API where the registry has it, else the tag schema --------
+
+    def put_referrer(self, ref: Reference, raw: bytes, subject: str) -> tuple[str, bool]:
+        """Pushes the manifest ``raw`` (whose ``subject`` is ``subject``) by its digest; returns
+        (its digest, whether the registry keeps the referrers list itself: its ``OCI-Subject``
+        answer names ``subject``; if not, the caller keeps the fallback tag)."""
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        what = f"writing referrer {digest}"
+        reply = self._request("PUT", self._v2_url(ref, f"manifests/{digest}"), ref=ref,
+                              what=what, headers={"Content-Type": OCI_MANIFEST}, data=raw,
+                              push=True)
+        self._expect_ok(reply, ref, what)
+        return digest, reply.headers.get("OCI-Subject", "").strip() == subject
+
+    def referrers(self, ref: Reference, digest: str) -> tuple[list[dict], str]:
+        """The referrers of ``digest`` and where they were found ("api" or the fallback tag):
+        the referrers API's index, or where the registry has none (404, 400, 405) the referrers
+        tag schema's ``sha256-<hex>`` index ([] when that tag does not exist). RegistryError
+        for an answer that is not an OCI index or lists more than MAX_REFERRERS."""
+        self._check_digest(ref, digest)
+        what = f"reading the referrers of {digest}"
+        reply = self._request("GET", self._v2_url(ref, f"referrers/{digest}"), ref=ref,
+                              what=what, headers={"Accept": OCI_INDEX}, limit=MAX_MANIFEST_BYTES)
+        where = "api"
+        if reply.status in (400, 404, 405):
+            tag = fallback_tag(digest)
+            where, what = f"tag {tag}", f"reading the referrers tag {tag}"
+            found = self.read_tag(ref, tag)
+            body = found[0] if found else None
+        else:
+            self._expect_ok(reply, ref, what)
+            body = reply.body
+        try:
+            return index_manifests(body), where
+        except ValueError as e:
+            raise RegistryError(f"{ref}: {what}: {e}") from None
+
+    def add_fallback_referrer(self, ref: Reference, subject: str, added: dict) -> int:
+        """Lists the referrer ``added`` (a descriptor) in ``subject``'s fallback tag, keeping
+        every entry already there, also one another writer adds meanwhile: read, merge, write
+        with If-Match (a registry that honours it refuses a stale write: 412), then re-read;
+        again on top of what is there until the tag lists it. Returns the writes it took."""
+        tag = fallback_tag(subject)
+        where = f"{ref.host}/{ref.path}:{tag}"
+        if_match = True
+        for writes in range(4 * RACE_ATTEMPTS):  # each lost race is another writer's gain
+            found = self.read_tag(ref, tag)
+            try:
+                merged = with_referrer(found[0] if found else None, added)
+            except ValueError as e:
+                raise RegistryError(f"{where}: the referrers tag is not an index ({e}): not "
+                                    "changed") from None
+            if merged is None:
+                return writes
+            try:
+                self.put_manifest(ref, tag, merged, OCI_INDEX,
+                                  if_match=found[1] if found and if_match else None,
+                                  if_absent=found is None and if_match)
+            except RegistryError as e:
+                if e.status != 412:
+                    raise
+                # another writer came first, or the registry reads If-Match otherwise
+                if_match = self.tag_digest(ref, tag) != (found[1] if found else None)
+                continue
+            again = self.read_tag(ref, tag)
+            if again is not None and any(m.get("digest") == added["digest"]
+                                         for m in index_manifests(again[0])):
+                return writes + 1
+            log.warning("%s changed while a referrer was added (another writer): adding it "
+                        "again on top of what is there now", where)
+        raise RegistryError(f"{where}: other writers changed the tag {4 * RACE_ATTEMPTS} "
+                            "times while a referrer was added; not added")
+
+    def blob(self, ref: Reference, layer: dict, what: str, limit: int) -> bytes:
+        """The blob a descriptor names, at most ``limit`` bytes, its digest checked."""
+        return self._signature_blob(ref, layer, what, limit)
 
     def service(self, method: str, url: str, *, what: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None,
@@ -379,16 +467,17 @@ class RegistryClient(Transport):
             media_type = reply.headers.get("Content-Type", "").split(";")[0].strip()
         return Manifest(digest, media_type, reply.body)
 
-    def _signature_blob(self, ref: Reference, layer: dict, what: str) -> bytes:
+    def _signature_blob(self, ref: Reference, layer: dict, what: str,
+                        limit: int = MAX_SIGNATURE_BYTES) -> bytes:
         blob_digest, size = layer.get("digest"), layer.get("size")
         if not isinstance(blob_digest, str) or not _SHA256_RE.fullmatch(blob_digest):
             raise RegistryError(f"{ref}: {what}: a signature layer's digest is not sha256:<64 hex>")
-        if isinstance(size, int) and size > MAX_SIGNATURE_BYTES:
+        if isinstance(size, int) and size > limit:
             raise RegistryError(f"{ref}: {what}: signature payload {blob_digest} is {size} bytes, "
-                                f"more than the {MAX_SIGNATURE_BYTES} allowed")
+                                f"more than the {limit} allowed")
         blob_what = f"{what}: reading payload {blob_digest}"
         reply = self._request("GET", self._v2_url(ref, f"blobs/{blob_digest}"), ref=ref,
-                              what=blob_what, limit=MAX_SIGNATURE_BYTES)
+                              what=blob_what, limit=limit)
         self._expect_ok(reply, ref, blob_what)
         actual = "sha256:" + hashlib.sha256(reply.body).hexdigest()
         if actual != blob_digest:

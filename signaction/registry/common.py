@@ -18,6 +18,7 @@ MAX_SIGNATURE_BYTES = 1024 * 1024
 # to check); more is taken for a hostile or broken registry, as containers/image takes more than
 # 128 lookaside signatures. Platform manifests of one index at most.
 MAX_SIGNATURE_LAYERS = 1000
+RACE_ATTEMPTS = 8  # writes of one tag (.sig, referrers) while other writers keep changing it
 MAX_PLATFORMS = 1024
 _MAX_ERROR_BODY = 64 * 1024  # of an error response, read for its error code/message only
 

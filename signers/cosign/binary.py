@@ -86,9 +86,10 @@ class CosignBinary(Signer):
         env = self._env()
         help_text = self._run(["sign", "--help"], env, 30).stdout
         self.flags = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text))
-        # cosign 3 hides --new-bundle-format from its help (it signs bundles by default): ask
-        if "new-bundle-format" not in self.flags and self._run(
-                ["sign", "--new-bundle-format=false", "--help"], env, 30).returncode == 0:
+        # cosign 3 (it has --use-signing-config) hides --new-bundle-format from its help: ask
+        if "new-bundle-format" not in self.flags and "use-signing-config" in self.flags and \
+                self._run(
+                    ["sign", "--new-bundle-format=false", "--help"], env, 30).returncode == 0:
             self.flags.add("new-bundle-format")
         if self.signature_format == "bundle" and "new-bundle-format" not in self.flags:
             raise InputError(f"config: cosign_signer.signature_format: bundle needs a cosign "

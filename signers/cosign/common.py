@@ -22,7 +22,12 @@ log = logging.getLogger("signers.cosign")
 KEY_URI = re.compile(r"^(awskms|gcpkms|azurekms|hashivault|k8s|env|pkcs11|gitlab)://")
 
 
-FORMATS = ("legacy", "bundle")
+FORMATS = ("legacy", "bundle", "both")  # cosign_signer.signature_format
+
+
+def formats_of(signature_format: str) -> tuple[str, ...]:
+    """The formats a signature_format writes: legacy (the .sig tag), bundle (a referrer)."""
+    return ("legacy", "bundle") if signature_format == "both" else (signature_format,)
 
 
 ENGINES = ("auto", "native", "cosign")  # cosign_signer.engine

@@ -37,6 +37,11 @@ from .verify import (
 )
 
 log = logging.getLogger("signers.cosign")
+BUNDLE_SUFFIX = ".sigstore.json"  # a Sigstore bundle's file name, as cosign 3 names them
+# CosignSignature's bundle facts -> their results.json keys
+BUNDLE_FIELDS = {"bundle_referrer": "bundle_referrer", "bundle_stored": "bundle_stored",
+                 "bundle_log_index": "bundle_rekor_log_index",
+                 "bundle_log_uuid": "bundle_rekor_entry_uuid"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +50,18 @@ class CosignSignature:
     keyless, the Fulcio certificate (PEM) and its identity (SAN) and OIDC issuer; with the
     transparency log, the Rekor entry's log index (as cosign printed it) and UUID."""
 
-    payload: bytes
-    signature: bytes
+    payload: bytes = b""  # legacy: the simple-signing payload (b"": a bundle alone)
+    signature: bytes = b""
     certificate: bytes | None = None
     identity: str | None = None
     issuer: str | None = None
     log_index: int | None = None
     log_uuid: str | None = None
+    bundle: bytes | None = None  # the Sigstore bundle (JSON), when bundles are written
+    bundle_referrer: str | None = None  # the digest of the referrer manifest that holds it
+    bundle_stored: str | None = None  # where it is listed: "referrers API" or "tag sha256-..."
+    bundle_log_index: int | None = None
+    bundle_log_uuid: str | None = None
 
 
 class CosignFormat(SignatureFormat):
@@ -66,7 +76,8 @@ class CosignFormat(SignatureFormat):
     own_paths = (((TREE,), True), ((ATTACH_SCRIPT,), False))
 
     def __init__(self, attach_later: bool = False, tlog: bool = False,
-                 roots: dict[str, bytes] | None = None):
+                 roots: dict[str, bytes] | None = None, formats: tuple[str, ...] = ("legacy",)):
+        self.formats = formats  # "legacy" (the .sig tag), "bundle" (a Sigstore bundle referrer)
         self.attach_later = attach_later
         self.tlog = tlog
         self.roots = roots or {}
@@ -76,14 +87,29 @@ class CosignFormat(SignatureFormat):
         self.identities: dict[tuple[str, str], list[str]] = defaultdict(list)
 
     def write(self, artifacts: Store, image: Image, signature: Any) -> dict[str, Any]:
-        companions = {".payload": signature.payload}
+        companions: dict[str, bytes] = {}
+        if signature.payload:
+            companions[".payload"] = signature.payload
         if signature.certificate:
             companions[".crt"] = signature.certificate
-        path = artifacts.write_signature(TREE, image.reference, image.known_digest,
-                                         signature.signature, suffix=".sig",
-                                         companions=companions)
+        if signature.bundle and signature.payload:
+            companions[BUNDLE_SUFFIX] = signature.bundle
+        main, suffix = (signature.signature, ".sig") if signature.payload else (
+            signature.bundle, BUNDLE_SUFFIX)
+        path = artifacts.write_signature(TREE, image.reference, image.known_digest, main,
+                                         suffix=suffix, companions=companions)
         fields: dict[str, Any] = {"signature_path": path,
-                                  "payload_path": path.with_suffix(".payload")}
+                                  # what was written: legacy, bundle or both
+                                  "signature_format": "both" if signature.payload and
+                                  signature.bundle else ("legacy" if signature.payload
+                                                         else "bundle")}
+        if signature.payload:
+            fields["payload_path"] = path.with_suffix(".payload")
+        if signature.bundle:
+            fields["bundle_path"] = Path(str(path).removesuffix(suffix) + BUNDLE_SUFFIX)
+            for name, field in BUNDLE_FIELDS.items():
+                if getattr(signature, name) is not None:
+                    fields[field] = getattr(signature, name)
         if signature.certificate:
             fields["certificate_path"] = path.with_suffix(".crt")
             fields["certificate_identity"] = signature.identity
@@ -128,10 +154,14 @@ class CosignFormat(SignatureFormat):
         lines = ["# podman/skopeo read cosign signatures attached in these registries.", "docker:"]
         for host in hosts:
             lines += [f"  {json.dumps(host)}:", "    use-sigstore-attachments: true"]
-        return Verification(requirement, lines, self._readme(folder, files, others), files,
+        readme = self._readme(folder, files, others)
+        if "legacy" not in self.formats:
+            readme += _README_BUNDLE_ONLY
+        return Verification(requirement, lines, readme, files,
                             registries={h: {"use-sigstore-attachments": True} for h in hosts},
                             identities=sorted(self.identities),
-                            public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots)
+                            public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots,
+                            sigstore_formats=self.formats)
 
     def _readme(self, folder: str, files: dict[str, bytes],
                 others: list[tuple[str, str]]) -> str:
@@ -150,7 +180,7 @@ class CosignFormat(SignatureFormat):
 
     def verifier(self, registry: RegistryClient, inputs: Inputs,
                  trusted: dict[str, Any]) -> Check:
-        return cosign_verifier(registry, trusted)
+        return cosign_verifier(registry, trusted, self.formats)
 
     def after_run(self, artifacts: Store, entries: Iterable[Recorded]) -> list[FollowUp]:
         if not self.attach_later:
@@ -222,6 +252,14 @@ checks each. After copying the image to another registry, copy its signatures wi
 `cosign copy`), and sign for the name users pull (the identity), not the internal location.
 """
 
+
+_README_BUNDLE_ONLY = """
+These signatures were written as Sigstore bundles only (`signature_format: bundle`): cosign 3
+(`cosign verify`) and policy-controller (`signatureFormat: bundle`, in
+kubernetes/clusterimagepolicy.yaml) read them; podman, skopeo, CRI-O and bootc do not yet, so
+the policy.json here rejects these images for them. Sign with `signature_format: both` for
+those consumers.
+"""
 
 _README_SIGSTORE = """
 ## Sigstore: Fulcio certificates and the Rekor transparency log

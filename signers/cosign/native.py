@@ -26,6 +26,7 @@ and writes the tag.
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from signaction.errors import InputError
-from signaction.formats import cosign
+from signaction.formats import bundle, cosign, dsse
 from signaction.formats.cosign import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
@@ -46,9 +47,10 @@ from signaction.formats.cosign import (
     simple_signing_payload,
 )
 from signaction.formats.keys import public_pem, sign_bytes
-from signaction.formats.oci import OCI_MANIFEST
+from signaction.formats.oci import EMPTY_JSON, OCI_MANIFEST, fallback_tag, referrer_descriptor
 from signaction.reference import Reference
 from signaction.registry import RegistryClient, RegistryError
+from signaction.registry.common import RACE_ATTEMPTS
 from signaction.safeload import parse_json, read_regular_file
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,6 @@ SCRYPT_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1},
 # the ECDSA curves cosign (Go's crypto/ecdsa) verifies, by cryptography's name; RSA's floor
 COSIGN_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 MIN_RSA_BITS = 2048
-RACE_ATTEMPTS = 8  # writes of one .sig tag while other writers keep changing it
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -238,34 +239,50 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
 class Native:
     """Signs images in-process: ``keys`` (key -> private key, decrypted once), or keyless with
     ``keyless`` (a services.Keyless); each signature logged in ``rekor`` when given;
-    attached in the registry when ``upload``. ``sign`` is called from many threads, never two
-    at once for one digest."""
+    attached in the registry when ``upload``, in each of ``formats`` ("legacy": the ``.sig``
+    tag; "bundle": a Sigstore bundle as an OCI referrer). ``sign`` is called from many
+    threads, never two at once for one digest."""
 
     def __init__(self, registry: RegistryClient, *, upload: bool,
-                 annotations: dict[str, str], rekor: Any = None, keyless: Any = None):
+                 annotations: dict[str, str], rekor: Any = None, keyless: Any = None,
+                 formats: tuple[str, ...] = ("legacy",)):
         self.registry, self.upload, self.annotations = registry, upload, annotations
-        self.rekor, self.keyless = rekor, keyless
+        self.rekor, self.keyless, self.formats = rekor, keyless, formats
         self.keys: dict[str, Any] = {}
         self.races = 0  # manifest writes made again because another writer came in between
 
     def sign(self, image: Any, key: str | None, already=None) -> dict[str, Any]:
         """Signs ``image`` (a plan Image) with ``key`` (None: keyless) and attaches it; the
         facts for the signer's CosignSignature, or ``{"skipped": reason}`` when ``already``
-        (see ``attach``; only without Rekor: the signature is made first, and dropped) finds
-        it signed. RegistryError, services.ServiceError on failure."""
+        (see ``attach``; only without Rekor, legacy alone: the signature is made first, and
+        dropped) finds it signed. RegistryError, services.ServiceError on failure."""
+        facts: dict[str, Any] = {}
+        if key is None:
+            cert = self.keyless.certificate()
+            private, key_pem = cert.key, cert.pem
+            facts.update(certificate=cert.pem, identity=cert.identity, issuer=cert.issuer)
+        else:
+            private, key_pem, cert = self.keys[key], public_pem(self.keys[key]), None
+        if "legacy" in self.formats:
+            legacy = self._legacy(image, private, key_pem, cert, already)
+            if "skipped" in legacy:
+                return legacy
+            facts.update(legacy)
+        if "bundle" in self.formats:
+            facts.update(self._bundle(image, private, key_pem, cert))
+        return facts
+
+    def _legacy(self, image: Any, private: Any, key_pem: bytes, cert: Any,
+                already) -> dict[str, Any]:
+        """cosign 2's ``.sig`` layer: the simple-signing payload signed, logged as a
+        ``hashedrekord``, appended to the tag."""
         payload = simple_signing_payload(str(image.reference), image.known_digest,
                                          {"tag": image.reference.tag or "", **self.annotations})
         facts: dict[str, Any] = {}
         annotations: dict[str, str] = {}
-        if key is None:
-            cert = self.keyless.certificate()
-            private, key_pem = cert.key, cert.pem
+        if cert is not None:
             annotations.update({CERTIFICATE_ANNOTATION: cert.pem.decode(),
                                 CHAIN_ANNOTATION: cert.chain.decode()})
-            facts.update(certificate=cert.pem, identity=cert.identity, issuer=cert.issuer)
-        else:
-            private = self.keys[key]
-            key_pem = public_pem(private)
         raw = sign_bytes(private, payload)
         signature = base64.b64encode(raw)
         annotations[COSIGN_SIGNATURE_ANNOTATION] = signature.decode()
@@ -275,7 +292,7 @@ class Native:
             facts.update(log_index=entry.index, log_uuid=entry.uuid)
         if self.upload:
             layer = signature_layer(payload, annotations)
-            same = None if key is None else functools.partial(
+            same = None if cert is not None else functools.partial(
                 cosign.signed_by, private.public_key(), payload)
             done = attach(self.registry, image.source, image.known_digest, payload, layer, same,
                           already)
@@ -283,3 +300,46 @@ class Native:
                 return {"skipped": done.skipped}
             self.races += max(0, done.writes - 1)
         return {"payload": payload, "signature": signature, **facts}
+
+    def _bundle(self, image: Any, private: Any, key_pem: bytes, cert: Any) -> dict[str, Any]:
+        """cosign 3's bundle: a DSSE envelope over the Statement, logged as a ``dsse`` entry,
+        pushed as a referrer of the image's manifest (the fallback tag kept where the
+        registry has no referrers API)."""
+        statement = bundle.statement(image.known_digest,
+                                     {"tag": image.reference.tag or "", **self.annotations},
+                                     name=f"{image.source.host}/{image.source.path}")
+        envelope = dsse.Envelope(dsse.IN_TOTO, statement,
+                                 (sign_bytes(private, dsse.pae(dsse.IN_TOTO, statement)),))
+        facts: dict[str, Any] = {}
+        entries = []
+        if self.rekor is not None:
+            logged = self.rekor.log_dsse(envelope, key_pem)
+            entries.append(logged.entry)
+            facts.update(bundle_log_index=logged.index, bundle_log_uuid=logged.uuid)
+        made = bundle.bundle(envelope, entries,
+                             certificate_der=cert.der if cert is not None else None,
+                             hint=None if cert is not None else bundle.key_hint(
+                                 private.public_key()))
+        facts["bundle"] = made
+        if self.upload:
+            facts["bundle_referrer"], facts["bundle_stored"] = self._push_bundle(image, made)
+        return facts
+
+    def _push_bundle(self, image: Any, made: bytes) -> tuple[str, str]:
+        """The referrer manifest of ``made`` pushed by digest; (its digest, where the registry
+        lists it: "referrers API" or the fallback tag)."""
+        location, digest = image.source, image.known_digest
+        subject = self.registry.manifest(location, digest)
+        self.registry.push_blob(location, EMPTY_JSON)
+        self.registry.push_blob(location, made)
+        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        manifest = bundle.referrer_manifest(made, {
+            "mediaType": subject.media_type or OCI_MANIFEST, "size": len(subject.raw),
+            "digest": digest}, created)
+        pushed, tracked = self.registry.put_referrer(location, manifest, digest)
+        if tracked:
+            return pushed, "referrers API"
+        writes = self.registry.add_fallback_referrer(location, digest,
+                                                     referrer_descriptor(manifest))
+        self.races += max(0, writes - 1)
+        return pushed, f"tag {fallback_tag(digest)}"

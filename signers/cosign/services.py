@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import threading
 import urllib.parse
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from signaction.formats import fulcio, rekor
+from signaction.formats import dsse, fulcio, rekor
 from signaction.formats.cosign import go_json
 from signaction.formats.keys import public_pem, sign_bytes
 from signaction.registry import RegistryClient
@@ -60,6 +61,7 @@ class LogEntry:
     bundle: str  # cosign's dev.sigstore.cosign/bundle annotation
     index: int
     uuid: str
+    entry: rekor.LogEntry  # as the log gave it, checked (a Sigstore bundle's tlog entry)
 
 
 class Rekor:
@@ -71,10 +73,16 @@ class Rekor:
     def log(self, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """Logs ``signature`` over ``payload`` by ``key_pem`` (a PEM public key or
         certificate); an entry that exists already (409) is fetched."""
+        return self._post(rekor.hashedrekord(payload, signature, key_pem), payload, signature,
+                          key_pem, "hashedrekord")
+
+    def _post(self, proposed: dict, payload: bytes, signature: bytes, key_pem: bytes,
+              kind: str) -> LogEntry:
+        """POSTs a proposed entry; an entry that exists already (409) is fetched."""
         what = f"Rekor {self.url}: logging a signature"
         status, headers, body = self.registry.service(
             "POST", f"{self.url}/api/v1/log/entries", what=what, limit=MAX_ANSWER,
-            body=json.dumps(rekor.hashedrekord(payload, signature, key_pem)).encode(),
+            body=json.dumps(proposed).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
         existing = urllib.parse.urljoin(self.url + "/", headers.get("Location", ""))
         if status == 409 and existing.startswith(f"{self.url}/api/v1/log/entries/"):
@@ -83,7 +91,14 @@ class Rekor:
             answer = _json(status, body, what, (200,))
         else:
             answer = _json(status, body, what, (201,))
-        return self._entry(answer, payload, signature, key_pem, what)
+        return self._entry(answer, payload, signature, key_pem, what, kind)
+
+    def log_dsse(self, envelope: dsse.Envelope, key_pem: bytes) -> LogEntry:
+        """Logs a DSSE envelope signed by ``key_pem`` as a ``dsse`` 0.0.1 entry (cosign 3's
+        kind for bundles); the answer checked as ``log`` checks it."""
+        text = json.dumps(envelope.json(), separators=(",", ":"))
+        return self._post(rekor.dsse(text, key_pem), envelope.payload, envelope.signatures[0],
+                          key_pem, "dsse")
 
     def find(self, uuid: str, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """The entry ``uuid`` (formats.rekor.entry_uuid of this signature), fetched and checked
@@ -95,7 +110,7 @@ class Rekor:
         return self._entry(_json(status, body, what, (200,)), payload, signature, key_pem, what)
 
     def _entry(self, answer: Any, payload: bytes, signature: bytes, key_pem: bytes,
-               what: str) -> LogEntry:
+               what: str, kind: str = "hashedrekord") -> LogEntry:
         """Rekor's answer, checked by signaction.formats.rekor as verify mode checks a bundle:
         the entry is this signature's; with Rekor's key, its SET and inclusion proof."""
         try:
@@ -103,11 +118,11 @@ class Rekor:
             entry = rekor.from_answer(found)
         except (ValueError, AttributeError, TypeError):
             raise ServiceError(f"{what}: the answer is not one Rekor entry") from None
-        problem = rekor.entry_problem(entry, payload, signature, key_pem, self.public)
+        problem = rekor.entry_problem(entry, payload, signature, key_pem, self.public, kind)
         if problem is not None:
             raise ServiceError(f"{what}: {problem.detail}")
         return LogEntry(go_json(entry.bundle()).decode(), entry.log_index,
-                        rekor.leaf_hash(base64.b64decode(entry.body)).hex())
+                        rekor.leaf_hash(base64.b64decode(entry.body)).hex(), entry)
 
 
 # -- keyless ------------------------------------------------------------------------------------
@@ -174,6 +189,14 @@ class Certificate:
     identity: str
     issuer: str
     not_after: datetime.datetime
+
+    @functools.cached_property
+    def der(self) -> bytes:
+        """The leaf, DER (a Sigstore bundle's ``certificate.rawBytes``)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        return x509.load_pem_x509_certificate(self.pem).public_bytes(serialization.Encoding.DER)
 
 
 class Keyless:

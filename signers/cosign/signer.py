@@ -1,33 +1,22 @@
-"""Cosign signer: sigstore signatures made by the real cosign binary, attached in the registry.
+"""The cosign signer (CosignSigner): sigstore signatures attached in the registry, made
+in-process for key files and keyless (native.py, services.py), through the cosign binary for
+KMS and other key URIs (binary.py, CosignBinary: its docstring says how cosign is run).
 
-One ``cosign sign`` per (image, key), with everything that decides what the signature says given
-explicitly rather than left to cosign's defaults:
-- the identity: ``--sign-container-identity`` with the reference AND its tag. Signing by digest
-  alone makes cosign write a repository-only identity, which podman's default policy rejects;
-- the format: the legacy ``sha256-<hex>.sig`` tag (``signature_format: legacy``, the default), which
-  podman, skopeo, CRI-O and bootc read; on a cosign that defaults to bundles (3.x) the flags that
-  keep the legacy format are added. ``signature_format: bundle`` asks for the new bundle format
-  (needs a cosign that has ``--new-bundle-format``);
+What a signature says is given explicitly rather than left to defaults:
+- the identity: the reference AND its tag (signing by digest alone makes cosign write a
+  repository-only identity, which podman's default policy rejects);
+- the format (``signature_format``): ``legacy`` (the default), the ``sha256-<hex>.sig`` tag that
+  podman, skopeo, CRI-O and bootc read (kept on cosign 3 too); ``bundle``, a Sigstore bundle v0.3
+  as an OCI referrer, as cosign 3 signs by default (policy-controller with ``signatureFormat:
+  bundle``, cosign 3); ``both``, each signature in both forms (in-process only);
 - annotations: ``tag=<tag>`` as pubtools-sign adds, plus the config's ``annotations``.
 
-Secrets never reach argv: the key's passphrase goes to cosign as COSIGN_PASSWORD in its environment,
-registry credentials as a private docker config (DOCKER_CONFIG). cosign's environment is an
-allowlist (COSIGN_ENV, built by signers.child_env): never the action's INPUT_* (INPUT_CONFIG holds
-registry passwords) nor GitHub's tokens. Images are signed ``num_threads`` at once, but one
-digest is never signed by two cosign processes at once: cosign rewrites the one ``.sig``
-manifest, and two concurrent writers lose a signature. What cosign signed (payload and signature)
-is also written to the output folder; with ``upload: false`` only there, with a script that
-attaches them later.
-
-Keyless (the signing key ``keyless``): cosign gets a Fulcio certificate for the CI's OIDC identity
-(in GitHub its ambient provider, which reads ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN: handed to
-cosign for keyless signatures only; elsewhere ``identity_token``, a file re-read for each
-signature or ``env://VAR``, given to cosign as a path: a token is never on argv) and logs the
-signature in Rekor. What a signature's entry in results.json says about it comes from what cosign
-gives and what can be computed: the log index cosign prints, the entry's UUID (the RFC 6962 leaf
-hash of the body Rekor stores, computed from the payload, signature and key or certificate), and
-the certificate's identity and issuer (read from the certificate cosign wrote).
-"""
+Secrets never reach argv or a log; one digest is never written by two threads at once (the
+``.sig`` tag and the referrers fallback tag are read-modify-write). What was signed is also
+written to the output folder; with ``upload: false`` only there (legacy: with a script that
+attaches it later). Keyless: one Fulcio certificate per ephemeral key for the CI's OIDC
+identity, each signature logged in Rekor (``hashedrekord`` for legacy, ``dsse`` for bundles).
+Verify mode and skip-signed read both formats (verify.py)."""
 
 from __future__ import annotations
 
@@ -50,9 +39,7 @@ from signaction.plan import Plan, SigningKey, WorkItem
 from signaction.reference import parse_reference
 from signaction.registry import RegistryError
 from signaction.safeload import read_regular_file
-from signaction.signing import (
-    FollowUp,
-)
+from signaction.signing import VERIFIED, FollowUp
 
 from ..base import Options, Outcome, Report
 from ..tools import Running, run_pool
@@ -71,6 +58,7 @@ from .common import (
     ROOT_FILES,
     URL_KEYS,
     _by_digest,
+    formats_of,
     read_root_file,
     token_source,
 )
@@ -79,7 +67,7 @@ from .format import (
     CosignSignature,
     write_attach_script,
 )
-from .verify import cosign_problem
+from .verify import bundle_verdict, cosign_problem, legacy_verdict
 
 log = logging.getLogger("signers.cosign")
 
@@ -122,7 +110,8 @@ class CosignSigner(CosignBinary):
                 raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
         self.roots = {name: read_root_file(name, c[name]) for name in ROOT_FILES if c.get(name)}
         self.cosign_format = CosignFormat(attach_later=not self.upload, tlog=self.tlog,
-                                          roots=self._root_copies())
+                                          roots=self._root_copies(),
+                                          formats=formats_of(self.signature_format))
         self.format = self.cosign_format
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.password = self.read_secret_file("password_file") or \
@@ -148,8 +137,6 @@ class CosignSigner(CosignBinary):
         why = None
         if self.engine == "cosign":
             why = "cosign_signer.engine is cosign"
-        elif self.signature_format == "bundle":
-            why = "signature_format is bundle"
         elif key.key == KEYLESS:
             pass
         elif KEY_URI.match(key.key):
@@ -163,6 +150,10 @@ class CosignSigner(CosignBinary):
         if why is not None and self.engine == "native":
             raise InputError(f"config: cosign_signer.engine: native, but signing key "
                              f"{key.key!r} needs the cosign binary ({why})")
+        if why is not None and self.signature_format == "both":
+            raise InputError(f"config: cosign_signer.signature_format: both is signed "
+                             f"in-process only, but signing key {key.key!r} needs the cosign "
+                             f"binary ({why}): sign it with legacy or bundle")
         return NATIVE if why is None else f"cosign binary: {why}"
 
     def _prepare_native(self, keys: list[SigningKey]) -> None:
@@ -179,8 +170,9 @@ class CosignSigner(CosignBinary):
                                                 self._native_token, self._fulcio_roots(),
                                                 (ct,) if ct else ())
         self.native = native_path.Native(self.registry, upload=self.upload,
-                                           annotations=self.annotations, rekor=rekor,
-                                           keyless=keyless)
+                                         annotations=self.annotations, rekor=rekor,
+                                         keyless=keyless,
+                                         formats=formats_of(self.signature_format))
         for key in keys:
             if key.key == KEYLESS:
                 continue
@@ -310,6 +302,14 @@ class CosignSigner(CosignBinary):
         image = item.container
         if item.key.key == KEYLESS or self._checked_when_attaching(item):
             return None
+        if self.signature_format != "legacy":  # every format written must be there already
+            trust = self._own_trust(item)
+            verdicts = [(legacy_verdict if f == "legacy" else bundle_verdict)(
+                self.registry, item, trust) for f in formats_of(self.signature_format)]
+            if all(v.status == VERIFIED for v in verdicts):
+                return (f"already signed in the registry by this key for {image.reference} "
+                        f"({self.signature_format})")
+            return None
         try:
             found = self.registry.cosign_signatures(image.source, image.known_digest)
         except RegistryError as e:
@@ -318,12 +318,16 @@ class CosignSigner(CosignBinary):
             return None
         return self._signed_in(item, found)
 
+    def _own_trust(self, item: WorkItem) -> CosignTrust:
+        """What this run's own key's signatures are checked with (skip-signed)."""
+        return CosignTrust(public_pem=self.public[item.key.key],
+                           rekor_pem=self.cosign_format.roots.get("rekor_public_key_file")
+                           if self.tlog else None)
+
     def _signed_in(self, item: WorkItem, found: list[dict]) -> str | None:
         """The first signature in ``found`` that verify mode would accept for ``item`` (with
         the transparency log, its Rekor entry checked by Rekor's key when the run knows it)."""
-        trust = CosignTrust(public_pem=self.public[item.key.key],
-                            rekor_pem=self.cosign_format.roots.get("rekor_public_key_file")
-                            if self.tlog else None)
+        trust = self._own_trust(item)
         for sig in found:
             if cosign_problem(sig, item, trust)[0] is None:
                 return f"already signed in the registry by this key for {item.container.reference}"
@@ -333,7 +337,7 @@ class CosignSigner(CosignBinary):
         """In-process, attached, not logged: skip-signed is decided from the attach's own read
         of the ``.sig`` tag (one registry request less per image), not beforehand."""
         return self.paths.get(item.key.key) == NATIVE and self.upload and not self.tlog and \
-            self.inputs.skip_signed
+            self.inputs.skip_signed and self.signature_format == "legacy"
 
     def _already(self, item: WorkItem):
         """skip-signed for ``_checked_when_attaching``: the ``.sig`` manifest found -> why

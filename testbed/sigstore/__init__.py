@@ -9,9 +9,12 @@ any ``--insecure-*`` flag once pointed at its trust roots.
 
 It writes into DIR the trust roots (``fulcio_chain.pem``: root then intermediate, for
 ``SIGSTORE_ROOT_FILE``; ``fulcio_root.pem``: the root alone, a podman/skopeo ``caPath``;
-``ctfe.pub``; ``rekor.pub``) and ``DIR/env``, ``KEY=VALUE`` lines: ``FULCIO_URL``, ``REKOR_URL``,
-``OIDC_ISSUER``, ``SIGSTORE_ROOT_FILE``, ``SIGSTORE_CT_LOG_PUBLIC_KEY_FILE``,
-``SIGSTORE_REKOR_PUBLIC_KEY``, ``ACTIONS_ID_TOKEN_REQUEST_URL``, ``ACTIONS_ID_TOKEN_REQUEST_TOKEN``
+``ctfe.pub``; ``rekor.pub``; all of them as sigstore's clients take them now:
+``trusted_root.json`` and ``signing_config.json``, for cosign 3's ``--trusted-root`` and
+``--signing-config`` and sigstore-python) and ``DIR/env``, ``KEY=VALUE`` lines:
+``FULCIO_URL``, ``REKOR_URL``, ``OIDC_ISSUER``, ``SIGSTORE_ROOT_FILE``,
+``SIGSTORE_CT_LOG_PUBLIC_KEY_FILE``, ``SIGSTORE_REKOR_PUBLIC_KEY``, ``TRUSTED_ROOT``,
+``SIGNING_CONFIG``, ``ACTIONS_ID_TOKEN_REQUEST_URL``, ``ACTIONS_ID_TOKEN_REQUEST_TOKEN``
 (written last, atomically: once it exists everything listens). The ready file (JSON: the same
 values plus ``pid`` and ``control``) follows. Keys are made afresh at each start and everything
 is kept in memory. SIGTERM ends it at once. Three HTTP servers, each service at the root of its
@@ -54,9 +57,12 @@ Fulcio (``FULCIO_URL``)
     ``GET /api/v2/trustBundle``.
 
 Rekor (``REKOR_URL``)
-    ``POST /api/v1/log/entries`` takes ``hashedrekord`` 0.0.1 only: the signature must verify
-    over ``data.hash`` with the key or certificate in ``signature.publicKey`` (ECDSA or RSA, as
-    Rekor checks); the body is stored canonicalized (RFC 8785) and its RFC 6962 leaf hash is the
+    ``POST /api/v1/log/entries`` takes ``hashedrekord`` 0.0.1 (the signature must verify over
+    ``data.hash`` with the key or certificate in ``signature.publicKey``, ECDSA or RSA, as Rekor
+    checks) and ``dsse`` 0.0.1 (cosign 3's bundles: every signature of
+    ``proposedContent.envelope`` verifies over its PAE with one of ``verifiers``; the body keeps
+    the envelope's and payload's SHA-256 and each signature with its verifier); the body is
+    stored canonicalized (RFC 8785) and its RFC 6962 leaf hash is the
     entry's UUID; 201 ``{entryID: entry}`` with ``Location``, or 409 with the existing entry's
     ``Location`` for the same body again (always, as Rekor). An entry has ``body``,
     ``integratedTime``, ``logID`` (SHA-256 of the log key), ``logIndex`` and ``verification``:
@@ -98,6 +104,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from testbed import cli_args, exit_on_sigterm, launch, write_ready_file
 
+from . import trust
 from .common import (
     AUDIENCE,
     ENV_KEYS,
@@ -212,11 +219,18 @@ class Sigstore:
                  "rekor.pub": pem_public(self.rekor.key.public_key()).decode()}
         for name, text in files.items():
             (d / name).write_text(text)
+        (d / "trusted_root.json").write_bytes(trust.trusted_root(
+            self.urls["fulcio"], [self.fulcio.intermediate, self.fulcio.root], self.urls["rekor"],
+            self.rekor.key.public_key(), self.ct.key.public_key()))
+        (d / "signing_config.json").write_bytes(trust.signing_config(
+            self.urls["fulcio"], self.urls["rekor"], self.urls["oidc"]))
         self.env = {"FULCIO_URL": self.urls["fulcio"], "REKOR_URL": self.urls["rekor"],
                     "OIDC_ISSUER": self.urls["oidc"],
                     "SIGSTORE_ROOT_FILE": str(d / "fulcio_chain.pem"),
                     "SIGSTORE_CT_LOG_PUBLIC_KEY_FILE": str(d / "ctfe.pub"),
                     "SIGSTORE_REKOR_PUBLIC_KEY": str(d / "rekor.pub"),
+                    "TRUSTED_ROOT": str(d / "trusted_root.json"),
+                    "SIGNING_CONFIG": str(d / "signing_config.json"),
                     "ACTIONS_ID_TOKEN_REQUEST_URL": f"{self.urls['oidc']}/token?api-version=2.0",
                     "ACTIONS_ID_TOKEN_REQUEST_TOKEN": self.request_token}
         tmp = d / f"env.{os.getpid()}.tmp"

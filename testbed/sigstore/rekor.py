@@ -1,9 +1,10 @@
-"""The test bed's Rekor: one RFC 6962 tree of hashedrekord entries, SETs, inclusion proofs,
+"""The test bed's Rekor: one RFC 6962 tree of hashedrekord and dsse entries, SETs, inclusion proofs,
 checkpoints (signed notes), and the answers a hostile log gives (``forged``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import threading
@@ -64,8 +65,6 @@ def inclusion_path(index: int, leaves: list[bytes]) -> list[bytes]:
 def canonical_hashedrekord(proposed) -> tuple[bytes, dict]:
     """Check a proposed ``hashedrekord`` 0.0.1 entry as Rekor does (the signature verifies over
     the hash with the key or certificate given) and return its canonical body and spec."""
-    if not isinstance(proposed, dict) or proposed.get("kind") != "hashedrekord":
-        raise Refused(400, "unsupported entry kind: only hashedrekord is accepted here")
     if proposed.get("apiVersion") != "0.0.1":
         raise Refused(400, f"hashedrekord: unsupported apiVersion {proposed.get('apiVersion')!r}")
     spec = proposed.get("spec")
@@ -91,6 +90,56 @@ def canonical_hashedrekord(proposed) -> tuple[bytes, dict]:
         "data": {"hash": {"algorithm": algorithm, "value": value}},
         "signature": {"content": sig_b64, "publicKey": {"content": key_b64}}}}
     return canonical_json(body), body
+
+
+def canonical_dsse(proposed) -> tuple[bytes, dict]:
+    """Check a proposed ``dsse`` 0.0.1 entry as Rekor does (every signature of the envelope
+    verifies over its PAE with one of the verifiers given) and return its canonical body: the
+    SHA-256 of the envelope as sent and of its payload, and each signature (as the envelope
+    has it, base64) with the key or certificate that verifies it, sorted by signature."""
+    spec = proposed.get("spec")
+    if proposed.get("apiVersion") != "0.0.1":
+        raise Refused(400, f"dsse: unsupported apiVersion {proposed.get('apiVersion')!r}")
+    try:
+        content = spec["proposedContent"]
+        text, verifiers = content["envelope"], content["verifiers"]
+        envelope = json.loads(text)
+        payload = unb64(envelope["payload"], "envelope.payload")
+        kind = envelope["payloadType"].encode()
+        sigs = [s["sig"] for s in envelope["signatures"]]
+    except (KeyError, TypeError, ValueError):
+        raise Refused(400, "dsse: spec.proposedContent.envelope (a DSSE envelope as JSON text) "
+                           "and verifiers are required") from None
+    if not sigs or not isinstance(verifiers, list) or not verifiers:
+        raise Refused(400, "DSSE envelope must contain 1 or more signatures")
+    pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+    keys = []
+    for verifier in verifiers:
+        pem = unb64(verifier, "verifiers[]")
+        key = load_public_key(pem)
+        if key is None:
+            raise Refused(400, "could not parse public key as x509")
+        keys.append((pem, key))
+    signatures = []
+    for sig in sigs:
+        for pem, key in keys:
+            try:
+                verify_signature(key, unb64(sig, "signature"), pae)
+            except Refused:
+                continue
+            signatures.append({"signature": sig, "verifier": b64(pem)})
+            break
+        else:
+            raise Refused(400, "all signatures must have a key that verifies it")
+    body = {"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+        "envelopeHash": {"algorithm": "sha256",
+                         "value": hashlib.sha256(text.encode()).hexdigest()},
+        "payloadHash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()},
+        "signatures": sorted(signatures, key=lambda s: s["signature"])}}
+    return canonical_json(body), body
+
+
+KINDS = {"hashedrekord": canonical_hashedrekord, "dsse": canonical_dsse}
 
 
 @dataclass
@@ -121,7 +170,11 @@ class Rekor:
 
     def add(self, proposed) -> tuple[Entry, bool]:
         """(the entry, True) once logged; (the existing entry, False) for a body already in."""
-        body, _ = canonical_hashedrekord(proposed)
+        kind = proposed.get("kind") if isinstance(proposed, dict) else None
+        if kind not in KINDS:
+            raise Refused(400, "unsupported entry kind: only hashedrekord and dsse are accepted "
+                               "here")
+        body, _ = KINDS[kind](proposed)
         with self.lock:
             existing = self.by_uuid.get(leaf_hash(body).hex())
             if existing:
