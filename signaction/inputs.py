@@ -112,6 +112,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("certificate-oidc-issuer", "--certificate-oidc-issuer", "str", "verify mode, "
            "cosign keyless: the OIDC issuer the Fulcio certificate must name (as cosign "
            "verify's flag)", metavar="URL"),
+    Option("trusted-root", "--trusted-root", "str", "cosign: Sigstore's trusted_root.json "
+           "(Fulcio CA chains, Rekor and CT log keys), instead of cosign_signer's root files "
+           "(also the config key cosign_signer.trusted_root_file)", metavar="FILE"),
+    Option("signing-config", "--signing-config", "str", "cosign: Sigstore's "
+           "signing_config.json (v0.2: the Fulcio, OIDC and Rekor URLs; also the config key "
+           "cosign_signer.signing_config_file)", metavar="FILE"),
     Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
            "false they are only written to the output folder, with a script that attaches "
            "them later (also the config key cosign_signer.upload)"),
@@ -188,6 +194,8 @@ class Inputs:
     verify_keyring: str | None = None
     certificate_identity: str | None = None
     certificate_oidc_issuer: str | None = None
+    trusted_root: str | None = None
+    signing_config: str | None = None
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     shard: str | None = None

@@ -213,7 +213,7 @@ def certificate_problem(cert_pem: bytes, chain_pem: bytes, trust: CosignTrust,
     at = datetime.datetime.fromtimestamp(integrated, datetime.UTC)
     problem, chain = fulcio.chain_problem(cert, trust.fulcio, untrusted, at)
     if problem is None and trust.ctlog_pem is not None:
-        problem = fulcio.sct_problem(cert, chain[1], (trust.ctlog_pem,))
+        problem = fulcio.sct_problem(cert, chain[1], keys.pem_keys(trust.ctlog_pem))
     if problem is not None:
         return problem
     if identity != trust.identity:

@@ -3,6 +3,7 @@ Ed25519)."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +30,15 @@ def _load_public(pem: bytes) -> Any:
         return serialization.load_pem_public_key(pem)
     except UnsupportedAlgorithm:
         raise ValueError("an unsupported key") from None
+
+
+PEM_KEY = re.compile(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----\s*", re.S)
+
+
+def pem_keys(pem: bytes) -> tuple[bytes, ...]:
+    """The PEM public keys of a file holding one or several (a trusted root's logs); the file
+    as it is when it holds no PEM public key block (a certificate, say)."""
+    return tuple(PEM_KEY.findall(pem)) or (pem,)
 
 
 def spki(key: Any) -> bytes:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 
 from signaction.formats.findings import Finding, Problem
 
-from .keys import load_public, pem_spki, verifies
+from .keys import load_public, pem_keys, pem_spki, verifies
 
 MAX_PROOF = 64  # hashes in an audit path: a tree of 2**64 entries
 
@@ -287,5 +287,21 @@ def entry_problem(entry: LogEntry, payload: bytes, signature: bytes, key_pem: by
     its SET and inclusion proof."""
     problem = body_problem(entry, payload, signature, key_pem, kind)
     if problem is None and rekor_pem is not None:
+        rekor_pem = log_key(rekor_pem, entry.log_id)
         problem = set_problem(entry, rekor_pem) or inclusion_problem(entry, rekor_pem)
     return problem
+
+
+def log_key(rekor_pem: bytes, log_id: str) -> bytes:
+    """Of the Rekor keys trusted (one PEM or several, as a trusted root lists them), the one
+    whose SHA-256 is the entry's log ID; the first when none is (set_problem says so)."""
+    keys = pem_keys(rekor_pem)
+    if len(keys) < 2:
+        return rekor_pem
+    for key in keys:
+        try:
+            if hashlib.sha256(pem_spki(key)).hexdigest() == log_id.lower():
+                return key
+        except ValueError:
+            continue
+    return keys[0]

@@ -121,7 +121,7 @@ class CosignBinary(Signer):
             envs: dict[str, dict[str, str]] = {}  # per key: its password or none, its names
             for item in items:
                 if item.key.key not in envs:
-                    envs[item.key.key] = self._env(docker_config, item.key)
+                    envs[item.key.key] = self._env(docker_config, item.key, roots_dir=tmp)
             counter = iter(range(len(items)))
             lock = threading.Lock()
 
@@ -311,10 +311,11 @@ class CosignBinary(Signer):
             json.dump(config, f)
         return folder
 
-    def _env(self, docker_config: str | None = None,
-             key: SigningKey | None = None) -> dict[str, str]:
+    def _env(self, docker_config: str | None = None, key: SigningKey | None = None,
+             roots_dir: str | None = None) -> dict[str, str]:
         """cosign's environment, for ``key`` (None: a call that uses no key): COSIGN_ENV and
-        what the key reads, the config's env_variables, the trust roots configured, the private
+        what the key reads, the config's env_variables, the trust roots configured (those of a
+        trusted root written into ``roots_dir``, the run's private folder), the private
         docker config, and COSIGN_PASSWORD: the key's passphrase for a key that is encrypted
         with one (a key file, env://), else empty. Keyless without identity_token: GitHub's
         token request variables (cosign's ambient provider), for this key only."""
@@ -327,7 +328,14 @@ class CosignBinary(Signer):
             if uri.startswith(scheme):
                 keep += names
         extra = {str(k): str(v) for k, v in (self.config.get("env_variables") or {}).items()}
-        extra.update({ROOT_FILES[name][0]: path for name, (path, _) in self.roots.items()})
+        for name, (path, data) in self.roots.items():
+            if not path and roots_dir:  # from a trusted root: a file for cosign to read
+                path = os.path.join(roots_dir, ROOT_FILES[name][1])
+                if not os.path.exists(path):
+                    with open(path, "wb") as f:
+                        f.write(data)
+            if path:
+                extra[ROOT_FILES[name][0]] = path
         # Set even when empty: an unset COSIGN_PASSWORD makes cosign prompt, and CI has no tty.
         needs_password = key is not None and not keyless and (uri.startswith("env://") or
                                                               not KEY_URI.match(uri))

@@ -37,6 +37,7 @@ from .verify import (
 )
 
 log = logging.getLogger("signers.cosign")
+TRUSTED_ROOT_COPY = "trusted_root.json"  # verification/: the trusted root the run used
 BUNDLE_SUFFIX = ".sigstore.json"  # a Sigstore bundle's file name, as cosign 3 names them
 # CosignSignature's bundle facts -> their results.json keys
 BUNDLE_FIELDS = {"bundle_referrer": "bundle_referrer", "bundle_stored": "bundle_stored",
@@ -81,6 +82,7 @@ class CosignFormat(SignatureFormat):
         self.attach_later = attach_later
         self.tlog = tlog
         self.roots = roots or {}
+        self.trusted_root: bytes | None = None  # trusted_root.json, when the run used one
         self.keyless = False  # set by the signer when the plan has the key keyless
         self._lock = threading.Lock()
         # keyless identities signed: (identity, issuer) -> the images (REF@DIGEST) signed
@@ -130,6 +132,8 @@ class CosignFormat(SignatureFormat):
         folder = os.path.abspath(os.path.join(artifacts.root, "verification"))
         files = {"signing-keys.pub": b"".join(pems)} if pems else {}
         files.update({ROOT_FILES[k][1]: data for k, data in self.roots.items()})
+        if self.trusted_root:
+            files[TRUSTED_ROOT_COPY] = self.trusted_root
         # podman/skopeo check a signature's Rekor SET where cosign attached it (upload), for a
         # key when the run knows Rekor's key; keyless always (the policy needs it: see README)
         rekor = {"rekorPublicKeyPath": os.path.join(folder, ROOT_FILES[
@@ -168,7 +172,8 @@ class CosignFormat(SignatureFormat):
         text = _README
         if self.keyless or self.tlog:
             text += _README_SIGSTORE.format(folder=folder, have=", ".join(
-                f"`{name}`" for name in sorted(files) if name.endswith((".pem", ".pub")))
+                f"`{name}`" for name in sorted(files) if name.endswith((".pem", ".pub"))
+                or name == TRUSTED_ROOT_COPY)
                 or "none (the public Sigstore's: see below)")
         if others:
             text += _README_URI.format(identities="\n".join(
@@ -265,7 +270,9 @@ _README_SIGSTORE = """
 ## Sigstore: Fulcio certificates and the Rekor transparency log
 
 The trust roots this run used are copied here: {have} (`fulcio_root.pem`: the Fulcio CA
-chain; `ctlog.pub`: the certificate transparency log's key; `rekor.pub`: Rekor's key).
+chain; `ctlog.pub`: the certificate transparency log's key; `rekor.pub`: Rekor's key; with a
+trusted root or TUF, `trusted_root.json` too: all of them in one file, the form cosign 3 takes
+as `cosign verify --trusted-root trusted_root.json`).
 `policy.json` names them by the absolute path of this folder where it was written:
 
     {folder}

@@ -45,6 +45,7 @@ from ..base import Options, Outcome, Report
 from ..tools import Running, run_pool
 from . import native as native_path
 from . import services
+from . import trust as cosign_trust
 from .binary import CosignBinary
 from .common import (
     AMBIENT_ENV,
@@ -109,10 +110,14 @@ class CosignSigner(CosignBinary):
             if c.get(name) and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", str(c[name])):
                 raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
         self.roots = {name: read_root_file(name, c[name]) for name in ROOT_FILES if c.get(name)}
+        self.trust = self._trust_files()
+        self._trust_fetched = False  # the TUF repository, when one applies, read (preflight)
         self.cosign_format = CosignFormat(attach_later=not self.upload, tlog=self.tlog,
                                           roots=self._root_copies(),
                                           formats=formats_of(self.signature_format))
         self.format = self.cosign_format
+        if self.trust is not None:
+            self._apply_trust(self.trust)
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.password = self.read_secret_file("password_file") or \
             environ.get("COSIGN_PASSWORD")
@@ -191,6 +196,81 @@ class CosignSigner(CosignBinary):
                                               self.environ[AMBIENT_ENV[0]],
                                               self.environ[AMBIENT_ENV[1]])
 
+    def _trust_files(self) -> cosign_trust.Material | None:
+        """trusted_root.json and signing_config.json, from the inputs or the config; one
+        source of trust roots only."""
+        c, inputs = self.config, self.inputs
+        root = inputs.trusted_root or c.get("trusted_root_file")
+        signing = inputs.signing_config or c.get("signing_config_file")
+        root_what = "input 'trusted-root'" if inputs.trusted_root else \
+            "config: cosign_signer.trusted_root_file"
+        material = cosign_trust.read_files(
+            root, signing, root_what, "input 'signing-config'" if inputs.signing_config
+            else "config: cosign_signer.signing_config_file")
+        given = [name for name in ROOT_FILES if c.get(name)]
+        if root and given:
+            raise InputError(f"{root_what}: not with cosign_signer.{given[0]} (the trusted root "
+                             "holds the Fulcio, CT log and Rekor keys: give one or the other)")
+        if c.get("tuf_url") and (root or given):
+            raise InputError("config: cosign_signer.tuf_url: not with "
+                             f"{'a trusted root' if root else 'cosign_signer.' + given[0]} "
+                             "(trust material from a TUF repository, or from files: one)")
+        if c.get("tuf_root_file") and not c.get("tuf_url"):
+            raise InputError("config: cosign_signer.tuf_root_file: needs tuf_url (the TUF "
+                             "repository it is the initial root of)")
+        return material
+
+    def _apply_trust(self, material: cosign_trust.Material) -> None:
+        """The signing config's URLs where the config names none; the trusted root's keys as
+        the trust roots (cosign gets them as files, verification/ gets copies)."""
+        if material.services is not None:
+            urls = {"fulcio_url": material.services.fulcio_url,
+                    "rekor_url": material.services.rekor_url,
+                    "oidc_issuer": material.services.oidc_url}
+            self.config = {**self.config, **{k: v for k, v in urls.items()
+                                             if v and not self.config.get(k)}}
+        root = material.root
+        if root is None:
+            return
+        derived = {"fulcio_root_file": root.fulcio_pem, "ctlog_public_key_file":
+                   root.ctlog_pem(), "rekor_public_key_file": root.rekor_pem(
+                       self.config.get("rekor_url") or services.PUBLIC_REKOR)}
+        # no path: written for the cosign binary into its private folder (binary._env)
+        self.roots = {name: ("", data) for name, data in derived.items() if data}
+        self.cosign_format.roots = {n: d for n, (_, d) in self.roots.items()}
+        self.cosign_format.trusted_root = material.root_bytes
+
+    def _fetch_trust(self, plan: Plan) -> None:
+        """A TUF repository's trust material: the configured tuf_url's; the public instance's
+        when the run needs trust material (keyless, or the transparency log) and names none
+        (no trust files, no SIGSTORE_* roots, no service URLs). Read once, before signing or
+        verifying; --dry-run only says where it would come from."""
+        if self._trust_fetched:
+            return
+        self._trust_fetched = True
+        c = self.config
+        url = c.get("tuf_url")
+        if not url:
+            if self.trust is not None or self.cosign_format.roots or \
+                    any(c.get(k) for k in URL_KEYS):
+                return
+            if not self.tlog and not any(k.key == KEYLESS for k in plan.keys):
+                return
+            url = cosign_trust.PUBLIC_TUF
+        elif not re.fullmatch(r"https?://[^\s/?#]+[^\s?#]*", str(url)):
+            raise InputError("config: cosign_signer.tuf_url: not an http:// or https:// URL")
+        if self.inputs.dry_run:
+            log.info("Sigstore trust material would come from the TUF repository %s", url)
+            return
+        initial = None
+        if c.get("tuf_root_file"):
+            path = os.path.abspath(os.path.expanduser(str(c["tuf_root_file"])))
+            initial = read_regular_file(path, f"config: cosign_signer.tuf_root_file: {path!r}",
+                                        cosign_trust.MAX_METADATA)
+        material = cosign_trust.fetch(self.registry, str(url), initial, cosign_trust.cache_dir(
+            c.get("tuf_cache_dir"), self.environ))
+        self._apply_trust(material)
+
     def _root_copies(self) -> dict[str, bytes]:
         """The trust roots for verification/: the configured files, else those cosign reads
         from the environment (SIGSTORE_*) when they can be read; none: the public Sigstore's."""
@@ -216,6 +296,7 @@ class CosignSigner(CosignBinary):
         return found
 
     def preflight(self, plan: Plan) -> None:
+        self._fetch_trust(plan)
         self.paths = {key.key: self._choose_path(key) for key in plan.keys}
         native = [key for key in plan.keys if self.paths[key.key] == NATIVE]
         if any(key.key == KEYLESS for key in plan.keys):
@@ -365,11 +446,10 @@ class CosignSigner(CosignBinary):
         through ``cosign public-key`` (its public half); keyless, the Fulcio root and the
         expected identity and issuer (--certificate-identity, --certificate-oidc-issuer).
         Rekor's key, when configured, makes each signature's SET required."""
-        rekor = self.cosign_format.roots.get("rekor_public_key_file")
-        trusted: dict[str, Any] = {}
+        public: dict[str, bytes] = {}
         for key in plan.keys:
             if key.key == KEYLESS:
-                trusted[key.key] = self._keyless_trust(rekor)
+                self._keyless_identity()
                 continue
             data = b""  # a KMS URI, or no such file: cosign public-key says what it is
             if not KEY_URI.match(key.key) and os.path.lexists(key.key):
@@ -381,19 +461,28 @@ class CosignSigner(CosignBinary):
                                      f"{self.cosign!r} is not there to read its public half")
                 self.cosign = shutil.which(self.cosign) or self.cosign
                 data = self._public_key(key, self._env(key=key))
-            trusted[key.key] = CosignTrust(public_pem=data, rekor_pem=rekor)
-        return trusted
+            public[key.key] = data
+        self._fetch_trust(plan)  # the keys given are usable: now the trust material
+        rekor = self.cosign_format.roots.get("rekor_public_key_file")
+        return {key.key: self._keyless_trust(rekor) if key.key == KEYLESS else
+                CosignTrust(public_pem=public[key.key], rekor_pem=rekor) for key in plan.keys}
 
-    def _keyless_trust(self, rekor: bytes | None) -> CosignTrust:
+    def _keyless_identity(self) -> tuple[str, str]:
         identity = self.inputs.certificate_identity
         issuer = self.inputs.certificate_oidc_issuer
         if not identity or not issuer:
             raise InputError("--mode verify with the key 'keyless' needs --certificate-identity "
                              "and --certificate-oidc-issuer: whose certificates to accept")
+        return identity, issuer
+
+    def _keyless_trust(self, rekor: bytes | None) -> CosignTrust:
+        identity, issuer = self._keyless_identity()
         roots = self.cosign_format.roots
         if "fulcio_root_file" not in roots or rekor is None or \
                 "ctlog_public_key_file" not in roots:
-            raise InputError("--mode verify with the key 'keyless' needs cosign_signer."
+            raise InputError("--mode verify with the key 'keyless' needs Sigstore's trust "
+                             "roots: a trusted root (--trusted-root, cosign_signer."
+                             "trusted_root_file, or TUF: tuf_url), or cosign_signer."
                              "fulcio_root_file, ctlog_public_key_file and rekor_public_key_file "
                              "(or SIGSTORE_ROOT_FILE, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE and "
                              "SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates, "
