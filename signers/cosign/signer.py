@@ -106,6 +106,10 @@ class CosignSigner(CosignBinary):
             raise InputError(f"config: cosign_signer.signature_format: "
                              f"{self.signature_format!r} is not "
                              f"one of {', '.join(FORMATS)}")
+        if not self.upload and self.signature_format != "legacy":
+            log.warning("signature_format %s with upload false: the bundles are written to "
+                        "the output folder only (cosign-attach.sh attaches the legacy form)",
+                        self.signature_format)
         for name in URL_KEYS:
             if c.get(name) and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", str(c[name])):
                 raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
