@@ -34,7 +34,12 @@ def _key_der() -> bytes:
 
 
 def _log(url: str, der: bytes) -> dict:
-    return {"baseUrl": url, "publicKey": {"rawBytes": base64.b64encode(der).decode()}}
+    """A transparency log entry of a trusted root, complete enough for cosign 3."""
+    return {"baseUrl": url, "hashAlgorithm": "SHA2_256",
+            "publicKey": {"rawBytes": base64.b64encode(der).decode(),
+                          "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                          "validFor": {"start": "2020-01-01T00:00:00Z"}},
+            "logId": {"keyId": base64.b64encode(hashlib.sha256(der).digest()).decode()}}
 
 
 # -- reading the files: pure logic ----------------------------------------------------------
@@ -154,18 +159,28 @@ def test_keyless_from_a_trusted_root_and_signing_config_alone(bed, oci11, trixie
     image, target = _keyless(tmp_path, oci11, "files")
     config = {"allow_http_registry": True, "signature_format": "both",
               "signing_config_file": bed.env["SIGNING_CONFIG"]}  # the URLs: only from here
-    signed = run(tmp_path, trixie_tools, config, *target, "--trusted-root",
-                 bed.env["TRUSTED_ROOT"], out="sign", env=ambient(bed))
+    # a trusted root as the public one is: several Rekor and CT logs, the one in use not first
+    root = json.loads(Path(bed.env["TRUSTED_ROOT"]).read_text())
+    root["tlogs"].insert(0, _log("https://old-rekor.example", _key_der()))
+    root["ctlogs"].insert(0, _log("https://old-ct.example", _key_der()))
+    trusted_root = tmp_path / "trusted_root.json"
+    trusted_root.write_text(json.dumps(root))
+    signed = run(tmp_path, trixie_tools, config, *target, "--trusted-root", str(trusted_root),
+                 out="sign", env=ambient(bed))
     assert signed.returncode == 0, signed.stderr
     assert results(tmp_path, "sign")["images"][0]["signature_format"] == "both"
     copied = tmp_path / "sign" / "verification" / "trusted_root.json"
-    assert copied.read_bytes() == Path(bed.env["TRUSTED_ROOT"]).read_bytes()
+    assert copied.read_bytes() == trusted_root.read_bytes()
     three = trixie_tools.run_cosign3_env({}, "verify", "--allow-http-registry",
                                          "--trusted-root", str(copied), *_identity(bed),
                                          image.by_digest())
     assert three.returncode == 0, three.stderr
-    verified = run(tmp_path, trixie_tools, config, "--mode", "verify", *target, *_identity(bed),
-                   "--trusted-root", bed.env["TRUSTED_ROOT"], out="verify")
+    # verify mode needs no URLs: the trusted root alone (the log in use is not first in it,
+    # so each entry's log ID has to pick the key)
+    verified = run(tmp_path, trixie_tools, {"allow_http_registry": True,
+                                            "signature_format": "both"},
+                   "--mode", "verify", *target, *_identity(bed), "--trusted-root",
+                   str(trusted_root), out="verify")
     assert verified.returncode == 0, verified.stderr
     assert set(results(tmp_path, "verify")["images"][0]["signature_formats"].values()) == \
         {"verified"}

@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from signaction.formats.findings import Finding, Problem
 
-from .keys import load_public, spki, verifies
+from .keys import load_public, pem_keys, spki, verifies
 
 ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1")  # DER UTF8String, raw
 MAX_TEXT = 1000  # characters of an identity or issuer
@@ -228,7 +228,7 @@ def sct_problem(leaf: x509.Certificate, issuer: x509.Certificate, ct_keys: Itera
     except ValueError:
         return Problem(Finding.TRANSPARENCY, "the certificate's SCT list cannot be read")
     logs = {}
-    for pem in ct_keys:
+    for pem in (one for given in ct_keys for one in pem_keys(given)):  # a file may hold some
         key = load_public(pem)
         logs[hashlib.sha256(spki(key)).digest()] = key
     try:
