@@ -37,6 +37,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urljoin
 
 import requests
 
@@ -102,7 +103,7 @@ class Registry:
         for d in [json.loads(manifest)["config"], *json.loads(manifest)["layers"]]:
             r = self.http.post(f"{base}/blobs/uploads/")
             r.raise_for_status()
-            self.http.put(r.headers["Location"], params={"digest": d["digest"]},
+            self.http.put(urljoin(r.url, r.headers["Location"]), params={"digest": d["digest"]},
                           data=blob(d["digest"])).raise_for_status()
         self.http.put(f"{base}/manifests/{tag}", data=manifest,
                       headers={"Content-Type": MANIFEST}).raise_for_status()
@@ -131,6 +132,20 @@ class Registry:
 
     def stop(self) -> None:
         stop_registry(self.proc)  # by PID: the one this bench started
+
+
+def fresh_images(registry: Registry, layouts: list[Path], namespace: str, listing: Path
+                 ) -> tuple[list[dict], Path]:
+    """Each layout pushed as ``namespace/appI:v1`` (nothing there is signed yet), and the images
+    file ``listing`` naming them."""
+    def push(i: int) -> dict:
+        repo = f"{namespace}/app{i}"
+        digest = registry.push(layouts[i], repo, "v1")
+        return {"reference": f"{registry.host}/{repo}:v1", "digest": digest}
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(push, range(len(layouts))))
+    listing.write_text(json.dumps(images))
+    return images, listing
 
 
 class Bench:
@@ -168,16 +183,8 @@ class Bench:
         """n images pushed under a namespace of their own (nothing there is signed yet), and an
         images file listing them."""
         self.runs += 1
-
-        def push(i: int) -> dict:
-            repo = f"run{self.runs}/app{i}"
-            digest = self.registry.push(self.layouts[i], repo, "v1")
-            return {"reference": f"{self.registry.host}/{repo}:v1", "digest": digest}
-        with ThreadPoolExecutor(8) as pool:
-            images = list(pool.map(push, range(n or self.n)))
-        listing = self.tmp / f"images-{self.runs}.json"
-        listing.write_text(json.dumps(images))
-        return images, listing
+        return fresh_images(self.registry, self.layouts[:n or self.n], f"run{self.runs}",
+                            self.tmp / f"images-{self.runs}.json")
 
     def measure(self, who: str, cmd: list[str], images: list[dict] | None, ok) -> Result:
         """Run cmd; ok(exit code, stdout) says what is wrong with the outcome, if anything;

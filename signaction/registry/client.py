@@ -56,9 +56,10 @@ import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..formats.cosign import COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING, sig_tag
 from ..formats.oci import (
@@ -357,39 +358,62 @@ class RegistryClient(Transport):
 
     def add_fallback_referrer(self, ref: Reference, subject: str, added: dict) -> int:
         """Lists the referrer ``added`` (a descriptor) in ``subject``'s fallback tag, keeping
-        every entry already there, also one another writer adds meanwhile: read, merge, write
-        with If-Match (a registry that honours it refuses a stale write: 412), then re-read;
-        again on top of what is there until the tag lists it. Returns the writes it took."""
+        every entry already there, also one another writer adds meanwhile (``update_tag``).
+        Returns the writes it took."""
         tag = fallback_tag(subject)
-        where = f"{ref.host}/{ref.path}:{tag}"
-        if_match = True
-        for writes in range(4 * RACE_ATTEMPTS):  # each lost race is another writer's gain
-            found = self.read_tag(ref, tag)
+
+        def change(found: tuple[bytes, str] | None) -> bytes | None:
             try:
-                merged = with_referrer(found[0] if found else None, added)
+                return with_referrer(found[0] if found else None, added)
             except ValueError as e:
-                raise RegistryError(f"{where}: the referrers tag is not an index ({e}): not "
-                                    "changed") from None
-            if merged is None:
-                return writes
+                raise RegistryError(f"{ref.host}/{ref.path}:{tag}: the referrers tag is not an "
+                                    f"index ({e}): not changed") from None
+        # each lost race is another writer's gain: more of them than for one .sig tag
+        return self.update_tag(ref, tag, change, OCI_INDEX, attempts=4 * RACE_ATTEMPTS,
+                               what="a referrer")[1]
+
+    def update_tag(self, ref: Reference, tag: str,
+                   change: Callable[[tuple[bytes, str] | None], bytes | None], media_type: str,
+                   *, attempts: int = RACE_ATTEMPTS, what: str = "a change",
+                   new_tag_condition: bool = True) -> tuple[str | None, int]:
+        """Changes what ``tag`` points at without losing what another writer changes meanwhile:
+        read the tag, ``change(found)`` (found: its manifest and digest, or None when there is
+        no such tag) gives the manifest to write, or None when what is there needs no change;
+        written with If-Match (and If-None-Match: * where there was no tag, unless not
+        ``new_tag_condition``): a registry that honours them refuses a stale write (412); then
+        checked (HEAD) still to name what was written;
+        if another writer came in between, all again on top of what is there now. ``change``
+        is called once per attempt and may push what the manifest names. Returns (the digest
+        the tag names: the one written, or the one found needing no change; None for no tag
+        and no change), the writes it took (412s included). RegistryError after ``attempts``
+        rounds lost to other writers. ``what`` names the change in warnings and errors."""
+        where = f"{ref.host}/{ref.path}:{tag}"
+        conditional = True
+        for writes in range(attempts):
+            found = self.read_tag(ref, tag)
+            raw = change(found)
+            if raw is None:
+                return (found[1] if found else None), writes
+            condition: dict[str, Any] = {}
+            if conditional and found:
+                condition["if_match"] = found[1]
+            elif conditional and new_tag_condition:
+                condition["if_absent"] = True
             try:
-                self.put_manifest(ref, tag, merged, OCI_INDEX,
-                                  if_match=found[1] if found and if_match else None,
-                                  if_absent=found is None and if_match)
+                written = self.put_manifest(ref, tag, raw, media_type, **condition)
             except RegistryError as e:
                 if e.status != 412:
                     raise
-                # another writer came first, or the registry reads If-Match otherwise
-                if_match = self.tag_digest(ref, tag) != (found[1] if found else None)
+                # another writer came first, or the registry reads the condition otherwise: then
+                # (the tag is unchanged) no condition is sent from here on
+                conditional = self.tag_digest(ref, tag) != (found[1] if found else None)
                 continue
-            again = self.read_tag(ref, tag)
-            if again is not None and any(m.get("digest") == added["digest"]
-                                         for m in index_manifests(again[0])):
-                return writes + 1
-            log.warning("%s changed while a referrer was added (another writer): adding it "
-                        "again on top of what is there now", where)
-        raise RegistryError(f"{where}: other writers changed the tag {4 * RACE_ATTEMPTS} "
-                            "times while a referrer was added; not added")
+            if self.tag_digest(ref, tag) == written:
+                return written, writes + 1
+            log.warning("%s changed while %s was added (another writer): adding it again on "
+                        "top of what is there now", where, what)
+        raise RegistryError(f"{where}: other writers changed the tag {attempts} times while "
+                            f"{what} was added; not added")
 
     def blob(self, ref: Reference, layer: dict, what: str, limit: int) -> bytes:
         """The blob a descriptor names, at most ``limit`` bytes, its digest checked."""

@@ -15,8 +15,9 @@ Appending is a read-modify-write of one tag, so two writers can lose a layer. In
 digest is only ever written by one thread (the signer groups items by digest); against writers
 outside the run, the tag is re-read after the write, and if it no longer names what was
 written (someone wrote in between) the layers found are kept and the write is made again on top
-of them, until the tag holds this layer. The PUT also carries ``If-Match`` for registries that
-can refuse a stale write (412). A registry without compare-and-swap leaves a window between
+of them, until the tag holds this layer (the registry client's ``update_tag``, which the
+referrers tag's index shares). The PUT also carries ``If-Match`` for registries that can refuse
+a stale write (412). A registry without compare-and-swap leaves a window between
 another writer's read and write that no client can close; cosign has the same one.
 
 The claim, layers and manifest are signaction.formats.cosign's; this module reads key files
@@ -50,7 +51,6 @@ from signaction.formats.keys import public_pem, sign_bytes
 from signaction.formats.oci import EMPTY_JSON, OCI_MANIFEST, fallback_tag, referrer_descriptor
 from signaction.reference import Reference
 from signaction.registry import RegistryClient, RegistryError
-from signaction.registry.common import RACE_ATTEMPTS
 from signaction.safeload import parse_json, read_regular_file
 
 log = logging.getLogger(__name__)
@@ -190,48 +190,42 @@ class Attached:
 def attach(registry: RegistryClient, location: Reference, digest: str, payload: bytes,
            layer: dict[str, Any], duplicate=None, already=None) -> Attached:
     """Appends ``layer`` (its blob ``payload``) to ``digest``'s ``.sig`` image in ``location``'s
-    repository, keeping every layer already there, also one another writer adds meanwhile.
-    ``duplicate(layer_found) -> bool``: a layer that makes this one needless (cosign does not
-    append a signature of the same payload that verifies with the same key). ``already(the
-    manifest found) -> reason | None``: skip-signed, from the same read of the tag (a reason:
-    nothing is written)."""
+    repository, keeping every layer already there, also one another writer adds meanwhile
+    (the registry client's ``update_tag``). ``duplicate(layer_found) -> bool``: a layer that
+    makes this one needless (cosign does not append a signature of the same payload that
+    verifies with the same key). ``already(the manifest found) -> reason | None``: skip-signed,
+    from the same (first) read of the tag (a reason: nothing is written)."""
     tag = sig_tag(digest)
     where = f"{location.host}/{location.path}:{tag}"
-    pushed_payload, if_match = False, True
-    for writes in range(1, RACE_ATTEMPTS + 1):
-        found = registry.read_tag(location, tag)
-        if found and already is not None and writes == 1 and (reason := already(found[0])):
-            return Attached(found[1], False, 0, reason)
+    pushed_payload, first = False, True
+    appended, skipped = True, None  # what the tag was found to hold, when nothing is written
+
+    def change(found: tuple[bytes, str] | None) -> bytes | None:
+        nonlocal pushed_payload, first, appended, skipped
+        was_first, first = first, False
+        if found and already is not None and was_first and (reason := already(found[0])):
+            appended, skipped = False, reason
+            return None
         layers = existing_layers(found[0], where) if found else []
         for old in layers:
-            if cosign.same_layer(old, layer):
-                return Attached(found[1] if found else "", True, writes - 1)
+            if cosign.same_layer(old, layer):  # ours: there already (another writer kept it)
+                return None
             if duplicate is not None and old.get("digest") == layer["digest"] and \
                     duplicate(old):
-                return Attached(found[1] if found else "", False, writes - 1)
+                appended = False
+                return None
         layers = [*layers, layer]
         config = signature_config(layers)
         if not pushed_payload:
             registry.push_blob(location, payload)
             pushed_payload = True
         registry.push_blob(location, config)
-        manifest = signature_manifest(config, layers)
-        try:
-            written = registry.put_manifest(location, tag, manifest, OCI_MANIFEST,
-                                            if_match=found[1] if found and if_match else None)
-        except RegistryError as e:
-            if e.status != 412:
-                raise
-            # another writer came first, or the registry reads If-Match otherwise: then (the tag
-            # is unchanged) it is left out from here on
-            if_match = registry.tag_digest(location, tag) != (found[1] if found else None)
-            continue
-        if registry.tag_digest(location, tag) == written:
-            return Attached(written, True, writes)
-        log.warning("%s changed while this signature was added (another writer): adding it "
-                    "again on top of what is there now", where)
-    raise RegistryError(f"{where}: other writers changed the tag {RACE_ATTEMPTS} times while "
-                        "this signature was added; not added")
+        return signature_manifest(config, layers)
+
+    # a new .sig tag is written without a condition, as before (and as cosign writes it)
+    now, writes = registry.update_tag(location, tag, change, OCI_MANIFEST,
+                                      what="this signature", new_tag_condition=False)
+    return Attached(now or "", appended, writes, skipped)
 
 
 # -- one signature ------------------------------------------------------------------------------
