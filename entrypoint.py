@@ -14,25 +14,25 @@ published signature is checked as podman would check it; 0 all verified, 1 some 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 if sys.version_info < (3, 11):
     print(f"error: Python 3.11 or later is needed (this is {sys.version.split()[0]})",
           file=sys.stderr)
     sys.exit(2)
-try:
-    import jsonschema  # noqa: F401
-    import yaml  # noqa: F401
-except ImportError as missing:  # e.g. the system's python3 instead of the project's venv
-    print(f"error: the Python package {missing.name!r} is missing: run this with the project's "
-          "virtual environment (make venv; .venv/bin/python entrypoint.py ...), or the image",
-          file=sys.stderr)
-    sys.exit(2)
+# Found, not imported: a run imports what it needs when it needs it (tests/test_cold_start.py).
+for _package in ("jsonschema", "yaml"):
+    if importlib.util.find_spec(_package) is None:  # e.g. the system's python3, not the venv
+        print(f"error: the Python package {_package!r} is missing: run this with the project's "
+              "virtual environment (make venv; .venv/bin/python entrypoint.py ...), or the image",
+              file=sys.stderr)
+        sys.exit(2)
 
 from signaction import CREATOR  # noqa: E402
 from signaction.artifacts import Artifacts  # noqa: E402
@@ -45,10 +45,8 @@ from signaction.github import (  # noqa: E402
     verify_summary_markdown,
 )
 from signaction.inputs import MERGE_COMMAND, Inputs, merge_argv, parse_inputs  # noqa: E402
-from signaction.merge import merge  # noqa: E402
 from signaction.outside import SafeFormatter, scrub  # noqa: E402
 from signaction.plan import Plan, build_plan  # noqa: E402
-from signaction.registry import RegistryClient, RegistryError, RegistrySettings  # noqa: E402
 from signaction.resolve import complete_plan, needs_registry  # noqa: E402
 from signaction.results import (  # noqa: E402
     FAILED,
@@ -62,8 +60,8 @@ from signaction.results import (  # noqa: E402
 from signaction.shard import Shard, Share, manifest, parse_shard, take_share  # noqa: E402
 from signaction.signing import INVALID, VERIFIED, Check, FollowUp, Verdict  # noqa: E402
 from signaction.tekton import TektonResults  # noqa: E402
-from signers import available, signer_class  # noqa: E402
-from signers.base import Options, Signer, skip_signed  # noqa: E402
+from signers import available, signer_class, summaries  # noqa: E402
+from signers.base import Options, RunRegistry, Signer, skip_signed  # noqa: E402
 from signers.tools import run_pool  # noqa: E402
 
 log = logging.getLogger("signaction")
@@ -88,7 +86,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     # 1-3. Inputs, config, plan: everything is checked before anything is written or signed.
     try:
-        inputs = parse_inputs(argv, environ, {n: s.summary for n, s in available().items()})
+        inputs = parse_inputs(argv, environ, summaries())
         if inputs.mode == "merge":  # sharded runs' output folders made into one
             return _merge(inputs, actions, tekton)
         inputs, shard = _shard_of(inputs)
@@ -141,30 +139,26 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                    str(artifacts.root / "results.json"), unwritten)
 
 
-@dataclass(frozen=True)
-class _Registry:
-    """The run's registry settings and the one client built from them."""
-
-    settings: RegistrySettings
-    client: RegistryClient
-
-
-def _registry(config: Config, environ: Mapping[str, str]) -> _Registry:
+def _registry(config: Config, environ: Mapping[str, str]) -> RunRegistry:
     """The registry settings every part of the run uses (section ``registry``, or
-    pubtools-sign's registry_* keys under cosign_signer) and the client built from them."""
-    try:
-        settings = RegistrySettings.from_config(config.section("registry"),
-                                                config.section("cosign_signer"))
-        return _Registry(settings, settings.client(environ))
-    except RegistryError as e:  # e.g. a user without a password
-        raise InputError(f"config: registry: {e}") from None
+    pubtools-sign's registry_* keys under cosign_signer) and the client built from them, on
+    first use; checked now when the config has those sections (the defaults cannot be wrong)."""
+    registry = RunRegistry(config.section("registry"), config.section("cosign_signer"), environ)
+    if registry.configured:
+        # (here, not at the top: signaction.registry imports requests and cryptography)
+        from signaction.registry import RegistryError
+        try:
+            registry.client  # noqa: B018 (built now: a wrong setting is bad input, exit 2)
+        except RegistryError as e:  # e.g. a user without a password
+            raise InputError(f"config: registry: {e}") from None
+    return registry
 
 
-def _signer(inputs: Inputs, config: Config, registry: _Registry,
+def _signer(inputs: Inputs, config: Config, registry: RunRegistry,
             environ: Mapping[str, str]) -> Signer:
     signer_cls = signer_class(inputs.signer)
     return signer_cls(config.section(signer_cls.config_section(inputs)),
-                      Options(inputs, environ, registry.client, registry.settings))
+                      Options(inputs, environ, registry))
 
 
 def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: dict,
@@ -332,6 +326,8 @@ def _share(shard: Shard | None, plan: Plan, verify: bool) -> Share | None:
 
 def _merge(inputs: Inputs, actions: Actions, tekton: TektonResults) -> int:
     """Merge mode: the output folders of a plan's shards (--shard-dir) into one."""
+    from signaction.merge import merge  # (merge mode's own: not imported by other runs' start)
+
     _setup_logging(inputs.log_level, to_stdout=actions.active)
     artifacts = Artifacts(inputs.output_dir)
     if not inputs.shard_dirs:

@@ -24,13 +24,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any, cast
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import InputError
 from .safeload import check_text_size, key_path, load_yaml, non_finite_name, read_text_file, shown
+
+if TYPE_CHECKING:  # (imported by _validator, when there is a config to check: it is slow)
+    import jsonschema
 
 CONFIG_PATHS = ("~/.config/pubtools-sign/conf.yaml", "/etc/pubtools-sign/conf.yaml")
 # Package data: in a checkout a symbolic link to schemas/config.schema.json, in a wheel the file.
@@ -92,7 +94,8 @@ def load_config(config_file: str | None, inline: str | None,
     templates: dict[tuple, str] = {}  # path -> the text with ${VAR}s, where one was replaced
     data = _interpolate(data, environ, (), templates, schema)
     data = _coerce(data, schema)
-    _validate(data, schema, templates)
+    if data:  # (no config: {} is valid, tests/test_cold_start.py checks; no validator to load)
+        _validate(data, schema, templates)
     return Config(data=data, source=source, secrets=tuple(_secrets(data, schema)))
 
 
@@ -188,11 +191,20 @@ def _finite_number(checker, value) -> bool:
             and (not isinstance(value, float) or math.isfinite(value)))
 
 
-# "number" excludes NaN and the infinities (``deadline: .inf`` would turn the deadline off).
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number",
-                                                                       _finite_number))
+@cache
+def _validator() -> type[jsonschema.Draft202012Validator]:
+    """The schema's validator, JSON Schema 2020-12 where "number" excludes NaN and the
+    infinities (``deadline: .inf`` would turn the deadline off). jsonschema is imported here,
+    when there is a config to check: with referencing, attrs, rpds and its format checkers it
+    takes tens of milliseconds, a good part of a cold start (tests/test_cold_start.py)."""
+    import jsonschema
+
+    validator: type[jsonschema.Draft202012Validator] = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number",
+                                                                           _finite_number))
+    return validator
+
 
 _BOUNDS = {"minimum": "is less than the minimum of",
            "maximum": "is greater than the maximum of",
@@ -204,7 +216,7 @@ _KIND = {dict: "a mapping", list: "a list", str: "a string", Unquoted: "a string
 
 def _validate(data: Mapping, schema: Mapping, templates: Mapping[tuple, str]) -> None:
     # One error is reported: a wrong value the user wrote before a key they left out.
-    errors = sorted(_Validator(schema).iter_errors(data),
+    errors = sorted(_validator()(schema).iter_errors(data),
                     key=lambda e: (e.validator == "required", key_path(list(e.absolute_path))))
     if errors:
         raise InputError(f"config: {_problem(errors[0], schema, templates)}")

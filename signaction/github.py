@@ -7,9 +7,9 @@ only when the runner names their files. Anywhere else none of this appears.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TextIO
 
@@ -60,9 +60,10 @@ class Actions:
             return []
         chunks = []
         for name, value in outputs.items():
-            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            # 128 random bits, as the toolkit's uuid4 (whose module imports platform: slow)
+            delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
             while delimiter in value:  # practically never; but a value must not end the block
-                delimiter = f"ghadelimiter_{uuid.uuid4()}"
+                delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
             chunks.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
         return _append(self.output_path, "".join(chunks), "GITHUB_OUTPUT (the step outputs)")
 

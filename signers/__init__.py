@@ -1,9 +1,12 @@
 """The signers, each a package of this package behind the interface in base.py: gpg/, msg/,
 cosign/.
 
-A signer is any package (or module) here that defines ``SIGNER``, its Signer class: the run
-finds them here (``available``), so adding one means adding its package, and nothing in the
-core. No signer imports another (make lint's import contracts). The rest are what signers share:
+A signer is a package here that defines ``SIGNER``, its Signer class, and is listed in
+``SIGNERS`` (its name and what it signs with, for --help): the run imports only the signer it
+uses (``signer_class``), so that a gpg run never pays for cosign's cryptography and TUF, nor
+--help for any of them. Adding one means adding its package and its line in SIGNERS, nothing in
+the core; tests/test_cold_start.py checks the table against every package that defines SIGNER.
+No signer imports another (make lint's import contracts). The rest are what signers share:
 
 - base: the interface (Signer, Outcome, Options, skip_signed);
 - tools: running tools (child_env, run_tool, Running) and the thread pool (run_pool);
@@ -15,31 +18,41 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
 from signaction.errors import InputError
 
-from .base import Signer
+if TYPE_CHECKING:
+    from .base import Signer
 
 log = logging.getLogger(__name__)
+
+# name (= its package here) -> its Signer's ``summary``, in --help's order (gpg first: the
+# default). Known without importing the packages (--help, the choices of --signer).
+SIGNERS: dict[str, str] = {
+    "gpg": "a local GnuPG key",
+    "msg": "a remote signing server over an AMQP 1.0 bus",
+    "cosign": "sigstore signatures, in-process or by the cosign binary, in the registry",
+}
+
+
+def summaries() -> dict[str, str]:
+    """Every signer's name and what it signs with (--help), without importing any."""
+    return dict(SIGNERS)
+
+
+def signer_class(name: str) -> type[Signer]:
+    """The Signer class of ``name``: only its package is imported."""
+    if name not in SIGNERS:
+        raise InputError(f"signer {name!r} is not available in this version "
+                         f"(available: {', '.join(SIGNERS)})")
+    signer: type[Signer] = importlib.import_module(f"{__name__}.{name}").SIGNER
+    return signer
 
 
 @cache
 def available() -> dict[str, type[Signer]]:
-    """Every signer of this package, by name, in the order of their modules' names (gpg
-    first: the default)."""
-    found: dict[str, type[Signer]] = {}
-    for module in pkgutil.iter_modules(__path__):
-        signer = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SIGNER", None)
-        if signer is not None:
-            found[signer.name] = signer
-    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "gpg", kv[0])))
-
-
-def signer_class(name: str) -> type[Signer]:
-    signers = available()
-    if name not in signers:
-        raise InputError(f"signer {name!r} is not available in this version "
-                         f"(available: {', '.join(signers)})")
-    return signers[name]
+    """Every signer's class, by name, in SIGNERS' order: each package imported (merge mode,
+    which asks each what it writes after a merge)."""
+    return {name: signer_class(name) for name in SIGNERS}

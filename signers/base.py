@@ -12,27 +12,68 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from signaction.artifacts import Artifacts
 from signaction.errors import InputError
 from signaction.inputs import Inputs
 from signaction.plan import Plan, WorkItem
-from signaction.registry import RegistryClient, RegistrySettings
 from signaction.safeload import read_text_file
 from signaction.signing import FollowUp, Outcome, Report, SignatureFormat
 
 from .tools import run_pool
 
+if TYPE_CHECKING:  # (annotations only: signaction.registry imports requests and cryptography)
+    from signaction.artifacts import Artifacts
+    from signaction.registry import RegistryClient, RegistrySettings
+
 MAX_SECRET_FILE = 64 << 10  # bytes of a passphrase or password file
 
-__all__ = ["Options", "Outcome", "Report", "Signer", "skip_signed"]
+__all__ = ["Options", "Outcome", "Report", "RunRegistry", "Signer", "skip_signed"]
 
 log = logging.getLogger(__name__)
+
+
+class RunRegistry:
+    """The run's one registry client and the settings it is built from (the config's section
+    ``registry``, or cosign_signer's registry_* keys), built on first use (thread-safe): a run
+    that reads no registry, such as a gpg run of images given by digest, never imports the HTTP
+    stack (signaction.registry imports requests and cryptography)."""
+
+    def __init__(self, registry: Mapping | None, cosign: Mapping | None,
+                 environ: Mapping[str, str]):
+        self._sections, self._environ = (registry, cosign), environ
+        self._lock = threading.Lock()
+        self._built: tuple[RegistrySettings, RegistryClient] | None = None
+
+    def _build(self) -> tuple[RegistrySettings, RegistryClient]:
+        with self._lock:
+            if self._built is None:
+                # the HTTP stack, imported by the first run that needs a registry (see above)
+                from signaction.registry import RegistrySettings
+                settings = RegistrySettings.from_config(*self._sections)
+                self._built = settings, settings.client(self._environ)
+            return self._built
+
+    @property
+    def configured(self) -> bool:
+        """Whether the config has sections the settings are read from (which may be wrong:
+        a user without a password); without them the defaults cannot be."""
+        return any(self._sections)
+
+    @property
+    def settings(self) -> RegistrySettings:
+        """RegistryError when the config's settings are wrong."""
+        return self._build()[0]
+
+    @property
+    def client(self) -> RegistryClient:
+        """RegistryError when the config's settings are wrong."""
+        return self._build()[1]
 
 
 @dataclass(frozen=True)
@@ -40,12 +81,19 @@ class Options:
     """What a signer gets from the run besides its config section: the inputs (task id,
     requester, deadline, output folder...), the environment it may hand on (filtered) to its
     tools, and the run's one registry client with the settings it was built from (the config's
-    section ``registry``, or cosign_signer's registry_* keys)."""
+    section ``registry``, or cosign_signer's registry_* keys; built on first use)."""
 
     inputs: Inputs
     environ: Mapping[str, str]
-    registry: RegistryClient
-    registry_settings: RegistrySettings = RegistrySettings()
+    run_registry: RunRegistry
+
+    @property
+    def registry(self) -> RegistryClient:
+        return self.run_registry.client
+
+    @property
+    def registry_settings(self) -> RegistrySettings:
+        return self.run_registry.settings
 
     @classmethod
     def default(cls, environ: Mapping[str, str] | None = None,
@@ -53,7 +101,7 @@ class Options:
         """Options for a signer made outside a run (tests): default inputs and registry
         settings, unless given."""
         environ = {} if environ is None else environ
-        return cls(inputs or Inputs(), environ, RegistrySettings().client(environ))
+        return cls(inputs or Inputs(), environ, RunRegistry(None, None, environ))
 
 
 class Signer(ABC):
@@ -69,9 +117,16 @@ class Signer(ABC):
         self.options = options
         self.inputs = options.inputs
         self.environ = options.environ
-        self.registry = options.registry
-        self.registry_settings = options.registry_settings
         self.stats: dict[str, int] = {}  # counters worth reporting (ignored replies, retries...)
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The run's one registry client (built when first asked for: Options)."""
+        return self.options.registry
+
+    @property
+    def registry_settings(self) -> RegistrySettings:
+        return self.options.registry_settings
 
     def path_of(self, key: str) -> str:
         """How ``key`` signs, when a signer has more than one way (e.g. "native" or "cosign

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signaction.artifacts import key_data
 from signaction.errors import InputError
@@ -29,7 +29,6 @@ from signaction.formats.claim import claim_problem
 from signaction.formats.lookaside import lookaside_base
 from signaction.inputs import Inputs
 from signaction.plan import BLOB, Image, Plan, SignFile, WorkItem
-from signaction.registry import RegistryClient, RegistryError
 from signaction.safeload import read_regular_file
 from signaction.signing import (
     INVALID,
@@ -46,6 +45,9 @@ from signaction.signing import (
 )
 
 from .base import Signer
+
+if TYPE_CHECKING:  # (signaction.registry, the HTTP stack, is imported where a registry is read)
+    from signaction.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,8 @@ def walk_lookaside(registry: RegistryClient, base: str, item: WorkItem,
     """What a consumer finds for ``item`` at ``base``: signature-1, -2, ... up to the first
     404, each read through the run's client (another status is an error, not a gap), and
     accepted as containers/image accepts one: the first that verifies wins."""
+    from signaction.registry import RegistryError  # imported with the client: RunRegistry
+
     image = item.container
     url = lookaside_base(base, image.reference.host)
     where = f"{url.rstrip('/')}/{image.reference.path}@{image.known_digest.replace(':', '=')}"
@@ -265,6 +269,8 @@ class LookasideSigner(Signer):
         return bases + ([self.inputs.lookaside_url] if self.inputs.lookaside_url else [])
 
     def _in_lookaside(self, base: str, trusted: TrustedKey, item: WorkItem) -> str | None:
+        from signaction.registry import RegistryError  # imported with the client: RunRegistry
+
         image = item.container
         url = lookaside_base(base, image.reference.host)
         try:
