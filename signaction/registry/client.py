@@ -161,6 +161,14 @@ class RegistrySettings:
 class RegistryClient(Transport):
     """See the module docstring. Thread-safe; reuse one instance for a whole run."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # push_blob(shared=True): (API host, digest) -> the repository it was last pushed to;
+        # API hosts that answered a monolithic POST with an upload session. Set and read
+        # without a lock: a lost update costs one request, never a wrong answer.
+        self._shared_blobs: dict[tuple[str, str], str] = {}
+        self._two_step_hosts: set[str] = set()
+
     # -- public API ---------------------------------------------------------------------------
 
     def resolve(self, ref: Reference) -> str:
@@ -269,18 +277,38 @@ class RegistryClient(Transport):
         found = self.read_tag(ref, tag)
         return found[1] if found else None
 
-    def push_blob(self, ref: Reference, data: bytes) -> str:
+    def push_blob(self, ref: Reference, data: bytes, shared: bool = False) -> str:
         """Uploads ``data`` as a blob of ``ref``'s repository (monolithic: one POST with the
-        digest, or POST then PUT where the registry opens a session); returns its digest."""
+        digest, or POST then PUT where the registry opens a session); returns its digest.
+        ``shared``: a blob many repositories hold alike (the empty JSON config of every
+        referrer): not pushed again to a repository this client pushed it to, and mounted from
+        the last one on a host that opens a session for a monolithic POST (one request, no
+        upload, instead of two; a registry that cannot mount opens a session: the same two)."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         what = f"uploading blob {digest}"
         headers = {"Content-Type": "application/octet-stream"}
-        start = self._v2_url(ref, "blobs/uploads/") + "?" + urllib.parse.urlencode(
-            {"digest": digest})
-        reply = self._request("POST", start, ref=ref, what=what, headers=headers, data=data,
-                              push=True)
-        if reply.status == 201:
+        host, repo = api_host(ref.host), repository_path(ref)
+        mount_from = self._shared_blobs.get((host, digest)) if shared else None
+        if mount_from == repo:
             return digest
+        start = self._v2_url(ref, "blobs/uploads/") + "?"
+        if mount_from is not None and host in self._two_step_hosts:
+            reply = self._request("POST", start + urllib.parse.urlencode(
+                {"mount": digest, "from": mount_from}), ref=ref, what=what, push=True)
+        else:
+            reply = self._request("POST", start + urllib.parse.urlencode({"digest": digest}),
+                                  ref=ref, what=what, headers=headers, data=data, push=True)
+            if reply.status == 202:
+                self._two_step_hosts.add(host)
+        if reply.status != 201:
+            self._finish_upload(ref, reply, digest, data, what, headers)
+        if shared:
+            self._shared_blobs[(host, digest)] = repo
+        return digest
+
+    def _finish_upload(self, ref: Reference, reply: _Reply, digest: str, data: bytes, what: str,
+                       headers: Mapping[str, str]) -> None:
+        """The PUT of ``data`` to the upload session a POST answered with (202)."""
         self._expect_ok(reply, ref, what)
         location = reply.headers.get("Location", "")
         if reply.status != 202 or not location:
@@ -295,7 +323,6 @@ class RegistryClient(Transport):
         reply = self._request("PUT", url, ref=ref, what=what, headers=headers, data=data,
                               push=True)
         self._expect_ok(reply, ref, what)
-        return digest
 
     def put_manifest(self, ref: Reference, tag: str, raw: bytes, media_type: str,
                      if_match: str | None = None, if_absent: bool = False) -> str:

@@ -324,7 +324,7 @@ class Native:
         lists it: "referrers API" or the fallback tag)."""
         location, digest = image.source, image.known_digest
         subject = self.registry.manifest(location, digest)
-        self.registry.push_blob(location, EMPTY_JSON)
+        self.registry.push_blob(location, EMPTY_JSON, shared=True)  # every referrer's config
         self.registry.push_blob(location, made)
         created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         manifest = bundle.referrer_manifest(made, {
