@@ -85,15 +85,7 @@ class Options:
 
     inputs: Inputs
     environ: Mapping[str, str]
-    run_registry: RunRegistry
-
-    @property
-    def registry(self) -> RegistryClient:
-        return self.run_registry.client
-
-    @property
-    def registry_settings(self) -> RegistrySettings:
-        return self.run_registry.settings
+    registry: RunRegistry
 
     @classmethod
     def default(cls, environ: Mapping[str, str] | None = None,
@@ -121,12 +113,12 @@ class Signer(ABC):
 
     @property
     def registry(self) -> RegistryClient:
-        """The run's one registry client (built when first asked for: Options)."""
-        return self.options.registry
+        """The run's one registry client (built when first asked for: RunRegistry)."""
+        return self.options.registry.client
 
     @property
     def registry_settings(self) -> RegistrySettings:
-        return self.options.registry_settings
+        return self.options.registry.settings
 
     def path_of(self, key: str) -> str:
         """How ``key`` signs, when a signer has more than one way (e.g. "native" or "cosign
