@@ -148,7 +148,7 @@ def _registry(config: Config, environ: Mapping[str, str]) -> RunRegistry:
         # (here, not at the top: signaction.registry imports requests and cryptography)
         from signaction.registry import RegistryError
         try:
-            registry.client  # noqa: B018 (built now: a wrong setting is bad input, exit 2)
+            registry.check()  # a wrong setting is bad input (exit 2) before anything runs
         except RegistryError as e:  # e.g. a user without a password
             raise InputError(f"config: registry: {e}") from None
     return registry
@@ -162,7 +162,7 @@ def _signer(inputs: Inputs, config: Config, registry: RunRegistry,
 
 
 def _write_artifacts(artifacts: Artifacts, plan: Plan, signer: Signer, results: dict,
-                     entries: list[Entry]) -> list[str]:
+                     entries: Sequence[Entry]) -> list[str]:
     """results.json, the verification files and what the signer's format writes after the run
     (e.g. an attach script), each written if it can be (a full disk must not cost the others);
     returns what could not be written, and why. ``plan``: the whole plan, when this run signed
@@ -397,7 +397,7 @@ def _invalid(actions: Actions, tekton: TektonResults, message: str) -> int:
 class _Entries:
     """The entries' results.json form, made anew each time they are read (one at a time)."""
 
-    def __init__(self, entries: list[Entry]):
+    def __init__(self, entries: Sequence[Entry]):
         self.entries = entries
 
     def __iter__(self):

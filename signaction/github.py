@@ -60,7 +60,7 @@ class Actions:
             return []
         chunks = []
         for name, value in outputs.items():
-            # 128 random bits, as the toolkit's uuid4 (whose module imports platform: slow)
+            # unguessable, as the toolkit's uuid4 (the uuid module imports platform: slow)
             delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
             while delimiter in value:  # practically never; but a value must not end the block
                 delimiter = f"ghadelimiter_{os.urandom(16).hex()}"

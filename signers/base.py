@@ -59,6 +59,10 @@ class RunRegistry:
                 self._built = settings, settings.client(self._environ)
             return self._built
 
+    def check(self) -> None:
+        """Build it now: RegistryError when the config's settings are wrong."""
+        self._build()
+
     @property
     def configured(self) -> bool:
         """Whether the config has sections the settings are read from (which may be wrong:
