@@ -15,6 +15,10 @@ What it does, and why each behaviour exists:
   places podman, skopeo, CRI-O and bootc look (see shared notes, "Signature formats"), so that a
   re-run can skip images already signed and a writer can take the first free lookaside number.
   Signature payloads are digest-checked too.
+* ``update_tag`` is the one conditional read-change-write of a tag that other writers may change
+  at the same time (cosign's ``.sig`` tag, the referrers tag schema's ``sha256-<hex>`` index):
+  If-Match / If-None-Match for registries that refuse a stale write, then a check that the tag
+  names what was written, and the change made again on top of what is there if not.
 * Sizes are bounded (manifests 4 MiB, signature payloads 1 MiB; both are tiny in practice) and
   bodies are read streamed up to that bound, so a broken or hostile server can't make the CI step
   swallow gigabytes.
