@@ -16,7 +16,10 @@ Per signer and size: wall seconds, signatures/s, the peak RSS of the signing pro
 image at the signer's smallest size (the anchor, measured in the same run; 1.0 is linear), and
 the same for the process's CPU seconds (getrusage of the children: gpg's included), which the
 load of a shared machine moves much less than wall time.
-Targets: linear; peak RSS under 150 MB at 100,000 (msg).
+Targets: linear; msg's peak RSS at 100,000 under 200 MB with one repository per image (the
+default) and under 150 MB with --repositories 1000 (issue 26). Each line ends with the
+machine's load average over the minute before it (os.getloadavg): the machine is shared, and a
+starved run waits longer (and the msg signer's resends when its timeout passes cost memory too).
 
 Run: make bench-scale
      (or .venv/bin/python bench/scale_bench.py [--sizes 10000,20000,100000]
@@ -42,7 +45,8 @@ from pathlib import Path
 from msg_bench import KEY, REPLY_TOPIC, SERVER_QUEUE, config, measured
 
 ROOT = Path(__file__).resolve().parent.parent
-RSS_TARGET_MB = 150
+RSS_TARGET_MB = 150  # msg at 100,000 images in 1,000 repositories
+RSS_TARGET_ONE_EACH_MB = 200  # ... and in a repository each (a policy entry per image)
 RATIO_TARGET = 1.25  # time per image at N over time per image at the anchor: "linear"
 
 
@@ -149,13 +153,19 @@ def measure(name: str, signer: list[str], sizes: list[int], tmp: Path,
         anchor = anchor or (wall / n, cpu / n)
         ratio, cpu_ratio = wall / n / anchor[0], cpu / n / anchor[1]
         print(f"{name:<6} {n:>7} {wall:>9.2f} s {n / wall:>7.0f} {rss:>7.0f} MB {ratio:>7.2f} "
-              f"{cpu:>9.2f} s {cpu_ratio:>9.2f}", flush=True)
+              f"{cpu:>9.2f} s {cpu_ratio:>9.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
         if min(ratio, cpu_ratio) > RATIO_TARGET:
             missed.append(f"{name} at {n}: {ratio:.2f}x (CPU {cpu_ratio:.2f}x) the anchor's "
                           "time per image")
-        if name == "msg" and n >= 100_000 and rss > RSS_TARGET_MB:
-            missed.append(f"msg at {n}: peak RSS {rss:.0f} MB > {RSS_TARGET_MB} MB")
+        target = rss_target()
+        if name == "msg" and n >= 100_000 and rss > target:
+            missed.append(f"msg at {n}: peak RSS {rss:.0f} MB > {target} MB")
     return missed
+
+
+def rss_target() -> int:
+    """msg's peak RSS target at 100,000 images for this run's spread of repositories."""
+    return RSS_TARGET_MB if REPOSITORIES and REPOSITORIES <= 1000 else RSS_TARGET_ONE_EACH_MB
 
 
 def sizes_of(text: str) -> list[int]:
@@ -184,16 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         opts.profile.mkdir(parents=True, exist_ok=True)
     missed = []
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        print(f"{os.cpu_count()} CPUs; images in "
+              f"{REPOSITORIES or 'one'} repositor{'ies' if REPOSITORIES else 'y each'}",
+              flush=True)
         print(f"{'signer':<6} {'N':>7} {'seconds':>11} {'sig/s':>7} {'peak RSS':>10} "
-              f"{'ratio':>7} {'CPU':>11} {'CPU ratio':>9}", flush=True)
+              f"{'ratio':>7} {'CPU':>11} {'CPU ratio':>9} {'load':>5}", flush=True)
         for name, signer, sizes in (("msg", msg_signer, msg_sizes),
                                     ("gpg", gpg_signer, gpg_sizes)):
             if sizes:
                 with signer(Path(tmp)) as flags:
                     missed += measure(name, flags, sizes, Path(tmp), opts.profile)
     print("ratio: wall (CPU ratio: CPU) time per image at N / at the signer's smallest N (the "
-          f"anchor, this run); targets: ratio <= {RATIO_TARGET}, msg peak RSS < {RSS_TARGET_MB} "
-          "MB at 100,000")
+          f"anchor, this run); targets: ratio <= {RATIO_TARGET}, msg peak RSS < {rss_target()} "
+          "MB at 100,000; load: the 1-minute load average as the line was printed")
     for miss in missed:
         print(f"missed: {miss}")
     return 0

@@ -8,6 +8,10 @@ each is timed alone), then `merge` of the S folders into one. Each is a whole pr
 reading, writing every file): wall seconds and peak RSS. The per-image cost at N against the
 smallest N (the anchor, measured in the same run) shows whether anything grows faster than N.
 
+Target (issue 26): the merge of 4 shards of 100,000 images under 150 MB of peak RSS (each
+shard's results.json is read element by element, never parsed whole). Each line is followed by
+the machine's 1-minute load average (the machine is shared).
+
 Run: make bench-shard   (or .venv/bin/python bench/shard_bench.py [--sizes 10000,20000,100000]
 [--shards 4])
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +30,7 @@ from msg_bench import KEY, ROOT, images, instant_bed, measured
 from scale_bench import cpu_of_children
 
 ENTRYPOINT = [sys.executable, str(ROOT / "entrypoint.py")]
+MERGE_RSS_TARGET_MB = 150  # at 100,000 images
 
 
 def run(what: str, args: list[str]) -> tuple[float, float, float]:
@@ -74,6 +80,7 @@ def main() -> None:
         print(f"{'N':>7} | {'plan (dry run)':>33} | {'all shards (sum)':>33} | "
               f"{'merge':>33}")
         anchor: dict[str, float] = {}
+        missed = []
         for n in sizes:
             figures = one_size(n, opts.shards, conf, Path(tmp))
             cells = []
@@ -82,6 +89,14 @@ def main() -> None:
                 cells.append(f"{wall:7.2f} / {cpu:7.2f} s ({rss:4.0f} MB) "
                              f"{cpu / n / anchor[step]:4.2f}x")
             print(f"{n:>7} | " + " | ".join(cells), flush=True)
+            print(f"        (load average {os.getloadavg()[0]:.1f})", flush=True)
+            if n >= 100_000 and figures["merge"][2] > MERGE_RSS_TARGET_MB:
+                missed.append(f"merge at {n}: peak RSS {figures['merge'][2]:.0f} MB > "
+                              f"{MERGE_RSS_TARGET_MB} MB")
+        print(f"target: merge peak RSS < {MERGE_RSS_TARGET_MB} MB at 100,000; {os.cpu_count()} "
+              "CPUs")
+        for miss in missed:
+            print(f"missed: {miss}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ written outside the output folder.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import atomic
 from .consumers import indented_json, write_consumers
@@ -37,6 +39,7 @@ from .formats.lookaside import registry_folder
 from .reference import Reference
 from .signing import Verification
 
+_MADE_FOLDERS = 4096  # parent folders remembered as made and checked (signatures come in order)
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
@@ -136,6 +139,8 @@ class Artifacts:
                     raise ValueError(f"{what} would write outside {self.root}: {current} "
                                      "is not a folder") from None
             if n < len(parts):
+                if len(self._made) >= _MADE_FOLDERS:  # (a repository per image: not all kept)
+                    self._made.clear()
                 self._made.add(current)
         return current
 
@@ -182,21 +187,13 @@ class Artifacts:
     # -- results and verification ---------------------------------------------------------
 
     def write_results(self, results: Mapping) -> Path:
-        """results.json, atomically. A Stream value is a JSON array given element by element,
-        written as it is read: a big result is never one big string in memory. No indent: that
-        takes the pure-Python encoder."""
+        """results.json, atomically. A Stream value (at any depth of mappings) is a JSON array
+        given element by element, written as it is read: a big result is never one big string
+        in memory. The text is json.dumps's (no indent: that takes the pure-Python encoder),
+        byte for byte."""
         def write(f) -> None:
-            f.write("{")
-            for n, (key, value) in enumerate(results.items()):
-                f.write(f"{', ' if n else ''}{json.dumps(key)}: ")
-                if isinstance(value, Stream):
-                    f.write("[")
-                    for i, text in enumerate(value.texts):
-                        f.write(", " + text if i else text)
-                    f.write("]")
-                else:
-                    f.write(json.dumps(value))
-            f.write("}\n")
+            _write_json(f, results)
+            f.write("\n")
 
         self.write_file(["results.json"], write)
         return self.root / "results.json"
@@ -238,6 +235,168 @@ class Artifacts:
         return Path(self._root(), "verification")
 
 
+def _streams_in(value: object) -> bool:
+    return isinstance(value, Stream) or isinstance(value, Mapping) and any(
+        _streams_in(v) for v in value.values())
+
+
+def _write_json(f, value: object) -> None:
+    """``value`` as json.dumps writes it (", " and ": "), its Streams element by element; a
+    mapping without a Stream in it is written by json.dumps itself."""
+    if isinstance(value, Stream):
+        f.write("[")
+        for i, text in enumerate(value.texts):
+            f.write(", " + text if i else text)
+        f.write("]")
+    elif isinstance(value, Mapping) and _streams_in(value):
+        f.write("{")
+        for n, (key, item) in enumerate(value.items()):
+            f.write(f"{', ' if n else ''}{json.dumps(key)}: ")
+            _write_json(f, item)
+        f.write("}")
+    else:
+        f.write(json.dumps(value))
+
+
 def key_data(data: bytes) -> dict[str, str]:
     """A policy.json key given inline (``keyData``: the key file's bytes, base64)."""
     return {"keyData": base64.b64encode(data).decode("ascii")}
+
+
+# -- JSON read back a piece at a time (merge: the shards' results.json) ---------------------
+
+class StreamError(ValueError):
+    """results.json is not the JSON it should be; the message says where."""
+
+
+class _Source:
+    """Text of an open file descriptor, decoded as UTF-8 as it is read, at most ``limit``
+    bytes of it; ``buf[pos:]`` is what is not consumed yet."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fd: int, limit: int):
+        self.fd, self.left = fd, limit
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.eof = "", 0, False
+        self.base = 0  # characters let go of before buf
+
+    def at(self, pos: int | None = None) -> int:
+        """A place in the whole text (a character's number from 0)."""
+        return self.base + (self.pos if pos is None else pos)
+
+    def more(self, at_least: int = 1) -> bool:
+        """Read on; False at the end of the file."""
+        if self.eof:
+            return False
+        if self.pos > len(self.buf) // 2:  # (what was consumed is let go)
+            self.base += self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+        want = max(self.CHUNK, at_least)
+        data = os.read(self.fd, min(want, self.left + 1))
+        if len(data) > self.left:
+            raise StreamError("larger than its limit")
+        self.left -= len(data)
+        try:
+            self.buf += self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError:
+            raise StreamError("not UTF-8 text") from None
+        self.eof = not data
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ("" at the end)."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\n\r":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self.more():
+                return self.buf[self.pos:self.pos + 1]
+
+    def take(self, char: str) -> None:
+        if self.peek() != char:
+            raise StreamError(f"expected {char!r} at character {self.at()}")
+        self.pos += 1
+
+    def value(self) -> Any:
+        """One JSON value, decoded by json's own decoder (as json.loads would): read on until
+        it is whole."""
+        self.peek()
+        grow = self.CHUNK
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                # (a number cut by the end of what was read may go on: "1.5" of "1.5e+18")
+                if self.eof or end < len(self.buf) and not (
+                        type(value) in (int, float) and not self.buf[end:].strip(_NUMBER)):
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    raise StreamError(f"{e.msg} at character {self.at(e.pos)}") from None
+            except RecursionError:
+                raise StreamError("nested too deep") from None
+            if not self.more(grow):
+                continue  # (the end: decode once more, finally)
+            grow *= 2
+
+
+_DECODER = json.JSONDecoder()
+_NUMBER = "0123456789+-.eE"
+
+
+def read_stream(fd: int, limit: int, streamed: Mapping[tuple[str, ...], Callable[[Any], Any]]
+                ) -> dict[str, Any]:
+    """The JSON object in the file ``fd`` (at most ``limit`` bytes), read a piece at a time:
+    each array at a path of ``streamed`` (("images",), ("operation", "digests")) is not kept
+    but given element by element to its function, and stands in the result as what that
+    function returned after its last element (it is called with StreamEnd then). Objects on
+    the way to a streamed path are read key by key, and must not repeat a key. Any other
+    value is json's, as json.loads gives it. StreamError when it is not such JSON."""
+    src = _Source(fd, limit)
+    walked = {path[:n] for path in streamed for n in range(len(path))}
+
+    def read(path: tuple[str, ...]) -> Any:
+        char = src.peek()
+        if char == "{" and path in walked:
+            src.pos += 1
+            out: dict[str, Any] = {}
+            if src.peek() == "}":
+                src.pos += 1
+                return out
+            while True:
+                key = src.value()
+                if not isinstance(key, str):
+                    raise StreamError(f"a key is not a string at character {src.at()}")
+                if key in out:
+                    raise StreamError(f"{'.'.join((*path, key))} is given twice")
+                src.take(":")
+                out[key] = read((*path, key))
+                if src.peek() == "}":
+                    src.pos += 1
+                    return out
+                src.take(",")
+        if char == "[" and path in streamed:
+            sink = streamed[path]
+            src.pos += 1
+            if src.peek() != "]":
+                while True:
+                    sink(src.value())
+                    if src.peek() == "]":
+                        break
+                    src.take(",")
+            src.pos += 1
+            return sink(StreamEnd)
+        if not char:
+            raise StreamError("the text ends before its end")
+        return src.value()
+
+    if src.peek() != "{":
+        raise StreamError("not a JSON object")
+    result = read(())
+    if src.peek():
+        raise StreamError(f"extra data at character {src.at()}")
+    return result
+
+
+class StreamEnd:
+    """What a read_stream sink is given after the last element of its array."""

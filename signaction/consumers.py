@@ -28,7 +28,8 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 import yaml
@@ -149,17 +150,65 @@ def relocate(requirement: list[dict[str, Any]], files: Mapping[str, bytes],
     return rules, keys
 
 
+class Blob:
+    """A file's bytes made once, kept in a temporary file instead of memory (at 100,000
+    repositories a policy is ~20 MB, its base64 in a data: URL ~27 MB, and the YAML emitter
+    copies what it writes), and read back in chunks wherever it goes: as a file, as base64."""
+
+    CHUNK = 3 << 16  # a multiple of 3: the base64 of each chunk joins into the whole's
+
+    def __init__(self, write: Callable[[TextIO], object]):
+        self._file = tempfile.TemporaryFile("w+b")
+        text = io.TextIOWrapper(self._file, encoding="utf-8", write_through=False)
+        write(text)
+        text.flush()
+        text.detach()
+        self.size = self._file.tell()
+
+    def chunks(self) -> Iterator[bytes]:
+        self._file.seek(0)
+        while chunk := self._file.read(self.CHUNK):
+            yield chunk
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def b64_chunks(self) -> Iterator[str]:
+        """Its base64 (that of the whole), a piece at a time."""
+        return (base64.b64encode(chunk).decode("ascii") for chunk in self.chunks())
+
+    def writer(self) -> Callable[[TextIO], None]:
+        """A writer of its bytes (UTF-8 text) to a file (atomic's Data)."""
+        def write(f: TextIO) -> None:
+            for chunk in self.chunks():
+                f.write(chunk.decode("utf-8"))  # (JSON: ASCII; a chunk never splits a char)
+        return write
+
+
+Data = bytes | Blob
+
+
 def _policy(repositories: list[str], rules: list[dict[str, Any]],
-            base: Mapping[str, Any]) -> bytes:
+            base: Mapping[str, Any]) -> Blob:
     policy = copy.deepcopy(dict(base))
     docker = policy.setdefault("transports", {}).setdefault("docker", {})
     docker.update({repo: rules for repo in repositories})
+
     # json.dumps with an indent joins a list of every piece (~70 MB at 100,000 repositories);
-    # json.dump writes each piece to the buffer as it is made
-    text = io.StringIO()
-    json.dump(policy, text, indent=2, sort_keys=True)
-    text.write("\n")
-    return text.getvalue().encode()
+    # json.dump writes each piece as it is made, here to a temporary file
+    def write(f: TextIO) -> None:
+        json.dump(policy, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return Blob(write)
+
+
+def _bytes_of(data: Data) -> bytes:
+    return data.read() if isinstance(data, Blob) else data
+
+
+def _file_data(data: Data) -> bytes | Callable[[TextIO], None]:
+    """What Store.write_file takes for ``data``."""
+    return data.writer() if isinstance(data, Blob) else data
 
 
 # libyaml's emitter when PyYAML has it: the pure-Python one takes ~5 s per MB of a
@@ -180,11 +229,45 @@ def _literal_blocks(base: type[yaml.SafeDumper]) -> type[yaml.SafeDumper]:
 _Dumper = _literal_blocks(_BASE_DUMPER)
 
 
-def _yaml(artifacts: Store, parts: list[str], objects: list[dict[str, Any]]) -> str:
-    """Write ``objects`` as YAML documents, streamed to the file (no copy of it in memory)."""
-    artifacts.write_file(["verification", *parts], lambda f: yaml.dump_all(
-        objects, f, Dumper=_Dumper, sort_keys=False))
+# A data: URL longer than this is written by Blob.b64_chunks into the YAML the emitter wrote
+# with a placeholder of the same style (a plain scalar: base64 never needs quotes)
+BIG_DATA = 1 << 14
+_PLACEHOLDER = "CSAPLACEHOLDER{n}X{token}"
+
+
+def _yaml(artifacts: Store, parts: list[str], objects: list[dict[str, Any]],
+          blobs: Mapping[str, Blob] | None = None) -> str:
+    """Write ``objects`` as YAML documents, streamed to the file (no copy of it in memory).
+    ``blobs``: placeholders in ``objects`` (whole scalars ``data:;base64,<placeholder>``)
+    and the bytes whose base64 each stands for, written in pieces where it stands."""
+    if not blobs:
+        artifacts.write_file(["verification", *parts], lambda f: yaml.dump_all(
+            objects, f, Dumper=_Dumper, sort_keys=False))
+        return "/".join(parts)
+    text = yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False)  # (small: placeholders)
+
+    def write(f: TextIO) -> None:
+        rest = text
+        for placeholder, blob in blobs.items():
+            before, found, rest = rest.partition(f"data:;base64,{placeholder}\n")
+            if not found:  # (a style that is not a plain scalar on one line: never)
+                raise ValueError(f"{'/'.join(parts)}: a data: URL was not written in place")
+            f.write(before + "data:;base64,")
+            for piece in blob.b64_chunks():
+                f.write(piece)
+            f.write("\n")
+        f.write(rest)
+    artifacts.write_file(["verification", *parts], write)
     return "/".join(parts)
+
+
+def _data_url(data: Data, n: int, blobs: dict[str, Blob]) -> str:
+    """``data`` as a data: URL; a big Blob by a placeholder (``blobs``: what it stands for)."""
+    if isinstance(data, Blob) and data.size > BIG_DATA:
+        placeholder = _PLACEHOLDER.format(n=n, token=os.urandom(8).hex())
+        blobs[placeholder] = data
+        return "data:;base64," + placeholder
+    return "data:;base64," + _b64(_bytes_of(data))
 
 
 def indented_json(value: object) -> Callable[[TextIO], None]:
@@ -196,8 +279,26 @@ def indented_json(value: object) -> Callable[[TextIO], None]:
     return write
 
 
-def _json(artifacts: Store, parts: list[str], value: Mapping[str, str]) -> None:
-    artifacts.write_file(["verification", *parts], indented_json(value))
+def _json(artifacts: Store, parts: list[str], value: Mapping[str, str | Blob]) -> None:
+    """``value`` as json.dump(value, f, indent=2) writes it, and a newline; a Blob value as the
+    JSON string of its base64, written in pieces."""
+    if not any(isinstance(v, Blob) for v in value.values()):
+        artifacts.write_file(["verification", *parts], indented_json(value))
+        return
+
+    def write(f: TextIO) -> None:
+        f.write("{")
+        for n, (key, item) in enumerate(value.items()):
+            f.write(("," if n else "") + "\n  " + json.dumps(key) + ": ")
+            if isinstance(item, Blob):  # (base64: nothing to escape)
+                f.write('"')
+                for piece in item.b64_chunks():
+                    f.write(piece)
+                f.write('"')
+            else:
+                f.write(json.dumps(item))
+        f.write("\n}\n")
+    artifacts.write_file(["verification", *parts], write)
 
 
 def _b64(data: bytes) -> str:
@@ -214,13 +315,14 @@ def _openshift_nodes(artifacts: Store, facts: Facts) -> list[str]:
     rules, keys = relocate(facts.requirement, facts.files,
                            lambda rule, name: f"{PKI}/{name}")
     policy, registries_d = _policy(facts.repositories, rules, NODE_DEFAULT), facts.registries_d()
-    artifacts.write_file(["verification", "openshift", "policy.json"], policy)
+    artifacts.write_file(["verification", "openshift", "policy.json"], policy.writer())
     artifacts.write_file(["verification", "openshift", *NODE_REGISTRIES_D.split("/")[3:]],
                          registries_d)
-    files = {NODE_POLICY: policy, NODE_REGISTRIES_D: registries_d, **keys}
+    files: dict[str, Data] = {NODE_POLICY: policy, NODE_REGISTRIES_D: registries_d, **keys}
+    blobs: dict[str, Blob] = {}  # the policy's data: URL, written in pieces
     entries = [{"path": path, "mode": 0o644, "overwrite": True,
-                "contents": {"source": "data:;base64," + _b64(data)}}
-               for path, data in files.items()]
+                "contents": {"source": _data_url(data, n, blobs)}}
+               for n, (path, data) in enumerate(files.items())]
     written = ["openshift/policy.json", "openshift/registries.d/container-sign-action.yaml"]
     size = 0
     for pool in POOLS:
@@ -230,7 +332,7 @@ def _openshift_nodes(artifacts: Store, facts: Facts) -> list[str]:
             "metadata": {"name": name,
                          "labels": {"machineconfiguration.openshift.io/role": pool}},
             "spec": {"config": {"ignition": {"version": IGNITION},
-                                "storage": {"files": entries}}}}]))
+                                "storage": {"files": entries}}}}], blobs))
         size = max(size, os.path.getsize(artifacts.root / "verification" / written[-1]))
     if size > MACHINECONFIG_WARN:
         log.warning("verification/openshift: the MachineConfigs are %.1f MiB: over ~1 MiB they "
@@ -306,17 +408,17 @@ def _coco(artifacts: Store, facts: Facts) -> list[str]:
     keyed = [{k: v for k, v in r.items() if k != "rekorPublicKeyPath"} for r in keyed]
     rules, keys = relocate(keyed or [{"type": "reject"}], facts.files, lambda rule, name: (
         f"kbs:///{KBS_REPO}/{KBS_TYPES[rule['type']]}/{tag}-{name.split('.')[0]}"))
-    resources = {f"{KBS_REPO}/security-policy/{tag}": _policy(
+    resources: dict[str, Data] = {f"{KBS_REPO}/security-policy/{tag}": _policy(
         facts.repositories, rules, {"default": [{"type": "reject"}]})}
     resources.update({uri.removeprefix("kbs:///"): data for uri, data in keys.items()})
     if any(r.get("type") == "signedBy" for r in rules):
         resources[f"{KBS_REPO}/sigstore-config/{tag}"] = facts.registries_d("sigstore")
     written = []
     for path, data in resources.items():
-        artifacts.write_file(["verification", "coco", "kbs", *path.split("/")], data)
+        artifacts.write_file(["verification", "coco", "kbs", *path.split("/")], _file_data(data))
         written.append(f"coco/kbs/{path}")
     _json(artifacts, ["coco", "aa-offline_fs_kbc-resources.json"],
-          {k: _b64(v) for k, v in resources.items()})
+          {k: v if isinstance(v, Blob) else _b64(v) for k, v in resources.items()})
     written.append("coco/aa-offline_fs_kbc-resources.json")
     legacy = _legacy(facts, keyed)
     if legacy:
@@ -325,7 +427,7 @@ def _coco(artifacts: Store, facts: Facts) -> list[str]:
     return written
 
 
-def _legacy(facts: Facts, keyed: list[dict[str, Any]]) -> dict[str, str] | None:
+def _legacy(facts: Facts, keyed: list[dict[str, Any]]) -> dict[str, str | Blob] | None:
     """The older offline fs KBC's resources: one key of a kind at a fixed guest path. None
     when the run has more than one key of a kind, or none: that form cannot say it."""
     kinds = [r["type"] for r in keyed]
@@ -333,7 +435,8 @@ def _legacy(facts: Facts, keyed: list[dict[str, Any]]) -> dict[str, str] | None:
             any("keyData" not in r for r in keyed):
         return None
     rules, keys = relocate(keyed, facts.files, lambda rule, name: LEGACY[rule["type"]][1])
-    out = {"Policy": _b64(_policy(facts.repositories, rules, {"default": [{"type": "reject"}]}))}
+    out: dict[str, str | Blob] = {"Policy": _policy(facts.repositories, rules,
+                                                    {"default": [{"type": "reject"}]})}
     for rule in rules:
         out[LEGACY[rule["type"]][0]] = _b64(keys[rule["keyPath"]])
     if "signedBy" in kinds:

@@ -14,21 +14,23 @@ each shard writes it for the whole plan). Shard folders are downloaded artifacts
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import CREATOR
-from .artifacts import Artifacts, Stream
+from .artifacts import Artifacts, Stream, StreamEnd, StreamError, read_stream
 from .errors import InputError
 from .reference import parse_reference
-from .results import Spool, failed_text, only_failures
+from .results import Spill, Texts, failed_text, only_failures
 from .safeload import read_regular_file, size_text
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 RESULTS_BYTES = 1 << 30  # a shard's results.json
 FILE_BYTES = 4 << 20  # one signature file, a verification file
 VERIFICATION_FILES = 256
+_CHECKED_FOLDERS = 4096  # folders found real that a shard remembers (entries come in order)
 _SIGNATURE_NAME = re.compile(r"signature-[1-9][0-9]{0,8}((?:\.[a-z]{1,16})?)")
 _STATUSES = ("ok", "failed", "skipped")
 
@@ -46,14 +49,14 @@ class ShardOutput:
     root: str  # resolved
     index: int
     count: int
-    results: dict[str, Any]
-    rows: list[str]  # results.json's images (JSON text): per image of its plan, per key
+    results: dict[str, Any]  # but its big lists: Texts (JSON text on disk), operation's too
+    rows: Sequence[str]  # results.json's images (JSON text): per image of its plan, per key
     items: list[int]  # per image of its plan: its position in the whole plan
     keys: int
-    spool: Spool  # its operation_results, by (folder, position)
+    spool: Texts  # its operation_results (JSON text), in order
     details: int  # how many
     artifacts: Artifacts  # its folder, as the one that says where each signature should be
-    folders: set[str] = field(default_factory=set)  # checked: real folders inside root
+    folders: set[str] = field(default_factory=set)  # found real inside root (some: bounded)
 
     @property
     def name(self) -> str:
@@ -67,17 +70,58 @@ def _fail(where: str, what: str) -> InputError:
     return InputError(f"merge: {where}: {what}")
 
 
-def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
-    """A shard's output folder, its results.json and manifest checked (types and sizes); its
-    operation_results go to ``spool`` (keyed by (its folder, position)), not into memory."""
+# results.json's big lists, read element by element into Texts (never parsed whole)
+_STREAMED = (("images",), ("operation_results",), ("operation", "digests"),
+             ("operation", "references"))
+
+
+class _Collected:
+    """A sink of read_stream: each element's JSON text (json.dumps of it, as a whole parse
+    would give) appended to ``texts``; ``check`` is run on each and its first complaint kept
+    (raised where a whole parse would have found it: after the manifest's checks)."""
+
+    def __init__(self, spill: Spill, check: Callable[[Any, int], None] | None = None):
+        self.texts = Texts(spill)
+        self.check = check
+        self.problem: InputError | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if value is StreamEnd:
+            return self
+        if self.check is not None and self.problem is None:
+            try:
+                self.check(value, len(self.texts) + 1)
+            except InputError as e:
+                self.problem = e
+        self.texts.append(json.dumps(value))
+        return None
+
+
+def read_shard(folder: str, spill: Spill | None = None) -> ShardOutput:
+    """A shard's output folder, its results.json and manifest checked (types and sizes). Its
+    big lists (_STREAMED) are read one element at a time into a temporary file (``spill``,
+    shared by the shards of a merge), never parsed whole."""
     root = os.path.realpath(folder)
-    data = _read_inside(root, "results.json", RESULTS_BYTES, folder)
+    label = f"{folder}/results.json"
+    path = _check_inside(root, "results.json", RESULTS_BYTES, folder)
+    spill = spill or Spill()
+    rows_in = _Collected(spill, lambda row, n: _check_row(row, f"{label} images entry {n}"))
+    sinks: dict[tuple[str, ...], _Collected] = {p: _Collected(spill) for p in _STREAMED[1:]}
+    sinks[("images",)] = rows_in
     try:
-        results = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise _fail(f"{folder}/results.json", f"not JSON ({str(e)[:80]})") from None
-    if not isinstance(results, dict):
-        raise _fail(f"{folder}/results.json", "not a JSON object")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise _fail(label, f"cannot be read ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _fail(label, "not a regular file (a link?)")
+        results = read_stream(fd, RESULTS_BYTES, sinks)
+    except StreamError as e:
+        raise _fail(label, f"not JSON ({str(e)[:80]})") from None
+    except OSError as e:
+        raise _fail(label, f"cannot be read ({e.strerror})") from None
+    finally:
+        os.close(fd)
     if results.get("mode") == "verify":
         raise _fail(folder, "holds a verify-mode run's results; merge takes signing shards")
     manifest = results.get("shard")
@@ -98,31 +142,29 @@ def read_shard(folder: str, spool: Spool | None = None) -> ShardOutput:
     if not isinstance(items, list) or not all(type(n) is int and 0 <= n < total for n in items):
         raise _fail(where, f"items must be plan positions 0 to {total - 1}")
     rows = results.get("images")
-    if not isinstance(rows, list) or len(rows) != len(items) * keys:
-        raise _fail(f"{folder}/results.json", f"images must hold {len(items) * keys} entries "
+    if rows is not rows_in or len(rows.texts) != len(items) * keys:
+        raise _fail(label, f"images must hold {len(items) * keys} entries "
                     f"({len(items)} image(s) x {keys} key(s))")
-    for n, row in enumerate(rows, 1):
-        _check_row(row, f"{folder}/results.json images entry {n}")
+    if rows_in.problem is not None:
+        raise rows_in.problem
     for key in ("operation_results", "signing_keys"):
-        if not isinstance(results.get(key), list):
-            raise _fail(f"{folder}/results.json", f"{key} is not a list")
+        if not isinstance(results.get(key), (list, _Collected)):
+            raise _fail(label, f"{key} is not a list")
     operation = results.get("operation")
     if not isinstance(operation, dict) or not all(
-            isinstance(operation.get(k), list) and len(operation[k]) == len(items)
+            isinstance(operation.get(k), _Collected) and len(operation[k].texts) == len(items)
             for k in ("digests", "references")):
-        raise _fail(f"{folder}/results.json", "operation must list a digest and a reference "
-                    "per image")
+        raise _fail(label, "operation must list a digest and a reference per image")
     if not isinstance(results.get("signer"), str) or not isinstance(
             results.get("signer_stats", {}), dict):
-        raise _fail(f"{folder}/results.json", "signer or signer_stats is missing")
-    # a signer's details (msg replies) are the bulk of a big results.json: spooled as JSON text
+        raise _fail(label, "signer or signer_stats is missing")
+    for k in ("digests", "references"):
+        operation[k] = operation[k].texts
     details = results.pop("operation_results")
-    spool = spool or Spool()
-    for n, detail in enumerate(details):
-        spool.put((folder, n), json.dumps(detail))
-    texts = [json.dumps(row) for row in results.pop("images")]  # (dicts would take 3x more)
-    return ShardOutput(folder, root, index, count, results, texts, items, keys, spool,
-                       len(details), Artifacts(root))
+    texts = details.texts if isinstance(details, _Collected) else Texts(spill)  # ([]: none)
+    results.pop("images")
+    return ShardOutput(folder, root, index, count, results, rows_in.texts, items, keys, texts,
+                       len(texts), Artifacts(root))
 
 
 def _int(data: dict, key: str, where: str, low: int, high: int) -> int:
@@ -167,6 +209,8 @@ def _check_inside(shard_root: str, relative: str, limit: int, folder: str,
         except OSError:
             raise _fail(label, "not found") from None
         if checked is not None:
+            if len(checked) >= _CHECKED_FOLDERS:  # (one per image, a repository each: not kept)
+                checked.clear()
             checked.add(current)
     path = os.path.join(shard_root, relative)
     try:
@@ -211,8 +255,8 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
     by_index: dict[int, ShardOutput] = {}
     for s in shards:
         other = by_index.setdefault(s.index, s)
-        if other is not s and (other.items != s.items or
-                               _outcomes(other) != _outcomes(s)):
+        if other is not s and (other.items != s.items or len(other.rows) != len(s.rows) or any(
+                a != b for a, b in zip(_outcomes(other), _outcomes(s), strict=True))):
             raise _fail(f"shard {s.index}/{s.count}", f"given twice ({other.folder}, "
                         f"{s.folder}) with different results")
         if other is not s:
@@ -227,8 +271,8 @@ def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
     return [by_index[n] for n in sorted(by_index)]
 
 
-def _outcomes(shard: ShardOutput) -> list[dict[str, Any]]:
-    return [_outcome(json.loads(t)) for t in shard.rows]
+def _outcomes(shard: ShardOutput) -> Iterator[dict[str, Any]]:
+    return (_outcome(json.loads(t)) for t in shard.rows)
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:
@@ -236,48 +280,88 @@ def _outcome(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.endswith("_path")}
 
 
-@dataclass
+@dataclass(slots=True)
 class Placed:
     shard: ShardOutput
     local: int  # the image's place in its shard's plan
     position: int  # in the whole plan
 
 
-def plan_order(shards: list[ShardOutput]) -> list[Placed]:
+class Order:
+    """The images kept, in whole-plan order, as (shard, local, position) in three arrays (a
+    Placed object each would take ~150 bytes); each iteration makes its Placed anew."""
+
+    def __init__(self, shards: list[ShardOutput]):
+        self.shards = shards
+        self._shard, self._local, self._position = array("l"), array("q"), array("q")
+
+    def append(self, shard: int, local: int, position: int) -> None:
+        self._shard.append(shard)
+        self._local.append(local)
+        self._position.append(position)
+
+    def __iter__(self) -> Iterator[Placed]:
+        for n in range(len(self._shard)):
+            yield Placed(self.shards[self._shard[n]], self._local[n], self._position[n])
+
+
+def plan_order(shards: list[ShardOutput]) -> Order:
     """Every image of every shard in whole-plan order (a given image's platforms after it, as
     in one run); a plan image claimed by two shards must have the same results in both (the
     later shard's are dropped), and every plan image must be claimed."""
-    placed = sorted((Placed(s, n, p) for s in shards for n, p in enumerate(s.items)),
-                    key=lambda x: (x.position, x.shard.index, x.local))
-    claims: dict[int, set[int]] = {}  # position -> the shards that claim it
-    for x in placed:
-        claims.setdefault(x.position, set()).add(x.shard.index)
-    disputed: dict[int, dict[int, list]] = {}  # position -> shard index -> its outcomes
-    for x in placed:  # (rare: a shard folder given twice was dropped before this)
-        if len(claims[x.position]) > 1:
-            disputed.setdefault(x.position, {}).setdefault(x.shard.index, []).extend(
-                _outcome(r) for r in x.shard.image_rows(x.local))
-    for position, outcomes in disputed.items():
-        (a, ours), *others = sorted(outcomes.items())
-        for b, theirs in others:
-            if theirs != ours:
-                raise _fail(f"plan image {position + 1}", f"claimed by shard {a}/"
-                            f"{shards[0].count} and shard {b}/{shards[0].count} with "
-                            "different results")
+    # sorted by (position, shard, local), each as one int: ~40 bytes an image, not a tuple's 150
+    shards = sorted(shards, key=lambda s: s.index)
+    wide = max([len(s.items) for s in shards] + [1])
+    count = len(shards)
+    keys = sorted((p * count + k) * wide + n for k, s in enumerate(shards)
+                  for n, p in enumerate(s.items))
     total = shards[0].results["shard"]["plan_images"]
-    if len(claims) != total:
-        gap = next(n for n in range(total) if n not in claims)
+    order, seen = Order(shards), set()
+    claimed, gap, n = 0, None, 0  # plan positions 0..claimed-1 seen; the first unclaimed
+    while n < len(keys):
+        position = keys[n] // wide // count
+        group = []  # (shard, local) of every claim of this position, shard by shard
+        while n < len(keys) and keys[n] // wide // count == position:
+            group.append((keys[n] // wide % count, keys[n] % wide))
+            n += 1
+        if gap is None and position != claimed:
+            gap = claimed  # (the first plan position no shard claims)
+        claimed = position + 1
+        if len({k for k, _ in group}) > 1:  # (rare: a shard folder given twice was dropped)
+            _same_claims(shards, position, group)
+        for k, local in group:
+            if k != group[0][0]:
+                continue  # (the same results as the first shard's: checked above)
+            row = json.loads(shards[k].rows[local * shards[k].keys])
+            # one run signs an image once: a platform manifest found in two indexes (given to
+            # two shards) was signed by both; the first is kept, as one run would. (Kept as
+            # a 128-bit hash of the three: ~80 bytes an image, not a tuple of strings' 300.)
+            image = hashlib.blake2b(json.dumps([row["reference"], row["digest"],
+                                                row.get("location")]).encode(),
+                                    digest_size=16).digest()
+            if image not in seen:
+                seen.add(image)
+                order.append(k, local, position)
+    if gap is None and claimed != total:
+        gap = claimed
+    if gap is not None:
         raise _fail(f"plan image {gap + 1}", "in no shard's results")
-    kept, seen = [], set()
-    for x in placed:
-        first = x.shard.image_rows(x.local)[0]
-        image = (first["reference"], first["digest"], first.get("location"))
-        # one run signs an image once: a platform manifest found in two indexes (given to two
-        # shards) was signed by both; the first is kept, as one run would
-        if min(claims[x.position]) == x.shard.index and image not in seen:
-            seen.add(image)
-            kept.append(x)
-    return kept
+    return order
+
+
+def _same_claims(shards: list[ShardOutput], position: int,
+                 group: list[tuple[int, int]]) -> None:
+    """The shards that claim plan image ``position`` must give it the same results."""
+    outcomes: dict[int, list] = {}  # shard index -> its outcomes of that image
+    for k, local in group:
+        outcomes.setdefault(shards[k].index, []).extend(
+            _outcome(r) for r in shards[k].image_rows(local))
+    (a, ours), *others = sorted(outcomes.items())
+    for b, theirs in others:
+        if theirs != ours:
+            raise _fail(f"plan image {position + 1}", f"claimed by shard {a}/"
+                        f"{shards[0].count} and shard {b}/{shards[0].count} with "
+                        "different results")
 
 
 # What a signer writes after a merge (Signer.after_merge), by signer name.
@@ -289,8 +373,8 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     """Merge the shard output ``folders`` into ``artifacts``; returns results.json (written),
     its images rows and what could not be written. InputError (nothing written) when the
     shards do not make one plan. ``signers``: the signers this program has."""
-    spool = Spool()
-    shards = check_shards([read_shard(f, spool) for f in _once(folders)])
+    spill = Spill()  # every shard's big lists, and the merged entries: one temporary file
+    shards = check_shards([read_shard(f, spill) for f in _once(folders)])
     signer = shards[0].results["signer"]
     if signer not in signers:
         raise _fail(shards[0].folder, f"signed by {signer[:40]!r}, a signer this program does "
@@ -302,22 +386,23 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
             raise _fail(str(artifacts.root), f"is {s.name}'s folder or inside it: merge into "
                         "a folder of its own")
     verification = _verification(shards, out)
-    sources = [_sources(x.shard, row) for x in order for row in x.shard.image_rows(x.local)]
-    # (every file checked before anything is written)
+    for x in order:  # every file checked before anything is written (and again when copied)
+        for row in x.shard.image_rows(x.local):
+            _sources(x.shard, row)
     if os.path.lexists(os.path.join(out, "results.json")):
         raise _fail(str(artifacts.root), "holds results.json already: merge into a new folder")
     artifacts.create()
-    rows, unwritten = Rows(), []
-    entries = (row for x in order for row in x.shard.image_rows(x.local))
-    for row, files in zip(entries, sources, strict=True):
-        try:
-            row.update(_copy(artifacts, row, files))
-        except (OSError, ValueError, InputError) as e:  # (InputError: changed since checked)
-            unwritten.append(f"could not write the signature of {row['reference']}: "
-                             f"{getattr(e, 'strerror', None) or e}")
-            row.update(status="failed", error="merge could not write its signature",
-                       signature_path=None)
-        rows.append(row)
+    rows, unwritten = Rows(spill), []
+    for x in order:
+        for row in x.shard.image_rows(x.local):
+            try:
+                row.update(_copy(artifacts, row, _sources(x.shard, row)))
+            except (OSError, ValueError, InputError) as e:  # (changed since checked)
+                unwritten.append(f"could not write the signature of {row['reference']}: "
+                                 f"{getattr(e, 'strerror', None) or e}")
+                row.update(status="failed", error="merge could not write its signature",
+                           signature_path=None)
+            rows.append(row)
     results = _results(shards, order, rows)
     writes: list[tuple[str, Callable[[], object]]] = [
         ("results.json", lambda: artifacts.write_results(results))]
@@ -449,10 +534,10 @@ def _files_below(shard: ShardOutput, relative: str, top: str) -> Iterator[str]:
 
 
 class Rows:
-    """The merged results.json entries, kept as JSON text; each iteration reads them anew."""
+    """The merged results.json entries, kept as JSON text on disk; read anew each time."""
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
+    def __init__(self, spill: Spill | None = None) -> None:
+        self.texts = Texts(spill)
         self.counts = {status: 0 for status in _STATUSES}
 
     def append(self, row: dict[str, Any]) -> None:
@@ -466,7 +551,7 @@ class Rows:
         return len(self.texts)
 
 
-def _results(shards: list[ShardOutput], order: list[Placed], rows: Rows) -> dict[str, Any]:
+def _results(shards: list[ShardOutput], order: Order, rows: Rows) -> dict[str, Any]:
     """results.json as one run writes it (signaction.results.results_json), from the shards'."""
     first = shards[0].results
     counts = rows.counts
@@ -476,10 +561,9 @@ def _results(shards: list[ShardOutput], order: list[Placed], rows: Rows) -> dict
               and not only_failures(str(s.results["signer_result"]["error_message"]))]
     error = ("shard " + "; shard ".join(errors)) if errors else \
         failed_text(counts["failed"], len(rows)) if counts["failed"] else ""
-    operation = dict(first["operation"])
-    operation["digests"] = [x.shard.results["operation"]["digests"][x.local] for x in order]
-    operation["references"] = [x.shard.results["operation"]["references"][x.local]
-                               for x in order]
+    operation = dict(first["operation"])  # (its digests and references: JSON texts)
+    for key in ("digests", "references"):
+        operation[key] = Stream(_listed(order, key))
     stats: dict[str, int] = {}
     for s in shards:
         for key, value in s.results.get("signer_stats", {}).items():
@@ -499,14 +583,17 @@ def _results(shards: list[ShardOutput], order: list[Placed], rows: Rows) -> dict
     }
 
 
-def _details(shards: list[ShardOutput], order: list[Placed]) -> Iterator[str]:
+def _listed(order: Order, key: str) -> Iterator[str]:
+    """operation's ``key`` (digests, references) in plan order, as JSON texts."""
+    return (x.shard.results["operation"][key][x.local] for x in order)
+
+
+def _details(shards: list[ShardOutput], order: Order) -> Iterator[str]:
     """operation_results in request order: one per (image, key) when each shard has one per
     entry (a single request each), else (batches) each shard's in shard order."""
     if all(s.details == len(s.rows) for s in shards):
         for x in order:
-            for n in range(x.local * x.shard.keys, (x.local + 1) * x.shard.keys):
-                yield x.shard.spool.get((x.shard.folder, n), '""')
+            yield from x.shard.spool[x.local * x.shard.keys:(x.local + 1) * x.shard.keys]
         return
     for s in shards:
-        for n in range(s.details):
-            yield s.spool.get((s.folder, n), '""')
+        yield from s.spool

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import marshal
+import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from . import CREATOR
 from .artifacts import Artifacts, Stream
@@ -93,36 +96,193 @@ class Spool:
         return self._file.read(where[1]).decode("utf-8")
 
 
+class Spill:
+    """A temporary file that byte strings are appended to (through a buffer) and read back
+    from with pread (no shared file position: a reader never disturbs a writer). Several
+    Records may share one (merge: thousands of shards, one file). Not locked."""
+
+    _FLUSH = 1 << 16
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile("w+b")
+        self._written = 0  # bytes in the file
+        self._buffer = bytearray()  # bytes after them, not yet in the file
+
+    def add(self, data: bytes) -> int:
+        """Append ``data``; its offset."""
+        offset = self._written + len(self._buffer)
+        self._buffer += data
+        if len(self._buffer) >= self._FLUSH:
+            self.flush()
+        return offset
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._file.write(self._buffer)
+            self._file.flush()
+            self._written += len(self._buffer)
+            self._buffer.clear()
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset >= self._written:
+            start = offset - self._written
+            return bytes(self._buffer[start:start + length])
+        return os.pread(self._file.fileno(), length, offset)
+
+
+class Records:
+    """Byte strings by number 0, 1, 2... kept in a temporary file (a Spill), not in memory: 16
+    bytes of index each (an offset and a length in two arrays) instead of ~140 for a dict
+    entry and its tuple. Not locked: callers that write from several threads lock."""
+
+    def __init__(self, spill: Spill | None = None) -> None:
+        self._spill = spill or Spill()
+        self._offsets = array("q")  # -1: none
+        self._lengths = array("L")
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __contains__(self, n: int) -> bool:
+        return 0 <= n < len(self._offsets) and self._offsets[n] >= 0
+
+    def put(self, n: int, data: bytes) -> None:
+        if n >= len(self._offsets):
+            grow = n + 1 - len(self._offsets)
+            self._offsets.extend(array("q", [-1]) * grow)
+            self._lengths.extend(array("L", [0]) * grow)
+        self._offsets[n] = self._spill.add(data)
+        self._lengths[n] = len(data)
+
+    def append(self, data: bytes) -> None:
+        self.put(len(self._offsets), data)
+
+    def flush(self) -> None:
+        self._spill.flush()
+
+    def get(self, n: int) -> bytes | None:
+        if not 0 <= n < len(self._offsets) or self._offsets[n] < 0:
+            return None
+        return self._spill.read(self._offsets[n], self._lengths[n])
+
+
+class Texts:
+    """JSON texts, one per number, kept on disk (Records): what results.json streams."""
+
+    def __init__(self, spill: Spill | None = None) -> None:
+        self.records = Records(spill)
+
+    def append(self, text: str) -> None:
+        self.records.append(text.replace("\n", " ").encode("utf-8"))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, n: int | slice) -> Any:
+        if isinstance(n, slice):
+            return [self[i] for i in range(*n.indices(len(self)))]
+        if n < 0:
+            n += len(self)
+        data = self.records.get(n)
+        if data is None:
+            raise IndexError(n)
+        return data.decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[n] for n in range(len(self)))
+
+
+def _dumps(value: tuple) -> bytes:
+    """An entry's facts as bytes: marshal (built in, exact for str, int, dict, list, tuple...),
+    or pickle for what a format put there that marshal does not take."""
+    try:
+        return b"m" + marshal.dumps(value)
+    except ValueError:
+        import pickle  # (only then: not imported at start)
+
+        return b"p" + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(data: bytes) -> Any:
+    if data[:1] == b"m":
+        return marshal.loads(data[1:])
+    import pickle  # our own bytes, from our own temporary file
+
+    return pickle.loads(data[1:])
+
+
+# an entry's status as one byte, per plan position
+_UNREPORTED, _CLAIMED = 0, 1
+_CODES = {OK: 2, FAILED: 3, SKIPPED: 4}
+_STATUS = {code: status for status, code in _CODES.items()}
+
+
 class Recorder:
-    """Thread-safe sink for signer outcomes; ``report`` is the signer's callback."""
+    """Thread-safe sink for signer outcomes; ``report`` is the signer's callback.
+
+    What each work item became is kept per plan position: its status as one byte, and what
+    else it has (an error, the paths its format wrote, a skip's reason) marshalled into a
+    temporary file (Records), so that memory does not grow by an Entry, a dict and its paths
+    per item (~500 bytes at 100,000 images). ``entries`` makes the Entry objects anew, one at
+    a time, each time they are read."""
 
     def __init__(self, artifacts: Artifacts, plan: Plan, signature_format: SignatureFormat):
         self.artifacts = artifacts
         self.plan = plan
         self.format = signature_format  # how the signer's image signatures are written
-        # each item's entry; None: claimed (its outcome is being written), not yet recorded
-        self._entries: dict[WorkItem, Entry | None] = {}
-        # plan order (image index * len(keys) + key index), made on first need
-        self._position: tuple[dict[Any, int], dict[Any, int]] | None = None
+        self._keys = len(plan.keys)
+        self._state = bytearray(len(plan))  # per plan position: _UNREPORTED, _CLAIMED, a code
+        self._facts = Records()  # per plan position: (error, fields, reason), marshalled
+        # an image (or file) -> its index in the plan, made on first need; an image the plan
+        # holds more than once (equal objects) -> all its indexes: they share one outcome
+        self._index: dict[Any, int] | None = None
+        self._again: dict[Any, list[int]] = {}
+        self._key_index: dict[Any, int] = {}
         # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
         # of JSON text, with its place in operation_results: parsed replies would
         # otherwise all be held until results.json is written.
-        self._details = Spool()  # slot -> its detail
+        self._details = Records()  # slot -> its detail (JSON text, UTF-8)
         self._lock = threading.Lock()
+
+    def _positions(self, item: WorkItem) -> list[int]:
+        """The plan positions of ``item`` (more than one: an image the plan holds twice);
+        none for an item that is not in the plan."""
+        if self._index is None:
+            index: dict[Any, int] = {}
+            for n, target in enumerate(self.plan.images or self.plan.files):
+                if target in index:
+                    self._again.setdefault(target, [index[target]]).append(n)
+                else:
+                    index[target] = n
+            self._index = index
+            self._key_index = {k: n for n, k in enumerate(self.plan.keys)}
+        key = self._key_index.get(item.key)
+        found = self._again.get(item.image) or ([self._index[item.image]]
+                                                if item.image in self._index else [])
+        return [] if key is None else [n * self._keys + key for n in found]
 
     def report(self, outcome: Outcome) -> None:
         item = outcome.item
         with self._lock:
-            if item in self._entries:  # a signer must report once; keep the first
+            positions = self._positions(item)
+            if not positions:
+                log.warning("ignored an outcome for %s with key %s: not in the plan",
+                            label(item), item.key.key)
+                return
+            if self._state[positions[0]] != _UNREPORTED:  # a signer must report once
                 log.warning("ignored a second outcome for %s with key %s", label(item),
                             item.key.key)
                 return
-            self._entries[item] = None  # claimed before its signature is written
+            for n in positions:
+                self._state[n] = _CLAIMED  # claimed before its signature is written
         entry = self._entry(outcome)  # writes the signature file, outside the lock
+        facts = _dumps((entry.error, entry.fields, entry.reason))
         with self._lock:
-            self._entries[item] = entry
+            for n in positions:
+                self._facts.put(n, facts)
+                self._state[n] = _CODES[entry.status]
             if outcome.detail is not None:  # failed replies too: they keep their place
-                self._spool(outcome)
+                self._spool(outcome, positions[-1])
         if not log.isEnabledFor(logging.INFO):
             return
         if entry.status == FAILED:
@@ -161,32 +321,78 @@ class Recorder:
                 f"{target.name}{key}{FILE_SUFFIX[target.kind]}", outcome.signature)}
         return self.format.write(self.artifacts, target, outcome.signature)
 
-    def entries(self, unfinished_reason: str) -> list[Entry]:
-        """Every work item in plan order; those never reported are failed with the reason."""
+    def entries(self, unfinished_reason: str) -> Entries:
+        """Every work item in plan order; those never reported are failed with the reason.
+        What has been recorded so far: an outcome reported later is not in them."""
         with self._lock:
-            return [self._entries.get(item) or Entry(item, FAILED, error=unfinished_reason)
-                    for item in self.plan.items()]
+            self._facts.flush()
+            return Entries(self.plan, bytes(self._state), self._facts, unfinished_reason)
 
-    def _spool(self, outcome: Outcome) -> None:
-        slot = outcome.slot
-        if slot is None:
-            if self._position is None:  # by image and by key: no WorkItem kept per item
-                self._position = ({t: n for n, t in enumerate(self.plan.images or
-                                                              self.plan.files)},
-                                  {k: n for n, k in enumerate(self.plan.keys)})
-            images, keys = self._position
-            slot = images[outcome.item.image] * len(keys) + keys[outcome.item.key]
+    def _spool(self, outcome: Outcome, position: int) -> None:
+        # (slot None: the item's place in the plan, the last one of an image given twice)
+        slot = position if outcome.slot is None else outcome.slot
         if slot in self._details:  # e.g. a batch reply reported with each of its items
             return
-        self._details.put(slot, outcome.detail if isinstance(outcome.detail, str)
-                          else json.dumps(outcome.detail))
+        text = outcome.detail if isinstance(outcome.detail, str) else json.dumps(outcome.detail)
+        self._details.put(slot, text.replace("\n", " ").encode("utf-8"))  # JSON: one line
 
     def details(self, slots: int) -> Iterator[str]:
         """operation_results' entries in request order: slot 0 .. slots-1, each the detail
         spooled for it as JSON text, or ``""`` (JSON) where none came (no reply)."""
         with self._lock:
-            for slot in range(slots):
-                yield self._details.get(slot, '""')
+            self._details.flush()
+        for slot in range(slots):
+            with self._lock:
+                data = self._details.get(slot)
+            yield '""' if data is None else data.decode("utf-8")
+
+
+class Entries(Sequence[Entry]):
+    """The entries of a Recorder in plan order, each made anew from what was recorded when it
+    is read (by index or in order): nothing here grows with the run but a byte per item."""
+
+    def __init__(self, plan: Plan, state: bytes, facts: Records, unfinished_reason: str):
+        self.plan = plan
+        self._state = state
+        self._facts = facts
+        self._unfinished = unfinished_reason
+        self._keys = len(plan.keys)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def counts(self) -> dict[str, int]:
+        c = {status: self._state.count(code) for status, code in _CODES.items()}
+        c[FAILED] += self._state.count(_UNREPORTED) + self._state.count(_CLAIMED)
+        return c
+
+    def _make(self, n: int) -> Entry:
+        targets = self.plan.images or self.plan.files
+        item = WorkItem(targets[n // self._keys], self.plan.keys[n % self._keys])
+        code = self._state[n]
+        if code in (_UNREPORTED, _CLAIMED):
+            return Entry(item, FAILED, error=self._unfinished)
+        data = self._facts.get(n)
+        error, fields, reason = _loads(data) if data is not None else (None, {}, None)
+        return Entry(item, _STATUS[code], error=error, fields=fields, reason=reason)
+
+    @overload
+    def __getitem__(self, n: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, n: slice) -> list[Entry]: ...
+
+    def __getitem__(self, n: int | slice) -> Entry | list[Entry]:
+        if isinstance(n, slice):
+            return [self._make(i) for i in range(*n.indices(len(self)))]
+        if n < 0:
+            n += len(self)
+        if not 0 <= n < len(self):
+            raise IndexError(n)
+        return self._make(n)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return (self._make(n) for n in range(len(self)))
 
 
 def label(item: WorkItem) -> str:
@@ -197,7 +403,9 @@ def label(item: WorkItem) -> str:
     return f"{target.reference}@{target.digest}"
 
 
-def counts(entries: list[Entry]) -> dict[str, int]:
+def counts(entries: Iterable[Entry]) -> dict[str, int]:
+    if isinstance(entries, Entries):  # (from the status bytes: no entry made)
+        return entries.counts()
     c = {OK: 0, FAILED: 0, SKIPPED: 0}
     for e in entries:
         c[e.status] += 1
@@ -217,7 +425,7 @@ def only_failures(message: str) -> bool:
     return bool(_FAILED_TEXT.fullmatch(message))
 
 
-def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iterable[str],
+def results_json(inputs: Inputs, plan: Plan, entries: Sequence[Entry], details: Iterable[str],
                  signer: str, stats: Mapping[str, int], error: str | None) -> dict[str, Any]:
     """results.json as a dict whose two big lists are streams of JSON texts (Artifacts.
     write_results writes them piece by piece): ``operation_results`` and ``images``."""
@@ -228,7 +436,7 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iter
     return {
         "signer_result": {"status": "error" if error else "ok", "error_message": error or ""},
         "operation_results": Stream(details),
-        "operation": operation(inputs, plan),
+        "operation": operation(inputs, plan, streamed=True),
         "signing_keys": keys,
         "signer": signer,
         "signer_stats": dict(stats),
@@ -239,8 +447,10 @@ def results_json(inputs: Inputs, plan: Plan, entries: list[Entry], details: Iter
     }
 
 
-def operation(inputs: Inputs, plan: Plan) -> dict[str, Any]:
-    """What was asked, as pubtools-sign 1.0.6 reports its operation (same keys, same order)."""
+def operation(inputs: Inputs, plan: Plan, streamed: bool = False) -> dict[str, Any]:
+    """What was asked, as pubtools-sign 1.0.6 reports its operation (same keys, same order).
+    ``streamed``: its lists of digests and references as Streams, made as they are written
+    (100,000 references held as strings, then as one JSON text: ~25 MB at the peak)."""
     keys = [k.given for k in plan.keys]
     names = [k.name for k in plan.keys if k.name]
     task_id, requester = inputs.task_id or "", inputs.requester or ""
@@ -252,8 +462,13 @@ def operation(inputs: Inputs, plan: Plan) -> dict[str, Any]:
         return {"blobs": [base64.b64encode(f.data).decode("ascii") for f in plan.files],
                 "signing_key_names": names, "signing_keys": keys, "task_id": task_id,
                 "requester": requester}
-    return {"digests": [i.digest for i in plan.images],
-            "references": [str(i.reference) for i in plan.images],
+    if streamed:
+        digests: Any = Stream(json.dumps(i.digest) for i in plan.images)
+        references: Any = Stream(json.dumps(str(i.reference)) for i in plan.images)
+    else:
+        digests = [i.digest for i in plan.images]
+        references = [str(i.reference) for i in plan.images]
+    return {"digests": digests, "references": references,
             "signing_key_names": names, "signing_keys": keys, "task_id": task_id,
             "requester": requester}
 
@@ -300,3 +515,4 @@ def verify_results_json(inputs: Inputs, plan: Plan, rows: list[dict[str, Any]],
         "summary": {**c, "failed": failed, "total": len(rows)},
         "images": Stream(json.dumps(row) for row in rows),
     }
+
