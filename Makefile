@@ -42,6 +42,10 @@ bench-scale: system venv
 bench-cosign: system venv
 	$(HELPERS) $(PY) bench/cosign_bench.py
 
+# signing throughput by signature_format (legacy, bundle, both), fallback tag and referrers API
+bench-bundle: system venv
+	$(HELPERS) $(PY) bench/bundle_bench.py
+
 bench-verify: system venv
 	$(HELPERS) $(PY) bench/verify_bench.py
 

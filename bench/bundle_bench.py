@@ -62,14 +62,13 @@ class Result(NamedTuple):
 
 class Oci11(Registry):
     """The test bed's OCI 1.1 registry as a child process (`python -m testbed.registry`, with
-    TCP_NODELAY as real registries: bench/nodelay.py): pushed to and measured (CPU) as Registry;
+    TCP_NODELAY as real registries): pushed to and measured (CPU) as Registry;
     it logs no requests, so none are counted."""
 
     def __init__(self, root: Path):
         from testbed import cli_args, launch
         root.mkdir(parents=True, exist_ok=True)
-        self.proc, info = launch("bench.nodelay", ["testbed.registry",
-                                                   *cli_args(listen="127.0.0.1:0")],
+        self.proc, info = launch("testbed.registry", cli_args(listen="127.0.0.1:0"),
                                  log=root / "oci11.log")
         self.host = info["host"]
         self.http = requests.Session()
@@ -99,9 +98,9 @@ class Bench:
         try:
             self.registries["docker-registry"] = Registry(tmp)
             self.registries["oci11"] = Oci11(tmp / "oci11")
-            # the sigstore test bed (its Rekor), with TCP_NODELAY as the real one: bench/nodelay.py
-            self.rekor_proc, self.bed = launch("bench.nodelay", [
-                "testbed.sigstore", *cli_args(dir=tmp / "sigstore")], log=tmp / "sigstore.log")
+            # the sigstore test bed (its Rekor), with TCP_NODELAY as the real one
+            self.rekor_proc, self.bed = launch("testbed.sigstore", cli_args(dir=tmp / "sigstore"),
+                                            log=tmp / "sigstore.log")
         except BaseException:
             self.stop()
             raise

@@ -151,6 +151,9 @@ class Store:
 class Handler(BaseHTTPRequestHandler):
     store: Store  # set on the class made for each server
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http (the real services): http.server sends headers and body
+    # apart, and with Nagle's algorithm the body waits ~40 ms for the client's delayed ACK
+    disable_nagle_algorithm = True
     _head = False
 
     def log_message(self, format, *args):  # quiet: the tests read the store's request log

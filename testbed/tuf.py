@@ -127,6 +127,8 @@ class TufRepository:
         repo = self
 
         class Handler(SimpleHTTPRequestHandler):
+            disable_nagle_algorithm = True  # as Go's net/http: no delayed-ACK stall per answer
+
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, directory=str(repo.folder), **kwargs)
 

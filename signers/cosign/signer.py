@@ -389,12 +389,12 @@ class CosignSigner(CosignBinary):
             return None
         if self.signature_format != "legacy":  # every format written must be there already
             trust = self._own_trust(item)
-            verdicts = [(legacy_verdict if f == "legacy" else bundle_verdict)(
-                self.registry, item, trust) for f in formats_of(self.signature_format)]
-            if all(v.status == VERIFIED for v in verdicts):
-                return (f"already signed in the registry by this key for {image.reference} "
-                        f"({self.signature_format})")
-            return None
+            for f in formats_of(self.signature_format):  # the first one missing decides
+                if (legacy_verdict if f == "legacy" else bundle_verdict)(
+                        self.registry, item, trust).status != VERIFIED:
+                    return None
+            return (f"already signed in the registry by this key for {image.reference} "
+                    f"({self.signature_format})")
         try:
             found = self.registry.cosign_signatures(image.source, image.known_digest)
         except RegistryError as e:

@@ -29,6 +29,9 @@ class Handler(BaseHTTPRequestHandler):
     takes (match, query, body) and returns (status, payload, headers)."""
 
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http (the real services): http.server sends headers and body
+    # apart, and with Nagle's algorithm the body waits ~40 ms for the client's delayed ACK
+    disable_nagle_algorithm = True
     server_version = "sigstore-testbed"
     routes: dict[tuple[str, str], str] = {}
     testbed: Any  # the Sigstore serving this handler (set by Sigstore.start)
