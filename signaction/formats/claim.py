@@ -5,6 +5,7 @@ containers/image reads it and says, as a ``Problem``, why it is not the claim fo
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from signaction.formats.findings import Finding, Problem
@@ -67,11 +68,41 @@ def _exact(value: Any, keys: set[str], where: str) -> dict:
     return value
 
 
+# The claim as ``atomic_claim`` writes it (json.dumps' separators and key order), after its
+# identity: ``optional`` with a creator of printable ASCII without escapes and an integer
+# timestamp of at most 18 digits (an int64), either or both left out. Each text this matches is
+# a claim that ``claim_problem``'s parse accepts for that digest and identity.
+_CANONICAL_OPTIONAL = re.compile(
+    rb'\{(?:"creator": "[ !#-\[\]-~]*"(?:, "timestamp": -?(?:0|[1-9][0-9]{0,17}))?'
+    rb'|"timestamp": -?(?:0|[1-9][0-9]{0,17}))?\}\}')
+
+
+def canonical_claim(content: bytes, digest: str, identity: str) -> bool:
+    """Whether ``content`` is, byte for byte, the claim for ``digest`` and ``identity`` in the
+    form ``atomic_claim`` writes (what a signing server signs: the claim it was sent); such a
+    claim needs no parse to be known good. False says nothing: ``claim_problem`` parses it."""
+    head = (b'{"critical": {"type": "atomic container signature", "image": '
+            b'{"docker-manifest-digest": ' + json.dumps(digest).encode("ascii")
+            + b'}, "identity": {"docker-reference": ' + json.dumps(identity).encode("ascii")
+            + b'}}, "optional": ')
+    return (content.startswith(head)
+            and _CANONICAL_OPTIONAL.fullmatch(content, len(head)) is not None)
+
+
 def claim_problem(content: bytes, digest: str, identity: str) -> Problem | None:
     """Why ``content`` is not the atomic container signature claim for ``digest`` and
     ``identity`` as containers-signature(5) readers (containers/image) parse it: exactly
     ``critical`` and ``optional``; ``critical`` exactly type, image, identity, each exactly its
-    one key; no key twice; ``optional.creator`` a string, ``optional.timestamp`` an integer."""
+    one key; no key twice; ``optional.creator`` a string, ``optional.timestamp`` an integer.
+    The claim as this project writes it is recognised as such without a parse (a byte
+    comparison and one regular expression, ``canonical_claim``); anything else is parsed."""
+    if canonical_claim(content, digest, identity):
+        return None
+    return parsed_claim_problem(content, digest, identity)
+
+
+def parsed_claim_problem(content: bytes, digest: str, identity: str) -> Problem | None:
+    """``claim_problem`` by parsing ``content`` whatever its form (tests compare the two)."""
     try:
         claim = json.loads(content.decode("utf-8"), object_pairs_hook=_object,
                            parse_constant=_constant)

@@ -13,7 +13,8 @@ from signaction.plan import BLOB, SignFile, WorkItem
 def refusal(item: WorkItem, signature: bytes) -> str | None:
     """Why the signature a signing server returned for ``item`` must not be written (None: it
     may be). No key is needed: the data is taken apart in-process (signaction/formats/openpgp/,
-    tens of microseconds, so it runs in the event loop) and must be what was asked for:
+    some 15-25 microseconds a reply, by the signer's reply checker beside the event loop:
+    signer.Replies) and must be what was asked for:
 
     - an image: a binary OpenPGP signed message (what ``gpg --sign`` makes, what podman and
       skopeo read) whose literal data is an atomic container signature claim for exactly the

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from .session import Settings
 
 log = logging.getLogger("signers.msg")
+# seconds the reply checker lets replies gather once woken: it then checks them in one go, and
+# the event loop and it hand the GIL to each other per batch, not per reply
+BATCH_PAUSE = 0.02
 
 
 class MsgSigner(LookasideSigner):
@@ -176,7 +181,7 @@ class MsgSigner(LookasideSigner):
             pending = {r.request_id: r for r in requests}
             del requests  # the session pops each request once answered: memory stays flat
             counts = run_session(s, pending, replies.deliver, replies.fail, deadline_at,
-                                 ttl=s.timeout * s.retries, known=ids)
+                                 ttl=s.timeout * s.retries, known=ids, backlog=replies.backlog)
         self.stats = {k: v for k, v in counts.items() if v}
         if self.stats:
             log.info("replies ignored or retried: %s",
@@ -201,27 +206,89 @@ class MsgSigner(LookasideSigner):
 
 class Replies:
     """What becomes of each reply (``deliver``) or request given up (``fail``): an Outcome per
-    work item, reported in the event loop itself (its signature file written there): a writer
-    thread cost ~10% more CPU in GIL hand-offs than the writes themselves (bench/msg_bench.py,
-    N=3,000), and the machine is shared with the broker and server. Only verify_keyring's gpg
-    check, which takes time, runs in a small pool, never in the event loop."""
+    work item, each reply checked (``refusal``: every check, on every reply) and its signature
+    file written by one checker thread beside the event loop, so that the loop never waits on
+    a check or a write (``deliver`` only queues the reply). The hand-off costs the loop one
+    append, and a wake-up only when the checker has run dry: it takes what is queued in one
+    go, so GIL hand-offs come per batch of replies, not per reply (a thread woken per reply
+    cost ~10% more CPU than the writes themselves: bench/msg_bench.py, N=3,000).
+    verify_keyring's cryptographic check runs in a small pool of its own (``Verify``). Leaving
+    the ``with`` block checks and reports every reply queued (what was signed is kept), then
+    raises what the checker raised, if anything."""
 
     def __init__(self, report: Report, trusted: dict[str, TrustedKey] | None):
         self.report = report
         self.verify = Verify(report, trusted) if trusted is not None else None
+        self._queue: deque[tuple[Request, dict | None, str, dict | None]] = deque()
+        self._ready = threading.Event()  # something is queued, or the end
+        self._closed = threading.Event()  # the end: no more replies to gather
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="msg-replies", daemon=True)
+        self._thread.start()
 
     def __enter__(self) -> Replies:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.verify is not None:
-            self.verify.close()
+        self.close()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def close(self) -> None:
+        """Check and report everything queued, then stop the checker (and Verify's pool)."""
+        if not self._closing:
+            self._closing = True
+            self._closed.set()
+            self._ready.set()
+            self._thread.join()
+            if self.verify is not None:
+                self.verify.close()
+
+    def backlog(self) -> int:
+        """Replies queued and not yet checked (the session gives no more credit beyond a
+        bound: memory stays flat when the checker falls behind)."""
+        return len(self._queue)
 
     def deliver(self, req: Request, msg: dict, text: str, headers: dict) -> None:
+        """Queue a reply (the event loop's side: an append, and a wake-up if the checker
+        sleeps)."""
+        self._queue.append((req, msg, text, headers))
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def fail(self, req: Request, why: str) -> None:
+        self._queue.append((req, None, why, None))
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def _run(self) -> None:
+        queue, ready = self._queue, self._ready
+        while True:
+            ready.wait()
+            ready.clear()
+            # let replies gather (one hand-off takes them all), but not once the block ends
+            self._closed.wait(BATCH_PAUSE)
+            while queue:
+                req, msg, text, headers = queue.popleft()
+                if self._error is not None:
+                    continue  # a bug stopped the checks: nothing more is written
+                try:
+                    if msg is None:
+                        for item in req.items:
+                            self.report(Outcome(item, error=text))
+                    else:
+                        self._outcomes(req, msg, text, headers or {})
+                except BaseException as e:  # raised again by __exit__, in the signer's thread
+                    self._error = e
+            if self._closing and not queue:
+                return
+
+    def _outcomes(self, req: Request, msg: dict, text: str, headers: dict) -> None:
         # operation_results gets [reply, properties] once per reply, as pubtools-sign's
         # does; kept as JSON text (the reply's own), which is smaller than parsed objects.
-        # In single mode its place is the item's in the plan (the request order); a batch
-        # reply is one entry, at its request's place.
+        # In single mode a reply's place in operation_results is the item's in the plan (the
+        # request order); a batch reply is one entry, at its request's place.
         reply = f"[{text}, {json.dumps(headers)}]"
         for n, (item, signature) in enumerate(outcomes_of(req, msg)):
             detail = reply if n == 0 else None
@@ -234,10 +301,6 @@ class Replies:
                 self.verify.submit(item, signature, detail, req.slot)
             else:
                 self.report(Outcome(item, signature=signature, detail=detail, slot=req.slot))
-
-    def fail(self, req: Request, why: str) -> None:
-        for item in req.items:
-            self.report(Outcome(item, error=why))
 
 
 class Verify:

@@ -460,19 +460,32 @@ def _match_one_pass(body: bytes, signature: Signature) -> None:
                            f"{signature.issuers[0]}")
 
 
+def _hash_constructors() -> dict[int, object]:
+    """Each hash algorithm's constructor, looked up once (None: one hashlib lacks)."""
+    found: dict[int, object] = {}
+    for algo, name in _HASHES.items():
+        if name in hashlib.algorithms_available:
+            found[algo] = getattr(hashlib, name, None) or (lambda n=name: hashlib.new(n))
+    return found
+
+
+_HASH_NEW = _hash_constructors()
+
+
 def _digest(signature: Signature, content: bytes, canonical: bool = False) -> bytes | None:
     """The hash a signature signs over ``content`` (None: an algorithm hashlib lacks)."""
-    name = _HASHES.get(signature.hash_algo)
-    if name is None or name not in hashlib.algorithms_available:
+    new = _HASH_NEW.get(signature.hash_algo)
+    if new is None:
         return None
-    h = hashlib.new(name)
-    h.update(signature.salt)
+    h = new()  # type: ignore[operator]
+    if signature.salt:
+        h.update(signature.salt)
     if signature.type == TEXT_DOCUMENT and not canonical:
         content = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     h.update(content)
     h.update(signature.hashed)
     if signature.version >= 4:
-        h.update(bytes([signature.version, 0xFF]) + len(signature.hashed).to_bytes(4, "big"))
+        h.update(bytes((signature.version, 0xFF)) + len(signature.hashed).to_bytes(4, "big"))
     return h.digest()
 
 
