@@ -12,6 +12,13 @@ What comes back is hostile until checked: a Rekor entry must be for exactly the 
 Fulcio certificate must be for the key sent, valid now, readable, and name the token's identity
 and issuer.
 
+Both services are asked at most a configured number of requests a minute (``RateLimit``, one
+token bucket per service shared by every thread of the run): under the public instance's
+limit, a run of thousands of images is slowed to that rate instead of answered 429. A 429 that
+comes anyway is retried by the registry client's transport (Retry-After honoured); the answer
+that is still 429 after those retries pauses the bucket for every thread for its Retry-After.
+A wait that would end past the run's deadline is not slept: the request fails at once.
+
 This module defines no SIGNER: signers.cosign uses it.
 """
 
@@ -21,7 +28,9 @@ import base64
 import datetime
 import functools
 import json
+import math
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +46,14 @@ MAX_ANSWER = 1 << 20
 RENEW_BEFORE = 120  # seconds before a certificate's end at which a new one is asked for
 PUBLIC_REKOR = "https://rekor.sigstore.dev"
 PUBLIC_FULCIO = "https://fulcio.sigstore.dev"
+# Requests a minute to each of Fulcio and Rekor by default (cosign_signer.fulcio_ and
+# rekor_requests_per_minute). Sigstore's documentation publishes no per-client limit for the
+# public instance; its operators' rate-limiting prober (github.com/sigstore/sigstore-probers,
+# prober/rate-limiting.go, run daily against rekor.sigstore.dev and fulcio.sigstore.dev) states
+# "Currently 975 req/min is allowed, or 16/s" (nginx, per client address). 480 is about half of
+# it: room for another job behind the same runner address, and for reads and verification.
+DEFAULT_REQUESTS_PER_MINUTE = 480
+MAX_RETRY_AFTER = 300.0  # seconds of a final 429's Retry-After the bucket pauses at most
 
 
 class ServiceError(Exception):
@@ -56,6 +73,102 @@ def _json(status: int, body: bytes, what: str, ok: tuple[int, ...]) -> Any:
         raise ServiceError(f"{what}: the answer is not JSON") from None
 
 
+class RateLimit:
+    """A token bucket: at most ``per_minute`` requests a minute on average to one service, and
+    ``burst`` at once (default: half a second's worth, at least 1), for every thread of the run.
+    Thread-safe, on a monotonic ``clock``; a caller reserves its place under the lock and then
+    sleeps once, outside it, until its time (no polling). ``deadline`` (on ``clock``): a wait
+    that would end after it is refused with a ServiceError instead of slept. ``pause``: a
+    server's Retry-After, which every later request waits for too."""
+
+    def __init__(self, per_minute: float, what: str, *, deadline: float = math.inf,
+                 burst: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep):
+        if not per_minute > 0:
+            raise ValueError("per_minute must be more than 0")
+        self.per_minute, self.what, self.deadline = per_minute, what, deadline
+        self.rate = per_minute / 60.0  # tokens a second
+        self.burst = max(1.0, self.rate / 2) if burst is None else max(1.0, burst)
+        self.clock, self.sleep = clock, sleep
+        self.lock = threading.Lock()
+        # ``tokens`` as of the time ``base`` (later than now during a pause); below 0: places
+        # already promised to callers that are waiting for them
+        self.tokens, self.base = self.burst, clock()
+        self.requests = 0  # places given
+        self.waited = 0.0  # seconds of waiting promised, in all
+
+    def _refill(self, now: float) -> None:
+        if now > self.base:
+            self.tokens = min(self.burst, self.tokens + (now - self.base) * self.rate)
+            self.base = now
+
+    def reserve(self) -> float:
+        """The next request's place: the seconds to wait before sending it (0: at once).
+        ServiceError, and no place taken, when that wait would end past the deadline."""
+        with self.lock:
+            now = self.clock()
+            self._refill(now)
+            at = self.base + max(0.0, (1.0 - self.tokens) / self.rate)
+            if at > self.deadline:
+                why = "the run's deadline has passed" if now >= self.deadline else \
+                    (f"waiting {at - now:.1f} s for a place under its rate limit "
+                     f"({self.per_minute:g} requests a minute"
+                     f"{' and a Retry-After' if self.base > now else ''}) would pass the "
+                     "run's deadline")
+                raise ServiceError(f"{self.what}: {why}: not sent")
+            self.tokens -= 1.0
+            self.requests += 1
+            self.waited += at - now
+            return at - now
+
+    def acquire(self) -> None:
+        """Waits for the next request's place (see ``reserve``)."""
+        delay = self.reserve()
+        if delay > 0:
+            self.sleep(delay)
+
+    def pause(self, seconds: float) -> None:
+        """The service answered 429 with Retry-After ``seconds`` (capped at MAX_RETRY_AFTER):
+        nothing more is sent before then, and then one request at once at most, the next ones
+        at the rate."""
+        with self.lock:
+            now = self.clock()
+            self._refill(now)
+            self.tokens = min(self.tokens, 1.0)
+            self.base = max(self.base, now + min(max(0.0, seconds), MAX_RETRY_AFTER))
+
+
+def retry_after(headers: Any) -> float | None:
+    """A Retry-After header's seconds (delay-seconds or an HTTP date); None without one."""
+    value = str(headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        return float(value)
+    if value:
+        import email.utils
+
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is not None:
+            return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    return None
+
+
+def limited_service(registry: RegistryClient, bucket: RateLimit | None, method: str, url: str,
+                    **kwargs: Any) -> tuple[int, Any, bytes]:
+    """``registry.service(method, url, ...)`` once ``bucket`` gives it a place; a 429 that is
+    the answer still after the transport's retries pauses ``bucket`` for its Retry-After (one
+    second without one)."""
+    if bucket is not None:
+        bucket.acquire()
+    status, headers, body = registry.service(method, url, **kwargs)
+    if status == 429 and bucket is not None:
+        after = retry_after(headers)
+        bucket.pause(1.0 if after is None else after)
+    return status, headers, body
+
+
 @dataclass(frozen=True)
 class LogEntry:
     bundle: str  # cosign's dev.sigstore.cosign/bundle annotation
@@ -65,10 +178,16 @@ class LogEntry:
 
 
 class Rekor:
-    """hashedrekord entries in one Rekor; ``public_pem``: its key (then every SET is checked)."""
+    """hashedrekord entries in one Rekor; ``public_pem``: its key (then every SET is checked);
+    ``limit``: the RateLimit every request to it waits for (None: none)."""
 
-    def __init__(self, registry: RegistryClient, url: str | None, public: bytes | None):
+    def __init__(self, registry: RegistryClient, url: str | None, public: bytes | None,
+                 limit: RateLimit | None = None):
         self.registry, self.url, self.public = registry, (url or PUBLIC_REKOR).rstrip("/"), public
+        self.limit = limit
+
+    def _service(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any, bytes]:
+        return limited_service(self.registry, self.limit, method, url, **kwargs)
 
     def log(self, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """Logs ``signature`` over ``payload`` by ``key_pem`` (a PEM public key or
@@ -80,14 +199,14 @@ class Rekor:
               kind: str) -> LogEntry:
         """POSTs a proposed entry; an entry that exists already (409) is fetched."""
         what = f"Rekor {self.url}: logging a signature"
-        status, headers, body = self.registry.service(
+        status, headers, body = self._service(
             "POST", f"{self.url}/api/v1/log/entries", what=what, limit=MAX_ANSWER,
             body=json.dumps(proposed).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
         existing = urllib.parse.urljoin(self.url + "/", headers.get("Location", ""))
         if status == 409 and existing.startswith(f"{self.url}/api/v1/log/entries/"):
-            status, headers, body = self.registry.service("GET", existing, what=what,
-                                                          limit=MAX_ANSWER)
+            status, headers, body = self._service("GET", existing, what=what,
+                                                  limit=MAX_ANSWER)
             answer = _json(status, body, what, (200,))
         else:
             answer = _json(status, body, what, (201,))
@@ -105,8 +224,8 @@ class Rekor:
         as ``log`` checks its answer: for a signature another program logged (cosign 3 prints
         no log index)."""
         what = f"Rekor {self.url}: reading entry {uuid[:16]}..."
-        status, _, body = self.registry.service("GET", f"{self.url}/api/v1/log/entries/{uuid}",
-                                                what=what, limit=MAX_ANSWER)
+        status, _, body = self._service("GET", f"{self.url}/api/v1/log/entries/{uuid}",
+                                        what=what, limit=MAX_ANSWER)
         return self._entry(_json(status, body, what, (200,)), payload, signature, key_pem, what)
 
     def _entry(self, answer: Any, payload: bytes, signature: bytes, key_pem: bytes,
@@ -203,12 +322,14 @@ class Keyless:
     """One ephemeral P-256 key and its Fulcio certificate at a time, shared by every signature,
     renewed (a new key, a fresh token) RENEW_BEFORE seconds before the certificate ends.
     ``token()``: the identity token now; ``roots``: the configured Fulcio roots, which the
-    certificate must chain to (with ``ct_keys``, the CT log keys, its SCT verified)."""
+    certificate must chain to (with ``ct_keys``, the CT log keys, its SCT verified); ``limit``:
+    the RateLimit every request to Fulcio waits for (None: none)."""
 
     def __init__(self, registry: RegistryClient, url: str | None, token: Callable[[], str],
-                 roots: fulcio.FulcioRoots | None = None, ct_keys: tuple[bytes, ...] = ()):
+                 roots: fulcio.FulcioRoots | None = None, ct_keys: tuple[bytes, ...] = (),
+                 limit: RateLimit | None = None):
         self.registry, self.url = registry, (url or PUBLIC_FULCIO).rstrip("/")
-        self.token, self.roots, self.ct_keys = token, roots, ct_keys
+        self.token, self.roots, self.ct_keys, self.limit = token, roots, ct_keys, limit
         self.lock = threading.Lock()
         self.current: Certificate | None = None
         self.issued = 0  # certificates asked for in this run
@@ -235,9 +356,9 @@ class Keyless:
                    "publicKeyRequest": {"publicKey": {"algorithm": "ECDSA",
                                                       "content": public_pem(key).decode()},
                                         "proofOfPossession": base64.b64encode(proof).decode()}}
-        status, _, body = self.registry.service(
-            "POST", f"{self.url}/api/v2/signingCert", what=what, limit=MAX_ANSWER,
-            body=json.dumps(request).encode(),
+        status, _, body = limited_service(
+            self.registry, self.limit, "POST", f"{self.url}/api/v2/signingCert", what=what,
+            limit=MAX_ANSWER, body=json.dumps(request).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
         answer = _json(status, body, what, (200, 201))
         try:

@@ -170,14 +170,16 @@ class CosignSigner(CosignBinary):
         for keyless."""
         roots = self.cosign_format.roots  # configured, or cosign's SIGSTORE_* variables
         rekor = services.Rekor(self.registry, self.config.get("rekor_url"),
-                                        roots.get("rekor_public_key_file")) \
+                                        roots.get("rekor_public_key_file"),
+                               self._rate_limit("rekor", services.PUBLIC_REKOR)) \
             if self.tlog else None
         keyless = None
         if any(k.key == KEYLESS for k in keys):
             ct = roots.get("ctlog_public_key_file")
             keyless = services.Keyless(self.registry, self.config.get("fulcio_url"),
                                                 self._native_token, self._fulcio_roots(),
-                                                (ct,) if ct else ())
+                                                (ct,) if ct else (),
+                                       self._rate_limit("fulcio", services.PUBLIC_FULCIO))
         self.native = native_path.Native(self.registry, upload=self.upload,
                                          annotations=self.annotations, rekor=rekor,
                                          keyless=keyless,
@@ -190,6 +192,19 @@ class CosignSigner(CosignBinary):
             private = native_path.load_private_key(key.key, self.password, named)
             self.native.keys[key.key] = private
             self.public[key.key] = public_pem(private)
+
+    def _rate_limit(self, service: str, public: str) -> services.RateLimit | None:
+        """``<service>_requests_per_minute`` (default services.DEFAULT_REQUESTS_PER_MINUTE; 0:
+        no limit) as the bucket every in-process request to it waits for, within the run's
+        deadline."""
+        value = self.config.get(f"{service}_requests_per_minute")
+        per_minute = services.DEFAULT_REQUESTS_PER_MINUTE if value is None else float(value)
+        if per_minute <= 0:
+            return None
+        url = str(self.config.get(f"{service}_url") or public).rstrip("/")
+        return services.RateLimit(per_minute, f"{service.capitalize()} {url}",
+                                  deadline=self.started + self.deadline if self.deadline
+                                  else float("inf"))
 
     def _native_token(self) -> str:
         """Keyless in-process: the identity token now (the configured one, or a fresh one from

@@ -5,7 +5,7 @@ any ``--insecure-*`` flag once pointed at its trust roots.
     python -m testbed.sigstore --dir DIR [--host 127.0.0.1] [--token-lifetime SECONDS]
         [--email ADDRESS] [--repository OWNER/NAME] [--ref REF] [--fulcio-fail K]
         [--rekor-fail K] [--rekor-lose K] [--fail-status CODE] [--fulcio-delay SECONDS]
-        [--ready-file PATH]
+        [--rate-limit PER_MINUTE] [--rate-burst N] [--ready-file PATH]
 
 It writes into DIR the trust roots (``fulcio_chain.pem``: root then intermediate, for
 ``SIGSTORE_ROOT_FILE``; ``fulcio_root.pem``: the root alone, a podman/skopeo ``caPath``;
@@ -33,7 +33,8 @@ OIDC issuer (``OIDC_ISSUER``, ``http://HOST:PORT``)
     ``lifetime`` overrides it, negative gives an expired token).
     Test control, no authentication (loopback only): ``GET /testbed/state`` (the fault switches
     and counters), ``POST /testbed/faults`` (JSON, any of ``fulcio_fail``, ``rekor_fail``,
-    ``rekor_lose``, ``fail_status``, ``fulcio_delay``, ``fulcio_forge``, ``rekor_forge`` (a
+    ``rekor_lose``, ``fail_status``, ``fulcio_delay``, ``rate_limit``, ``rate_burst``,
+    ``fulcio_forge``, ``rekor_forge`` (a
     hostile service: ``FULCIO_FORGERIES``, ``REKOR_FORGERIES``; "" ends it): replaces those
     switches and restarts their counts) and
     ``POST /testbed/token`` (JSON ``{"claims": {...}, "lifetime": S, "email": A}``: a token with
@@ -82,6 +83,13 @@ These answers carry ``Retry-After: 0``, so a client that honours it (rekor's, fo
 at once instead of after its own backoff. ``--fulcio-delay SECONDS``: a slow Fulcio, every
 signing-certificate request is answered that much later (its token is checked after the wait):
 a run that outlives its tokens without signing hundreds of images.
+
+``--rate-limit PER_MINUTE`` (default 0: none): Fulcio and Rekor each take that many requests a
+minute, every request of theirs counted (a token bucket per service of ``--rate-burst N`` at
+once, default one second's worth), as the public instance's nginx limits each client; a request
+past it is answered 429 ``Too Many Requests`` with ``Retry-After`` (the whole seconds until the
+bucket has a token again). ``GET /testbed/state`` counts each service's ``requests`` and its
+429s (``limited``).
 """
 
 from __future__ import annotations
@@ -108,6 +116,7 @@ from . import trust
 from .common import (
     AUDIENCE,
     ENV_KEYS,
+    RateLimiter,
     Refused,
     load_public_key,
     pem_cert,
@@ -146,6 +155,7 @@ class Faults:
     fulcio_forge: str = ""  # one of FULCIO_FORGERIES: every answer is that forgery
     rekor_forge: str = ""  # one of REKOR_FORGERIES
     seen: dict = field(default_factory=lambda: {"fulcio": 0, "rekor": 0})
+    limiter: RateLimiter = field(default_factory=RateLimiter)  # --rate-limit, --rate-burst
 
 
 # A hostile Fulcio's answers (``fulcio_forge``): a certificate for a key it was not asked for,
@@ -166,11 +176,13 @@ class Sigstore:
                  token_lifetime: int = 300, email: str | None = None,
                  repository: str = "octo-org/octo-repo", ref: str = "refs/heads/main",
                  fulcio_fail: int = 0, rekor_fail: int = 0, rekor_lose: int = 0,
-                 fail_status: int = 503, fulcio_delay: float = 0.0):
+                 fail_status: int = 503, fulcio_delay: float = 0.0,
+                 rate_limit: float = 0.0, rate_burst: float = 0.0):
         self.directory = Path(directory)
         self.host, self.token_lifetime, self.email = host, token_lifetime, email
         self.repository, self.ref = repository, ref
-        self.faults = Faults(fulcio_fail, rekor_fail, rekor_lose, fail_status, fulcio_delay)
+        self.faults = Faults(fulcio_fail, rekor_fail, rekor_lose, fail_status, fulcio_delay,
+                             limiter=RateLimiter(rate_limit, rate_burst))
         self.lock = threading.Lock()
         self.request_token = secrets.token_urlsafe(24)
         self.ct = CtLog()
@@ -270,11 +282,19 @@ class Sigstore:
                                              f"{fail})", {"Retry-After": "0"})
             return service == "rekor" and n <= fail + f.rekor_lose
 
+    def admit(self, service: str) -> None:
+        """Count a request to ``service`` (any of its endpoints); Refused(429) past the rate
+        limit."""
+        with self.lock:
+            self.faults.limiter.admit(service, time.monotonic())
+
     def set_faults(self, *, fulcio_fail: int | None = None, rekor_fail: int | None = None,
                    rekor_lose: int | None = None, fail_status: int | None = None,
                    fulcio_delay: float | None = None, fulcio_forge: str | None = None,
-                   rekor_forge: str | None = None) -> None:
-        """Replace the switches given and start counting requests again."""
+                   rekor_forge: str | None = None, rate_limit: float | None = None,
+                   rate_burst: float | None = None) -> None:
+        """Replace the switches given and start counting requests again (the rate limit's
+        buckets start full)."""
         with self.lock:
             f = self.faults
             if fulcio_fail is not None:
@@ -296,6 +316,10 @@ class Sigstore:
                     raise ValueError(f"rekor_forge: one of {REKOR_FORGERIES}")
                 f.rekor_forge = rekor_forge
             f.seen = {"fulcio": 0, "rekor": 0}
+            old = f.limiter
+            f.limiter = RateLimiter(old.per_minute if rate_limit is None else rate_limit,
+                                    (old.burst if old.per_minute else 0) if rate_burst is None
+                                    else rate_burst)
 
     def state(self) -> dict:
         with self.lock:
@@ -303,7 +327,9 @@ class Sigstore:
             faults = {"fulcio_fail": f.fulcio_fail, "rekor_fail": f.rekor_fail,
                       "rekor_lose": f.rekor_lose, "fail_status": f.fail_status,
                       "fulcio_delay": f.fulcio_delay, "fulcio_forge": f.fulcio_forge,
-                      "rekor_forge": f.rekor_forge, "seen": dict(f.seen)}
+                      "rekor_forge": f.rekor_forge, "seen": dict(f.seen),
+                      "rate_limit": f.limiter.per_minute, "rate_burst": f.limiter.burst,
+                      "requests": dict(f.limiter.requests), "limited": dict(f.limiter.limited)}
         return {"faults": faults, "rekor_entries": len(self.rekor.entries),
                 "certificates": len(self.ct.logged), "urls": self.urls}
 
@@ -363,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rekor-lose", type=int, default=0, metavar="K")
     parser.add_argument("--fail-status", type=int, default=503, metavar="CODE")
     parser.add_argument("--fulcio-delay", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_MINUTE")
+    parser.add_argument("--rate-burst", type=float, default=0.0, metavar="N")
     parser.add_argument("--ready-file")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", args.repository):
@@ -372,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                        email=args.email, repository=args.repository, ref=args.ref,
                        fulcio_fail=args.fulcio_fail, rekor_fail=args.rekor_fail,
                        rekor_lose=args.rekor_lose, fail_status=args.fail_status,
-                       fulcio_delay=args.fulcio_delay).start()
+                       fulcio_delay=args.fulcio_delay, rate_limit=args.rate_limit,
+                       rate_burst=args.rate_burst).start()
     write_ready_file(args.ready_file, {"pid": os.getpid(), "control": testbed.urls["oidc"],
                                        **testbed.env})
     print(f"sigstore testbed: {json.dumps(testbed.urls)}; env in {Path(args.dir) / 'env'}",

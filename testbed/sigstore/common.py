@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +32,40 @@ class Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+class RateLimiter:
+    """The services' rate limit (``--rate-limit``): a token bucket per service, as nginx's
+    ``limit_req`` keeps one per client before the public Fulcio and Rekor: ``per_minute``
+    requests a minute, ``burst`` at once (0: one second's worth, at least 1). ``admit(service,
+    now)`` takes a token or raises Refused(429) with Retry-After, the whole seconds until one is
+    there again. Counts every request and every 429 per service. Not thread-safe: the test
+    bed's lock guards it."""
+
+    def __init__(self, per_minute: float = 0.0, burst: float = 0.0):
+        self.per_minute = max(0.0, float(per_minute))
+        self.burst = float(burst) if burst and burst > 0 else max(1.0, self.per_minute / 60)
+        self.tokens: dict[str, float] = {}
+        self.updated: dict[str, float] = {}
+        self.requests: dict[str, int] = {"fulcio": 0, "rekor": 0}
+        self.limited: dict[str, int] = {"fulcio": 0, "rekor": 0}
+
+    def admit(self, service: str, now: float) -> None:
+        self.requests[service] = self.requests.get(service, 0) + 1
+        if self.per_minute <= 0:
+            return
+        rate = self.per_minute / 60
+        tokens = min(self.burst, self.tokens.get(service, self.burst)
+                     + (now - self.updated.get(service, now)) * rate)
+        self.updated[service] = now
+        if tokens >= 1:
+            self.tokens[service] = tokens - 1
+            return
+        self.tokens[service] = tokens
+        self.limited[service] = self.limited.get(service, 0) + 1
+        after = max(1, math.ceil((1 - tokens) / rate))
+        raise Refused(429, f"Too Many Requests: {service} takes {self.per_minute:g} requests a "
+                           "minute (testbed rate limit)", {"Retry-After": str(after)})
 
 
 # -- encodings ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "sigstore-testbed"
     routes: dict[tuple[str, str], str] = {}
     testbed: Any  # the Sigstore serving this handler (set by Sigstore.start)
+    service: str | None = None  # "fulcio", "rekor": every request counted and rate-limited
 
     def log_message(self, format, *args):
         sys.stderr.write(f"{self.server.server_address[1]} {format % args}\n")
@@ -50,6 +51,12 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.service is not None:
+            try:
+                self.testbed.admit(self.service)
+            except Refused as e:
+                self._send(e.status, {"code": e.status, "message": e.message}, e.headers)
+                return
         for (m, pattern), name in self.routes.items():
             match = re.fullmatch(pattern, url.path)
             if match and m == method:
@@ -127,6 +134,7 @@ class OidcHandler(Handler):
 
 
 class FulcioHandler(Handler):
+    service = "fulcio"
     routes = {("POST", r"/api/v1/signingCert"): "signing_cert_v1",
               ("POST", r"/api/v2/signingCert"): "signing_cert_v2",
               ("GET", r"/api/v1/rootCert"): "root_cert",
@@ -169,6 +177,7 @@ class FulcioHandler(Handler):
 
 
 class RekorHandler(Handler):
+    service = "rekor"
     routes = {("POST", r"/api/v1/log/entries"): "create",
               ("GET", r"/api/v1/log/entries"): "by_index",
               ("GET", r"/api/v1/log/entries/([0-9a-fA-F]{64}|[0-9a-fA-F]{80})"): "by_uuid",

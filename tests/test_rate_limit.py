@@ -1,0 +1,281 @@
+"""Keyless at a service's rate limit (issue 26 item 4): the client's token bucket
+(signers/cosign/services.py: RateLimit) as pure logic on an injected clock, and the whole run
+against the sigstore test bed with its rate-limit switch on: below the server's limit the test
+bed never answers 429; above it, the 429s are retried after their Retry-After and every image
+is signed; a wait that would pass the run's deadline fails the image at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_entrypoint
+from signers.cosign import services
+from signers.cosign.services import RateLimit, ServiceError
+from testbed.registry import Registry
+from testbed.sigstore import Sigstore
+from testbed.sigstore.common import RateLimiter, Refused
+
+EMAIL = "rate@example.com"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+class Clock:
+    """A monotonic clock the test moves; ``sleep`` records what would have been slept."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def bucket(per_minute: float, clock: Clock, **kw) -> RateLimit:
+    return RateLimit(per_minute, "Rekor https://rekor.invalid", clock=clock, sleep=clock.sleep,
+                     **kw)
+
+
+# -- the bucket ---------------------------------------------------------------------------------
+
+def test_a_burst_at_once_then_one_place_every_interval():
+    clock = Clock()
+    limit = bucket(600, clock)  # 10 a second, burst: half a second's worth
+    assert limit.burst == 5
+    waits = [limit.reserve() for _ in range(8)]
+    assert waits[:5] == [0, 0, 0, 0, 0]
+    assert waits[5:] == pytest.approx([0.1, 0.2, 0.3])  # queued: one place per 1/rate
+    clock.now += 10  # refilled, to the burst and no more
+    assert [limit.reserve() for _ in range(6)] == pytest.approx([0, 0, 0, 0, 0, 0.1])
+
+
+def test_the_long_run_rate_is_the_limit():
+    clock = Clock()
+    limit = bucket(480, clock)  # the default: 8 a second, burst 4
+    waits = [limit.reserve() for _ in range(484)]
+    assert waits[-1] == pytest.approx(60.0)  # 480 more than the burst take a minute
+    # whatever the callers' timing, no window of 60 s holds more than burst + 480 sends
+    sends = sorted(100.0 + w for w in waits)
+    assert sum(1 for t in sends if t < sends[0] + 60) <= 4 + 480
+
+
+def test_acquire_sleeps_once_for_its_place_and_not_at_all_within_the_burst():
+    clock = Clock()
+    limit = bucket(60, clock, burst=2)
+    for _ in range(4):
+        limit.acquire()
+    assert clock.slept == pytest.approx([1.0, 2.0])
+    assert limit.requests == 4 and limit.waited == pytest.approx(3.0)
+
+
+def test_a_wait_past_the_deadline_is_refused_not_slept_and_takes_no_place():
+    clock = Clock()
+    limit = bucket(60, clock, burst=1, deadline=clock.now + 1.5)
+    limit.acquire()
+    limit.acquire()  # its place at +1 s: before the deadline
+    with pytest.raises(ServiceError, match=r"Rekor https://rekor.invalid: waiting 2\.0 s for a "
+                                           r"place under its rate limit \(60 requests a minute\)"
+                                           r" would pass the run's deadline: not sent"):
+        limit.acquire()
+    assert clock.slept == pytest.approx([1.0]) and limit.requests == 2
+    clock.now += 5
+    with pytest.raises(ServiceError, match="the run's deadline has passed: not sent"):
+        limit.reserve()
+
+
+def test_a_retry_after_pauses_every_caller_then_the_rate_resumes():
+    clock = Clock()
+    limit = bucket(600, clock)
+    limit.pause(3)
+    assert [limit.reserve() for _ in range(3)] == pytest.approx([3.0, 3.1, 3.2])
+    limit.pause(1)  # a shorter pause does not shorten the one under way
+    assert limit.reserve() == pytest.approx(3.3)
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once():
+    clock = Clock()
+    limit = bucket(600, clock, deadline=clock.now + 10)
+    limit.pause(30)
+    with pytest.raises(ServiceError, match=r"waiting 30\.0 s .*and a Retry-After\) would pass"):
+        limit.reserve()
+    limit.pause(10_000)  # capped: a service can't park the run for hours
+    assert limit.base == pytest.approx(clock.now + services.MAX_RETRY_AFTER)
+
+
+def test_the_bucket_is_refused_without_a_rate():
+    with pytest.raises(ValueError):
+        RateLimit(0, "Rekor")
+
+
+@pytest.mark.parametrize("value,seconds", [("2", 2.0), ("0", 0.0), (None, None), ("soon", None),
+                                           ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_reads_seconds_and_dates(value, seconds):
+    assert services.retry_after({"Retry-After": value} if value is not None else {}) == seconds
+
+
+class Answers:
+    """A registry client whose ``service`` answers from a list."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.sent = 0
+
+    def service(self, method, url, **kwargs):
+        self.sent += 1
+        return self.answers.pop(0)
+
+
+def test_a_429_left_after_the_transports_retries_pauses_the_bucket():
+    clock = Clock()
+    limit = bucket(600, clock)
+    registry = Answers((429, {"Retry-After": "4"}, b"{}"), (201, {}, b"{}"))
+    assert services.limited_service(registry, limit, "POST", "u", what="w")[0] == 429
+    assert limit.reserve() == pytest.approx(4.0)  # the next caller waits for Retry-After
+    assert services.limited_service(registry, None, "POST", "u", what="w")[0] == 201
+
+
+def test_the_signer_reads_the_limits_and_zero_means_none():
+    from signaction.inputs import Inputs
+    from signers.base import Options
+    from signers.cosign import CosignSigner
+
+    def limits(section: dict, deadline: float | None = None):
+        signer = CosignSigner(section, Options.default(inputs=Inputs(deadline=deadline)))
+        return (signer._rate_limit("rekor", services.PUBLIC_REKOR),
+                signer._rate_limit("fulcio", services.PUBLIC_FULCIO))
+
+    rekor, fulcio = limits({})
+    assert rekor is not None and fulcio is not None
+    assert rekor.per_minute == fulcio.per_minute == services.DEFAULT_REQUESTS_PER_MINUTE
+    assert rekor.what == "Rekor https://rekor.sigstore.dev" and rekor.deadline == float("inf")
+    rekor, fulcio = limits({"rekor_requests_per_minute": 0, "fulcio_requests_per_minute": 30,
+                            "fulcio_url": "https://fulcio.example/"}, deadline=60)
+    assert rekor is None and fulcio is not None and fulcio.per_minute == 30
+    assert fulcio.what == "Fulcio https://fulcio.example" and fulcio.deadline < float("inf")
+
+
+# -- the test bed's switch ----------------------------------------------------------------------
+
+def test_the_test_beds_limiter_answers_429_with_retry_after_and_counts():
+    limiter = RateLimiter(600, 2)
+    limiter.admit("rekor", 0.0)
+    limiter.admit("rekor", 0.0)
+    with pytest.raises(Refused) as refused:
+        limiter.admit("rekor", 0.05)
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    limiter.admit("fulcio", 0.05)  # a bucket per service
+    limiter.admit("rekor", 0.2)
+    assert limiter.requests == {"fulcio": 1, "rekor": 4}
+    assert limiter.limited == {"fulcio": 0, "rekor": 1}
+    off = RateLimiter()
+    for _ in range(1000):
+        off.admit("rekor", 0.0)  # the default: no limit, only counted
+    assert off.limited == {"fulcio": 0, "rekor": 0}
+
+
+# -- against the test bed -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    with Sigstore(tmp_path_factory.mktemp("rate-bed")) as testbed:
+        yield testbed
+
+
+@pytest.fixture(scope="module")
+def oci11():
+    with Registry() as registry:
+        yield registry
+
+
+def seed_images(registry: Registry, namespace: str, n: int, listing: Path) -> Path:
+    """``n`` distinct one-layer images put straight into the in-process registry's store."""
+    store, images = registry.store, []
+    for i in range(n):
+        name = f"{namespace}/app{i}"
+        config, layer = json.dumps({"i": i, "ns": namespace}).encode(), f"layer {i}".encode()
+        blobs = store.repo(name).blobs
+        descriptors = []
+        for data, media in ((config, "application/vnd.oci.image.config.v1+json"),
+                            (layer, "application/vnd.oci.image.layer.v1.tar")):
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            blobs[digest] = data
+            descriptors.append({"mediaType": media, "digest": digest, "size": len(data)})
+        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                          "config": descriptors[0], "layers": descriptors[1:]}).encode()
+        digest, _ = store.put_manifest(name, "v1", raw, OCI_MANIFEST, None)
+        images.append({"reference": f"{registry.host}/{name}:v1", "digest": digest})
+    listing.write_text(json.dumps(images))
+    return listing
+
+
+def sign_keyless(bed, oci11, tmp_path: Path, n: int, *, server: float, client: float,
+                 deadline: str | None = None):
+    """``n`` images signed keyless (legacy) through the entrypoint, the test bed limited to
+    ``server`` requests a minute per service, the client to ``client``: (the run, its
+    results.json, the test bed's state after it)."""
+    bed.set_faults(rate_limit=server, rate_burst=0)
+    listing = seed_images(oci11, tmp_path.name, n, tmp_path / "images.json")
+    env = bed.env
+    section = {"allow_http_registry": True, "signature_format": "legacy",
+               "fulcio_url": env["FULCIO_URL"], "rekor_url": env["REKOR_URL"],
+               "fulcio_root_file": env["SIGSTORE_ROOT_FILE"],
+               "ctlog_public_key_file": env["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],
+               "rekor_public_key_file": env["SIGSTORE_REKOR_PUBLIC_KEY"],
+               "fulcio_requests_per_minute": client, "rekor_requests_per_minute": client}
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(json.dumps({"cosign_signer": section}))
+    run = run_entrypoint(
+        "--signer", "cosign", "--config-file", str(conf), "--output-dir", str(tmp_path / "out"),
+        "--images-file", str(listing), "--no-expand-index", "--signing-key", "keyless",
+        *(("--deadline", deadline) if deadline else ()),
+        env={"ACTIONS_ID_TOKEN_REQUEST_URL": env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+             + f"&email={EMAIL}", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token})
+    state = bed.state()
+    bed.set_faults(rate_limit=0)
+    return run, json.loads((tmp_path / "out" / "results.json").read_text()), state
+
+
+def test_keyless_below_the_servers_limit_is_never_answered_429(bed, oci11, tmp_path):
+    run, results, state = sign_keyless(bed, oci11, tmp_path, 20, server=1200, client=600)
+    assert run.returncode == 0, run.stderr
+    assert results["summary"]["signed"] == 20 and results["summary"]["failed"] == 0
+    assert state["faults"]["limited"] == {"fulcio": 0, "rekor": 0}, state
+    # one certificate for the run, one Rekor entry per signature
+    assert state["faults"]["requests"] == {"fulcio": 1, "rekor": 20}, state
+    assert "retrying" not in run.stderr
+
+
+def test_keyless_above_the_servers_limit_retries_each_429_after_its_retry_after(
+        bed, oci11, tmp_path):
+    run, results, state = sign_keyless(bed, oci11, tmp_path, 20, server=600, client=60000)
+    assert run.returncode == 0, run.stderr
+    assert results["summary"]["signed"] == 20 and results["summary"]["failed"] == 0
+    limited = state["faults"]["limited"]["rekor"]
+    assert limited > 0, state  # the client's burst is past the test bed's (10)
+    assert state["faults"]["requests"]["rekor"] == 20 + limited  # each 429 retried once more
+    retries = [line for line in run.stderr.splitlines() if "HTTP 429" in line]
+    assert len(retries) == limited, run.stderr
+    # the test bed's Retry-After (1 s at 10 a second), not the client's own backoff
+    assert all(line.endswith("retrying in 1.0 s") for line in retries), retries
+
+
+def test_keyless_waits_that_would_pass_the_deadline_fail_those_images_at_once(
+        bed, oci11, tmp_path):
+    run, results, state = sign_keyless(bed, oci11, tmp_path, 12, server=0, client=30,
+                                       deadline="4")
+    assert run.returncode == 1, run.stderr
+    entries = results["images"]
+    failed = [e for e in entries if e["status"] == "failed"]
+    signed = [e for e in entries if e["status"] != "failed"]
+    assert signed and failed, entries  # 30 a minute: one place every 2 s, within 4 s a few
+    assert all("would pass the run's deadline" in e["error"] or "deadline" in e["error"]
+               for e in failed), failed
+    assert any("rate limit (30 requests a minute)" in e["error"] for e in failed), failed
+    assert state["faults"]["requests"]["rekor"] == len(signed)
+    assert state["faults"]["limited"] == {"fulcio": 0, "rekor": 0}
