@@ -10,10 +10,14 @@ registry (`python -m testbed.registry`) first: setup, not measured. The run is t
 a whole process (`entrypoint.py --signer cosign --images-file ... --no-expand-index
 --signing-key keyless`: start-up, plan, one Fulcio certificate, a Rekor entry per signature,
 the pushes, results.json), beside a --dry-run of it (start-up, config, plan). Shown: wall
-time; the time the limits allow (the requests the run
-needed of its busiest service over the rate: the server's, and the client's own), and the
+time; the time the limits allow (the requests the run needed of its busiest service, those
+answered 429 not counted, over the rate: the server's, and the client's own), and the
 ratios; failures (target: 0); the test bed's 429s (target: 0 with the client below the
-server); requests per image to Fulcio and to Rekor.
+server); requests per image to Fulcio and to Rekor. `--client 0` (no client-side limit) shows
+what the limit spares the service: measured at 1,000 images, the same wall time and no failure
+(the transport retries each 429 after its Retry-After), but 1,109 answers 429 (2.1 Rekor
+requests per image), each a retry, and an image fails once one request has spent its
+registry.retries attempts on them.
 
 Run: PYTHONPATH=. .venv/bin/python bench/keyless_bench.py [--images 1000] [--limit 500]
      [--client PER_MINUTE] [--threads 10]
@@ -148,7 +152,8 @@ def main() -> int:
 
     n, limit = args.images, args.limit
     client = args.client if args.client is not None else DEFAULT_REQUESTS_PER_MINUTE
-    needed = max(faults["requests"].values())
+    # what the run needed: its busiest service's requests, less the ones answered 429
+    needed = max(faults["requests"][s] - faults["limited"][s] for s in ("fulcio", "rekor"))
     allowed = needed / (limit / 60)
     failures = summary.get("failed", 0)
     print(f"keyless, legacy, {n} images, {args.threads} threads; the test bed at {limit:g} "
