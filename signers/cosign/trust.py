@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from tuf.api import exceptions
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
-
 from signaction.errors import InputError
 from signaction.formats import trust
 from signaction.registry import RegistryClient, RegistryError
@@ -95,6 +92,10 @@ def fetch(registry: RegistryClient, url: str, initial_root: bytes | None,
           cache: Path) -> Material:
     """The trusted root and signing config of the TUF repository at ``url``, verified from
     ``initial_root`` (None: the pinned root of the public instance)."""
+    # python-tuf only when a run reads a TUF repository (not at start: issue 26's cold start)
+    from tuf.api import exceptions
+    from tuf.ngclient import Updater, UpdaterConfig
+
     url = url.rstrip("/")
     what = f"config: cosign_signer.tuf_url: TUF repository {url}"
     if initial_root is None:
@@ -106,7 +107,7 @@ def fetch(registry: RegistryClient, url: str, initial_root: bytes | None,
     try:
         updater = Updater(metadata_dir=str(where / "metadata"), metadata_base_url=url + "/",
                           target_dir=str(where / "targets"), target_base_url=url + "/targets/",
-                          fetcher=_Fetcher(registry, url),
+                          fetcher=_fetcher(registry, url),
                           config=UpdaterConfig(app_user_agent="container-sign-action"),
                           bootstrap=initial_root)
         updater.refresh()
@@ -155,21 +156,22 @@ def _clean(e: BaseException) -> str:
     return text[:300]
 
 
-class _Fetcher(FetcherInterface):
+def _fetcher(registry: RegistryClient, url: str):
     """python-tuf's fetcher on the run's one HTTP client (TLS verified, bounded, retried): a
     TUF repository is read as Fulcio and Rekor are."""
+    from tuf.api import exceptions
+    from tuf.ngclient import FetcherInterface
 
-    def __init__(self, registry: RegistryClient, url: str):
-        self.registry, self.url = registry, url
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        if not url.startswith(self.url + "/"):
-            raise exceptions.DownloadError(f"{url}: outside the repository")
-        try:
-            status, _, body = self.registry.service(
-                "GET", url, what=f"TUF repository {self.url}", limit=MAX_METADATA)
-        except RegistryError as e:
-            raise exceptions.DownloadError(str(e)) from e
-        if status != 200:
-            raise exceptions.DownloadHTTPError(f"{url}: HTTP {status}", status)
-        return iter((body,))
+    class Fetcher(FetcherInterface):
+        def _fetch(self, target: str) -> Iterator[bytes]:
+            if not target.startswith(url + "/"):
+                raise exceptions.DownloadError(f"{target}: outside the repository")
+            try:
+                status, _, body = registry.service(
+                    "GET", target, what=f"TUF repository {url}", limit=MAX_METADATA)
+            except RegistryError as e:
+                raise exceptions.DownloadError(str(e)) from e
+            if status != 200:
+                raise exceptions.DownloadHTTPError(f"{target}: HTTP {status}", status)
+            return iter((body,))
+    return Fetcher()
