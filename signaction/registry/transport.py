@@ -21,6 +21,9 @@ from typing import Self
 import requests
 import requests.adapters
 import requests.auth
+import requests.cookies
+import requests.hooks
+import requests.structures
 import urllib3
 
 from ..reference import Reference
@@ -251,6 +254,66 @@ class _Session(requests.Session):
             found = super().merge_environment_settings(url, proxies, stream, verify, cert)
             self._environment[key] = found
         return {**found, "proxies": dict(found["proxies"])}
+
+    def prepared(self, method: str, url: str, headers: Mapping[str, str] | None,
+                 data: bytes | None, auth: requests.auth.AuthBase
+                 ) -> requests.PreparedRequest | None:
+        """What ``prepare_request`` makes of this request, made without it, or None where it
+        could differ. ``prepare_request`` costs about a third of this client's CPU time per
+        request (cProfile, bench/floor_bench.py): it parses the URL with urllib3 (a Python loop
+        per character) and requotes it, merges cookie jars and hooks, and looks in ~/.netrc.
+        Here: only for a URL it would leave as it is (``_AS_IS``: lower-case http(s) host,
+        characters it neither quotes nor unquotes, no dot segment, no empty query), no cookie
+        in the session and no session hooks; the headers merged and checked, the body, its
+        Content-Length and the auth in its order. tests/test_registry_prepare.py holds the
+        two to the same requests."""
+        if self.cookies or any(self.hooks.values()) or self.params or self.auth or \
+                method not in _METHODS or not _as_is(url):
+            return None
+        p = requests.PreparedRequest()
+        p.method, p.url = method, url
+        merged = requests.structures.CaseInsensitiveDict(self.headers)
+        for name, value in (headers or {}).items():
+            merged[name] = value
+        p.prepare_headers({name: value for name, value in merged.items() if value is not None})
+        vars(p)["_cookies"] = requests.cookies.RequestsCookieJar()  # none: see above
+        p.body = data or None
+        p.prepare_content_length(p.body)
+        p.prepare_auth(auth, url)
+        p.hooks = requests.hooks.default_hooks()
+        return p
+
+    def fast_request(self, method: str, url: str, *, headers: Mapping[str, str] | None,
+                     data: bytes | None, auth: requests.auth.AuthBase, timeout: float,
+                     verify: bool | str) -> requests.Response:
+        """``request(method, url, ..., stream=True, allow_redirects=True)``, prepared by
+        ``prepared`` where that is the same; sent by ``send`` as ``request`` sends it
+        (redirects, cookies, the adapter's retries and errors)."""
+        p = self.prepared(method, url, headers, data, auth)
+        if p is None:
+            return self.request(method, url, headers=dict(headers or {}), data=data, auth=auth,
+                                timeout=timeout, verify=verify, stream=True,
+                                allow_redirects=True)
+        settings = self.merge_environment_settings(p.url, {}, True, verify, None)
+        return self.send(p, timeout=timeout, allow_redirects=True, **settings)
+
+
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"})
+# URLs requests' prepare_url gives back unchanged: urllib3's parse_url leaves them as they are
+# (lower-case scheme and host, a port without a leading zero, path and query characters it
+# allows, upper-case percent escapes) and requote_uri too (no escape of an unreserved character)
+_AS_IS_RE = re.compile(r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[1-9][0-9]{0,4})?"
+                       r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DOT_SEGMENT = re.compile(r"/\.\.?(?:[/?]|$)")
+
+
+def _as_is(url: str) -> bool:
+    if not _AS_IS_RE.fullmatch(url) or url.endswith("?") or _DOT_SEGMENT.search(
+            url.partition("?")[0]):
+        return False
+    return "%" not in url or not any(chr(int(h, 16)) in _UNRESERVED
+                                     for h in re.findall(r"%([0-9A-F]{2})", url))
 
 
 class Transport:
@@ -505,10 +568,10 @@ class Transport:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise self._late(ref, what)
-        with self._session.request(method, url, headers=dict(headers or {}), data=data,
-                                   auth=_SetAuthorization(authorization), timeout=timeout,
-                                   verify=self._verify if verify is None else verify, stream=True,
-                                   allow_redirects=True) as resp:
+        with self._session.fast_request(method, url, headers=headers, data=data,
+                                        auth=_SetAuthorization(authorization), timeout=timeout,
+                                        verify=self._verify if verify is None else verify
+                                        ) as resp:
             ok = 200 <= resp.status_code < 300
             cap = limit if ok else min(limit, _MAX_ERROR_BODY)
             body = b""
