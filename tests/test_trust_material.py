@@ -50,17 +50,39 @@ def test_a_trusted_root_gives_every_log_key_the_named_log_first():
         "mediaType": ROOT_TYPE, "tlogs": [_log("https://a.example", one),
                                           _log("https://b.example", two)],
         "ctlogs": [_log("https://ct.example", one)]}).encode())
-    pems = keys.pem_keys(root.rekor_pem("https://b.example/"))
-    assert [keys.pem_spki(p) for p in pems] == [two, one]
+    pems = keys.pem_keys(root.rekor_pem())
+    assert [keys.pem_spki(p) for p in pems] == [one, two]
     # an entry's log ID picks its key among several
-    log_id = hashlib.sha256(one).hexdigest()
-    assert keys.pem_spki(rekor.log_key(root.rekor_pem("https://b.example"), log_id)) == one
+    log_id = hashlib.sha256(two).hexdigest()
+    assert keys.pem_spki(rekor.log_key(root.rekor_pem(), log_id)) == two
+    # a reader of one key gets the log's key valid now
+    assert keys.pem_spki(root.current_rekor("https://b.example/")) == two
+    assert keys.pem_spki(root.current_rekor("https://c.example")) == one  # none: the first
+
+
+def test_the_one_ct_key_for_cosign_is_the_latest_valid_now():
+    old, retired, current, future = (_key_der() for _ in range(4))
+    logs = [_log("https://ct/old", old), _log("https://ct/retired", retired),
+            _log("https://ct/2022", current), _log("https://ct/next", future)]
+    logs[0]["publicKey"]["validFor"] = {"start": "2019-01-01T00:00:00Z"}
+    logs[1]["publicKey"]["validFor"] = {"start": "2021-01-01T00:00:00Z",
+                                        "end": "2022-10-31T23:59:59.999Z"}
+    logs[2]["publicKey"]["validFor"] = {"start": "2022-10-20T00:00:00Z"}
+    logs[3]["publicKey"]["validFor"] = {"start": "2999-01-01T00:00:00Z"}
+    root = trust.read_trusted_root(json.dumps({"mediaType": ROOT_TYPE, "ctlogs": logs,
+                                               "tlogs": logs[:1]}).encode())
+    assert keys.pem_spki(root.current_ctlog()) == current
+    assert len(keys.pem_keys(root.ctlog_pem())) == 4  # the in-process check: every key
 
 
 @pytest.mark.parametrize("document, says", [
     (b"[]", "not a JSON object"),
     (b"{", "not JSON"),
     (json.dumps({"mediaType": "application/json"}).encode(), "not a Sigstore trusted root"),
+    (json.dumps({"mediaType": ROOT_TYPE + "garbage"}).encode(), "not a Sigstore trusted root"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    (json.dumps({"mediaType": ROOT_TYPE, "certificateAuthorities": [
+        {"cert_chain": {"certificates": []}}]}).encode(), "no certChain.certificates"),
     (json.dumps({"mediaType": ROOT_TYPE}).encode(), "no certificate authority"),
     (json.dumps({"mediaType": ROOT_TYPE, "tlogs": [
         {"baseUrl": "https://r", "publicKey": {"rawBytes": "!!"}}]}).encode(), "not base64"),
@@ -128,6 +150,18 @@ def test_trusted_root_with_the_three_root_files_is_refused(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_verify_dry_run_keyless_on_the_public_instance_says_tuf(tmp_path):
+    (tmp_path / "c.yaml").write_text(json.dumps({"cosign_signer": {}}))
+    done = run_entrypoint("--signer", "cosign", "--config-file", str(tmp_path / "c.yaml"),
+                          "--mode", "verify", "--image", "127.0.0.1:1/a/b:v1@sha256:" + "a" * 64,
+                          "--signing-key", "keyless", "--certificate-identity", "a@b.example",
+                          "--certificate-oidc-issuer", "https://issuer.example",
+                          "--output-dir", str(tmp_path / "out"), "--dry-run",
+                          "--no-expand-index")
+    assert done.returncode == 0, done.stderr
+    assert cosign_trust.PUBLIC_TUF in done.stdout + done.stderr
+
+
 def test_dry_run_keyless_on_the_public_instance_says_tuf(tmp_path):
     (tmp_path / "c.yaml").write_text(json.dumps({"cosign_signer": {}}))
     done = run_entrypoint("--signer", "cosign", "--config-file", str(tmp_path / "c.yaml"),
@@ -161,8 +195,10 @@ def test_keyless_from_a_trusted_root_and_signing_config_alone(bed, oci11, trixie
               "signing_config_file": bed.env["SIGNING_CONFIG"]}  # the URLs: only from here
     # a trusted root as the public one is: several Rekor and CT logs, the one in use not first
     root = json.loads(Path(bed.env["TRUSTED_ROOT"]).read_text())
-    root["tlogs"].insert(0, _log("https://old-rekor.example", _key_der()))
-    root["ctlogs"].insert(0, _log("https://old-ct.example", _key_der()))
+    retired = {"start": "2019-01-01T00:00:00Z", "end": "2020-01-01T00:00:00Z"}
+    for field, url in (("tlogs", "https://old-rekor.example"), ("ctlogs", "https://old-ct.example")):
+        root[field].insert(0, _log(url, _key_der()))
+        root[field][0]["publicKey"]["validFor"] = retired
     trusted_root = tmp_path / "trusted_root.json"
     trusted_root.write_text(json.dumps(root))
     signed = run(tmp_path, trixie_tools, config, *target, "--trusted-root", str(trusted_root),
@@ -184,6 +220,18 @@ def test_keyless_from_a_trusted_root_and_signing_config_alone(bed, oci11, trixie
     assert verified.returncode == 0, verified.stderr
     assert set(results(tmp_path, "verify")["images"][0]["signature_formats"].values()) == \
         {"verified"}
+    # the cosign binary reads one key a file: it gets the keys valid now, not the stale first
+    other, target = _keyless(tmp_path, oci11, "binary")
+    binary = run(tmp_path, trixie_tools, {**config, "engine": "cosign",
+                                          "signature_format": "legacy"}, *target,
+                 "--trusted-root", str(trusted_root), out="binary", env=ambient(bed))
+    assert binary.returncode == 0, binary.stderr
+    # a trusted root without what keyless checks with is refused, not used with a check left out
+    del root["ctlogs"]
+    trusted_root.write_text(json.dumps(root))
+    partial = run(tmp_path, trixie_tools, config, *target, "--trusted-root", str(trusted_root),
+                  out="partial", env=ambient(bed))
+    assert partial.returncode == 2 and "no CT log key" in partial.stderr, partial.stderr
 
 
 # -- TUF -------------------------------------------------------------------------------------

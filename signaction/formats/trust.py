@@ -18,7 +18,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-TRUSTED_ROOT_TYPE = "application/vnd.dev.sigstore.trustedroot"  # +json;version=0.1 or 0.2
+TRUSTED_ROOT_TYPES = ("application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+                      "application/vnd.dev.sigstore.trustedroot.v0.2+json")
 SIGNING_CONFIG_TYPE = "application/vnd.dev.sigstore.signingconfig.v0.2+json"
 MAX_FILE = 1 << 20  # bytes of either file (the public instance's trusted root: 7 KB)
 MAX_ENTRIES = 64  # logs or authorities in one trusted root
@@ -29,6 +30,11 @@ REKOR_API = 1  # the Rekor API this project speaks (signing_config's majorApiVer
 class Log:
     url: str  # the log's baseUrl
     pem: bytes  # its public key
+    start: datetime | None = None  # its publicKey.validFor
+    end: datetime | None = None
+
+    def valid_at(self, when: datetime) -> bool:
+        return (self.start is None or self.start <= when) and (self.end is None or when < self.end)
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,33 @@ class TrustedRoot:
     tlogs: tuple[Log, ...]  # Rekor
     ctlogs: tuple[Log, ...]  # the certificate transparency logs whose SCTs Fulcio embeds
 
-    def rekor_pem(self, url: str | None = None) -> bytes:
-        """Every Rekor key, the key of the log at ``url`` first (a reader that takes one key,
-        cosign's SIGSTORE_REKOR_PUBLIC_KEY, takes that one)."""
-        first = [t for t in self.tlogs if url and t.url.rstrip("/") == url.rstrip("/")]
-        return b"".join(t.pem for t in first + [t for t in self.tlogs if t not in first])
+    def rekor_pem(self) -> bytes:
+        """Every Rekor key (the in-process checks pick an entry's by its log ID)."""
+        return b"".join(t.pem for t in self.tlogs)
 
     def ctlog_pem(self) -> bytes:
+        """Every CT log key (the SCT check picks the SCT's by its log ID)."""
         return b"".join(c.pem for c in self.ctlogs)
+
+    def current_rekor(self, url: str, now: datetime | None = None) -> bytes:
+        """The one key of the log at ``url`` valid now (none there: of any log, the one that
+        started last), for readers that take one key (cosign's SIGSTORE_REKOR_PUBLIC_KEY,
+        policy.json's rekorPublicKeyPath); empty if no key is valid now."""
+        now = now or datetime.now(UTC)
+        valid = [t for t in self.tlogs if t.valid_at(now)]
+        found = [t for t in valid if t.url.rstrip("/") == url.rstrip("/")] or valid
+        return _latest(found).pem if found else b""
+
+    def current_ctlog(self, now: datetime | None = None) -> bytes:
+        """The CT log key valid now that started last (the one Fulcio's SCTs come from), for
+        readers that take one key (SIGSTORE_CT_LOG_PUBLIC_KEY_FILE); empty if none is."""
+        now = now or datetime.now(UTC)
+        found = [c for c in self.ctlogs if c.valid_at(now)]
+        return _latest(found).pem if found else b""
+
+
+def _latest(logs: list[Log]) -> Log:
+    return max(logs, key=lambda log: log.start or datetime.min.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -59,7 +84,7 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
         raise ValueError(f"{what}: larger than {MAX_FILE >> 10} KiB")
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValueError(f"{what}: not JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what}: not a JSON object")
@@ -104,23 +129,34 @@ def _logs(value: Any, what: str) -> tuple[Log, ...]:
             raise ValueError(f"{where}.publicKey: not a DER public key") from None
         pem = key.public_bytes(serialization.Encoding.PEM,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
-        logs.append(Log(_url(entry.get("baseUrl"), f"{where}.baseUrl"), pem))
+        valid = entry["publicKey"].get("validFor") or {}
+        if not isinstance(valid, dict):
+            raise ValueError(f"{where}.publicKey.validFor: not an object")
+        logs.append(Log(_url(entry.get("baseUrl"), f"{where}.baseUrl"), pem,
+                        _time(valid["start"], f"{where}.publicKey.validFor.start")
+                        if valid.get("start") is not None else None,
+                        _time(valid["end"], f"{where}.publicKey.validFor.end")
+                        if valid.get("end") is not None else None))
     return tuple(logs)
 
 
 def read_trusted_root(data: bytes, what: str = "trusted_root.json") -> TrustedRoot:
-    """A ``TrustedRoot`` (v0.1 or v0.2). The keys' ``validFor`` windows are not applied: a key
-    that has been rotated out still verifies the entries it signed while it was in use."""
+    """A ``TrustedRoot`` (v0.1 or v0.2). The logs' ``validFor`` windows are kept: the readers
+    that take one key get the one valid now; the in-process checks take every key (a rotated
+    one still verifies what it signed while in use). The certificate authorities' windows are
+    not applied: their certificates' own validity is (see the closing note of issue 25)."""
     value = _json(data, what)
     media = value.get("mediaType")
-    if not isinstance(media, str) or not media.startswith(TRUSTED_ROOT_TYPE + "+json"):
-        raise ValueError(f"{what}: mediaType is not {TRUSTED_ROOT_TYPE}+json (not a Sigstore "
-                         "trusted root)")
+    if media not in TRUSTED_ROOT_TYPES:
+        raise ValueError(f"{what}: mediaType is not {TRUSTED_ROOT_TYPES[0]} or "
+                         f"{TRUSTED_ROOT_TYPES[1]} (not a Sigstore trusted root)")
     pems = []
     for n, ca in enumerate(_list(value.get("certificateAuthorities"),
                                  f"{what}: certificateAuthorities")):
         chain = ca.get("certChain") if isinstance(ca, dict) else None
-        certs = _list(chain.get("certificates") if isinstance(chain, dict) else None,
+        if not isinstance(chain, dict) or not isinstance(chain.get("certificates"), list):
+            raise ValueError(f"{what}: certificateAuthorities[{n}]: no certChain.certificates")
+        certs = _list(chain.get("certificates"),
                       f"{what}: certificateAuthorities[{n}].certChain.certificates")
         for m, cert in enumerate(certs):
             where = f"{what}: certificateAuthorities[{n}].certChain.certificates[{m}]"

@@ -382,8 +382,8 @@ class Keyless:
         if not leaf.not_valid_before_utc <= now + datetime.timedelta(seconds=60) or \
                 leaf.not_valid_after_utc <= now:
             raise ServiceError(f"{what}: the certificate is not valid now")
-        if self.roots is not None:  # the check verify mode makes, now (the public Sigstore's
-            # roots come through TUF, which this run does not fetch: then cosign verify checks)
+        if self.roots is not None:  # the check verify mode makes, now (no roots: none was
+            # configured nor fetched through TUF, e.g. a private instance given by URL alone)
             at = max(now, leaf.not_valid_before_utc)
             problem, chain = fulcio.chain_problem(leaf, self.roots, certs[1:], at)
             if problem is None and self.ct_keys:

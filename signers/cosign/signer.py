@@ -114,7 +114,11 @@ class CosignSigner(CosignBinary):
             if c.get(name) and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", str(c[name])):
                 raise InputError(f"config: cosign_signer.{name}: not an http:// or https:// URL")
         self.roots = {name: read_root_file(name, c[name]) for name in ROOT_FILES if c.get(name)}
+        self.check_keys: dict[str, bytes] = {}  # a trusted root's keys, all of them
+        self.from_trusted_root = False
         self.trust = self._trust_files()
+        self.trust_origin = "files"
+        self.trust_pending = False  # --dry-run: the TUF repository that applies not read
         self._trust_fetched = False  # the TUF repository, when one applies, read (preflight)
         self.cosign_format = CosignFormat(attach_later=not self.upload, tlog=self.tlog,
                                           roots=self._root_copies(),
@@ -168,14 +172,14 @@ class CosignSigner(CosignBinary):
     def _prepare_native(self, keys: list[SigningKey]) -> None:
         """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
         for keyless."""
-        roots = self.cosign_format.roots  # configured, or cosign's SIGSTORE_* variables
+        self._complete_trust(any(k.key == KEYLESS for k in keys))
         rekor = services.Rekor(self.registry, self.config.get("rekor_url"),
-                                        roots.get("rekor_public_key_file"),
+                               self._check_key("rekor_public_key_file"),
                                self._rate_limit("rekor", services.PUBLIC_REKOR)) \
             if self.tlog else None
         keyless = None
         if any(k.key == KEYLESS for k in keys):
-            ct = roots.get("ctlog_public_key_file")
+            ct = self._check_key("ctlog_public_key_file")
             keyless = services.Keyless(self.registry, self.config.get("fulcio_url"),
                                                 self._native_token, self._fulcio_roots(),
                                                 (ct,) if ct else (),
@@ -251,13 +255,20 @@ class CosignSigner(CosignBinary):
         root = material.root
         if root is None:
             return
-        derived = {"fulcio_root_file": root.fulcio_pem, "ctlog_public_key_file":
-                   root.ctlog_pem(), "rekor_public_key_file": root.rekor_pem(
-                       self.config.get("rekor_url") or services.PUBLIC_REKOR)}
-        # no path: written for the cosign binary into its private folder (binary._env)
-        self.roots = {name: ("", data) for name, data in derived.items() if data}
+        # For cosign and verification/ (one key a file: cosign reads a file's first key): the
+        # keys valid now, Rekor's of the log in use. No path: written for the cosign binary
+        # into its private folder (binary._env).
+        rekor_url = self.config.get("rekor_url") or services.PUBLIC_REKOR
+        current = {"fulcio_root_file": root.fulcio_pem,
+                   "ctlog_public_key_file": root.current_ctlog(),
+                   "rekor_public_key_file": root.current_rekor(rekor_url)}
+        self.roots = {name: ("", data) for name, data in current.items() if data}
         self.cosign_format.roots = {n: d for n, (_, d) in self.roots.items()}
         self.cosign_format.trusted_root = material.root_bytes
+        # The in-process checks: every key, the one an entry or SCT names is picked by its ID.
+        self.check_keys = {"rekor_public_key_file": root.rekor_pem(),
+                           "ctlog_public_key_file": root.ctlog_pem()}
+        self.from_trusted_root = True
 
     def _fetch_trust(self, plan: Plan) -> None:
         """A TUF repository's trust material: the configured tuf_url's; the public instance's
@@ -276,19 +287,48 @@ class CosignSigner(CosignBinary):
             if not self.tlog and not any(k.key == KEYLESS for k in plan.keys):
                 return
             url = cosign_trust.PUBLIC_TUF
-        elif not re.fullmatch(r"https?://[^\s/?#]+[^\s?#]*", str(url)):
-            raise InputError("config: cosign_signer.tuf_url: not an http:// or https:// URL")
-        if self.inputs.dry_run:
-            log.info("Sigstore trust material would come from the TUF repository %s", url)
-            return
+        elif not re.fullmatch(r"https?://[^\s/?#@]+[^\s?#@]*", str(url)):
+            raise InputError("config: cosign_signer.tuf_url: not an http:// or https:// URL "
+                             "without credentials (a TUF repository is public)")
+        url = str(url).rstrip("/")
         initial = None
         if c.get("tuf_root_file"):
             path = os.path.abspath(os.path.expanduser(str(c["tuf_root_file"])))
             initial = read_regular_file(path, f"config: cosign_signer.tuf_root_file: {path!r}",
                                         cosign_trust.MAX_METADATA)
-        material = cosign_trust.fetch(self.registry, str(url), initial, cosign_trust.cache_dir(
-            c.get("tuf_cache_dir"), self.environ))
+        elif url not in cosign_trust.EMBEDDED:
+            raise InputError(f"config: cosign_signer.tuf_url: {url}: no initial root pinned for "
+                             "it; set cosign_signer.tuf_root_file (its root.json, obtained out "
+                             "of band)")
+        if self.inputs.dry_run:
+            log.info("Sigstore trust material would come from the TUF repository %s", url)
+            self.trust_pending = True
+            return
+        material = cosign_trust.fetch(self.registry, url, initial, cosign_trust.cache_dir(
+            c.get("tuf_cache_dir"), self.environ), configured=bool(c.get("tuf_url")))
+        self.trust_origin = material.origin
         self._apply_trust(material)
+
+    def _check_key(self, name: str) -> bytes | None:
+        """The keys the in-process checks use for ``name`` (a ROOT_FILES key): every key of a
+        trusted root, else the configured file's."""
+        return self.check_keys.get(name) or self.cosign_format.roots.get(name)
+
+    def _complete_trust(self, keyless: bool) -> None:
+        """A trusted root must hold what the run checks with: Rekor's key with the log, and
+        Fulcio's chain and a CT log's key for keyless (a part missing would leave a check
+        undone, not fail it)."""
+        if not self.from_trusted_root:
+            return
+        need = (["rekor_public_key_file"] if self.tlog or keyless else []) + (
+            ["fulcio_root_file", "ctlog_public_key_file"] if keyless else [])
+        what = {"rekor_public_key_file": "no Rekor log key",
+                "fulcio_root_file": "no certificate authority",
+                "ctlog_public_key_file": "no CT log key"}
+        for name in need:
+            if not self._check_key(name):
+                raise InputError(f"the trusted root ({self.trust_origin}): {what[name]}, "
+                                 "which this run checks with")
 
     def _root_copies(self) -> dict[str, bytes]:
         """The trust roots for verification/: the configured files, else those cosign reads
@@ -421,7 +461,7 @@ class CosignSigner(CosignBinary):
     def _own_trust(self, item: WorkItem) -> CosignTrust:
         """What this run's own key's signatures are checked with (skip-signed)."""
         return CosignTrust(public_pem=self.public[item.key.key],
-                           rekor_pem=self.cosign_format.roots.get("rekor_public_key_file")
+                           rekor_pem=self._check_key("rekor_public_key_file")
                            if self.tlog else None)
 
     def _signed_in(self, item: WorkItem, found: list[dict]) -> str | None:
@@ -482,7 +522,9 @@ class CosignSigner(CosignBinary):
                 data = self._public_key(key, self._env(key=key))
             public[key.key] = data
         self._fetch_trust(plan)  # the keys given are usable: now the trust material
-        rekor = self.cosign_format.roots.get("rekor_public_key_file")
+        if not self.trust_pending:
+            self._complete_trust(any(k.key == KEYLESS for k in plan.keys))
+        rekor = self._check_key("rekor_public_key_file")
         return {key.key: self._keyless_trust(rekor) if key.key == KEYLESS else
                 CosignTrust(public_pem=public[key.key], rekor_pem=rekor) for key in plan.keys}
 
@@ -497,6 +539,8 @@ class CosignSigner(CosignBinary):
     def _keyless_trust(self, rekor: bytes | None) -> CosignTrust:
         identity, issuer = self._keyless_identity()
         roots = self.cosign_format.roots
+        if self.trust_pending:  # --dry-run: the TUF repository is not read, nothing checked
+            return CosignTrust(identity=identity, issuer=issuer)
         if "fulcio_root_file" not in roots or rekor is None or \
                 "ctlog_public_key_file" not in roots:
             raise InputError("--mode verify with the key 'keyless' needs Sigstore's trust "
@@ -507,7 +551,7 @@ class CosignSigner(CosignBinary):
                              "SIGSTORE_REKOR_PUBLIC_KEY): the roots to check certificates, "
                              "their SCTs and Rekor's timestamps against, as cosign verify does")
         return CosignTrust(fulcio=self._fulcio_roots(), identity=identity, issuer=issuer,
-                           rekor_pem=rekor, ctlog_pem=roots["ctlog_public_key_file"])
+                           rekor_pem=rekor, ctlog_pem=self._check_key("ctlog_public_key_file"))
 
     def _fulcio_roots(self) -> fulcio.FulcioRoots | None:
         """The Fulcio trust anchors (the self-signed certificates of fulcio_root_file or
@@ -518,5 +562,6 @@ class CosignSigner(CosignBinary):
         try:
             return fulcio.FulcioRoots.from_pem(pem)
         except ValueError as e:
-            raise InputError(f"config: cosign_signer.fulcio_root_file (or SIGSTORE_ROOT_FILE): "
-                             f"not usable as Fulcio roots: {e}") from None
+            where = f"the trusted root ({self.trust_origin})" if self.from_trusted_root else \
+                "config: cosign_signer.fulcio_root_file (or SIGSTORE_ROOT_FILE)"
+            raise InputError(f"{where}: not usable as Fulcio roots: {e}") from None

@@ -89,15 +89,17 @@ def cache_dir(configured: str | None, environ: Mapping[str, str]) -> Path:
 
 
 def fetch(registry: RegistryClient, url: str, initial_root: bytes | None,
-          cache: Path) -> Material:
+          cache: Path, configured: bool = True) -> Material:
     """The trusted root and signing config of the TUF repository at ``url``, verified from
-    ``initial_root`` (None: the pinned root of the public instance)."""
+    ``initial_root`` (None: the pinned root of the public instance). ``configured``: the
+    config named it (tuf_url), else it is the public instance's, taken by default."""
     # python-tuf only when a run reads a TUF repository (not at start: issue 26's cold start)
     from tuf.api import exceptions
     from tuf.ngclient import Updater, UpdaterConfig
 
     url = url.rstrip("/")
-    what = f"config: cosign_signer.tuf_url: TUF repository {url}"
+    what = f"config: cosign_signer.tuf_url: TUF repository {url}" if configured else \
+        f"the public Sigstore's trust material (no roots configured): TUF repository {url}"
     if initial_root is None:
         if url not in EMBEDDED:
             raise InputError(f"{what}: no initial root pinned for it; set "
