@@ -46,6 +46,18 @@ bench-cosign: system venv
 bench-bundle: system venv
 	$(HELPERS) $(PY) bench/bundle_bench.py
 
+# in-process cosign against a bare HTTP client pushing the same manifests (the floor), 1,000 images
+bench-floor: system venv
+	$(HELPERS) $(PY) bench/floor_bench.py
+
+# 1,000 keyless images against the test bed limited to 500 requests a minute per service
+bench-keyless: venv
+	$(HELPERS) $(PY) bench/keyless_bench.py
+
+# cold start: --help and a one-image gpg dry run against `python -c pass`
+bench-start: venv
+	$(HELPERS) $(PY) bench/start_bench.py
+
 bench-verify: system venv
 	$(HELPERS) $(PY) bench/verify_bench.py
 
