@@ -2,8 +2,9 @@
 """Keyless signing at a service's rate limit (issue 26 item 4): N images signed keyless,
 in-process, `signature_format: legacy`, against the sigstore test bed limited to --limit
 requests a minute per service (`python -m testbed.sigstore --rate-limit`: Fulcio and Rekor each
-answer 429 with Retry-After past it, as the public instance's nginx does), the client at its
-default limit (cosign_signer.fulcio_ and rekor_requests_per_minute: 480) or --client.
+answer 429 with Retry-After past it, as the public instance's nginx does), the client at the
+public instance's default limit (cosign_signer.fulcio_ and rekor_requests_per_minute: 480,
+set explicitly here: a private instance gets no default) or --client.
 
 The images (distinct one-layer images, one repository each) are pushed to the test bed's OCI
 registry (`python -m testbed.registry`) first: setup, not measured. The run is this project as
@@ -110,9 +111,8 @@ def main() -> int:
                        "fulcio_root_file": bed["SIGSTORE_ROOT_FILE"],
                        "ctlog_public_key_file": bed["SIGSTORE_CT_LOG_PUBLIC_KEY_FILE"],
                        "rekor_public_key_file": bed["SIGSTORE_REKOR_PUBLIC_KEY"]}
-            if args.client is not None:
-                section.update(fulcio_requests_per_minute=args.client,
-                               rekor_requests_per_minute=args.client)
+            client = DEFAULT_REQUESTS_PER_MINUTE if args.client is None else args.client
+            section.update(fulcio_requests_per_minute=client, rekor_requests_per_minute=client)
             conf = tmp / "conf.yaml"
             conf.write_text(json.dumps({"cosign_signer": section}))
             control = bed["control"]

@@ -158,6 +158,10 @@ def test_the_signer_reads_the_limits_and_zero_means_none():
                             "fulcio_url": "https://fulcio.example/"}, deadline=60)
     assert rekor is None and fulcio is not None and fulcio.per_minute == 30
     assert fulcio.what == "Fulcio https://fulcio.example" and fulcio.deadline < float("inf")
+    # another instance: no default limit (its operator's is not known here), unless configured
+    rekor, fulcio = limits({"rekor_url": "https://rekor.example", "fulcio_url":
+                            "https://fulcio.example"})
+    assert rekor is None and fulcio is None
 
 
 # -- the test bed's switch ----------------------------------------------------------------------

@@ -198,14 +198,16 @@ class CosignSigner(CosignBinary):
             self.public[key.key] = public_pem(private)
 
     def _rate_limit(self, service: str, public: str) -> services.RateLimit | None:
-        """``<service>_requests_per_minute`` (default services.DEFAULT_REQUESTS_PER_MINUTE; 0:
-        no limit) as the bucket every in-process request to it waits for, within the run's
+        """``<service>_requests_per_minute`` (0: no limit; unset: for the public instance
+        services.DEFAULT_REQUESTS_PER_MINUTE, for another none: its operator's limits are not
+        known here) as the bucket every in-process request to it waits for, within the run's
         deadline."""
         value = self.config.get(f"{service}_requests_per_minute")
-        per_minute = services.DEFAULT_REQUESTS_PER_MINUTE if value is None else float(value)
+        url = str(self.config.get(f"{service}_url") or public).rstrip("/")
+        per_minute = float(value) if value is not None else \
+            services.DEFAULT_REQUESTS_PER_MINUTE if url == public.rstrip("/") else 0
         if per_minute <= 0:
             return None
-        url = str(self.config.get(f"{service}_url") or public).rstrip("/")
         return services.RateLimit(per_minute, f"{service.capitalize()} {url}",
                                   deadline=self.started + self.deadline if self.deadline
                                   else float("inf"))
