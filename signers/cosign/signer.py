@@ -172,7 +172,6 @@ class CosignSigner(CosignBinary):
     def _prepare_native(self, keys: list[SigningKey]) -> None:
         """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
         for keyless."""
-        self._complete_trust(any(k.key == KEYLESS for k in keys))
         rekor = services.Rekor(self.registry, self.config.get("rekor_url"),
                                self._check_key("rekor_public_key_file"),
                                self._rate_limit("rekor", services.PUBLIC_REKOR)) \
@@ -272,6 +271,12 @@ class CosignSigner(CosignBinary):
                            "ctlog_public_key_file": root.ctlog_pem()}
         self.from_trusted_root = True
 
+    def _resolve_trust(self, plan: Plan) -> None:
+        """The run's trust material, before signing or verifying: a TUF repository's where one
+        applies, then checked complete for what the plan needs."""
+        self._fetch_trust(plan)
+        self._complete_trust(any(k.key == KEYLESS for k in plan.keys))
+
     def _fetch_trust(self, plan: Plan) -> None:
         """A TUF repository's trust material: the configured tuf_url's; the public instance's
         when the run needs trust material (keyless, or the transparency log) and names none
@@ -295,9 +300,9 @@ class CosignSigner(CosignBinary):
         url = str(url).rstrip("/")
         initial = None
         if c.get("tuf_root_file"):
-            path = os.path.abspath(os.path.expanduser(str(c["tuf_root_file"])))
-            initial = read_regular_file(path, f"config: cosign_signer.tuf_root_file: {path!r}",
-                                        cosign_trust.MAX_METADATA)
+            initial = cosign_trust.read_file(str(c["tuf_root_file"]),
+                                             "config: cosign_signer.tuf_root_file",
+                                             cosign_trust.MAX_METADATA)
         elif url not in cosign_trust.EMBEDDED:
             raise InputError(f"config: cosign_signer.tuf_url: {url}: no initial root pinned for "
                              "it; set cosign_signer.tuf_root_file (its root.json, obtained out "
@@ -357,7 +362,7 @@ class CosignSigner(CosignBinary):
         return found
 
     def preflight(self, plan: Plan) -> None:
-        self._fetch_trust(plan)
+        self._resolve_trust(plan)
         self.paths = {key.key: self._choose_path(key) for key in plan.keys}
         native = [key for key in plan.keys if self.paths[key.key] == NATIVE]
         if any(key.key == KEYLESS for key in plan.keys):
@@ -523,9 +528,7 @@ class CosignSigner(CosignBinary):
                 self.cosign = shutil.which(self.cosign) or self.cosign
                 data = self._public_key(key, self._env(key=key))
             public[key.key] = data
-        self._fetch_trust(plan)  # the keys given are usable: now the trust material
-        if not self.trust_pending:
-            self._complete_trust(any(k.key == KEYLESS for k in plan.keys))
+        self._resolve_trust(plan)  # the keys given are usable: now the trust material
         rekor = self._check_key("rekor_public_key_file")
         return {key.key: self._keyless_trust(rekor) if key.key == KEYLESS else
                 CosignTrust(public_pem=public[key.key], rekor_pem=rekor) for key in plan.keys}

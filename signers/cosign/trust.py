@@ -58,10 +58,10 @@ def read_files(root_path: str | None, config_path: str | None, root_what: str,
         return None
     root = root_bytes = services = None
     if root_path:
-        root_bytes = _read(root_path, root_what)
+        root_bytes = read_file(root_path, root_what)
         root = _parse(trust.read_trusted_root, root_bytes, f"{root_what}: {root_path!r}")
     if config_path:
-        services = _parse(trust.read_signing_config, _read(config_path, config_what),
+        services = _parse(trust.read_signing_config, read_file(config_path, config_what),
                           f"{config_what}: {config_path!r}")
     return Material(root, root_bytes, services, "files")
 
@@ -73,9 +73,10 @@ def _parse(reader: Callable[[bytes, str], T], data: bytes, what: str) -> T:
         raise InputError(str(e)) from None
 
 
-def _read(path: str, what: str) -> bytes:
+def read_file(path: str, what: str, limit: int = trust.MAX_FILE) -> bytes:
+    """A trust file the config or an input names (a regular file, at most ``limit`` bytes)."""
     path = os.path.abspath(os.path.expanduser(path))
-    return read_regular_file(path, f"{what}: {path!r}", trust.MAX_FILE)
+    return read_regular_file(path, f"{what}: {path!r}", limit)
 
 
 def cache_dir(configured: str | None, environ: Mapping[str, str]) -> Path:
