@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-fast system venv bench bench-msg bench-cosign bench-verify bench-trust bench-shard clean image lint
+.PHONY: demo test test-fast system venv bench bench-plan bench-msg bench-scale bench-cosign \
+	bench-bundle bench-floor bench-keyless bench-start bench-verify bench-trust bench-shard clean image lint
 .DEFAULT_GOAL := test
 # The package (signaction, signers, entrypoint) is installed in the venv; the test bed (testbed/)
 # and the tests' helpers (tests/infra, tests/conftest.py) are not: bench/ and scripts/ find them
@@ -29,7 +30,14 @@ test: system venv lint
 test-fast: system venv
 	$(PY) -m pytest -m "not integration" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
-bench: venv
+# make bench   every bench below, one after another, at the sizes issue 26 names (about 30
+#              minutes on an idle 2-core machine), then docs/performance.md: one table, each figure
+#              beside its anchor measured in the same run, with the machine, its load and the commands
+bench: system venv
+	$(HELPERS) $(PY) bench/report.py
+
+# planning an images file: whole --dry-run processes at 1,000, 10,000 and 20,000 images
+bench-plan: venv
 	$(HELPERS) $(PY) bench/plan_bench.py
 
 bench-msg: venv

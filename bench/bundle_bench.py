@@ -23,13 +23,15 @@ mode per format). Then verify mode on images carrying --referrers bundles each (
 fetches of each referrer's manifest and bundle).
 
 Run: PYTHONPATH=.:tests .venv/bin/python bench/bundle_bench.py [--images 200] [--threads 10]
-     [--repeat 1] [--referrers 4]
+     [--repeat 1] [--referrers 4] [--json FILE]   (--json: the figures also as JSON, for
+     bench/report.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -205,7 +207,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (best shown)")
     parser.add_argument("--referrers", type=int, default=4,
                         help="bundles per image for the verify-mode run (0: no such run)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     opts = parser.parse_args()
+    load_start = os.getloadavg()
+    rows: list[dict] = []
     n, t = opts.images, opts.threads
     configs = [(where, tlog) for where in ("docker-registry", "oci11") for tlog in (False, True)]
     with tempfile.TemporaryDirectory(prefix="bundle-bench-") as tmp:
@@ -253,6 +259,12 @@ def main() -> None:
                   f"{n / v.wall:>9.1f}")
         whole, signing = (rate["both"][i] / rate["legacy"][i] for i in (0, 1))
         ratios.append((where, tlog, whole, signing))
+        rows.append({"registry": where, "tlog": tlog, "dry_run_s": dry.wall,
+                     "ratio_whole": whole, "ratio_signing": signing, "formats": {
+                         fmt: {"wall_s": best(signs[(where, tlog, fmt)]).wall,
+                               "images_per_s": rate[fmt][0], "signing_per_s": rate[fmt][1],
+                               "verify_wall_s": best(verifies[(where, tlog, fmt)]).wall}
+                         for fmt in FORMATS}})
     print(f"\nboth / legacy, images/s (target {TARGET}; legacy measured in the same run):")
     for where, tlog, whole, signing in ratios:
         verdict = "ok" if min(whole, signing) >= TARGET else "BELOW TARGET"
@@ -264,6 +276,12 @@ def main() -> None:
     for where, r in many.items():
         print(f"verify mode, {opts.referrers} bundles per image, {where}: {r.wall:.2f} s, "
               f"{n / r.wall:.1f} images/s")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "n": n, "threads": t, "repeat": opts.repeat, "target": TARGET, "configs": rows,
+            "referrers": opts.referrers,
+            "verify_referrers_s": {where: r.wall for where, r in many.items()},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ CPU and requests; then the native path alone on --rss-images images for its peak
 under 100 MB at 2,000 images; say where the time goes.
 
 Run: .venv/bin/python bench/cosign_bench.py [--images 200] [--threads 10] [--repeat 1]
-     [--rss-images 2000]
+     [--rss-images 2000] [--json FILE]   (--json: the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
@@ -266,11 +266,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs (best shown)")
     parser.add_argument("--rss-images", type=int, default=2000,
                         help="images of the native run whose peak RSS is shown (0: none)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     parser.add_argument("--bare-child", nargs=4, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.bare_child:
         return bare_child(*opts.bare_child[:3], int(opts.bare_child[3]))
     n, t = opts.images, opts.threads
+    load_start = os.getloadavg()
     bindir = ensure_pubtools_sign()
     with tempfile.TemporaryDirectory(prefix="cosign-bench-") as tmp:
         bench = Bench(Path(tmp), max(n, opts.rss_images), t)
@@ -336,6 +339,20 @@ cores, whatever the thread count; the runs used {binary.cpu:.0f} (engine: cosign
 {noskip.requests["ours"] / n:.1f} without it), {ours.cpu - dry.cpu:.2f} CPU s of ours and \
 {ours.registry_cpu:.2f} s of the registry's; all {n} already signed (checks only): \
 {again.wall - dry.wall:.2f} s.""")
+    if opts.json:
+        def fig(r: Result, count: int) -> dict:
+            return {"n": count, "wall_s": r.wall, "cpu_s": r.cpu, "peak_rss_mb": r.rss,
+                    "registry_cpu_s": r.registry_cpu, "requests": dict(r.requests)}
+        opts.json.write_text(json.dumps({
+            "n": n, "threads": t, "repeat": opts.repeat, "rss_images": opts.rss_images,
+            "targets": {"pubtools_over_native": 10.0, "rss_mb": 100},
+            "runs": {key: fig(r, count) for key, r, count in (
+                ("native", ours, n), ("native_no_skip_signed", noskip, n),
+                ("native_all_signed", again, n), ("engine_cosign", binary, n),
+                ("pubtools_sign", pub, n), ("bare_cosign", bare, n), ("dry_run", dry, 1),
+                ("native_rss", big, opts.rss_images), ("native_rss_pkcs8", plain, opts.rss_images))
+                if r is not None},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ of each is shown, with the median. Shown: images/s, floor/ours (throughput ratio
 the machine's load average before and after.
 
 Run: PYTHONPATH=.:tests .venv/bin/python bench/floor_bench.py [--images 1000] [--threads 10]
-     [--rounds 3] [--no-skip-signed]
+     [--rounds 3] [--no-skip-signed] [--json FILE]   (--json: the figures also as JSON, for
+     bench/report.py)
 """
 
 from __future__ import annotations
@@ -188,11 +189,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best shown)")
     parser.add_argument("--no-skip-signed", action="store_true",
                         help="ours with --no-skip-signed (the .sig read is still needed)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     parser.add_argument("--floor-child", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.floor_child:
         return floor_child(opts.floor_child[0], opts.floor_child[1], int(opts.floor_child[2]))
     n, t = opts.images, opts.threads
+    load_start = os.getloadavg()
     extra = ("--no-skip-signed",) if opts.no_skip_signed else ()
     runs: dict[str, list[Run]] = {"ours": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="floor-bench-") as tmp:
@@ -235,6 +239,17 @@ def main() -> None:
           f"target >= {TARGET} at 1,000 images: {'met' if ratio >= TARGET else 'missed'}")
     print("phase: ours' wall less a dry run's (start-up, plan, key), the floor's push loop as "
           "it times itself; load: the 1-minute load average before-after each round")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "n": n, "threads": t, "rounds": opts.rounds, "skip_signed": not extra,
+            "dry_run_s": dry, "target": TARGET, "ratio_best": ratio, "ratio_median": med,
+            "ratio_phase": phase, **{who: {
+                "best_wall_s": best[who].result.wall, "median_wall_s": median[who],
+                "phase_s": best[who].phase, "cpu_s": best[who].result.cpu,
+                "registry_cpu_s": best[who].result.registry_cpu,
+                "requests_per_image": sum(best[who].result.requests.values()) / n,
+                "loads": [x.load for x in runs[who]]} for who in ("ours", "floor")},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

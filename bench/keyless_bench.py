@@ -21,7 +21,8 @@ requests per image), each a retry, and an image fails once one request has spent
 registry.retries attempts on them.
 
 Run: PYTHONPATH=. .venv/bin/python bench/keyless_bench.py [--images 1000] [--limit 500]
-     [--client PER_MINUTE] [--threads 10]
+     [--client PER_MINUTE] [--threads 10] [--json FILE]   (--json: the figures also as JSON, for
+     bench/report.py)
 (1,000 images at 500 a minute take over 2 minutes: Rekor alone needs 1,000 requests.)
 """
 
@@ -83,7 +84,10 @@ def main() -> int:
                         help=f"the client's, a minute (default: its own, "
                              f"{DEFAULT_REQUESTS_PER_MINUTE}; 0: none)")
     parser.add_argument("--threads", type=int, default=10)
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     args = parser.parse_args()
+    load_start = os.getloadavg()
 
     from testbed import cli_args, launch, stop
 
@@ -172,6 +176,15 @@ def main() -> int:
           f"Rekor {faults['limited']['rekor']}")
     print(f"  requests per image: Fulcio {faults['requests']['fulcio'] / n:.3f}, "
           f"Rekor {faults['requests']['rekor'] / n:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "n": n, "threads": args.threads, "limit_per_minute": limit,
+            "client_per_minute": client, "wall_s": wall, "dry_run_s": dry_wall,
+            "exit": run.returncode, "needed_requests": needed, "allowed_s": allowed,
+            "allowed_client_s": needed / (client / 60) if client > 0 else None,
+            "signed": summary.get("signed", 0), "failures": failures,
+            "limited": faults["limited"], "requests": faults["requests"],
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
     if run.returncode != 0 or failures:
         print(run.stderr[-3000:], file=sys.stderr)
         return 1

@@ -18,7 +18,8 @@ Targets (issue 3): at N=3,000 at least 10x faster than pubtools-sign; within 1.5
 echo; linear up to 20,000; peak RSS under 100 MB at 10,000. Issue 26: within 1.1x of the echo
 at 3,000 and at 100,000 (bench/scale_bench.py).
 
-Run: make bench-msg   (or .venv/bin/python bench/msg_bench.py [--sizes 100,1000] [--anchor-max N])
+Run: make bench-msg   (or .venv/bin/python bench/msg_bench.py [--sizes 100,1000] [--anchor-max N]
+     [--json FILE]: the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of this project and of the echo per N (the best and the "
                              "median are shown)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     parser.add_argument("--echo-child", nargs=2, metavar=("N", "URL"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.echo_child:
@@ -175,6 +178,9 @@ def main() -> None:
     from infra.pubtools_sign import ensure_pubtools_sign
     sizes = [int(s) for s in opts.sizes.split(",")]
     bindir = ensure_pubtools_sign() if opts.anchor_max else None
+    figures: dict = {"repeat": opts.repeat, "sizes": [], "load_start": os.getloadavg(),
+                     "targets": {"vs_echo": 1.1, "vs_echo_issue3": 1.5, "vs_pubtools": 10.0,
+                                 "rss_mb_at_10000": 100}}
     with tempfile.TemporaryDirectory(prefix="msg-bench-") as tmp, \
             instant_bed(Path(tmp)) as (url, conf):
         echo(100, url)  # warm up broker and server
@@ -195,11 +201,17 @@ def main() -> None:
                 w for w, _ in echoes)
             cpu = (f"{statistics.median(r[2] for r in runs):.2f}/"
                    f"{statistics.median(c for _, c in echoes):.2f}")
+            p_wall = None
             if bindir and n <= opts.anchor_max:
                 p_wall, _ = pubtools(n, conf, bindir)
                 anchor = f"{p_wall:>12.2f} s {p_wall / wall:>8.1f}x"
             else:
                 anchor = f"{'-':>14} {'-':>9}"
+            figures["sizes"].append({
+                "n": n, "ours_best_s": wall, "ours_median_s": m_wall, "echo_best_s": e,
+                "echo_median_s": m_echo, "peak_rss_mb": rss, "pubtools_s": p_wall,
+                "ours_cpu_s": statistics.median(r[2] for r in runs),
+                "echo_cpu_s": statistics.median(c for _, c in echoes), "load": os.getloadavg()})
             print(f"{n:>6} {wall:>11.2f} s {n / wall:>7.0f} {rss:>6.0f} MB {anchor} "
                   f"{e:>8.2f} s {wall / e:>7.2f}x {m_wall:>6.2f}/{m_echo:.2f} s "
                   f"{m_wall / m_echo:>7.2f}x {cpu:>11}", flush=True)
@@ -207,6 +219,9 @@ def main() -> None:
               "runs (this project, the echo and their ratio), then the medians (this project/"
               "the echo, their ratio), then the median CPU seconds of each process "
               "(this project/the echo)")
+        if opts.json:
+            figures["load_end"] = os.getloadavg()
+            opts.json.write_text(json.dumps(figures, indent=1) + "\n")
 
 
 def load() -> str:

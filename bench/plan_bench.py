@@ -3,11 +3,13 @@
 whole `entrypoint.py --dry-run` process (Python start, config, gpg key check, printing the plan).
 
 Target (issue 2): a 10,000-image images file planned with --dry-run "well under a second".
-Run: make bench   (or .venv/bin/python bench/plan_bench.py)
+Run: make bench-plan   (or .venv/bin/python bench/plan_bench.py [--json FILE]: the figures also
+     as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -34,6 +36,13 @@ def best_of(n: int, fn) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
+    parser.add_argument("--sizes", default="1000,10000,20000")
+    opts = parser.parse_args()
+    rows = []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="plan-bench-") as tmp:
         tmp = Path(tmp)
         home = tmp / "g"
@@ -44,7 +53,7 @@ def main() -> None:
                        env=env, check=True, capture_output=True)
         print(f"{'images':>7} {'format':>6} {'plan (in-process)':>18} {'dry-run (process)':>18} "
               f"{'vs 1 s target':>14}")
-        for n in (1_000, 10_000, 20_000):
+        for n in (int(x) for x in opts.sizes.split(",")):
             entries = [{"reference": f"registry.example.com/ns/app{i}:v1",
                         "digest": f"sha256:{i:064x}"} for i in range(n)]
             for fmt in ("json", "yaml"):
@@ -61,7 +70,13 @@ def main() -> None:
                                                           stdout=subprocess.DEVNULL))
                 print(f"{n:>7} {fmt:>6} {in_process * 1000:>15.0f} ms {whole * 1000:>15.0f} ms "
                       f"{whole / TARGET:>13.2f}x")
+                rows.append({"n": n, "format": fmt, "in_process_s": in_process,
+                             "dry_run_s": whole})
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)
+    if opts.json:
+        opts.json.write_text(json.dumps({"rows": rows, "target_s": TARGET,
+                                         "load_start": load_start,
+                                         "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ starved run waits longer (and the msg signer's resends when its timeout passes c
 
 Run: make bench-scale
      (or .venv/bin/python bench/scale_bench.py [--sizes 10000,20000,100000]
-      [--gpg-sizes 1000,10000] [--quick] [--profile DIR])
+      [--gpg-sizes 1000,10000] [--quick] [--profile DIR] [--json FILE])
+     --json FILE: the figures also as JSON, for bench/report.py
 """
 
 from __future__ import annotations
@@ -142,10 +143,11 @@ def gpg_signer(tmp: Path) -> Iterator[list[str]]:
 
 
 def measure(name: str, signer: list[str], sizes: list[int], tmp: Path,
-            profile: Path | None) -> list[str]:
+            profile: Path | None, rows: list[dict] | None = None) -> list[str]:
     """One signer at each size, smallest first (the anchor); a line of the table each, printed
-    as it comes. Returns what missed a target. The ratio is also given for CPU seconds: on a
-    shared machine wall time follows the other processes' load, CPU time much less."""
+    as it comes (and appended to ``rows`` as a dict). Returns what missed a target. The ratio is
+    also given for CPU seconds: on a shared machine wall time follows the other processes' load,
+    CPU time much less."""
     missed = []
     anchor = None
     for n in sorted(sizes):
@@ -154,6 +156,10 @@ def measure(name: str, signer: list[str], sizes: list[int], tmp: Path,
         ratio, cpu_ratio = wall / n / anchor[0], cpu / n / anchor[1]
         print(f"{name:<6} {n:>7} {wall:>9.2f} s {n / wall:>7.0f} {rss:>7.0f} MB {ratio:>7.2f} "
               f"{cpu:>9.2f} s {cpu_ratio:>9.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
+        if rows is not None:
+            rows.append({"signer": name, "n": n, "wall_s": wall, "cpu_s": cpu,
+                         "peak_rss_mb": rss, "ratio": ratio, "cpu_ratio": cpu_ratio,
+                         "load": os.getloadavg()})
         if min(ratio, cpu_ratio) > RATIO_TARGET:
             missed.append(f"{name} at {n}: {ratio:.2f}x (CPU {cpu_ratio:.2f}x) the anchor's "
                           "time per image")
@@ -184,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="spread the images over R repositories (default: one each)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run each process under cProfile, DIR/<signer>-<N>.prof")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     opts = parser.parse_args(argv)
     global REPOSITORIES
     REPOSITORIES = opts.repositories
@@ -192,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         msg_sizes, gpg_sizes = [50, 100], [5, 10]
     if opts.profile:
         opts.profile.mkdir(parents=True, exist_ok=True)
-    missed = []
+    missed: list[str] = []
+    rows: list[dict] = []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
         print(f"{os.cpu_count()} CPUs; images in "
               f"{REPOSITORIES or 'one'} repositor{'ies' if REPOSITORIES else 'y each'}",
@@ -203,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
                                     ("gpg", gpg_signer, gpg_sizes)):
             if sizes:
                 with signer(Path(tmp)) as flags:
-                    missed += measure(name, flags, sizes, Path(tmp), opts.profile)
+                    missed += measure(name, flags, sizes, Path(tmp), opts.profile, rows)
     print("ratio: wall (CPU ratio: CPU) time per image at N / at the signer's smallest N (the "
           f"anchor, this run); targets: ratio <= {RATIO_TARGET}, msg peak RSS < {rss_target()} "
           "MB at 100,000; load: the 1-minute load average as the line was printed")
     for miss in missed:
         print(f"missed: {miss}")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "repositories": REPOSITORIES, "rows": rows, "missed": missed,
+            "targets": {"ratio": RATIO_TARGET, "rss_mb_1000_repositories": RSS_TARGET_MB,
+                        "rss_mb_one_each": RSS_TARGET_ONE_EACH_MB},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
     return 0
 
 

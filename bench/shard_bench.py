@@ -13,7 +13,7 @@ shard's results.json is read element by element, never parsed whole). Each line 
 the machine's 1-minute load average (the machine is shared).
 
 Run: make bench-shard   (or .venv/bin/python bench/shard_bench.py [--sizes 10000,20000,100000]
-[--shards 4])
+[--shards 4] [--json FILE]: the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,20000,100000")
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
     opts = parser.parse_args()
+    rows: list[dict] = []
+    load_start = os.getloadavg()
     sizes = [int(s) for s in opts.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="shard-bench-") as tmp, \
             instant_bed(Path(tmp)) as (_, conf):
@@ -89,6 +93,10 @@ def main() -> None:
                 cells.append(f"{wall:7.2f} / {cpu:7.2f} s ({rss:4.0f} MB) "
                              f"{cpu / n / anchor[step]:4.2f}x")
             print(f"{n:>7} | " + " | ".join(cells), flush=True)
+            rows.append({"n": n, "load": os.getloadavg(), **{
+                step: {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss,
+                       "cpu_per_image_ratio": cpu / n / anchor[step]}
+                for step, (wall, cpu, rss) in figures.items()}})
             print(f"        (load average {os.getloadavg()[0]:.1f})", flush=True)
             if n >= 100_000 and figures["merge"][2] > MERGE_RSS_TARGET_MB:
                 missed.append(f"merge at {n}: peak RSS {figures['merge'][2]:.0f} MB > "
@@ -97,6 +105,11 @@ def main() -> None:
               "CPUs")
         for miss in missed:
             print(f"missed: {miss}")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "shards": opts.shards, "rows": rows, "missed": missed,
+            "targets": {"merge_rss_mb_at_100000": MERGE_RSS_TARGET_MB},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

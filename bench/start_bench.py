@@ -14,11 +14,14 @@ preflight: the key copied into a private home, a test signature, the home's agen
 Modules come from a bytecode cache of the bench's own (PYTHONPYCACHEPREFIX); the script,
 entrypoint.py, is compiled on each run, as `python entrypoint.py` always does (the installed
 command, container-sign, imports it from its cache).
-Run: .venv/bin/python bench/start_bench.py [ROUNDS]   (default 15)
+Run: .venv/bin/python bench/start_bench.py [ROUNDS] [--json FILE]   (default 15 rounds; --json:
+     the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import resource
 import statistics
@@ -60,7 +63,13 @@ def import_total(cmd: list[str], env: dict) -> float:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=15)
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
+    opts = parser.parse_args()
+    rounds = opts.rounds
+    load_start = os.getloadavg()
     python, entry = sys.executable, str(ROOT / "entrypoint.py")
     with tempfile.TemporaryDirectory(prefix="start-bench-") as tmp:
         home = Path(tmp) / "g"
@@ -112,6 +121,14 @@ def main() -> None:
     print("median: wall time, the median of the rounds; x python: over `python -c pass`'s; cpu: "
           "user + system time, the process and its children (median); imports: -X importtime's "
           "total (median of 3)")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "rounds": rounds, "floor": "python -c pass", "target_s": TARGET,
+            "commands": {name.strip(): {
+                "median_s": statistics.median(samples), "min_s": min(samples),
+                "cpu_s": statistics.median(cpu[name]), "imports_s": imported[name]}
+                for name, samples in times.items()},
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

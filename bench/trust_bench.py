@@ -11,16 +11,19 @@ OpenPGP (signers.lookaside.signature_problem: the parser, Sequoia, podman's rule
 against the anchor measured in the same run: the bare verification of a signature over the same
 claim with a key of the same kind (cryptography), the public-key operation any check must make.
 
-Run: make bench-trust   (or PYTHONPATH=.:tests .venv/bin/python bench/trust_bench.py [N])
+Run: make bench-trust   (or PYTHONPATH=.:tests .venv/bin/python bench/trust_bench.py [N]
+     [--json FILE]: the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
-import sys
+import os
 import time
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -84,7 +87,14 @@ def timed(fn, rounds: int = 3) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("n", nargs="?", type=int, default=1000)
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
+    opts = parser.parse_args()
+    n = opts.n
+    load_start = os.getloadavg()
+    rows: list[dict] = []
     ca, log = Fulcio(CtLog()), Rekor()
     rekor_pem = pem_public(log.key.public_key())
     roots = fulcio.FulcioRoots((ca.root,), ())
@@ -112,12 +122,18 @@ def main() -> None:
             "key + Rekor (SET, body)"
         print(f"{kind:44} {ours:6.3f} s  {ours / n * 1e6:7.1f} us/signature  "
               f"{ours / anchor:5.1f}x the bare ECDSA verify ({anchor / n * 1e6:.1f} us)")
-    openpgp_rows(min(200, n))
+        rows.append({"kind": "cosign keyless" if keyless else "cosign key + Rekor", "count": n,
+                     "ours_cpu_s": ours, "anchor_cpu_s": anchor,
+                     "anchor": "bare ECDSA verify"})
+    rows += openpgp_rows(min(200, n))
     print(json.dumps({"n": n}))
+    if opts.json:
+        opts.json.write_text(json.dumps({"n": n, "rows": rows, "load_start": load_start,
+                                         "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
-def openpgp_rows(count: int = 200, rounds: int = 5) -> None:
-    import os
+def openpgp_rows(count: int = 200, rounds: int = 5) -> list[dict]:
+    """Prints a line per key kind; returns the same figures as dicts."""
     import subprocess
     import tempfile
 
@@ -146,6 +162,7 @@ def openpgp_rows(count: int = 200, rounds: int = 5) -> None:
                         lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.SHA256()))}
     print(f"OpenPGP: {count} gpg-made signed claims, each checked {rounds} times, CPU seconds, "
           "best of 3")
+    rows = []
     try:
         for algo, (key, verify, sign) in bare.items():
             gpg("--quick-gen-key", f"{algo} <{algo}@bench.invalid>", algo, "sign", "never")
@@ -169,9 +186,12 @@ def openpgp_rows(count: int = 200, rounds: int = 5) -> None:
             print(f"{'OpenPGP ' + algo:44} {ours:6.3f} s  {ours / total * 1e6:7.1f} "
                   f"us/signature  {ours / anchor:5.1f}x the bare verify "
                   f"({anchor / total * 1e6:.1f} us)")
+            rows.append({"kind": f"OpenPGP {algo}", "count": total, "ours_cpu_s": ours,
+                         "anchor_cpu_s": anchor, "anchor": f"bare {algo} verify"})
     finally:
         subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
         subprocess.run(["rm", "-rf", home], check=False)
+    return rows
 
 
 if __name__ == "__main__":

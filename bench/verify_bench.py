@@ -9,11 +9,13 @@ results.json), against two anchors measured in the same run on the same files:
 - gpg: one ``gpg --verify`` process per signature (what a check with a gpg process per
   signature costs), over a sample, scaled to N.
 
-Run: make bench-verify   (or PYTHONPATH=.:tests .venv/bin/python bench/verify_bench.py [N])
+Run: make bench-verify   (or PYTHONPATH=.:tests .venv/bin/python bench/verify_bench.py [N]
+     [--json FILE]: the figures also as JSON, for bench/report.py)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -42,7 +44,13 @@ def run(*args: str, env: dict) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("n", nargs="?", type=int, default=1000)
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE as JSON (bench/report.py reads it)")
+    opts = parser.parse_args()
+    n = opts.n
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="verify-bench-") as tmp_name:
         tmp = Path(tmp_name)
         home = tmp / "g"
@@ -103,6 +111,11 @@ def main() -> None:
     print(f"  gpg --verify per signature (scaled):    {gpg:6.2f} s")
     print(f"  ratio to the bare fetch: {ours / bare:.2f}x; gpg per signature / this project: "
           f"{gpg / ours:.1f}x")
+    if opts.json:
+        opts.json.write_text(json.dumps({
+            "n": n, "signing_s": signing, "verify_s": ours, "bare_fetch_s": bare,
+            "gpg_per_signature_s": gpg, "gpg_sample": len(sample),
+            "load_start": load_start, "load_end": os.getloadavg()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
