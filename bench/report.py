@@ -19,8 +19,9 @@ machine. A bench that fails leaves its rows "not measured" (the others still run
 then exits 1, after writing the document.
 
 Run: make bench   (or PYTHONPATH=.:tests .venv/bin/python bench/report.py [--only msg,start]
-     [--quick] [--out docs/performance.md] [--json-dir DIR])
-     --quick: tiny sizes, that the plumbing works (the document says so; not figures).
+     [--quick] [--out docs/performance.md] [--json-dir DIR] [--from-json DIR])
+     --quick: tiny sizes, that the plumbing works (the document says so; not figures);
+     --from-json: the document again from a run's figures, nothing run.
 """
 
 from __future__ import annotations
@@ -655,9 +656,15 @@ def main() -> int:
                         help="tiny sizes: that the plumbing works (not figures)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--json-dir", type=Path,
-                        help="keep each bench's JSON here (default: a temporary folder)")
+                        help="where each bench's JSON and the run's (run.json) are kept "
+                             "(default: a new temporary folder, named at the end)")
+    parser.add_argument("--from-json", type=Path, metavar="DIR",
+                        help="run nothing: write the document again from a run's --json-dir "
+                             "(the same figures, machine, loads and commands)")
     argv = sys.argv[1:]
     opts = parser.parse_args(argv)
+    if opts.from_json:
+        return rewrite(opts.from_json, opts.out)
     benches = BENCHES
     if opts.only:
         keys = opts.only.split(",")
@@ -669,19 +676,46 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     print(f"make bench: {len(benches)} benches, {info['cores']} cores, load "
           f"{fmt_load(loadavg())}, commit {info['commit'][:12]}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-        json_dir = opts.json_dir or Path(tmp)
-        json_dir.mkdir(parents=True, exist_ok=True)
-        for b in benches:
-            run(b, opts.quick, json_dir)
+    json_dir = opts.json_dir or Path(tempfile.mkdtemp(prefix="bench-report-"))
+    json_dir.mkdir(parents=True, exist_ok=True)
+    for b in benches:
+        run(b, opts.quick, json_dir)
     ended = datetime.datetime.now(datetime.UTC)
+    (json_dir / "run.json").write_text(json.dumps({
+        "info": info, "started": started.isoformat(), "ended": ended.isoformat(), "argv": argv,
+        "quick": opts.quick, "benches": [{"key": b.key, "rc": b.rc, "wall": b.wall,
+                                          "load": b.load, "command": b.command}
+                                         for b in benches]}, indent=1) + "\n")
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(document(benches, info, started, ended, argv, opts.quick))
-    print(f"\nwrote {opts.out} ({(ended - started).total_seconds() / 60:.1f} minutes)")
+    print(f"\nwrote {opts.out} ({(ended - started).total_seconds() / 60:.1f} minutes); the "
+          f"figures as JSON in {json_dir}")
     failed = [b.key for b in benches if b.rc != 0 or b.json is None]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def rewrite(json_dir: Path, out: Path) -> int:
+    """The document again from a finished run's JSON (after a change to how it is written)."""
+    saved = json.loads((json_dir / "run.json").read_text())
+    known = {b.key: b for b in BENCHES}
+    benches = []
+    for meta in saved["benches"]:
+        b = known[meta["key"]]
+        b.rc, b.wall, b.command = meta["rc"], meta["wall"], meta["command"]
+        b.load = (tuple(meta["load"][0]), tuple(meta["load"][1]))
+        try:
+            b.json = json.loads((json_dir / f"{b.key}.json").read_text())
+        except (OSError, ValueError):
+            b.json = None
+        benches.append(b)
+    out.write_text(document(benches, saved["info"],
+                            datetime.datetime.fromisoformat(saved["started"]),
+                            datetime.datetime.fromisoformat(saved["ended"]), saved["argv"],
+                            saved["quick"]))
+    print(f"wrote {out} from {json_dir}")
     return 0
 
 
