@@ -7,12 +7,17 @@ is signed; a wait that would pass the run's deadline fails the image at once."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_entrypoint
+from conftest import free_port, run_entrypoint
+from signaction.registry import PastDeadline, RegistryClient, RegistryError
 from signers.cosign import services
 from signers.cosign.services import RateLimit, ServiceError
 from testbed.registry import Registry
@@ -283,3 +288,157 @@ def test_keyless_waits_that_would_pass_the_deadline_fail_those_images_at_once(
     assert any("rate limit (30 requests a minute)" in e["error"] for e in failed), failed
     assert state["faults"]["requests"]["rekor"] == len(signed)
     assert state["faults"]["limited"] == {"fulcio": 0, "rekor": 0}
+
+
+# -- the transport's retries within the run's deadline (RegistryClient.service) ----------------
+
+class Slept(list):
+    """The client's sleep, recorded instead of slept: what each retry would have waited."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def service_client(**kw) -> tuple[RegistryClient, Slept]:
+    client, slept = RegistryClient(**kw), Slept()
+    client._sleep = slept
+    return client, slept
+
+
+@pytest.fixture
+def rekor_url(bed):
+    """The test bed at 6 requests a minute a service (burst 1), its one token of Rekor's
+    taken: Rekor's next request is answered 429 with a Retry-After of 10 s (9 once a second
+    has passed). A Rekor URL (an entry it does not have: 404 when admitted)."""
+    bed.set_faults(rate_limit=6, rate_burst=1)
+    url = f"{bed.env['REKOR_URL']}/api/v1/log/entries/{'0' * 64}"
+    try:
+        with RegistryClient() as client:
+            assert client.service("GET", url, what="Rekor: a first request")[0] == 404
+        yield url
+    finally:
+        bed.set_faults(rate_limit=0)
+
+
+def rekor_counts(bed) -> tuple[int, int]:
+    faults = bed.state()["faults"]
+    return faults["requests"]["rekor"], faults["limited"]["rekor"]
+
+
+def test_a_retry_after_that_would_pass_the_deadline_is_not_waited_for(bed, rekor_url):
+    client, slept = service_client()
+    with client, pytest.raises(PastDeadline) as given_up:
+        client.service("GET", rekor_url, what="Rekor http://bed: reading an entry",
+                       deadline=time.monotonic() + 5)
+    message = str(given_up.value)
+    assert "Rekor http://bed: reading an entry" in message, message
+    assert re.search(r"HTTP 429 after 1 attempt; waiting (9|10)\.0 s to retry would pass the run's "
+                     r"deadline \([0-9.]+ s left\): given up$", message), message
+    assert given_up.value.status == 429 and given_up.value.delay in (9.0, 10.0)
+    assert slept == []  # nothing waited for, and no second attempt: one 429, at once
+    assert rekor_counts(bed) == (2, 1)
+
+
+@pytest.mark.parametrize("deadline", [None, 600])
+def test_retries_within_the_deadline_are_made_as_before(bed, rekor_url, deadline):
+    client, slept = service_client(retries=3)
+    with client:
+        status, headers, _ = client.service(
+            "GET", rekor_url, what="Rekor: reading",
+            deadline=None if deadline is None else time.monotonic() + deadline)
+    assert status == 429 and headers["Retry-After"] in ("9", "10")
+    assert len(slept) == 2 and all(s in (9.0, 10.0) for s in slept)  # Retry-After honoured
+    assert rekor_counts(bed) == (4, 3)
+
+
+def test_a_backoff_that_would_pass_the_deadline_is_not_waited_for():
+    """No answer at all (a closed loopback port): the backoff, not a Retry-After."""
+    client, slept = service_client(backoff_base=20)  # the first retry after 10 to 20 s
+    url = f"http://127.0.0.1:{free_port()}/api/v2/signingCert"
+    with client, pytest.raises(PastDeadline) as given_up:
+        client.service("POST", url, what="Fulcio http://x: a signing certificate", body=b"{}",
+                       deadline=time.monotonic() + 5)
+    assert re.search(r"Fulcio http://x: a signing certificate: POST http://127\.0\.0\.1:\d+/api"
+                     r"/v2/signingCert: ConnectionError: .* after 1 attempt; waiting "
+                     r"\d+\.\d s to retry would pass the run's deadline", str(given_up.value)), \
+        str(given_up.value)
+    assert given_up.value.status is None and slept == []
+
+
+class CutBody(http.server.BaseHTTPRequestHandler):
+    """Promises 1,000 bytes, sends 10 and closes: a body that breaks while it streams."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_broken_body_is_not_retried_past_the_deadline():
+    """The client's own retry loop (a body cut off once urllib3 has handed the answer back)
+    keeps the deadline as urllib3's retries do."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutBody)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client, slept = service_client(backoff_base=20, retries=3)
+    url = f"http://127.0.0.1:{server.server_address[1]}/token"
+    try:
+        with pytest.raises(PastDeadline, match=r"a token: GET http://127\.0\.0\.1:\d+/token: "
+                                               r"\w+: .* after 1 attempt; waiting [\d.]+ s to "
+                                               r"retry would pass the run's deadline"):
+            client.service("GET", url, what="a token", deadline=time.monotonic() + 5)
+        assert slept == []
+        with pytest.raises(RegistryError, match="failed after 3 attempts") as far:
+            client.service("GET", url, what="a token", deadline=time.monotonic() + 600)
+        assert not isinstance(far.value, PastDeadline) and len(slept) == 2
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_rekor_gives_up_at_the_deadline_and_pauses_its_bucket(bed, rekor_url):
+    """services: the bucket's deadline reaches the transport; the 429 given up pauses the
+    bucket, so the next request is refused by the bucket, not sent."""
+    client, slept = service_client()
+    limit = RateLimit(60000, "Rekor bed", deadline=time.monotonic() + 5)
+    rekor = services.Rekor(client, bed.env["REKOR_URL"], None, limit)
+    with client:
+        with pytest.raises(PastDeadline, match="would pass the run's deadline"):
+            rekor.find("0" * 64, b"payload", b"signature", b"key")
+        with pytest.raises(ServiceError, match=r"Rekor bed: waiting \d+\.\d s for a place under "
+                                               r"its rate limit .*and a Retry-After\) would "
+                                               r"pass the run's deadline: not sent"):
+            rekor.find("0" * 64, b"payload", b"signature", b"key")
+        # without a bucket, the deadline given to the client of Rekor
+        bare = services.Rekor(client, bed.env["REKOR_URL"], None,
+                              deadline=time.monotonic() + 5)
+        with pytest.raises(PastDeadline, match="would pass the run's deadline"):
+            bare.find("0" * 64, b"payload", b"signature", b"key")
+    assert slept == [] and rekor_counts(bed) == (3, 2)
+
+
+def test_keyless_429s_whose_retry_after_would_pass_the_deadline_fail_at_once(
+        bed, oci11, tmp_path):
+    """The whole run: the test bed's Rekor takes 6 a minute (Retry-After 10 s), the run has 8
+    s: the second Rekor request's 429 is not retried, and the bucket, paused, sends no more."""
+    run, results, state = sign_keyless(bed, oci11, tmp_path, 6, server=6, client=60000,
+                                       deadline="8")
+    assert run.returncode == 1, run.stderr
+    entries = results["images"]
+    failed = [e for e in entries if e["status"] == "failed"]
+    assert len(failed) == 5, entries
+    assert all("would pass the run's deadline" in e["error"] for e in failed), failed
+    assert any("HTTP 429 after 1 attempt; waiting" in e["error"] for e in failed), failed
+    assert not re.search(r"\(attempt \d+/\d+\); retrying in", run.stderr)  # none retried
+    limited = state["faults"]["limited"]["rekor"]
+    assert limited >= 1 and state["faults"]["requests"]["rekor"] == 1 + limited, state

@@ -13,6 +13,7 @@ from .common import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     Manifest,
+    PastDeadline,
     RegistryError,
     api_host,
     repository_path,
@@ -22,5 +23,5 @@ from .transport import _Reply
 
 __all__ = ["COSIGN_SIGNATURE_ANNOTATION", "COSIGN_SIMPLESIGNING", "DOCKER_LIST",
            "DOCKER_MANIFEST", "MAX_MANIFEST_BYTES", "MAX_SIGNATURE_BYTES", "OCI_INDEX",
-           "OCI_MANIFEST", "Manifest", "RegistryClient", "RegistryError", "RegistrySettings",
-           "_Reply", "api_host", "find_credentials", "repository_path"]
+           "OCI_MANIFEST", "Manifest", "PastDeadline", "RegistryClient", "RegistryError",
+           "RegistrySettings", "_Reply", "api_host", "find_credentials", "repository_path"]

@@ -56,6 +56,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -82,6 +83,7 @@ from .common import (
     MAX_SIGNATURE_BYTES,
     MAX_SIGNATURE_LAYERS,
     RACE_ATTEMPTS,
+    Deadline,
     Manifest,
     RegistryError,
     api_host,
@@ -451,16 +453,21 @@ class RegistryClient(Transport):
         return self._signature_blob(ref, layer, what, limit)
 
     def service(self, method: str, url: str, *, what: str, body: bytes | None = None,
-                headers: Mapping[str, str] | None = None,
-                limit: int = MAX_SIGNATURE_BYTES) -> tuple[int, Mapping[str, str], bytes]:
+                headers: Mapping[str, str] | None = None, limit: int = MAX_SIGNATURE_BYTES,
+                deadline: float | None = None) -> tuple[int, Mapping[str, str], bytes]:
         """A request to a service beside the registries (Fulcio, Rekor, an OIDC token
         endpoint) on the same session, with the same retries and bounds: (status, headers,
         body). No registry credential is sent; ``headers`` may carry the service's own. TLS is
-        always verified (allow_insecure_registry is about registries, not Fulcio or Rekor)."""
+        always verified (allow_insecure_registry is about registries, not Fulcio or Rekor).
+        ``deadline``: the run's (time.monotonic()): the answer is complete by then, and a retry
+        (a 429's or 503's Retry-After, the backoff) that would wait past it is not made: the
+        request fails at once (PastDeadline, naming ``what`` and the deadline)."""
         auth = dict(headers or {})
         authorization = auth.pop("Authorization", None)
         reply = self._send(method, url, ref=_redact(url), what=what, authorization=authorization,
-                           headers=auth, limit=limit, data=body, verify=True)
+                           headers=auth, limit=limit, data=body, verify=True,
+                           deadline=None if deadline is None or deadline == math.inf
+                           else Deadline(deadline, "the run's deadline"))
         return reply.status, reply.headers, reply.body
 
     def lookaside_signatures(self, base_url: str, ref: Reference, digest: str,
@@ -480,7 +487,9 @@ class RegistryClient(Transport):
             raise RegistryError(f"{ref}: lookaside {_redact(base_url)}: only http, https and "
                                 "file URLs are supported")
         out: list[bytes] = []
-        deadline = time.monotonic() + self.lookaside_deadline
+        deadline = Deadline(time.monotonic() + self.lookaside_deadline,
+                            f"the {self.lookaside_deadline:g} s allowed for one image's "
+                            "signatures (registry.lookaside_deadline)")
         for n in range(1, limit + 2):
             url = f"{base}/signature-{n}"
             data = self._read_file_url(ref, url) if scheme == "file" else \
@@ -553,7 +562,8 @@ class RegistryClient(Transport):
             raise RegistryError(f"{ref}: lookaside {path} is more than {MAX_SIGNATURE_BYTES} bytes")
         return data
 
-    def _read_http_lookaside(self, ref: Reference, url: str, deadline: float) -> bytes | None:
+    def _read_http_lookaside(self, ref: Reference, url: str,
+                             deadline: Deadline) -> bytes | None:
         what = f"reading lookaside {_redact(url)}"
         parts = urllib.parse.urlsplit(url)
         authorization = None

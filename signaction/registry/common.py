@@ -40,6 +40,24 @@ class RegistryError(Exception):
         self.status = status
 
 
+class PastDeadline(RegistryError):
+    """A request given up because waiting for its next attempt would pass its deadline (a
+    Retry-After or the backoff): ``status`` is the last answer's (None: a connection or read
+    error), ``delay`` the seconds that retry would have waited."""
+
+    def __init__(self, message: str, status: int | None, delay: float):
+        super().__init__(message, status)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request's answer must be complete, retries included (``at``, on
+    time.monotonic()), and what messages call it ("the run's deadline")."""
+    at: float
+    name: str
+
+
 @dataclass(frozen=True)
 class Manifest:
     digest: str  # sha256 of ``raw``, checked

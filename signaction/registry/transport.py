@@ -1,6 +1,7 @@
 """The registry client's transport: requests through one session, urllib3's retry policy (429
-and 5xx with backoff, Retry-After honoured), a body read within a deadline and a size cap, and
-auth: bearer tokens from a registry's challenge, Basic, and credentials from auth files."""
+and 5xx with backoff, Retry-After honoured), a body read within a deadline and a size cap (and
+no retry that would wait past that deadline: PastDeadline), and auth: bearer tokens from a
+registry's challenge, Basic, and credentials from auth files."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from ..safeload import parse_json
 from .common import (
     _MAX_ERROR_BODY,
     _TOKEN_SLACK,
+    Deadline,
+    PastDeadline,
     RegistryError,
     api_host,
     repository_path,
@@ -126,12 +129,31 @@ _RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "POST"})
 
 @dataclass
 class _Attempts:
-    """One client request, as its retry log lines name it, and how many retries it has taken."""
+    """One client request, as its retry log lines name it, and how many retries it has taken;
+    ``deadline``: no retry waits past it (``retry``)."""
     ref: Reference | str
+    what: str
     shown: str  # "METHOD url", the URL redacted
     limit: int  # attempts allowed
     sleep: Callable[[float], object]  # the client's, read when the request starts
+    deadline: Deadline | None = None
     retried: int = 0
+
+    def retry(self, why: str, delay: float, status: int | None) -> None:
+        """The next attempt, after ``delay`` seconds, for ``why`` (the last answer's status
+        or error, ``status`` its HTTP status); PastDeadline instead when that wait would end
+        past the deadline."""
+        if self.deadline is not None and time.monotonic() + delay > self.deadline.at:
+            left = max(0.0, self.deadline.at - time.monotonic())
+            n = self.retried + 1
+            raise PastDeadline(f"{self.ref}: {self.what}: {self.shown}: {why} after {n} "
+                               f"attempt{'s' if n > 1 else ''}; waiting {delay:.1f} s to retry "
+                               f"would pass {self.deadline.name} ({left:.1f} s left): given up",
+                               status, delay)
+        self.retried += 1
+        log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", self.ref, self.shown,
+                    why, self.retried, self.limit, delay)
+        self.sleep(delay)
 
 
 # The request the calling thread is making through ``RegistryClient._send``: the adapter's one Retry
@@ -180,15 +202,17 @@ class _Retry(urllib3.Retry):
         if attempts is None:  # not a request of RegistryClient._send
             time.sleep(delay)
             return
-        attempts.retried += 1
         last = self.history[-1]
         if last.error is not None:
             why = _one_line(f"{_error_name(last.error)}: {_reason(last.error)}")
         else:
             why = f"HTTP {last.status}{f' ({self._detail})' if self._detail else ''}"
-        log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", attempts.ref, attempts.shown,
-                    why, attempts.retried, attempts.limit, delay)
-        attempts.sleep(delay)
+        try:
+            attempts.retry(why, delay, last.status)
+        except PastDeadline:
+            if response is not None:  # drained by urllib3: its connection back to the pool
+                response.release_conn()
+            raise
 
 
 def _retry_detail(response) -> str:
@@ -517,12 +541,13 @@ class Transport:
     def _send(self, method: str, url: str, *, ref: Reference | str, what: str,
               authorization: str | None, headers: Mapping[str, str] | None = None,
               limit: int, data: bytes | None = None,
-              verify: bool | str | None = None, deadline: float | None = None) -> _Reply:
+              verify: bool | str | None = None, deadline: Deadline | None = None) -> _Reply:
         """One request, retried by the adapter's ``_Retry``; RegistryError if it got no answer.
-        ``verify``: TLS verification other than the registries' (``verify_tls``); ``deadline``
-        (time.monotonic()): the answer, body included, must be complete by then."""
+        ``verify``: TLS verification other than the registries' (``verify_tls``); ``deadline``:
+        the answer, body included, must be complete by then, and no retry waits past it
+        (PastDeadline: given up at once)."""
         shown = f"{method} {_redact(url)}"
-        attempts = _Attempts(ref, shown, self.retries, self._sleep)
+        attempts = _Attempts(ref, what, shown, self.retries, self._sleep, deadline)
         current = _CURRENT.set(attempts)
         try:
             while True:
@@ -534,7 +559,7 @@ class Transport:
                     # urllib3 has handed the response back by then: a body cut off while it
                     # streams is retried here, from the same budget, with the same backoff
                     if attempts.retried + 1 >= self.retries or (
-                            deadline is not None and time.monotonic() >= deadline):
+                            deadline is not None and time.monotonic() >= deadline.at):
                         raise broken.error from None
                     self._retry_broken_body(attempts, broken.error)
         except requests.RequestException as e:
@@ -552,22 +577,18 @@ class Transport:
 
     def _retry_broken_body(self, attempts: _Attempts, error: Exception) -> None:
         retry = self._retry.new(history=(None,) * (attempts.retried + 1))
-        delay = retry.get_backoff_time()
-        attempts.retried += 1
-        log.warning("%s: %s: %s (attempt %d/%d); retrying in %.1f s", attempts.ref,
-                    attempts.shown, _one_line(f"{_error_name(error)}: {_reason(error)}"),
-                    attempts.retried, attempts.limit, delay)
-        attempts.sleep(delay)
+        attempts.retry(_one_line(f"{_error_name(error)}: {_reason(error)}"),
+                       retry.get_backoff_time(), None)
 
     def _once(self, method: str, url: str, authorization: str | None,
               headers: Mapping[str, str] | None, limit: int, ref, what: str,
               data: bytes | None = None, verify: bool | str | None = None,
-              deadline: float | None = None) -> _Reply:
+              deadline: Deadline | None = None) -> _Reply:
         timeout = self.timeout
         if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
+            timeout = min(timeout, deadline.at - time.monotonic())
             if timeout <= 0:
-                raise self._late(ref, what)
+                raise _late(ref, what, deadline)
         with self._session.fast_request(method, url, headers=headers, data=data,
                                         auth=_SetAuthorization(authorization), timeout=timeout,
                                         verify=self._verify if verify is None else verify
@@ -583,7 +604,7 @@ class Transport:
                     raise RegistryError(f"{ref}: {what}: the response is {length} bytes, more than "
                                         f"the {cap} allowed")
                 chunks = resp.iter_content(65536) if deadline is None else \
-                    _until(resp, deadline, lambda: self._late(ref, what))
+                    _until(resp, deadline.at, lambda: _late(ref, what, deadline))
                 try:
                     body = b"".join(_read_capped(chunks, cap + 1))
                 except requests.RequestException as e:  # the connection broke mid-body
@@ -596,10 +617,8 @@ class Transport:
             return _Reply(resp.status_code, resp.reason or "", resp.headers, body, resp.url)
 
 
-    def _late(self, ref, what: str) -> RegistryError:
-        return RegistryError(f"{ref}: {what}: no complete answer within the "
-                             f"{self.lookaside_deadline:g} s allowed for one image's signatures "
-                             "(registry.lookaside_deadline)")
+def _late(ref, what: str, deadline: Deadline) -> RegistryError:
+    return RegistryError(f"{ref}: {what}: no complete answer within {deadline.name}")
 
 
 def _until(resp: requests.Response, deadline: float,

@@ -17,7 +17,9 @@ token bucket per service shared by every thread of the run): under the public in
 limit, a run of thousands of images is slowed to that rate instead of answered 429. A 429 that
 comes anyway is retried by the registry client's transport (Retry-After honoured); the answer
 that is still 429 after those retries pauses the bucket for every thread for its Retry-After.
-A wait that would end past the run's deadline is not slept: the request fails at once.
+A wait that would end past the run's deadline is not slept, neither for a place in the bucket
+nor for the transport's next attempt (the run's deadline is handed to it): the request fails at
+once, and a 429 given up that way pauses the bucket too.
 
 This module defines no SIGNER: signers.cosign uses it.
 """
@@ -39,7 +41,7 @@ from typing import Any
 from signaction.formats import dsse, fulcio, rekor
 from signaction.formats.cosign import go_json
 from signaction.formats.keys import public_pem, sign_bytes
-from signaction.registry import RegistryClient
+from signaction.registry import PastDeadline, RegistryClient
 from signaction.safeload import parse_json
 
 MAX_ANSWER = 1 << 20
@@ -156,13 +158,22 @@ def retry_after(headers: Any) -> float | None:
 
 
 def limited_service(registry: RegistryClient, bucket: RateLimit | None, method: str, url: str,
-                    **kwargs: Any) -> tuple[int, Any, bytes]:
-    """``registry.service(method, url, ...)`` once ``bucket`` gives it a place; a 429 that is
-    the answer still after the transport's retries pauses ``bucket`` for its Retry-After (one
-    second without one)."""
+                    *, deadline: float = math.inf, **kwargs: Any) -> tuple[int, Any, bytes]:
+    """``registry.service(method, url, ...)`` once ``bucket`` gives it a place, within the
+    run's ``deadline`` (time.monotonic(), the clock of a run's buckets; the earlier of it and
+    the bucket's): the transport makes no retry that would wait past it (PastDeadline). A 429
+    that is the answer still after the transport's retries, or given up for the deadline,
+    pauses ``bucket`` for its Retry-After (one second without one)."""
     if bucket is not None:
         bucket.acquire()
-    status, headers, body = registry.service(method, url, **kwargs)
+        deadline = min(deadline, bucket.deadline)
+    try:
+        status, headers, body = registry.service(
+            method, url, deadline=deadline if deadline < math.inf else None, **kwargs)
+    except PastDeadline as e:
+        if e.status == 429 and bucket is not None:
+            bucket.pause(e.delay)
+        raise
     if status == 429 and bucket is not None:
         after = retry_after(headers)
         bucket.pause(1.0 if after is None else after)
@@ -179,15 +190,17 @@ class LogEntry:
 
 class Rekor:
     """hashedrekord entries in one Rekor; ``public_pem``: its key (then every SET is checked);
-    ``limit``: the RateLimit every request to it waits for (None: none)."""
+    ``limit``: the RateLimit every request to it waits for (None: none); ``deadline``: the
+    run's (time.monotonic()), which no retry waits past (besides the limit's own)."""
 
     def __init__(self, registry: RegistryClient, url: str | None, public: bytes | None,
-                 limit: RateLimit | None = None):
+                 limit: RateLimit | None = None, deadline: float = math.inf):
         self.registry, self.url, self.public = registry, (url or PUBLIC_REKOR).rstrip("/"), public
-        self.limit = limit
+        self.limit, self.deadline = limit, deadline
 
     def _service(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any, bytes]:
-        return limited_service(self.registry, self.limit, method, url, **kwargs)
+        return limited_service(self.registry, self.limit, method, url, deadline=self.deadline,
+                               **kwargs)
 
     def log(self, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """Logs ``signature`` over ``payload`` by ``key_pem`` (a PEM public key or
@@ -323,13 +336,14 @@ class Keyless:
     renewed (a new key, a fresh token) RENEW_BEFORE seconds before the certificate ends.
     ``token()``: the identity token now; ``roots``: the configured Fulcio roots, which the
     certificate must chain to (with ``ct_keys``, the CT log keys, its SCT verified); ``limit``:
-    the RateLimit every request to Fulcio waits for (None: none)."""
+    the RateLimit every request to Fulcio waits for (None: none); ``deadline``: as Rekor's."""
 
     def __init__(self, registry: RegistryClient, url: str | None, token: Callable[[], str],
                  roots: fulcio.FulcioRoots | None = None, ct_keys: tuple[bytes, ...] = (),
-                 limit: RateLimit | None = None):
+                 limit: RateLimit | None = None, deadline: float = math.inf):
         self.registry, self.url = registry, (url or PUBLIC_FULCIO).rstrip("/")
         self.token, self.roots, self.ct_keys, self.limit = token, roots, ct_keys, limit
+        self.deadline = deadline
         self.lock = threading.Lock()
         self.current: Certificate | None = None
         self.issued = 0  # certificates asked for in this run
@@ -358,7 +372,7 @@ class Keyless:
                                         "proofOfPossession": base64.b64encode(proof).decode()}}
         status, _, body = limited_service(
             self.registry, self.limit, "POST", f"{self.url}/api/v2/signingCert", what=what,
-            limit=MAX_ANSWER, body=json.dumps(request).encode(),
+            deadline=self.deadline, limit=MAX_ANSWER, body=json.dumps(request).encode(),
             headers={"Content-Type": "application/json", "Accept": "application/json"})
         answer = _json(status, body, what, (200, 201))
         try:
