@@ -157,6 +157,12 @@ def _registry(config: Config, environ: Mapping[str, str]) -> RunRegistry:
 def _signer(inputs: Inputs, config: Config, registry: RunRegistry,
             environ: Mapping[str, str]) -> Signer:
     signer_cls = signer_class(inputs.signer)
+    if not signer_cls.attests:
+        for attr in ("provenance", "predicates", "attestation_types"):
+            if getattr(inputs, attr):
+                raise InputError(f"{inputs.where(attr)}: attestations are sigstore's: the "
+                                 f"cosign signer attaches and checks them, the "
+                                 f"{signer_cls.name} signer makes atomic signatures only")
     return signer_cls(config.section(signer_cls.config_section(inputs)),
                       Options(inputs, environ, registry))
 

@@ -37,10 +37,12 @@ from .consumers import indented_json, write_consumers
 from .errors import InputError
 from .formats.lookaside import registry_folder
 from .reference import Reference
+from .safeload import read_regular_file
 from .signing import Verification
 
 _MADE_FOLDERS = 4096  # parent folders remembered as made and checked (signatures come in order)
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_ATTESTATIONS_FILE = 64 << 20  # bytes of an attestations file found (added to), at most
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
 
@@ -153,6 +155,26 @@ class Artifacts:
         path = self._place(folder, data, suffix)  # takes the number...
         for other, content in (companions or {}).items():  # ...which its companions share
             atomic.write_new(path.removesuffix(suffix) + other, content)
+        return Path(path)
+
+    def write_attestation(self, tree: str, reference: Reference, digest: str, name: str,
+                          lines: Sequence[bytes]) -> Path:
+        """``<out>/<tree>/<registry>/<repo>@sha256=<hex>/<name>``: JSON Lines, ``lines`` added
+        after those an earlier write (another key of the same image) left, replaced atomically;
+        an existing file is read without following a link."""
+        if name in (".", "..") or not _SAFE_COMPONENT.fullmatch(name):
+            raise ValueError(f"unsafe file name {name!r}")
+        folder = self._make_folder(self._parts(tree, reference, digest), reference)
+        path = os.path.join(folder, name)
+        before = b""
+        if os.path.lexists(path):
+            try:
+                before = read_regular_file(path, self.relative(path), MAX_ATTESTATIONS_FILE,
+                                           follow_links=False)
+            except InputError as e:  # a link or a FIFO planted there: not followed
+                raise ValueError(str(e)) from None
+            before += b"" if before.endswith(b"\n") or not before else b"\n"
+        atomic.replace(path, before + b"".join(line + b"\n" for line in lines), 0o644)
         return Path(path)
 
     def write_file_signature(self, name: str, data: bytes) -> Path:

@@ -118,6 +118,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("signing-config", "--signing-config", "str", "cosign: Sigstore's "
            "signing_config.json (v0.2: the Fulcio, OIDC and Rekor URLs; also the config key "
            "cosign_signer.signing_config_file)", metavar="FILE"),
+    Option("provenance", "--provenance", "bool", "cosign: attach to each signed image a SLSA "
+           "provenance v1 attestation built from the CI run (GitHub Actions: the workflow, "
+           "repository, commit and run, as GitHub's attest-build-provenance writes them; "
+           "Tekton: the PipelineRun and TaskRun); refused elsewhere", default=False),
+    Option("predicates", "--predicate", "list", "cosign: a predicate file (JSON) to attest for "
+           "each signed image, as an in-toto Statement signed like the signature "
+           "(repeatable; paired with --predicate-type by position)", metavar="FILE"),
+    Option("predicate-types", "--predicate-type", "list", "the type of the Nth --predicate: "
+           "cosign's names (slsaprovenance1, slsaprovenance, spdxjson, spdx, cyclonedx, "
+           "openvex, vuln, link, custom) or a type URI", metavar="TYPE"),
+    Option("attestation-types", "--attestation-type", "list", "verify mode, cosign: require "
+           "for every image an attestation of this predicate type (a name as --predicate-type "
+           "takes, or a URI) signed by the key or keyless identity, about the image's digest "
+           "(repeatable)", metavar="TYPE"),
+    Option("provenance-repository", "--provenance-repository", "str", "verify mode, with "
+           "--attestation-type slsaprovenance1: the source repository the provenance must "
+           "name (owner/name, or its URL)", metavar="REPO"),
+    Option("provenance-workflow", "--provenance-workflow", "str", "verify mode, with "
+           "--attestation-type slsaprovenance1: the workflow file the provenance must name "
+           "(e.g. .github/workflows/release.yml)", metavar="PATH"),
     Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
            "false they are only written to the output folder, with a script that attaches "
            "them later (also the config key cosign_signer.upload)"),
@@ -196,6 +216,12 @@ class Inputs:
     certificate_oidc_issuer: str | None = None
     trusted_root: str | None = None
     signing_config: str | None = None
+    provenance: bool = False
+    predicates: tuple[str, ...] = ()
+    predicate_types: tuple[str, ...] = ()
+    attestation_types: tuple[str, ...] = ()
+    provenance_repository: str | None = None
+    provenance_workflow: str | None = None
     upload: bool | None = None  # None: the config's, else true
     output_dir: str = "signatures"
     shard: str | None = None

@@ -8,6 +8,7 @@ entrypoint know no signer by name: what differs between signature kinds is in th
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class Store(Protocol):
     def write_file(self, parts: Sequence[str], data: Any, mode: int = 0o644) -> Path: ...
 
     def tree_uri(self, tree: str, host: str) -> str: ...
+
+    def write_attestation(self, tree: str, reference: Reference, digest: str, name: str,
+                          lines: Sequence[bytes]) -> Path: ...
+
+    def relative(self, path: str | os.PathLike) -> str: ...
 
 
 class Recorded(Protocol):

@@ -106,6 +106,7 @@ class Signer(ABC):
     summary: ClassVar[str] = ""  # what it signs with, for --help (e.g. "a local GnuPG key")
     expands_index: ClassVar[bool] = False  # sign multi-arch images' platforms by default
     signs_files: ClassVar[bool] = False  # can clear-sign / blob-sign files (plan.files)
+    attests: ClassVar[bool] = False  # can attach in-toto attestations (--provenance, ...)
     format: SignatureFormat  # how its image signatures are stored and described
 
     def __init__(self, config: Mapping[str, Any] | None, options: Options):

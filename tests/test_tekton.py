@@ -49,7 +49,11 @@ STEP = SPEC["steps"][0]
 CONTAINER_SIGN = "/opt/venv/bin/container-sign"  # the image's ENTRYPOINT (Dockerfile)
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 ARRAYS = {"references", "digests", "images", "identities", "clear-sign-files", "blob-files",
-          "signing-keys", "signing-key-names", "shard-dirs"}
+          "signing-keys", "signing-key-names", "shard-dirs", "predicates", "predicate-types",
+          "attestation-types"}
+# what $(context.taskRun.*) stands for in a rendered step (the TaskRun's name, uid, namespace)
+TASK_RUN = {"name": "sign-run-1", "uid": "6a1f9a52-3c1e-4c0e-9d43-1b2f7c1e2a90",
+            "namespace": "release"}
 # Action inputs the Task sets itself instead of taking them as params.
 NOT_PARAMS = {"tekton-results": "the Task points it at /tekton/results"}
 
@@ -104,7 +108,7 @@ def env_name(input_name: str) -> str:
 def test_each_param_reaches_the_step_once_through_env_or_args_never_a_script():
     for step in SPEC["steps"]:
         assert "script" not in step  # nothing to interpolate into
-    env = {e["name"]: e["value"] for e in STEP["env"]}
+    env = {e["name"]: e.get("value") for e in STEP["env"]}
     for param in SPEC["params"]:
         name = param["name"]
         if name in ARRAYS:  # after --values NAME, expanded by Tekton into arguments
@@ -138,7 +142,7 @@ def test_the_step_runs_the_images_entrypoint_as_a_non_root_user():
 
 
 def test_home_is_a_writable_emptydir_and_workspaces_are_where_the_entrypoint_looks():
-    env = {e["name"]: e["value"] for e in STEP["env"]}
+    env = {e["name"]: e.get("value") for e in STEP["env"]}
     mounts = {m["mountPath"]: m["name"] for m in STEP["volumeMounts"]}
     volumes = {v["name"]: v for v in SPEC["volumes"]}
     assert volumes[mounts[env["HOME"]]] == {"name": "home", "emptyDir": {}}
@@ -230,6 +234,8 @@ def render_step(params: dict, mounts: dict[str, Path], bound: set[str] = frozens
             return workspaces[parts[1]]
         if parts[0] == "workspaces" and parts[2] == "bound":
             return "true" if parts[1] in bound else "false"
+        if parts[:2] == ["context", "taskRun"] and parts[2] in TASK_RUN:
+            return TASK_RUN[parts[2]]
         if parts[0] == "results" and parts[2] == "path":
             assert parts[1] in results
             return f"{RESULTS_DIR}/{parts[1]}"
@@ -249,7 +255,8 @@ def render_step(params: dict, mounts: dict[str, Path], bound: set[str] = frozens
         whole = _VAR.fullmatch(arg)
         expanded = var(whole.group(1), whole_arg=True) if whole else text(arg)
         args += expanded if isinstance(expanded, list) else [expanded]
-    env = {e["name"]: host(text(e["value"])) for e in STEP["env"]}
+    # (a pod label's value, from valueFrom: none here, as outside a PipelineRun)
+    env = {e["name"]: host(text(e["value"])) for e in STEP["env"] if "value" in e}
     return Rendered(STEP["command"], args, env, host(text(STEP["workingDir"])))
 
 

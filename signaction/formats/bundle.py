@@ -30,8 +30,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import dsse, intoto, keys, rekor
-from .cosign import CosignTrust, certificate_problem
+from . import attestation, dsse, intoto, keys, rekor
+from .cosign import CosignTrust
 from .findings import Finding, Problem
 from .oci import EMPTY, EMPTY_JSON, OCI_MANIFEST, descriptor
 
@@ -198,23 +198,17 @@ def parse(raw: bytes) -> Bundle:
 # -- verify -------------------------------------------------------------------------------------
 
 def bundle_problem(raw: bytes, digest: str, trust: CosignTrust,
-                   predicate_type: str = intoto.COSIGN_SIGN
+                   predicate_type: str = intoto.COSIGN_SIGN,
+                   predicate_check: attestation.PredicateCheck | None = None
                    ) -> tuple[Problem | None, dict[str, Any]]:
-    """Why one bundle does not verify as a signature of the manifest ``digest`` (None: it does),
-    and facts about it. Checked as cosign verify checks a bundle: keyless, its certificate
-    (chain to the Fulcio roots at the entry's integrated time, SCT, identity, issuer); the DSSE
-    signature over the PAE by the key or certificate; the Statement's predicate type and its
-    subject digest; the Rekor ``dsse`` entry (this envelope's payload and signature, SET,
-    inclusion proof and checkpoint) when Rekor's key is known or the signature is keyless."""
+    """Why one bundle does not verify as a signature (or, of another ``predicate_type``, an
+    attestation) of the manifest ``digest`` (None: it does), and facts about it: its envelope,
+    its ``dsse`` entry and keyless its certificate judged by attestation.envelope_problem, as
+    cosign verify checks a bundle."""
     try:
         found = parse(raw)
     except ValueError as e:
         return Problem(Finding.UNREADABLE, str(e)), {}
-    envelope = found.envelope
-    if envelope.payload_type != dsse.IN_TOTO or len(envelope.signatures) != 1:
-        return Problem(Finding.UNREADABLE, "not one signature over an in-toto Statement"), {}
-    signature = envelope.signatures[0]
-    fields: dict[str, Any] = {}
     entry = None
     if trust.rekor_pem is not None or trust.fulcio is not None:
         dsse_entries = [e for kind, e in found.entries if kind == "dsse"]
@@ -222,9 +216,8 @@ def bundle_problem(raw: bytes, digest: str, trust: CosignTrust,
             return Problem(Finding.TRANSPARENCY, "no Rekor dsse entry, which this run's Rekor "
                            "key asks for"), {}
         entry = dsse_entries[0]
-    key_pem = trust.public_pem or b""
+    cert_pem = None
     if trust.fulcio is not None:
-        assert entry is not None
         if found.certificate_der is None:
             return Problem(Finding.OTHER_KEY, "no certificate (a key-based signature, not a "
                            "keyless one)"), {}
@@ -236,27 +229,5 @@ def bundle_problem(raw: bytes, digest: str, trust: CosignTrust,
                 serialization.Encoding.PEM)
         except ValueError:
             return Problem(Finding.UNREADABLE, "unreadable certificate"), {}
-        problem = certificate_problem(cert_pem, b"", trust, entry.integrated_time)
-        if problem:
-            return problem, {}
-        key_pem = cert_pem
-        fields.update(certificate_identity=trust.identity, certificate_oidc_issuer=trust.issuer)
-    if not keys.pem_verifies(key_pem, dsse.pae(envelope.payload_type, envelope.payload),
-                             signature):
-        return Problem(Finding.OTHER_KEY, "the signature does not verify with " + (
-            "the certificate's key" if trust.fulcio else "this key")), {}
-    try:
-        claim = intoto.parse(envelope.payload)
-    except ValueError as e:
-        return Problem(Finding.UNREADABLE, str(e)), {}
-    problem = intoto.subject_problem(claim, digest, predicate_type)
-    if problem:
-        return problem, {}
-    if entry is not None:
-        problem = rekor.entry_problem(entry, envelope.payload, signature, key_pem,
-                                      trust.rekor_pem, kind="dsse")
-        if problem:
-            return problem, {}
-        fields.update(rekor_log_index=entry.log_index,
-                      rekor_integrated_time=entry.integrated_time)
-    return None, fields
+    return attestation.envelope_problem(found.envelope, entry, cert_pem, b"", digest,
+                                        predicate_type, trust, predicate_check)

@@ -31,12 +31,20 @@ BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"  # the Rekor entry: SET, body, 
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"  # keyless: the Fulcio leaf (PEM)
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"  # keyless: its intermediates and root (PEM)
 CLAIM_TYPE = "cosign container image signature"
+# attestations (cosign attest, legacy): each layer of the ``.att`` image a DSSE envelope
+DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
+PREDICATE_TYPE_ANNOTATION = "predicateType"  # the layer's (and bundle referrer's) type URI
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def sig_tag(digest: str) -> str:
     """The tag of ``digest``'s signatures: ``sha256-<hex>.sig``."""
     return digest.replace(":", "-") + ".sig"
+
+
+def att_tag(digest: str) -> str:
+    """The tag of ``digest``'s attestations (cosign attest): ``sha256-<hex>.att``."""
+    return digest.replace(":", "-") + ".att"
 
 
 # -- build --------------------------------------------------------------------------------------
@@ -158,13 +166,9 @@ def signature_problem(sig: dict, digest: str, reference: str, trust: CosignTrust
                        "signature"), {}
     fields: dict[str, Any] = {}
     annotations = sig.get("annotations") or {}
-    entry = None
-    if trust.rekor_pem is not None or trust.fulcio is not None:
-        try:
-            entry = rekor.from_bundle(annotations.get(BUNDLE_ANNOTATION))
-        except ValueError as e:
-            return Problem(Finding.TRANSPARENCY, "no readable Rekor bundle (signed entry "
-                           f"timestamp), which this run's Rekor key asks for ({e})"), {}
+    entry, problem = logged_entry(annotations, trust)
+    if problem:
+        return problem, {}
     key_pem = trust.public_pem or b""
     if trust.fulcio is not None:
         assert entry is not None
@@ -191,6 +195,19 @@ def signature_problem(sig: dict, digest: str, reference: str, trust: CosignTrust
         fields.update(rekor_log_index=entry.log_index,
                       rekor_integrated_time=entry.integrated_time)
     return None, fields
+
+
+def logged_entry(annotations: dict[str, Any], trust: CosignTrust
+                 ) -> tuple[rekor.LogEntry | None, Problem | None]:
+    """A layer's Rekor entry (its bundle annotation) when ``trust`` asks for one: (the entry,
+    None), or (None, why it cannot be read); (None, None) when no entry is asked for."""
+    if trust.rekor_pem is None and trust.fulcio is None:
+        return None, None
+    try:
+        return rekor.from_bundle(annotations.get(BUNDLE_ANNOTATION)), None
+    except ValueError as e:
+        return None, Problem(Finding.TRANSPARENCY, "no readable Rekor bundle (signed entry "
+                             f"timestamp), which this run's Rekor key asks for ({e})")
 
 
 def certificate_problem(cert_pem: bytes, chain_pem: bytes, trust: CosignTrust,

@@ -38,6 +38,8 @@ from .verify import (
 
 log = logging.getLogger("signers.cosign")
 TRUSTED_ROOT_COPY = "trusted_root.json"  # verification/: the trusted root the run used
+ATTESTATIONS = "attestations"  # the output folder's tree of in-toto attestations
+INTOTO_SUFFIX = ".intoto.jsonl"  # DSSE envelopes, one a line (as SLSA's generators name them)
 BUNDLE_SUFFIX = ".sigstore.json"  # a Sigstore bundle's file name, as cosign 3 names them
 # CosignSignature's bundle facts -> their results.json keys
 BUNDLE_FIELDS = {"bundle_referrer": "bundle_referrer", "bundle_stored": "bundle_stored",
@@ -63,6 +65,7 @@ class CosignSignature:
     bundle_stored: str | None = None  # where it is listed: "referrers API" or "tag sha256-..."
     bundle_log_index: int | None = None
     bundle_log_uuid: str | None = None
+    attestations: tuple[Any, ...] = ()  # native.Attested, one for each attestation made
 
 
 class CosignFormat(SignatureFormat):
@@ -119,11 +122,28 @@ class CosignFormat(SignatureFormat):
             with self._lock:
                 self.identities[(signature.identity, signature.issuer)].append(
                     f"{image.source.host}/{image.source.path}@{image.known_digest}")
+        if signature.attestations:
+            fields["attestations"] = [self._attestation(artifacts, image, made)
+                                      for made in signature.attestations]
         if signature.log_index is not None:
             fields["rekor_log_index"] = signature.log_index
         if signature.log_uuid is not None:
             fields["rekor_entry_uuid"] = signature.log_uuid
         return fields
+
+    def _attestation(self, artifacts: Store, image: Image, made: Any) -> dict[str, Any]:
+        """One attestation's envelopes written as ``attestations/<registry>/<repo>@sha256=<hex>/
+        <name>.intoto.jsonl`` (one DSSE envelope a line; a second key's are added to the same
+        file), and its results.json entry."""
+        with self._lock:  # (a file per image and type: two keys of one image add to one file)
+            path = artifacts.write_attestation(ATTESTATIONS, image.reference,
+                                               image.known_digest, made.name + INTOTO_SUFFIX,
+                                               made.envelopes)
+        entry: dict[str, Any] = {"predicate_type": made.predicate_type,
+                                 "path": artifacts.relative(path)}
+        for name, value in made.facts.items():
+            entry[BUNDLE_FIELDS.get(name, name)] = value
+        return entry
 
     def verification(self, artifacts: Store, hosts: list[str],
                      public_keys: bytes | None) -> Verification:
@@ -185,7 +205,12 @@ class CosignFormat(SignatureFormat):
 
     def verifier(self, registry: RegistryClient, inputs: Inputs,
                  trusted: dict[str, Any]) -> Check:
-        return cosign_verifier(registry, trusted, self.formats)
+        from signaction.formats.attestation import provenance_check
+
+        from .attest import required
+        return cosign_verifier(registry, trusted, self.formats, required(inputs),
+                               provenance_check(inputs.provenance_repository,
+                                                inputs.provenance_workflow))
 
     def after_run(self, artifacts: Store, entries: Iterable[Recorded]) -> list[FollowUp]:
         if not self.attach_later:

@@ -30,17 +30,21 @@ import base64
 import datetime
 import functools
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from signaction.errors import InputError
-from signaction.formats import bundle, cosign, dsse
+from signaction.formats import bundle, cosign, dsse, intoto
 from signaction.formats.cosign import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
     CHAIN_ANNOTATION,
     COSIGN_SIGNATURE_ANNOTATION,
+    DSSE_LAYER,
+    PREDICATE_TYPE_ANNOTATION,
+    att_tag,
     sig_tag,
     signature_config,
     signature_layer,
@@ -175,7 +179,7 @@ def existing_layers(raw: bytes, where: str) -> list[dict[str, Any]]:
     try:
         return cosign.manifest_layers(parse_json(raw))
     except ValueError:
-        raise RegistryError(f"{where}: the .sig tag is not a JSON image manifest: not "
+        raise RegistryError(f"{where}: the tag is not a JSON image manifest: not "
                             "appended to") from None
 
 
@@ -188,14 +192,15 @@ class Attached:
 
 
 def attach(registry: RegistryClient, location: Reference, digest: str, payload: bytes,
-           layer: dict[str, Any], duplicate=None, already=None) -> Attached:
+           layer: dict[str, Any], duplicate=None, already=None, tag: str = "") -> Attached:
     """Appends ``layer`` (its blob ``payload``) to ``digest``'s ``.sig`` image in ``location``'s
     repository, keeping every layer already there, also one another writer adds meanwhile
     (the registry client's ``update_tag``). ``duplicate(layer_found) -> bool``: a layer that
     makes this one needless (cosign does not append a signature of the same payload that
     verifies with the same key). ``already(the manifest found) -> reason | None``: skip-signed,
-    from the same (first) read of the tag (a reason: nothing is written)."""
-    tag = sig_tag(digest)
+    from the same (first) read of the tag (a reason: nothing is written). ``tag``: another tag
+    of the same kind than the ``.sig`` one (the ``.att`` tag of attestations)."""
+    tag = tag or sig_tag(digest)
     where = f"{location.host}/{location.path}:{tag}"
     pushed_payload, first = False, True
     appended, skipped = True, None  # what the tag was found to hold, when nothing is written
@@ -230,6 +235,27 @@ def attach(registry: RegistryClient, location: Reference, digest: str, payload: 
 
 # -- one signature ------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Attestation:
+    """What a run attests for every image it signs: a predicate (JSON, the same for each image:
+    the subject is the image) of ``predicate_type`` (a URI); ``name``: its file name in the
+    output folder (cosign's name for the type, e.g. ``slsaprovenance1``)."""
+    predicate_type: str
+    name: str
+    predicate: Any
+
+
+@dataclass(frozen=True)
+class Attested:
+    """One attestation made for one image: each DSSE envelope (JSON text) made, one a format,
+    and facts for results.json (where it went, its Rekor entries)."""
+    predicate_type: str
+    name: str
+    envelopes: tuple[bytes, ...]
+    facts: dict[str, Any]
+
+
+
 class Native:
     """Signs images in-process: ``keys`` (key -> private key, decrypted once), or keyless with
     ``keyless`` (a services.Keyless); each signature logged in ``rekor`` when given;
@@ -239,9 +265,11 @@ class Native:
 
     def __init__(self, registry: RegistryClient, *, upload: bool,
                  annotations: dict[str, str], rekor: Any = None, keyless: Any = None,
-                 formats: tuple[str, ...] = ("legacy",)):
+                 formats: tuple[str, ...] = ("legacy",),
+                 attestations: tuple[Attestation, ...] = ()):
         self.registry, self.upload, self.annotations = registry, upload, annotations
         self.rekor, self.keyless, self.formats = rekor, keyless, formats
+        self.attestations = attestations
         self.keys: dict[str, Any] = {}
         self.races = 0  # manifest writes made again because another writer came in between
 
@@ -264,7 +292,54 @@ class Native:
             facts.update(legacy)
         if "bundle" in self.formats:
             facts.update(self._bundle(image, private, key_pem, cert))
+        if self.attestations:
+            facts["attestations"] = tuple(self._attest(image, private, key_pem, cert, wanted)
+                                          for wanted in self.attestations)
         return facts
+
+    def _attest(self, image: Any, private: Any, key_pem: bytes, cert: Any,
+                wanted: Attestation) -> Attested:
+        """One attestation of ``image``, in each format: legacy, cosign 2's ``.att`` layer (the
+        DSSE envelope itself, logged as a ``dsse`` entry, appended to the ``.att`` tag as
+        cosign attest does); bundle, a Sigstore bundle referrer as cosign 3 attaches it."""
+        statement = intoto.statement(image.known_digest, wanted.predicate_type,
+                                     wanted.predicate,
+                                     name=f"{image.source.host}/{image.source.path}")
+        envelopes: list[bytes] = []
+        facts: dict[str, Any] = {}
+        if "legacy" in self.formats:
+            envelope = self._envelope(private, statement)
+            # the layer's blob is the text Rekor hashes: cosign compares its envelopeHash
+            text = json.dumps(envelope.json(), separators=(",", ":")).encode()
+            annotations = {COSIGN_SIGNATURE_ANNOTATION: "",
+                           PREDICATE_TYPE_ANNOTATION: wanted.predicate_type}
+            if cert is not None:
+                annotations.update({CERTIFICATE_ANNOTATION: cert.pem.decode(),
+                                    CHAIN_ANNOTATION: cert.chain.decode()})
+            if self.rekor is not None:
+                entry = self.rekor.log_dsse(envelope, key_pem)
+                annotations[BUNDLE_ANNOTATION] = entry.bundle
+                facts.update(rekor_log_index=entry.index, rekor_entry_uuid=entry.uuid)
+            if self.upload:
+                layer = {"mediaType": DSSE_LAYER, "size": len(text),
+                         "digest": "sha256:" + hashlib.sha256(text).hexdigest(),
+                         "annotations": cosign.sorted_map(annotations)}
+                done = attach(self.registry, image.source, image.known_digest, text, layer,
+                              tag=att_tag(image.known_digest))
+                self.races += max(0, done.writes - 1)
+                facts["tag"] = att_tag(image.known_digest)
+            envelopes.append(text)
+        if "bundle" in self.formats:
+            made = self._bundle(image, private, key_pem, cert, statement, wanted.predicate_type)
+            envelopes.append(json.dumps(bundle.parse(made["bundle"]).envelope.json(),
+                                        separators=(",", ":")).encode())
+            facts.update({k: v for k, v in made.items() if k != "bundle"})  # as a signature's
+        return Attested(wanted.predicate_type, wanted.name, tuple(envelopes), facts)
+
+    @staticmethod
+    def _envelope(private: Any, statement: bytes) -> dsse.Envelope:
+        return dsse.Envelope(dsse.IN_TOTO, statement,
+                             (sign_bytes(private, dsse.pae(dsse.IN_TOTO, statement)),))
 
     def _legacy(self, image: Any, private: Any, key_pem: bytes, cert: Any,
                 already) -> dict[str, Any]:
@@ -295,15 +370,18 @@ class Native:
             self.races += max(0, done.writes - 1)
         return {"payload": payload, "signature": signature, **facts}
 
-    def _bundle(self, image: Any, private: Any, key_pem: bytes, cert: Any) -> dict[str, Any]:
-        """cosign 3's bundle: a DSSE envelope over the Statement, logged as a ``dsse`` entry,
+    def _bundle(self, image: Any, private: Any, key_pem: bytes, cert: Any,
+                statement: bytes | None = None,
+                predicate_type: str = intoto.COSIGN_SIGN) -> dict[str, Any]:
+        """cosign 3's bundle: a DSSE envelope over the Statement (the signature's, or an
+        attestation's ``statement`` of ``predicate_type``), logged as a ``dsse`` entry,
         pushed as a referrer of the image's manifest (the fallback tag kept where the
         registry has no referrers API)."""
-        statement = bundle.statement(image.known_digest,
-                                     {"tag": image.reference.tag or "", **self.annotations},
-                                     name=f"{image.source.host}/{image.source.path}")
-        envelope = dsse.Envelope(dsse.IN_TOTO, statement,
-                                 (sign_bytes(private, dsse.pae(dsse.IN_TOTO, statement)),))
+        if statement is None:
+            statement = bundle.statement(image.known_digest,
+                                         {"tag": image.reference.tag or "", **self.annotations},
+                                         name=f"{image.source.host}/{image.source.path}")
+        envelope = self._envelope(private, statement)
         facts: dict[str, Any] = {}
         entries = []
         if self.rekor is not None:
@@ -316,10 +394,12 @@ class Native:
                                  private.public_key()))
         facts["bundle"] = made
         if self.upload:
-            facts["bundle_referrer"], facts["bundle_stored"] = self._push_bundle(image, made)
+            facts["bundle_referrer"], facts["bundle_stored"] = self._push_bundle(
+                image, made, predicate_type)
         return facts
 
-    def _push_bundle(self, image: Any, made: bytes) -> tuple[str, str]:
+    def _push_bundle(self, image: Any, made: bytes,
+                     predicate_type: str = intoto.COSIGN_SIGN) -> tuple[str, str]:
         """The referrer manifest of ``made`` pushed by digest; (its digest, where the registry
         lists it: "referrers API" or the fallback tag)."""
         location, digest = image.source, image.known_digest
@@ -329,7 +409,7 @@ class Native:
         created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         manifest = bundle.referrer_manifest(made, {
             "mediaType": subject.media_type or OCI_MANIFEST, "size": len(subject.raw),
-            "digest": digest}, created)
+            "digest": digest}, created, predicate_type)
         pushed, tracked = self.registry.put_referrer(location, manifest, digest)
         if tracked:
             return pushed, "referrers API"

@@ -43,8 +43,8 @@ from signaction.signing import VERIFIED, FollowUp
 
 from ..base import Options, Outcome, Report
 from ..tools import Running, run_pool
+from . import attest, services
 from . import native as native_path
-from . import services
 from . import trust as cosign_trust
 from .binary import CosignBinary
 from .common import (
@@ -78,6 +78,7 @@ class CosignSigner(CosignBinary):
     section = "cosign_signer"
     summary = "sigstore signatures, in-process or by the cosign binary, in the registry"
     expands_index = True
+    attests = True
 
     @classmethod
     def after_merge(cls, artifacts: Artifacts, rows: Iterable[dict[str, Any]],
@@ -127,6 +128,7 @@ class CosignSigner(CosignBinary):
         if self.trust is not None:
             self._apply_trust(self.trust)
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
+        self.attestations = attest.requested(inputs, environ)  # predicate files read now
         self.password = self.read_secret_file("password_file") or \
             environ.get("COSIGN_PASSWORD")
         self.token_source = token_source(c.get("identity_token"))
@@ -163,6 +165,9 @@ class CosignSigner(CosignBinary):
         if why is not None and self.engine == "native":
             raise InputError(f"config: cosign_signer.engine: native, but signing key "
                              f"{key.key!r} needs the cosign binary ({why})")
+        if why is not None and self.attestations:
+            raise InputError(f"attestations are made in-process only, but signing key "
+                             f"{key.key!r} needs the cosign binary ({why})")
         if why is not None and self.signature_format == "both":
             raise InputError(f"config: cosign_signer.signature_format: both is signed "
                              f"in-process only, but signing key {key.key!r} needs the cosign "
@@ -186,7 +191,8 @@ class CosignSigner(CosignBinary):
         self.native = native_path.Native(self.registry, upload=self.upload,
                                          annotations=self.annotations, rekor=rekor,
                                          keyless=keyless,
-                                         formats=formats_of(self.signature_format))
+                                         formats=formats_of(self.signature_format),
+                                         attestations=self.attestations)
         for key in keys:
             if key.key == KEYLESS:
                 continue
@@ -439,7 +445,8 @@ class CosignSigner(CosignBinary):
 
     @contextmanager
     def signed_check(self, plan: Plan):
-        yield self._existing
+        # an image signed before still gets this run's attestations (and a signature beside)
+        yield None if self.attestations else self._existing
 
     def _existing(self, item: WorkItem) -> str | None:
         """Why ``item`` needs no new signature (a signature in the registry by this key, for this
@@ -484,7 +491,8 @@ class CosignSigner(CosignBinary):
         """In-process, attached, not logged: skip-signed is decided from the attach's own read
         of the ``.sig`` tag (one registry request less per image), not beforehand."""
         return self.paths.get(item.key.key) == NATIVE and self.upload and not self.tlog and \
-            self.inputs.skip_signed and self.signature_format == "legacy"
+            self.inputs.skip_signed and self.signature_format == "legacy" and \
+            not self.attestations
 
     def _already(self, item: WorkItem):
         """skip-signed for ``_checked_when_attaching``: the ``.sig`` manifest found -> why

@@ -8,11 +8,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from signaction.formats import bundle
-from signaction.formats.cosign import CosignTrust, sig_tag, signature_problem
+from signaction.formats import attestation, bundle, intoto
+from signaction.formats.cosign import (
+    DSSE_LAYER,
+    PREDICATE_TYPE_ANNOTATION,
+    CosignTrust,
+    att_tag,
+    manifest_layers,
+    sig_tag,
+    signature_problem,
+)
 from signaction.formats.oci import EMPTY, OCI_MANIFEST
 from signaction.plan import WorkItem
 from signaction.registry import RegistryClient, RegistryError
+from signaction.safeload import parse_json
 from signaction.signing import (
     INVALID,
     MISSING,
@@ -24,13 +33,58 @@ from signaction.signing import (
 )
 
 log = logging.getLogger("signers.cosign")
+PROVENANCE_V1 = "https://slsa.dev/provenance/v1"  # what --provenance-repository/-workflow pin
+MAX_ATTESTATION_LAYERS = 64  # layers of one type in an .att tag judged at most
 
 
 def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust],
-                    formats: tuple[str, ...] = ("legacy",)) -> Check:
+                    formats: tuple[str, ...] = ("legacy",),
+                    attestations: tuple[tuple[str, str], ...] = (),
+                    predicate_check: attestation.PredicateCheck | None = None) -> Check:
     """Verify mode's check of one (image, key) in each of ``formats``: "legacy" (the ``.sig``
     tag), "bundle" (Sigstore bundles referring to the image); with both, verified only when
-    both are. results.json's ``signature_formats`` says what each format found."""
+    both are. results.json's ``signature_formats`` says what each format found. Each of
+    ``attestations`` ((predicate type URI, the name given)) is required too, in each format,
+    signed by the same key or identity (``predicate_check``: what the provenance must name);
+    results.json's ``attestations`` says what each type found."""
+    signatures = _signature_check(registry, trusted, formats)
+    if not attestations:
+        return signatures
+
+    def check(item: WorkItem) -> Verdict:
+        trust = trusted[item.key.key]
+        found: list[tuple[str, str, Verdict]] = []  # (name given, format, verdict)
+        for uri, given in attestations:
+            pinned = predicate_check if uri == PROVENANCE_V1 else None
+            for name in formats:
+                judge = legacy_attestations if name == "legacy" else bundle_verdict
+                found.append((given, name, judge(registry, item, trust, uri, pinned)))
+        return _combined(signatures(item), found)
+    return check
+
+
+def _worst(statuses: list[str]) -> str:
+    return INVALID if INVALID in statuses else (MISSING if MISSING in statuses else VERIFIED)
+
+
+def _combined(signed: Verdict, found: list[tuple[str, str, Verdict]]) -> Verdict:
+    """The signature's verdict and each attestation's as one: verified when all are;
+    ``attestations`` in the fields: each type's status (the worst of its formats)."""
+    labelled = [(f"{given} attestation ({name})", v) for given, name, v in found]
+    by_type: dict[str, list[str]] = {}
+    for given, _, verdict in found:
+        by_type.setdefault(given, []).append(verdict.status)
+    return Verdict(_worst([signed.status, *(v.status for _, _, v in found)]),
+                   "; ".join([signed.reason, *(f"{label}: {v.reason}" for label, v in labelled)]),
+                   signed.tried + tuple(f"{label} {t}" for label, v in labelled for t in v.tried),
+                   {**signed.fields,
+                    "attestations": {given: _worst(s) for given, s in by_type.items()}},
+                   signed.findings + tuple((f"{label} {w}", p) for label, v in labelled
+                                           for w, p in v.findings))
+
+
+def _signature_check(registry: RegistryClient, trusted: dict[str, CosignTrust],
+                     formats: tuple[str, ...]) -> Check:
     def check(item: WorkItem) -> Verdict:
         trust = trusted[item.key.key]
         verdicts = {name: (legacy_verdict if name == "legacy" else bundle_verdict)(
@@ -90,21 +144,74 @@ def legacy_verdict(registry: RegistryClient, item: WorkItem, trust: CosignTrust)
                             "signature(s)")
 
 
-def bundle_verdict(registry: RegistryClient, item: WorkItem, trust: CosignTrust) -> Verdict:
-    """The Sigstore bundles referring to the image (referrers API, or the fallback tag), each
-    judged by formats.bundle."""
+def bundle_verdict(registry: RegistryClient, item: WorkItem, trust: CosignTrust,
+                   predicate_type: str = intoto.COSIGN_SIGN,
+                   predicate_check: attestation.PredicateCheck | None = None) -> Verdict:
+    """The Sigstore bundles referring to the image (referrers API, or the fallback tag) whose
+    Statement is of ``predicate_type`` (the signature's; or an attestation's), each judged by
+    formats.bundle. A bundle whose Statement cannot be read is judged as a signature."""
     image = item.container
     try:
         found, where = bundles_of(registry, image.source, image.known_digest)
     except RegistryError as e:
         return Verdict(INVALID, f"the bundles could not be read: {e}")
     where = f"{image.source.host}/{image.source.path} ({where})"
+    signature = predicate_type == intoto.COSIGN_SIGN
+    found = [(d, raw) for d, raw in found
+             if _statement_type(raw) in ((predicate_type, None) if signature else
+                                         (predicate_type,))]
+    what = "signature bundle" if signature else f"attestation bundle of type {predicate_type}"
     if not found:
-        return Verdict(MISSING, f"no signature bundle: no referrer of {image.known_digest} in "
-                       f"{where} is one")
+        return Verdict(MISSING, f"no {what}: no referrer of {image.known_digest} in {where} "
+                       "is one")
     return _first_verifying([(f"bundle {d}", raw) for d, raw in found],
-                            lambda raw: bundle.bundle_problem(raw, image.known_digest, trust),
-                            where, "bundle(s)")
+                            lambda raw: bundle.bundle_problem(raw, image.known_digest, trust,
+                                                              predicate_type, predicate_check),
+                            where, f"{what}(s)")
+
+
+def legacy_attestations(registry: RegistryClient, item: WorkItem, trust: CosignTrust,
+                        predicate_type: str,
+                        predicate_check: attestation.PredicateCheck | None) -> Verdict:
+    """The ``.att`` tag's DSSE layers whose Statement is of ``predicate_type`` (as the layer's
+    annotation says, or its payload when there is none), each judged by formats.attestation."""
+    image = item.container
+    tag = att_tag(image.known_digest)
+    where = f"{image.source.host}/{image.source.path}:{tag}"
+    try:
+        found = registry.read_tag(image.source, tag)
+        layers = [] if found is None else [
+            layer for layer in manifest_layers(parse_json(found[0]))
+            if layer.get("mediaType") == DSSE_LAYER and
+            _annotations(layer).get(PREDICATE_TYPE_ANNOTATION, predicate_type) == predicate_type]
+        blobs = [(layer, registry.blob(image.source, layer, f"reading attestation {n}",
+                                       attestation.MAX_ENVELOPE))
+                 for n, layer in enumerate(layers[:MAX_ATTESTATION_LAYERS], 1)]
+    except (RegistryError, ValueError) as e:
+        return Verdict(INVALID, f"the attestations in {where} could not be read: {e}")
+    if not blobs:
+        return Verdict(MISSING, f"no attestation of type {predicate_type}: {where} "
+                       f"{'does not exist' if found is None else 'holds none'}")
+    return _first_verifying(
+        [(f"attestation {n}", found) for n, found in enumerate(blobs, 1)],
+        lambda found: attestation.layer_problem(found[1], _annotations(found[0]),
+                                                image.known_digest, predicate_type, trust,
+                                                predicate_check),
+        where, "attestation(s)")
+
+
+def _annotations(layer: dict) -> dict:
+    found = layer.get("annotations")
+    return found if isinstance(found, dict) else {}
+
+
+def _statement_type(raw: bytes) -> str | None:
+    """The predicate type a bundle's Statement says it is (unverified: it only picks which
+    bundles are judged as attestations of a type; each picked one is then checked whole)."""
+    try:
+        return intoto.parse(bundle.parse(raw).envelope.payload).predicate_type
+    except ValueError:
+        return None
 
 
 def bundles_of(registry: RegistryClient, location: Any, digest: str

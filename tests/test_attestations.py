@@ -1,0 +1,242 @@
+"""Attestations (issue 27): in-toto Statements signed in-process and attached in cosign 2's
+legacy form (the ``.att`` tag) and as Sigstore bundle referrers, key and keyless, with the
+sigstore test bed's Rekor and Fulcio. Independent readers in the same test: cosign 2.5
+``verify-attestation --type ...`` (legacy; ``--new-bundle-format --trusted-root`` for bundles).
+Verify mode's ``--attestation-type`` on the same images, and on hostile ones: an image without
+the attestation, one whose ``.att`` tag holds another image's attestation (cosign refuses it
+too), a provenance that names another repository or workflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import infra.sigstore as kit
+from conftest import run_entrypoint
+from signaction.formats import dsse, intoto
+from signaction.formats.cosign import att_tag
+from signaction.reference import Reference
+from signaction.registry import RegistryClient
+from test_bundles import PASSWORD, conf, results, run
+from testbed.registry import Registry
+from testbed.sigstore import Sigstore
+
+REPOSITORY = "octo-org/octo-repo"
+WORKFLOW_IDENTITY = f"https://github.com/{REPOSITORY}/.github/workflows/sign.yml@refs/heads/main"
+SPDX = "https://spdx.dev/Document"
+PROVENANCE = "https://slsa.dev/provenance/v1"
+SBOM = {"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+        "name": "app", "documentNamespace": "https://example.com/spdx/app-1",
+        "creationInfo": {"created": "2026-12-08T00:00:00Z", "creators": ["Tool: test"]},
+        "packages": [{"name": "app", "SPDXID": "SPDXRef-app", "downloadLocation": "NOASSERTION"}]}
+SHA = "0123456789abcdef0123456789abcdef01234567"
+# what a GitHub runner sets (the variables GitHub's attest-build-provenance reads)
+GITHUB = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com",
+          "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_REPOSITORY_ID": "123456",
+          "GITHUB_REPOSITORY_OWNER_ID": "654321", "GITHUB_REF": "refs/heads/main",
+          "GITHUB_SHA": SHA, "GITHUB_EVENT_NAME": "push", "GITHUB_RUN_ID": "987654321",
+          "GITHUB_RUN_ATTEMPT": "2", "RUNNER_ENVIRONMENT": "github-hosted",
+          "GITHUB_WORKFLOW_REF": f"{REPOSITORY}/.github/workflows/sign.yml@refs/heads/main"}
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    with Sigstore(tmp_path_factory.mktemp("attest-bed")) as testbed:
+        yield testbed
+
+
+@pytest.fixture(scope="module")
+def oci11():
+    with Registry() as registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory, trixie_tools):
+    return kit.cosign_keypair(tmp_path_factory.mktemp("attest-keys"), PASSWORD,
+                              tools=trixie_tools)
+
+
+@pytest.fixture(scope="module")
+def sbom(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("attest-sbom") / "sbom.spdx.json"
+    path.write_text(json.dumps(SBOM))
+    return path
+
+
+def cosign_attestation(tools, bed, ref: str, kind: str, form: str, *how: str):
+    """cosign 2.5 ``verify-attestation`` of ``kind`` in ``form`` (legacy: the .att tag;
+    bundle: referrers, offline against the test bed's trusted root)."""
+    roots = {k: bed.env[k] for k in ("SIGSTORE_ROOT_FILE", "SIGSTORE_CT_LOG_PUBLIC_KEY_FILE",
+                                     "SIGSTORE_REKOR_PUBLIC_KEY")}
+    extra = ("--new-bundle-format", "--trusted-root", bed.env["TRUSTED_ROOT"]) \
+        if form == "bundle" else ()
+    return tools.run_cosign_env(roots, "verify-attestation", "--type", kind,
+                                "--allow-http-registry", *extra, *how, ref)
+
+
+def statements(path: Path) -> list[intoto.Statement]:
+    """The Statements of an attestations file: one DSSE envelope a line."""
+    lines = path.read_bytes().splitlines()
+    return [intoto.parse(dsse.parse(json.loads(line)).payload) for line in lines]
+
+
+# -- key: both formats, read by cosign 2.5 and verify mode --------------------------------
+
+def test_key_attestations_in_both_formats_read_by_cosign_and_verify_mode(
+        registry, trixie_tools, bed, keys, sbom, tmp_path):
+    key, pub = keys
+    image = kit.push_index(registry.host, "attest/key", "v1", tmp_path, content="key",
+                           platforms=("linux/amd64", "linux/arm64"))
+    target = ["--image", f"{image.by_tag}@{image.digest}", "--signing-key", str(key)]
+    signed = run(tmp_path, trixie_tools, conf(bed), *target, "--provenance",
+                 "--predicate", str(sbom), "--predicate-type", "spdxjson", out="sign",
+                 env=GITHUB)
+    assert signed.returncode == 0, signed.stderr
+    rows = results(tmp_path, "sign")["images"]
+    assert len(rows) == 3  # the index and its two platforms, each with its statements
+    for row in rows:
+        made = {a["predicate_type"]: a for a in row["attestations"]}
+        assert set(made) == {PROVENANCE, SPDX}, row
+        for uri, found in made.items():
+            assert found["tag"] == att_tag(row["digest"]) and found["rekor_log_index"] >= 0
+            assert found["bundle_stored"] == f"tag {row['digest'].replace(':', '-')}"
+            path = tmp_path / "sign" / found["path"]
+            assert path.name == ("slsaprovenance1" if uri == PROVENANCE else "spdxjson") + \
+                ".intoto.jsonl"
+            said = statements(path)
+            assert len(said) == 2  # the legacy envelope and the bundle's
+            assert {s.subjects for s in said} == {((f"{registry.host}/attest/key",
+                                                   row["digest"]),)}
+            assert {s.predicate_type for s in said} == {uri}
+    provenance = statements(tmp_path / "sign" / rows[0]["attestations"][0]["path"])[0]
+    workflow = provenance.predicate["buildDefinition"]["externalParameters"]["workflow"]
+    assert workflow == {"ref": "refs/heads/main", "repository": f"https://github.com/{REPOSITORY}",
+                        "path": ".github/workflows/sign.yml"}
+    assert provenance.predicate["buildDefinition"]["resolvedDependencies"][0]["digest"] == \
+        {"gitCommit": SHA}
+
+    for row in rows:
+        ref = image.by_digest(row["digest"])
+        for kind in ("slsaprovenance1", "spdxjson"):
+            for form in ("legacy", "bundle"):
+                read = cosign_attestation(trixie_tools, bed, ref, kind, form, "--key", str(pub))
+                assert read.returncode == 0, (kind, form, read.stderr)
+        missing = cosign_attestation(trixie_tools, bed, ref, "cyclonedx", "legacy", "--key",
+                                     str(pub))
+        assert missing.returncode != 0
+
+    verify = ["--mode", "verify", *target, "--attestation-type", "slsaprovenance1",
+              "--attestation-type", "spdxjson"]
+    pinned = ("--provenance-repository", REPOSITORY, "--provenance-workflow",
+              ".github/workflows/sign.yml")
+    checked = run(tmp_path, trixie_tools, conf(bed), *verify, *pinned, out="verify")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for row in results(tmp_path, "verify")["images"]:
+        assert row["attestations"] == {"slsaprovenance1": "verified", "spdxjson": "verified"}
+
+    for pin in (("--provenance-repository", "octo-org/other-repo"),
+                ("--provenance-workflow", ".github/workflows/other.yml")):
+        refused = run(tmp_path, trixie_tools, conf(bed), *verify, *pin, out="pinned")
+        assert refused.returncode == 1, refused.stderr
+        assert "the provenance names" in refused.stdout + refused.stderr
+
+    absent = run(tmp_path, trixie_tools, conf(bed), "--mode", "verify", *target,
+                 "--attestation-type", "cyclonedx", out="absent")
+    assert absent.returncode == 1
+    assert {r["attestations"]["cyclonedx"] for r in results(tmp_path, "absent")["images"]} \
+        == {"missing"}
+
+
+def test_an_attestation_moved_onto_another_image_is_refused_by_both(
+        registry, trixie_tools, bed, keys, sbom, tmp_path):
+    """The ``.att`` tag of one image copied to another's: the signature is sound, its
+    Statement names the first image. cosign and verify mode refuse it alike."""
+    key, pub = keys
+    first = kit.push_index(registry.host, "attest/moved", "a", tmp_path, content="first",
+                           platforms=("linux/amd64",))
+    other = kit.push_index(registry.host, "attest/moved", "b", tmp_path, content="other",
+                           platforms=("linux/amd64",))
+    signed = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"), "--image",
+                 f"{first.by_tag}@{first.digest}", "--no-expand-index", "--signing-key",
+                 str(key), "--predicate", str(sbom), "--predicate-type", "spdxjson",
+                 out="sign")
+    assert signed.returncode == 0, signed.stderr
+    client = RegistryClient(plain_http=True, environ={})
+    where = Reference(registry.host, "attest/moved", "")
+    raw, _ = client.read_tag(where, att_tag(first.digest))
+    client.put_manifest(where, att_tag(other.digest), raw,
+                        json.loads(raw)["mediaType"])
+    judged = cosign_attestation(trixie_tools, bed, other.by_digest(), "spdxjson", "legacy",
+                                "--key", str(pub))
+    assert judged.returncode != 0, judged.stdout
+    ours = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"), "--mode",
+               "verify", "--image", f"{other.by_tag}@{other.digest}", "--no-expand-index",
+               "--signing-key", str(key), "--attestation-type", "spdxjson", out="verify")
+    assert ours.returncode == 1
+    row = results(tmp_path, "verify")["images"][0]
+    assert row["attestations"] == {"spdxjson": "invalid"}
+    assert "other digest" in json.dumps(row), row
+
+
+# -- keyless -------------------------------------------------------------------------------
+
+def test_keyless_attestations_read_by_cosign(oci11, trixie_tools, bed, sbom, tmp_path):
+    image = kit.push_index(oci11.host, "attest/keyless", "v1", tmp_path, content="keyless",
+                           platforms=("linux/amd64",))
+    target = ["--image", f"{image.by_tag}@{image.digest}", "--no-expand-index",
+              "--signing-key", "keyless"]
+    env = {"ACTIONS_ID_TOKEN_REQUEST_URL": bed.env["ACTIONS_ID_TOKEN_REQUEST_URL"],
+           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token, **GITHUB}
+    signed = run(tmp_path, trixie_tools, conf(bed), *target, "--provenance", "--predicate",
+                 str(sbom), "--predicate-type", "spdxjson", out="sign", env=env)
+    assert signed.returncode == 0, signed.stderr
+    row = results(tmp_path, "sign")["images"][0]
+    assert row["attestations"][0]["bundle_stored"] == "referrers API"
+    how = ("--certificate-identity", WORKFLOW_IDENTITY, "--certificate-oidc-issuer",
+           bed.env["OIDC_ISSUER"])
+    for kind in ("slsaprovenance1", "spdxjson"):
+        for form in ("legacy", "bundle"):
+            read = cosign_attestation(trixie_tools, bed, image.by_digest(), kind, form, *how)
+            assert read.returncode == 0, (kind, form, read.stderr)
+    other = ("--certificate-identity", "https://github.com/evil/repo/.github/workflows/x.yml"
+             "@refs/heads/main", "--certificate-oidc-issuer", bed.env["OIDC_ISSUER"])
+    assert cosign_attestation(trixie_tools, bed, image.by_digest(), "spdxjson", "legacy",
+                              *other).returncode != 0
+    checked = run(tmp_path, trixie_tools, conf(bed), "--mode", "verify", *target, *how,
+                  "--attestation-type", "slsaprovenance1", "--attestation-type", "spdxjson",
+                  out="verify")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    refused = run(tmp_path, trixie_tools, conf(bed), "--mode", "verify", *target, *other,
+                  "--attestation-type", "spdxjson", out="other")
+    assert refused.returncode == 1
+
+
+# -- input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, said", [
+    (("--provenance",), "--provenance needs GitHub Actions or a Tekton step"),
+    (("--predicate", "sbom"), "give a type for each predicate file"),
+    (("--predicate-type", "spdxjson"), "give a type for each predicate file"),
+    (("--predicate", "sbom", "--predicate-type", "nonsense"), "not a predicate type"),
+    (("--predicate", "sbom", "--predicate-type", "spdxjson", "--predicate", "sbom",
+      "--predicate-type", "spdxjson"), "attested twice"),
+    (("--attestation-type", "spdxjson"), "only for verify mode"),
+])
+def test_bad_attestation_input_is_one_line_and_exit_2(args, said, sbom, tmp_path):
+    args = tuple(str(sbom) if a == "sbom" else a for a in args)
+    key = tmp_path / "none.key"
+    done = run_entrypoint("--signer", "cosign", "--config", "{}", "--image",
+                          "127.0.0.1:1/ns/app:1@sha256:" + "a" * 64, "--signing-key", str(key),
+                          "--output-dir", str(tmp_path / "out"), *args, env={})
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpg_signer_refuses_attestations(tmp_path):
+    done = run_entrypoint("--signer", "gpg", "--config", "{}", "--provenance",
+                          "--output-dir", str(tmp_path / "out"), env={})
+    assert done.returncode == 2 and "the cosign signer attaches" in done.stderr
