@@ -371,6 +371,8 @@ def _dry_run(plan: Plan, signer: Signer, actions: Actions, tekton: TektonResults
     lines = [f"would {verb} {label(item)} with key {item.key.key}"
              + (f" ({paths[item.key.key]})" if paths[item.key.key] else "")
              for item in plan.items()]
+    if verb == "sign":
+        lines += signer.notes()
     if share:
         lines.append(f"shard {share.shard}: {len(share.plan.images)} of the plan's "
                      f"{share.total} image(s); plan {share.fingerprint}")

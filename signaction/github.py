@@ -101,7 +101,7 @@ def _cell(text: str | None) -> str:
 
 
 SIGSTORE_FACTS = ("rekor_log_index", "rekor_entry_uuid", "certificate_identity",
-                  "certificate_oidc_issuer")
+                  "certificate_oidc_issuer", "attestations")
 
 
 def _sigstore_cell(row: Mapping) -> str:
@@ -115,6 +115,10 @@ def _sigstore_cell(row: Mapping) -> str:
         parts.append(f"Rekor index {_cell(str(row['rekor_log_index']))}")
     if row.get("rekor_entry_uuid") is not None:
         parts.append(f"UUID {_cell(str(row['rekor_entry_uuid']))}")
+    attested = row.get("attestations")
+    if isinstance(attested, list) and attested:
+        parts.append("attested: " + ", ".join(
+            _cell(str(a.get("predicate_type"))) for a in attested if isinstance(a, dict)))
     return "; ".join(parts)
 
 
@@ -166,15 +170,22 @@ def verify_summary_markdown(title: str, counts: Mapping[str, int], rows: Iterabl
                             results_file: str) -> str:
     """Verify mode's table: what does not verify first, capped at SUMMARY_ROWS rows."""
     listed, total = _listed(rows, lambda r: r["status"] != "verified")
+    # attestations required (--attestation-type): a column of each type's status
+    attested = any(isinstance(r.get("attestations"), dict) for r in listed)
     lines = [f"### {title}", "",
              f"**{counts['verified']} verified**, **{counts['missing']} missing**, "
              f"**{counts['invalid']} invalid**. Full results: `{_cell(results_file)}`", "",
-             "| Status | Image | Digest | Key | Reason |", "|---|---|---|---|---|"]
+             "| Status | Image | Digest | Key | Reason |" + (" Attestations |" if attested else ""),
+             "|---|---|---|---|---|" + ("---|" if attested else "")]
     for r in listed:
         mark = {"verified": "✅ verified", "missing": "❌ missing",
                 "invalid": "❌ invalid"}[r["status"]]
+        found = r.get("attestations")
+        found = found if isinstance(found, dict) else {}
         lines.append(f"| {mark} | {_cell(r['reference'])} | `{r['digest'][:19]}…` | "
-                     f"{_cell(r['signing_key'])} | {_cell(r['reason'])} |")
+                     f"{_cell(r['signing_key'])} | {_cell(r['reason'])} |" + (
+                         " " + ", ".join(f"{_cell(str(k))}: {_cell(str(v))}"
+                                         for k, v in found.items()) + " |" if attested else ""))
     if total > len(listed):
         lines += ["", f"…and {total - len(listed)} more (failures are listed first); "
                       "see results.json."]

@@ -163,6 +163,10 @@ class Signer(ABC):
         assert text is not None
         return text.split("\n", 1)[0].rstrip("\r")
 
+    def notes(self) -> list[str]:
+        """Lines --dry-run adds about what else each signature comes with (none here)."""
+        return []
+
     @abstractmethod
     def preflight(self, plan: Plan) -> None:
         """Check, before anything is signed, that the plan can be carried out (keys exist,

@@ -91,10 +91,13 @@ def test_key_attestations_in_both_formats_read_by_cosign_and_verify_mode(
     image = kit.push_index(registry.host, "attest/key", "v1", tmp_path, content="key",
                            platforms=("linux/amd64", "linux/arm64"))
     target = ["--image", f"{image.by_tag}@{image.digest}", "--signing-key", str(key)]
+    summary = tmp_path / "summary.md"
     signed = run(tmp_path, trixie_tools, conf(bed), *target, "--provenance",
                  "--predicate", str(sbom), "--predicate-type", "spdxjson", out="sign",
-                 env=GITHUB)
+                 env={**GITHUB, "GITHUB_STEP_SUMMARY": str(summary)})
     assert signed.returncode == 0, signed.stderr
+    escaped = [uri.replace(".", "\\.") for uri in (PROVENANCE, SPDX)]  # (Markdown-escaped)
+    assert f"attested: {escaped[0]}, {escaped[1]}" in summary.read_text()
     rows = results(tmp_path, "sign")["images"]
     assert len(rows) == 3  # the index and its two platforms, each with its statements
     for row in rows:
@@ -132,8 +135,11 @@ def test_key_attestations_in_both_formats_read_by_cosign_and_verify_mode(
               "--attestation-type", "spdxjson"]
     pinned = ("--provenance-repository", REPOSITORY, "--provenance-workflow",
               ".github/workflows/sign.yml")
-    checked = run(tmp_path, trixie_tools, conf(bed), *verify, *pinned, out="verify")
+    checked = run(tmp_path, trixie_tools, conf(bed), *verify, *pinned, out="verify",
+                  env={"GITHUB_STEP_SUMMARY": str(tmp_path / "verify.md")})
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "slsaprovenance1: verified, spdxjson: verified |" in \
+        (tmp_path / "verify.md").read_text()
     for row in results(tmp_path, "verify")["images"]:
         assert row["attestations"] == {"slsaprovenance1": "verified", "spdxjson": "verified"}
 
@@ -240,3 +246,38 @@ def test_gpg_signer_refuses_attestations(tmp_path):
     done = run_entrypoint("--signer", "gpg", "--config", "{}", "--provenance",
                           "--output-dir", str(tmp_path / "out"), env={})
     assert done.returncode == 2 and "the cosign signer attaches" in done.stderr
+
+
+def test_a_tekton_runs_provenance_names_its_pipeline_run(registry, trixie_tools, bed, keys,
+                                                         tmp_path):
+    """What the Task passes (tekton/container-sign.yaml: the TaskRun's context, the pod's
+    PipelineRun labels) is what the provenance records; cosign reads it as slsaprovenance1."""
+    key, pub = keys
+    image = kit.push_index(registry.host, "attest/tekton", "v1", tmp_path, content="tekton",
+                           platforms=("linux/amd64",))
+    run_uid, task_uid = "1b4e28ba-2fa1-41d2-883f-0016d3cca427", \
+        "6fa459ea-ee8a-4ca4-894e-db77e160355e"
+    tekton = {"TEKTON_TASK_RUN": "release-sign", "TEKTON_TASK_RUN_UID": task_uid,
+              "TEKTON_NAMESPACE": "rhtap-releng", "TEKTON_PIPELINE_RUN": "release-42",
+              "TEKTON_PIPELINE_RUN_UID": run_uid}
+    signed = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"), "--image",
+                 f"{image.by_tag}@{image.digest}", "--no-expand-index", "--signing-key",
+                 str(key), "--provenance", out="sign", env=tekton)
+    assert signed.returncode == 0, signed.stderr
+    row = results(tmp_path, "sign")["images"][0]
+    said, = statements(tmp_path / "sign" / row["attestations"][0]["path"])
+    assert said.predicate_type == PROVENANCE
+    recorded = said.predicate["buildDefinition"]["internalParameters"]["tekton"]
+    assert recorded == {"namespace": "rhtap-releng",
+                        "pipelineRun": {"name": "release-42", "uid": run_uid},
+                        "taskRun": {"name": "release-sign", "uid": task_uid}}
+    assert said.predicate["runDetails"]["metadata"]["invocationID"] == run_uid
+    read = cosign_attestation(trixie_tools, bed, image.by_digest(), "slsaprovenance1",
+                              "legacy", "--key", str(pub))
+    assert read.returncode == 0, read.stderr
+    hostile = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"), "--image",
+                  f"{image.by_tag}@{image.digest}", "--signing-key", str(key),
+                  "--provenance", out="hostile",
+                  env={**tekton, "TEKTON_PIPELINE_RUN": "x\n::error::owned"})
+    assert hostile.returncode == 2 and "TEKTON_PIPELINE_RUN" in hostile.stderr
+    assert "::error::owned" not in hostile.stdout + hostile.stderr

@@ -129,6 +129,9 @@ class CosignSigner(CosignBinary):
             self._apply_trust(self.trust)
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.attestations = attest.requested(inputs, environ)  # predicate files read now
+        if self.attestations and not self.upload:
+            log.warning("upload false: the attestations are written to the output folder "
+                        "(attestations/) only; cosign-attach.sh attaches the signatures")
         self.password = self.read_secret_file("password_file") or \
             environ.get("COSIGN_PASSWORD")
         self.token_source = token_source(c.get("identity_token"))
@@ -366,6 +369,13 @@ class CosignSigner(CosignBinary):
             except InputError:
                 pass  # said in preflight, when keyless is asked for
         return found
+
+    def notes(self) -> list[str]:
+        if not self.attestations:
+            return []
+        kinds = ", ".join(f"{a.name} ({a.predicate_type})" for a in self.attestations)
+        return [f"each signed image also gets attestations: {kinds}, in the "
+                f"{' and '.join(formats_of(self.signature_format))} form"]
 
     def preflight(self, plan: Plan) -> None:
         self._resolve_trust(plan)
