@@ -46,6 +46,17 @@ def test_workflows_run_the_tests_the_action_and_the_release():
     build = [s for s in steps(release) if s.get("uses", "").startswith("docker/build-push")]
     assert build and build[0]["with"]["push"] is True
     assert release[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as True
+    # the release signs what it pushed with this action, keyless, both forms, and attests it
+    sign, verify = [s for s in steps(release) if s.get("uses") == "./"]
+    assert sign["with"]["signing-keys"] == "keyless" and sign["with"]["provenance"] == "true"
+    assert "signature_format: both" in sign["with"]["config"]
+    assert sign["with"]["predicate-types"] == "spdxjson"
+    assert sign["with"]["images"].endswith("@${{ steps.build.outputs.digest }}")
+    assert release["jobs"]["image"]["permissions"]["id-token"] == "write"
+    assert verify["with"]["mode"] == "verify"
+    assert set(verify["with"]["attestation-types"].split()) == {"slsaprovenance1", "spdxjson"}
+    for used in (sign, verify):
+        assert set(used["with"]) <= set(ACTION["inputs"]), used
 
 
 def test_the_action_is_named_described_and_branded_for_the_marketplace():
