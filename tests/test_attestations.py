@@ -281,3 +281,88 @@ def test_a_tekton_runs_provenance_names_its_pipeline_run(registry, trixie_tools,
                   env={**tekton, "TEKTON_PIPELINE_RUN": "x\n::error::owned"})
     assert hostile.returncode == 2 and "TEKTON_PIPELINE_RUN" in hostile.stderr
     assert "::error::owned" not in hostile.stdout + hostile.stderr
+
+
+# -- differential: forged legacy attestations, judged by cosign 2.5 and verify mode --------
+
+def _write_att(client: RegistryClient, where: Reference, digest: str, blob: bytes,
+               annotations: dict) -> None:
+    """``digest``'s .att tag made to hold exactly one layer: ``blob`` with ``annotations``."""
+    from signaction.formats import cosign as cosign_format
+
+    layer = {"mediaType": cosign_format.DSSE_LAYER, "size": len(blob),
+             "digest": "sha256:" + __import__("hashlib").sha256(blob).hexdigest(),
+             "annotations": cosign_format.sorted_map(annotations)}
+    config = cosign_format.signature_config([layer])
+    client.push_blob(where, blob)
+    client.push_blob(where, config)
+    client.put_manifest(where, att_tag(digest), cosign_format.signature_manifest(config, [layer]),
+                        "application/vnd.oci.image.manifest.v1+json")
+
+
+def _forgeries(layer: dict, blob: bytes, other_key) -> dict:
+    """(blob, annotations) of each forged case, made from a genuine spdxjson layer."""
+    import base64
+
+    from signaction.formats.keys import sign_bytes
+
+    annotations = dict(layer["annotations"])
+    envelope = json.loads(blob)
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+
+    def with_statement(changed: dict, resign=None) -> bytes:
+        payload = json.dumps(changed, separators=(",", ":")).encode()
+        sig = envelope["signatures"][0]["sig"] if resign is None else base64.b64encode(
+            sign_bytes(resign, dsse.pae(dsse.IN_TOTO, payload))).decode()
+        return json.dumps({"payload": base64.b64encode(payload).decode(),
+                           "payloadType": dsse.IN_TOTO, "signatures": [{"sig": sig}]},
+                          separators=(",", ":")).encode()
+
+    other_digest = {**statement, "subject": [{**statement["subject"][0],
+                                              "digest": {"sha256": "f" * 64}}]}
+    bundle_annotation = json.loads(annotations["dev.sigstore.cosign/bundle"])
+    bundle_annotation["SignedEntryTimestamp"] = base64.b64encode(b"\0" * 70).decode()
+    return {
+        "genuine": (blob, annotations),
+        "annotation says another type": (blob, {**annotations,
+                                                "predicateType": "https://cyclonedx.org/bom"}),
+        "payload edited, signature kept": (with_statement(other_digest), annotations),
+        "re-signed by another key": (with_statement(statement, other_key), annotations),
+        "SET corrupted": (blob, {**annotations, "dev.sigstore.cosign/bundle": json.dumps(
+            bundle_annotation, separators=(",", ":"))}),
+        "no Rekor bundle": (blob, {k: v for k, v in annotations.items()
+                                   if k != "dev.sigstore.cosign/bundle"}),
+    }
+
+
+def test_forged_legacy_attestations_judged_alike_by_cosign_and_verify_mode(
+        registry, trixie_tools, bed, keys, sbom, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, pub = keys
+    image = kit.push_index(registry.host, "attest/forged", "v1", tmp_path, content="forged",
+                           platforms=("linux/amd64",))
+    target = ["--image", f"{image.by_tag}@{image.digest}", "--no-expand-index",
+              "--signing-key", str(key)]
+    signed = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"), *target,
+                 "--predicate", str(sbom), "--predicate-type", "spdxjson", out="sign")
+    assert signed.returncode == 0, signed.stderr
+    client = RegistryClient(plain_http=True, environ={})
+    where = Reference(registry.host, "attest/forged", "")
+    raw, _ = client.read_tag(where, att_tag(image.digest))
+    layer, = json.loads(raw)["layers"]
+    blob = client.blob(where, layer, "the genuine attestation", 1 << 20)
+    verdicts = {}
+    for case, (forged, annotations) in _forgeries(
+            layer, blob, ec.generate_private_key(ec.SECP256R1())).items():
+        _write_att(client, where, image.digest, forged, annotations)
+        for kind in ("spdxjson", "cyclonedx"):
+            theirs = cosign_attestation(trixie_tools, bed, image.by_digest(), kind, "legacy",
+                                        "--key", str(pub)).returncode == 0
+            ours = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"),
+                       "--mode", "verify", *target, "--attestation-type", kind,
+                       out="verify").returncode == 0
+            verdicts[(case, kind)] = (theirs, ours)
+    assert all(theirs == ours for theirs, ours in verdicts.values()), verdicts
+    accepted = {case for (case, _), (theirs, _) in verdicts.items() if theirs}
+    assert accepted == {"genuine", "annotation says another type"}, verdicts

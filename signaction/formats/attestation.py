@@ -92,6 +92,16 @@ def layer_problem(blob: bytes, annotations: dict[str, Any], digest: str, predica
                             predicate_check)
 
 
+def statement_type(blob: bytes) -> str | None:
+    """The predicate type a ``.att`` layer's Statement says it is (unverified: it only picks
+    which layers are judged as attestations of a type; each picked one is then checked
+    whole); None when it cannot be read."""
+    try:
+        return intoto.parse(dsse.parse(_json(blob)).payload).predicate_type
+    except ValueError:
+        return None
+
+
 def _json(blob: bytes) -> Any:
     import json
 

@@ -11,7 +11,6 @@ from typing import Any
 from signaction.formats import attestation, bundle, intoto
 from signaction.formats.cosign import (
     DSSE_LAYER,
-    PREDICATE_TYPE_ANNOTATION,
     CosignTrust,
     att_tag,
     manifest_layers,
@@ -173,8 +172,9 @@ def bundle_verdict(registry: RegistryClient, item: WorkItem, trust: CosignTrust,
 def legacy_attestations(registry: RegistryClient, item: WorkItem, trust: CosignTrust,
                         predicate_type: str,
                         predicate_check: attestation.PredicateCheck | None) -> Verdict:
-    """The ``.att`` tag's DSSE layers whose Statement is of ``predicate_type`` (as the layer's
-    annotation says, or its payload when there is none), each judged by formats.attestation."""
+    """The ``.att`` tag's DSSE layers whose Statement says it is of ``predicate_type`` (its
+    payload, as cosign picks them: not the layer's annotation, which need not agree), each
+    judged whole by formats.attestation."""
     image = item.container
     tag = att_tag(image.known_digest)
     where = f"{image.source.host}/{image.source.path}:{tag}"
@@ -182,13 +182,14 @@ def legacy_attestations(registry: RegistryClient, item: WorkItem, trust: CosignT
         found = registry.read_tag(image.source, tag)
         layers = [] if found is None else [
             layer for layer in manifest_layers(parse_json(found[0]))
-            if layer.get("mediaType") == DSSE_LAYER and
-            _annotations(layer).get(PREDICATE_TYPE_ANNOTATION, predicate_type) == predicate_type]
+            if layer.get("mediaType") == DSSE_LAYER]
         blobs = [(layer, registry.blob(image.source, layer, f"reading attestation {n}",
                                        attestation.MAX_ENVELOPE))
                  for n, layer in enumerate(layers[:MAX_ATTESTATION_LAYERS], 1)]
     except (RegistryError, ValueError) as e:
         return Verdict(INVALID, f"the attestations in {where} could not be read: {e}")
+    blobs = [(layer, blob) for layer, blob in blobs
+             if attestation.statement_type(blob) == predicate_type]
     if not blobs:
         return Verdict(MISSING, f"no attestation of type {predicate_type}: {where} "
                        f"{'does not exist' if found is None else 'holds none'}")
