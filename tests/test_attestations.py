@@ -8,6 +8,7 @@ too), a provenance that names another repository or workflow."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -291,7 +292,7 @@ def _write_att(client: RegistryClient, where: Reference, digest: str, blob: byte
     from signaction.formats import cosign as cosign_format
 
     layer = {"mediaType": cosign_format.DSSE_LAYER, "size": len(blob),
-             "digest": "sha256:" + __import__("hashlib").sha256(blob).hexdigest(),
+             "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
              "annotations": cosign_format.sorted_map(annotations)}
     config = cosign_format.signature_config([layer])
     client.push_blob(where, blob)
@@ -353,9 +354,9 @@ def test_forged_legacy_attestations_judged_alike_by_cosign_and_verify_mode(
     layer, = json.loads(raw)["layers"]
     blob = client.blob(where, layer, "the genuine attestation", 1 << 20)
     verdicts = {}
-    for case, (forged, annotations) in _forgeries(
+    for case, (forged, said) in _forgeries(
             layer, blob, ec.generate_private_key(ec.SECP256R1())).items():
-        _write_att(client, where, image.digest, forged, annotations)
+        _write_att(client, where, image.digest, forged, said)
         for kind in ("spdxjson", "cyclonedx"):
             theirs = cosign_attestation(trixie_tools, bed, image.by_digest(), kind, "legacy",
                                         "--key", str(pub)).returncode == 0
