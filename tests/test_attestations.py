@@ -367,3 +367,41 @@ def test_forged_legacy_attestations_judged_alike_by_cosign_and_verify_mode(
     assert all(theirs == ours for theirs, ours in verdicts.values()), verdicts
     accepted = {case for (case, _), (theirs, _) in verdicts.items() if theirs}
     assert accepted == {"genuine", "annotation says another type"}, verdicts
+
+
+def test_a_bundle_attestation_moved_onto_another_image_is_refused_by_both(
+        oci11, trixie_tools, bed, keys, sbom, tmp_path):
+    """An attestation bundle of one image pushed as a referrer of another (its subject edited:
+    the referrer manifest is not signed). cosign 2.5 and verify mode refuse it alike; the
+    genuine one, on the first image, both accept."""
+    from signaction.formats import bundle as bundle_format
+
+    key, pub = keys
+    first = kit.push_index(oci11.host, "attest/moved-bundle", "a", tmp_path, content="b-first",
+                           platforms=("linux/amd64",))
+    other = kit.push_index(oci11.host, "attest/moved-bundle", "b", tmp_path, content="b-other",
+                           platforms=("linux/amd64",))
+    signed = run(tmp_path, trixie_tools, conf(bed, signature_format="bundle"), "--image",
+                 f"{first.by_tag}@{first.digest}", "--no-expand-index", "--signing-key",
+                 str(key), "--predicate", str(sbom), "--predicate-type", "spdxjson",
+                 out="sign")
+    assert signed.returncode == 0, signed.stderr
+    made = results(tmp_path, "sign")["images"][0]["attestations"][0]
+    client = RegistryClient(plain_http=True, environ={})
+    where = Reference(oci11.host, "attest/moved-bundle", "")
+    referrer = json.loads(client.manifest(where, made["bundle_referrer"]).raw)
+    target = client.manifest(where, other.digest)
+    referrer["subject"] = {"mediaType": target.media_type, "size": len(target.raw),
+                           "digest": other.digest}
+    client.put_referrer(where, json.dumps(referrer).encode(), other.digest)
+    assert bundle_format.PREDICATE_ANNOTATION in referrer["annotations"]
+    for image, accepted in ((first, True), (other, False)):
+        theirs = cosign_attestation(trixie_tools, bed, image.by_digest(), "spdxjson", "bundle",
+                                    "--key", str(pub))
+        # (the other image has no signature of its own: only its attestation is compared)
+        run(tmp_path, trixie_tools, conf(bed, signature_format="bundle"), "--mode", "verify",
+            "--image", f"{image.by_tag}@{image.digest}", "--no-expand-index", "--signing-key",
+            str(key), "--attestation-type", "spdxjson", out="verify")
+        row = results(tmp_path, "verify")["images"][0]
+        assert (theirs.returncode == 0) == accepted, theirs.stderr
+        assert (row["attestations"]["spdxjson"] == "verified") == accepted, row
