@@ -28,8 +28,9 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import yaml
@@ -49,6 +50,7 @@ PLACEHOLDER = "https://lookaside.invalid/replace-with-the-published-lookaside/{r
 IGNITION = "3.2.0"
 POOLS = ("worker", "master")
 MAX_SCOPES = 256  # config.openshift.io/v1 ClusterImagePolicy spec.scopes maxItems
+ATTESTATION_NAME = 63  # characters of a policy-controller attestation's name (a DNS label's)
 KBS_REPO = "default"
 # image-rs's resource types (guest-components attestation-agent/kbc/src/offline_fs_kbc/README.md)
 KBS_TYPES = {"signedBy": "gpg-public-key", "sigstoreSigned": "cosign-public-key"}
@@ -87,6 +89,7 @@ class Facts:
         self.identities = sorted(set(verification.identities))
         self.public_rekor = verification.public_rekor
         self.bundles = "bundle" in verification.sigstore_formats
+        self.predicate_types = tuple(verification.predicate_types)
         # the published lookaside, as nodes will be told it: never with the run's credentials
         if lookaside_url and has_userinfo(lookaside_url):
             log.warning("--lookaside-url holds credentials: the cluster files in verification/ "
@@ -101,9 +104,11 @@ class Facts:
         # names objects and KBS tags: runs that signed other things never collide, and the
         # same facts give the same names wherever the output folder is (merged shards)
         rules, keys = relocate(self.requirement, self.files, lambda rule, name: name)
-        digest = hashlib.sha256(json.dumps([self.repositories, rules, self.identities,
-                                            sorted((k, _b64(v)) for k, v in keys.items())],
-                                           sort_keys=True).encode())
+        facts = [self.repositories, rules, self.identities,
+                 sorted((k, _b64(v)) for k, v in keys.items())]
+        if self.predicate_types:  # (a run without attestations keeps the names it had)
+            facts.append(list(self.predicate_types))
+        digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
         self.id = digest.hexdigest()[:10]
 
     def _published(self, host: str, entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,7 +380,10 @@ def _policy_controller(artifacts: Store, facts: Facts,
     """policy.sigstore.dev/v1beta1 ClusterImagePolicy, one per key and keyless identity: an
     image must satisfy every policy that matches it, and one authority of each; each authority
     reads the bundles (``signatureFormat: bundle``) when they were written, else the legacy
-    ``.sig`` signatures."""
+    ``.sig`` signatures. When the run attested, one more per key and identity whose authority
+    lists an ``attestations`` entry per predicate type: policy-controller checks an authority
+    with attestations for those only, not the signature (pkg/webhook/validator.go,
+    ValidatePolicy), so the signature's policy stays as it is beside it."""
     rekor = {"ctlog": {"url": "https://rekor.sigstore.dev"}} if facts.public_rekor else {}
     authorities = [{"name": "key", "key": {"data": base64.b64decode(r["keyData"]).decode(),
                                            "hashAlgorithm": "sha256"}, **rekor}
@@ -393,7 +401,40 @@ def _policy_controller(artifacts: Store, facts: Facts,
                 "metadata": {"name": f"container-sign-action-{facts.id}-{n}"},
                 "spec": {"images": globs, "authorities": [authority]}}
                for n, authority in enumerate(authorities, 1)]
+    attestations = attestation_entries(facts.predicate_types)
+    objects += [{"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
+                 "metadata": {"name": f"container-sign-action-{facts.id}-{n}-attestations"},
+                 "spec": {"images": globs,
+                          "authorities": [{**authority, "attestations": attestations}]}}
+                for n, authority in enumerate(authorities, 1) if attestations]
     return [_yaml(artifacts, ["kubernetes", "clusterimagepolicy.yaml"], objects)] if objects else []
+
+
+def attestation_entries(predicate_types: Sequence[str]) -> list[dict[str, str]]:
+    """An authority's ``attestations`` (pkg/apis/policy/v1beta1: ``name``, ``predicateType``),
+    one per type. ``predicateType`` is the URI, as the statement names it: policy-controller
+    takes cosign's short names too, but warns that they are deprecated (its validation's "use
+    RFC 3986 conformant values"), and cosign matches a URI to the statement's exactly
+    (pkg/policy/attestation.go). ``name`` (what a CIP-level policy refers to) is cosign's name
+    for a type it has one for (``slsaprovenance1``, ``spdx``...), else the URI made into a
+    lowercase ``[a-z0-9-]`` label of at most 63 characters, with a hash of the URI when that
+    label is taken: unique, and the same for the same types."""
+    from .attestations import PREDICATE_TYPES
+
+    known: dict[str, str] = {}
+    for short, uri in PREDICATE_TYPES.items():
+        known.setdefault(uri, short)  # (v0.2: slsaprovenance; SPDX: spdx)
+    entries: list[dict[str, str]] = []
+    taken: set[str] = set()
+    for uri in predicate_types:
+        name = known.get(uri) or re.sub(r"[^a-z0-9]+", "-", uri.partition("://")[2].lower()
+                                        ).strip("-")[:ATTESTATION_NAME].strip("-") or "predicate"
+        if name in taken or (name in PREDICATE_TYPES and known.get(uri) != name):
+            tail = "-" + hashlib.sha256(uri.encode()).hexdigest()[:10]
+            name = name[:ATTESTATION_NAME - len(tail)].strip("-") + tail
+        taken.add(name)
+        entries.append({"name": name, "predicateType": uri})
+    return entries
 
 
 # -- Confidential Containers --------------------------------------------------------------
@@ -479,8 +520,10 @@ _README = """
   (config.openshift.io/v1) is the form the MCO merges into the node policy itself: apply it
   instead of the MachineConfigs, not with them.
 - **Kubernetes admission**: `kubernetes/clusterimagepolicy.yaml` is for the sigstore
-  policy-controller (cosign signatures only). No admission controller checks GPG simple
-  signing: for those, CRI-O's policy.json (the MachineConfigs) is the way.
+  policy-controller (cosign signatures only; a run that attested also requires, in the
+  `...-attestations` objects, an attestation of each type by each key and identity).
+  No admission controller checks GPG simple signing: for those, CRI-O's policy.json (the
+  MachineConfigs) is the way.
 - **Confidential Containers**: `coco/kbs/default/<type>/<tag>` are Trustee KBS resources
   (`kbs-client ... config ... set-resource --path default/<type>/<tag> --resource-file
   coco/kbs/default/<type>/<tag>`); point the guest's `image_security_policy_uri` at

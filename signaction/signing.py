@@ -95,6 +95,8 @@ class Verification:
     public_rekor: bool = False
     # the sigstore forms written ("legacy", "bundle"): policy-controller's signatureFormat
     sigstore_formats: tuple[str, ...] = ("legacy",)
+    # the in-toto predicate types (URIs) attested for every image signed, in the order asked
+    predicate_types: tuple[str, ...] = ()
 
 
 # A follow-up written after the run (e.g. a script that attaches signatures later): its name in

@@ -75,18 +75,23 @@ class CosignFormat(SignatureFormat):
     verified by podman/skopeo as ``sigstoreSigned`` from the ``sha256-<hex>.sig`` tag in the
     registry. ``attach_later`` (upload false): the signatures are only in the output folder, and
     ``cosign-attach.sh`` attaches them later. ``tlog``: signatures are logged in Rekor;
-    ``roots``: the trust roots' files (ROOT_FILES' keys -> bytes) copied into verification/."""
+    ``roots``: the trust roots' files (ROOT_FILES' keys -> bytes) copied into verification/;
+    ``predicate_types``: the in-toto predicate types (URIs) the run attests for every image."""
 
     own_paths = (((TREE,), True), ((ATTACH_SCRIPT,), False))
 
     def __init__(self, attach_later: bool = False, tlog: bool = False,
-                 roots: dict[str, bytes] | None = None, formats: tuple[str, ...] = ("legacy",)):
+                 roots: dict[str, bytes] | None = None, formats: tuple[str, ...] = ("legacy",),
+                 predicate_types: tuple[str, ...] = ()):
         self.formats = formats  # "legacy" (the .sig tag), "bundle" (a Sigstore bundle referrer)
         self.attach_later = attach_later
         self.tlog = tlog
         self.roots = roots or {}
         self.trusted_root: bytes | None = None  # trusted_root.json, when the run used one
         self.keyless = False  # set by the signer when the plan has the key keyless
+        # what verification/ requires beside the signatures (policy-controller's attestations):
+        # the types asked for, not those made, so every shard of a plan writes the same files
+        self.predicate_types = predicate_types
         self._lock = threading.Lock()
         # keyless identities signed: (identity, issuer) -> the images (REF@DIGEST) signed
         self.identities: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -185,7 +190,8 @@ class CosignFormat(SignatureFormat):
                             registries={h: {"use-sigstore-attachments": True} for h in hosts},
                             identities=sorted(self.identities),
                             public_rekor=bool(rekor) and "rekor_public_key_file" not in self.roots,
-                            sigstore_formats=self.formats)
+                            sigstore_formats=self.formats,
+                            predicate_types=tuple(self.predicate_types))
 
     def _readme(self, folder: str, files: dict[str, bytes],
                 others: list[tuple[str, str]]) -> str:
