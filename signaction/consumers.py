@@ -89,6 +89,7 @@ class Facts:
         self.identities = sorted(set(verification.identities))
         self.public_rekor = verification.public_rekor
         self.bundles = "bundle" in verification.sigstore_formats
+        self.legacy = "legacy" in verification.sigstore_formats
         self.predicate_types = tuple(verification.predicate_types)
         # the published lookaside, as nodes will be told it: never with the run's credentials
         if lookaside_url and has_userinfo(lookaside_url):
@@ -394,8 +395,11 @@ def _policy_controller(artifacts: Store, facts: Facts,
         if fulcio:
             keyless["ca-cert"] = {"data": fulcio.decode()}
         authorities.append({"name": "keyless", "keyless": keyless})
-    if facts.bundles:  # Sigstore bundles (referrers) were written: read those
-        authorities = [{**a, "signatureFormat": "bundle"} for a in authorities]
+    if facts.bundles:  # Sigstore bundles (referrers) were written: read those, except with a
+        # key when the legacy form was written too (policy-controller refuses a key authority
+        # in the bundle form: "the authority must be keyless", checkOptsFromAuthority)
+        authorities = [{**a, "signatureFormat": "bundle"}
+                       if "keyless" in a or not facts.legacy else a for a in authorities]
     globs = [{"glob": f"{repo}{tail}"} for repo in facts.repositories for tail in (":**", "@**")]
     objects = [{"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
                 "metadata": {"name": f"container-sign-action-{facts.id}-{n}"},
