@@ -4,11 +4,13 @@ output folder an unsharded run would have left.
 Everything is read and checked before anything is written: each folder's results.json and the
 shard manifest in it (signaction.shard), every shard 1..N present once, all of one plan (its
 fingerprint, signer, keys, task), every plan image claimed (by one shard, or by several with the
-same results), every signature file where its entry says and inside its folder (never through a
-link). Then the signatures are copied into one tree, each taking the first free ``signature-N``
-(numbering stays contiguous, nothing is overwritten), results.json is written in plan order
-(``operation_results`` in request order) and ``verification/`` is the shards' (which must agree:
-each shard writes it for the whole plan). Shard folders are downloaded artifacts: hostile input.
+same results), every signature and attestations file where its entry says and inside its
+folder (never through a link: signaction.shard_files). Then the signatures are copied into one
+tree, each taking the first free ``signature-N`` (numbering stays contiguous, nothing is
+overwritten), each attestations file to the same path (added to one already there), results.json
+is written in plan order (``operation_results`` in request order, each path the merged folder's)
+and ``verification/`` is the shards' (which must agree: each shard writes it for the whole plan).
+Shard folders are downloaded artifacts: hostile input.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import stat
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,17 +30,21 @@ from typing import Any
 from . import CREATOR
 from .artifacts import Artifacts, Stream, StreamEnd, StreamError, read_stream
 from .errors import InputError
-from .reference import parse_reference
 from .results import Spill, Texts, failed_text, only_failures
-from .safeload import read_regular_file, size_text
+from .shard_files import (
+    Attestations,
+    attestation_sources,
+    check_attestation_entries,
+    check_inside,
+    copy,
+    sources,
+    walk,
+)
+from .shard_files import fail as _fail
 
 log = logging.getLogger(__name__)
 
 RESULTS_BYTES = 1 << 30  # a shard's results.json
-FILE_BYTES = 4 << 20  # one signature file, a verification file
-VERIFICATION_FILES = 256
-_CHECKED_FOLDERS = 4096  # folders found real that a shard remembers (entries come in order)
-_SIGNATURE_NAME = re.compile(r"signature-[1-9][0-9]{0,8}((?:\.[a-z]{1,16})?)")
 _STATUSES = ("ok", "failed", "skipped")
 
 
@@ -64,10 +69,6 @@ class ShardOutput:
 
     def image_rows(self, local: int) -> list[dict[str, Any]]:
         return [json.loads(t) for t in self.rows[local * self.keys:(local + 1) * self.keys]]
-
-
-def _fail(where: str, what: str) -> InputError:
-    return InputError(f"merge: {where}: {what}")
 
 
 # results.json's big lists, read element by element into Texts (never parsed whole)
@@ -103,7 +104,7 @@ def read_shard(folder: str, spill: Spill | None = None) -> ShardOutput:
     shared by the shards of a merge), never parsed whole."""
     root = os.path.realpath(folder)
     label = f"{folder}/results.json"
-    path = _check_inside(root, "results.json", RESULTS_BYTES, folder)
+    path = check_inside(root, "results.json", RESULTS_BYTES, folder)
     spill = spill or Spill()
     rows_in = _Collected(spill, lambda row, n: _check_row(row, f"{label} images entry {n}"))
     sinks: dict[tuple[str, ...], _Collected] = {p: _Collected(spill) for p in _STREAMED[1:]}
@@ -185,55 +186,10 @@ def _check_row(row: Any, where: str) -> None:
     for key, value in row.items():
         if key.endswith("_path") and value is not None and not isinstance(value, str):
             raise _fail(where, f"{key} is not a path")
-        if isinstance(value, (dict, list)):
+        if key == "attestations":
+            check_attestation_entries(value, where)
+        elif isinstance(value, (dict, list)):
             raise _fail(where, f"{key} is not a plain value")
-
-
-def _check_inside(shard_root: str, relative: str, limit: int, folder: str,
-                  checked: set[str] | None = None) -> str:
-    """The path of the regular file ``root/relative`` (at most ``limit`` bytes), reached
-    through real folders only: no link at any level, no ``..``. ``checked``: folders already
-    found real (each is looked at once)."""
-    parts = relative.split("/")
-    label = f"{folder}/{relative}"
-    if any(p in ("", ".", "..") for p in parts) or "\0" in relative:
-        raise _fail(label, "not a plain path inside the shard's folder")
-    current = shard_root
-    for part in parts[:-1]:
-        current = os.path.join(current, part)
-        if checked is not None and current in checked:
-            continue
-        try:
-            if not stat.S_ISDIR(os.lstat(current).st_mode):
-                raise _fail(label, f"{part} is not a folder (a link?)")
-        except OSError:
-            raise _fail(label, "not found") from None
-        if checked is not None:
-            if len(checked) >= _CHECKED_FOLDERS:  # (one per image, a repository each: not kept)
-                checked.clear()
-            checked.add(current)
-    path = os.path.join(shard_root, relative)
-    try:
-        info = os.lstat(path)
-    except OSError:
-        raise _fail(label, "not found") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise _fail(label, "not a regular file (a link?)")
-    if info.st_nlink > 1:
-        raise _fail(label, f"a hard link (the file has {info.st_nlink} names, one of them "
-                    "perhaps outside the folder): copy the shard folders instead of linking")
-    if info.st_size > limit:
-        raise _fail(label, f"larger than {size_text(limit)}")
-    return path
-
-
-def _read(path: str, limit: int, label: str) -> bytes:
-    """A file _check_inside accepted, read without following a link (it may have changed)."""
-    return read_regular_file(path, f"merge: {label}", limit, follow_links=False)
-
-
-def _read_inside(root: str, relative: str, limit: int, folder: str) -> bytes:
-    return _read(_check_inside(root, relative, limit, folder), limit, f"{folder}/{relative}")
 
 
 def check_shards(shards: list[ShardOutput]) -> list[ShardOutput]:
@@ -277,7 +233,11 @@ def _outcomes(shard: ShardOutput) -> Iterator[dict[str, Any]]:
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:
     """What a result says, without where its files are."""
-    return {k: v for k, v in row.items() if not k.endswith("_path")}
+    said = {k: v for k, v in row.items() if not k.endswith("_path")}
+    if said.get("attestations"):
+        said["attestations"] = [{k: v for k, v in a.items() if k != "path"}
+                                for a in said["attestations"]]
+    return said
 
 
 @dataclass(slots=True)
@@ -388,21 +348,12 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     verification = _verification(shards, out)
     for x in order:  # every file checked before anything is written (and again when copied)
         for row in x.shard.image_rows(x.local):
-            _sources(x.shard, row)
+            sources(x.shard, row)
+            attestation_sources(x.shard, row)
     if os.path.lexists(os.path.join(out, "results.json")):
         raise _fail(str(artifacts.root), "holds results.json already: merge into a new folder")
     artifacts.create()
-    rows, unwritten = Rows(spill), []
-    for x in order:
-        for row in x.shard.image_rows(x.local):
-            try:
-                row.update(_copy(artifacts, row, _sources(x.shard, row)))
-            except (OSError, ValueError, InputError) as e:  # (changed since checked)
-                unwritten.append(f"could not write the signature of {row['reference']}: "
-                                 f"{getattr(e, 'strerror', None) or e}")
-                row.update(status="failed", error="merge could not write its signature",
-                           signature_path=None)
-            rows.append(row)
+    rows, unwritten = _copy_rows(order, artifacts, spill)
     results = _results(shards, order, rows)
     writes: list[tuple[str, Callable[[], object]]] = [
         ("results.json", lambda: artifacts.write_results(results))]
@@ -419,6 +370,33 @@ def merge(folders: Iterable[str], artifacts: Artifacts, signers: Mapping[str, Fo
     return results, rows, unwritten
 
 
+def _copy_rows(order: Order, artifacts: Artifacts, spill: Spill) -> tuple[Rows, list[str]]:
+    """Every entry's files copied into ``artifacts`` (checked again: they may have changed),
+    the entry made to name the merged folder's; one that could not be written is failed, and
+    said in the list returned."""
+    rows, unwritten, attested = Rows(spill), [], Attestations(artifacts)
+    for x in order:
+        for row in x.shard.image_rows(x.local):
+            try:
+                row.update(copy(artifacts, row, sources(x.shard, row)))
+            except (OSError, ValueError, InputError) as e:  # (changed since checked)
+                unwritten.append(f"could not write the signature of {row['reference']}: "
+                                 f"{getattr(e, 'strerror', None) or e}")
+                row.update(status="failed", error="merge could not write its signature",
+                           signature_path=None)
+            try:
+                attested.copy(x.shard, row, attestation_sources(x.shard, row))
+            except (OSError, ValueError, InputError) as e:  # (changed, or a link in the way)
+                unwritten.append(f"could not write the attestations of {row['reference']}: "
+                                 f"{getattr(e, 'strerror', None) or e}")
+                row.update(status="failed", attestations=[{**a, "path": None}
+                                                          for a in row["attestations"]],
+                           error=row["error"] if row["status"] == "failed" and row.get("error")
+                           else "merge could not write its attestations")
+            rows.append(row)
+    return rows, unwritten
+
+
 def _once(folders: Iterable[str]) -> list[str]:
     """The folders, each once: one given again (by another spelling, or a pattern matching it
     twice) is said and read once."""
@@ -432,52 +410,6 @@ def _once(folders: Iterable[str]) -> list[str]:
     return list(seen.values())
 
 
-def _sources(shard: ShardOutput, row: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """The files of one entry (results.json key -> (suffix, path)), checked: the signature
-    where its reference and digest say, each other file beside it, with the same number."""
-    path = row.get("signature_path")
-    if not path:
-        return {}
-    where = f"{shard.folder}/results.json entry {row['reference']}@{row['digest']}"
-    try:
-        reference = parse_reference(row["reference"])[0]
-        expected = shard.artifacts.signature_folder(path.split("/")[0], reference, row["digest"])
-    except (InputError, ValueError) as e:
-        raise _fail(where, f"cannot be placed: {e}") from None
-    folder, _, name = path.rpartition("/")
-    m = _SIGNATURE_NAME.fullmatch(name)
-    if f"{shard.root}/{folder}" != str(expected) or not m:
-        raise _fail(where, f"signature_path {path!r} is not where its reference and digest "
-                    "put it")
-    stem = path[:-len(m.group(1))] if m.group(1) else path
-    files = {"signature_path": (m.group(1), _check_inside(shard.root, path, FILE_BYTES,
-                                                          shard.folder, shard.folders))}
-    for key, other in row.items():
-        if key.endswith("_path") and key != "signature_path" and other:
-            suffix = other[len(stem):] if other.startswith(stem + ".") else ""
-            if not re.fullmatch(r"\.[a-z]{1,16}", suffix) or suffix == m.group(1):
-                raise _fail(where, f"{key} {other!r} is not beside its signature")
-            files[key] = (suffix, _check_inside(shard.root, other, FILE_BYTES, shard.folder,
-                                                shard.folders))
-    return files
-
-
-def _copy(artifacts: Artifacts, row: dict[str, Any], files: dict[str, tuple[str, str]]
-          ) -> dict[str, Any]:
-    """Write one entry's files with the first free number; their new paths by key."""
-    if not files:
-        return {}
-    data = {key: _read(path, FILE_BYTES, path) for key, (_, path) in files.items()}
-    suffix = files["signature_path"][0]
-    companions = {s: data[key] for key, (s, _) in files.items() if key != "signature_path"}
-    tree = row["signature_path"].split("/")[0]
-    path = artifacts.write_signature(tree, parse_reference(row["reference"])[0], row["digest"],
-                                     data["signature_path"], suffix=suffix,
-                                     companions=companions)
-    stem = artifacts.relative(path)[:-len(suffix)] if suffix else artifacts.relative(path)
-    return {key: stem + s for key, (s, _) in files.items()}
-
-
 def _verification(shards: list[ShardOutput], out: str) -> dict[str, tuple[bytes, int]]:
     """verification/ as the shards wrote it (for the whole plan, so alike but for where each
     shard's folder was), with the merged folder in place of theirs; they must agree."""
@@ -485,7 +417,7 @@ def _verification(shards: list[ShardOutput], out: str) -> dict[str, tuple[bytes,
     for s in shards:
         old = s.results["shard"]["root"]
         files = {name: (_moved(data, old, out), mode)
-                 for name, (data, mode) in _walk(s, "verification").items()}
+                 for name, (data, mode) in walk(s, "verification").items()}
         if merged is None:
             merged, first = files, s
         elif files != merged:
@@ -500,37 +432,6 @@ def _moved(data: bytes, old: str, new: str) -> bytes:
     for a, b in ((Path(old).as_uri(), Path(new).as_uri()), (old, new)):
         data = data.replace(a.encode(), b.encode())
     return data
-
-
-def _walk(shard: ShardOutput, top: str) -> dict[str, tuple[bytes, int]]:
-    """Every regular file below ``shard.root/top`` (path -> (bytes, mode)); links, devices
-    and FIFOs refused."""
-    found: dict[str, tuple[bytes, int]] = {}
-    for relative in _files_below(shard, top, top):
-        data = _read_inside(shard.root, relative, FILE_BYTES, shard.folder)
-        mode = os.lstat(os.path.join(shard.root, relative)).st_mode
-        found[relative[len(top) + 1:]] = (data, 0o755 if mode & 0o100 else 0o644)
-        if len(found) > VERIFICATION_FILES:
-            raise _fail(f"{shard.folder}/{top}", f"more than {VERIFICATION_FILES} files")
-    return found
-
-
-def _files_below(shard: ShardOutput, relative: str, top: str) -> Iterator[str]:
-    path = os.path.join(shard.root, relative)
-    if not os.path.lexists(path):
-        return
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
-        raise _fail(f"{shard.folder}/{relative}", "not a folder (a link?)")
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.name.startswith(".tmp-"):
-            continue  # a temporary file left by a killed writer
-        child = f"{relative}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            yield from _files_below(shard, child, top)
-        elif entry.is_file(follow_symlinks=False):
-            yield child
-        else:
-            raise _fail(f"{shard.folder}/{child}", "not a regular file (a link?)")
 
 
 class Rows:
