@@ -98,6 +98,7 @@ variable cannot reach a log line or the predicate.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -190,6 +191,11 @@ def read_predicate(path: str, named: str, *, now: datetime | None = None) -> Any
         what = f"a {kind} predicate" if kind else "a predicate of a type URI"
         raise InputError(f"{label}: {what} must be a JSON object, not "
                          f"{_JSON_KINDS.get(type(value), 'a value')}")
+    try:  # a lone surrogate ("\ud800") is JSON but no UTF-8: the Statement could not be made
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{label}: holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                         "without its pair), which is no Unicode text") from None
     missing = [k for k in _REQUIRED_FIELDS.get(kind or "", ()) if k not in value]
     if missing:
         raise InputError(f"{label}: a {kind} predicate needs the fields "

@@ -231,9 +231,12 @@ def test_keyless_attestations_read_by_cosign(oci11, trixie_tools, bed, sbom, tmp
     (("--predicate", "sbom", "--predicate-type", "spdxjson", "--predicate", "sbom",
       "--predicate-type", "spdxjson"), "attested twice"),
     (("--attestation-type", "spdxjson"), "only for verify mode"),
+    (("--predicate", "surrogate", "--predicate-type", "spdxjson"), "lone UTF-16 surrogate"),
 ])
 def test_bad_attestation_input_is_one_line_and_exit_2(args, said, sbom, tmp_path):
-    args = tuple(str(sbom) if a == "sbom" else a for a in args)
+    surrogate = tmp_path / "surrogate.json"
+    surrogate.write_text('{"spdxVersion": "SPDX-2.3", "name": "\\ud800"}')
+    args = tuple({"sbom": str(sbom), "surrogate": str(surrogate)}.get(a, a) for a in args)
     key = tmp_path / "none.key"
     done = run_entrypoint("--signer", "cosign", "--config", "{}", "--image",
                           "127.0.0.1:1/ns/app:1@sha256:" + "a" * 64, "--signing-key", str(key),
@@ -333,6 +336,11 @@ def _forgeries(layer: dict, blob: bytes, other_key) -> dict:
             bundle_annotation, separators=(",", ":"))}),
         "no Rekor bundle": (blob, {k: v for k, v in annotations.items()
                                    if k != "dev.sigstore.cosign/bundle"}),
+        # the same payload and signature, other bytes than Rekor logged (its envelopeHash)
+        "envelope re-spaced": (json.dumps(envelope, indent=1).encode(), annotations),
+        # Go's decoder matches keys without case, the last one winning: another Statement
+        "a second Payload key": (blob[:-1] + b',"Payload":' + json.dumps(
+            json.loads(with_statement(other_digest))["payload"]).encode() + b"}", annotations),
     }
 
 
@@ -357,7 +365,9 @@ def test_forged_legacy_attestations_judged_alike_by_cosign_and_verify_mode(
     for case, (forged, said) in _forgeries(
             layer, blob, ec.generate_private_key(ec.SECP256R1())).items():
         _write_att(client, where, image.digest, forged, said)
-        for kind in ("spdxjson", "cyclonedx"):
+        # (the other type: only where the type is what the case is about)
+        for kind in ("spdxjson", "cyclonedx") if case in ("genuine", "annotation says "
+                                                          "another type") else ("spdxjson",):
             theirs = cosign_attestation(trixie_tools, bed, image.by_digest(), kind, "legacy",
                                         "--key", str(pub)).returncode == 0
             ours = run(tmp_path, trixie_tools, conf(bed, signature_format="legacy"),

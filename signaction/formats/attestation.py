@@ -11,6 +11,7 @@ verifier pins of it. No I/O here."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -88,8 +89,27 @@ def layer_problem(blob: bytes, annotations: dict[str, Any], digest: str, predica
         return problem, {}
     cert = str(annotations.get(CERTIFICATE_ANNOTATION, "")).encode() or None
     chain = str(annotations.get(CHAIN_ANNOTATION, "")).encode()
-    return envelope_problem(envelope, entry, cert, chain, digest, predicate_type, trust,
-                            predicate_check)
+    problem, fields = envelope_problem(envelope, entry, cert, chain, digest, predicate_type,
+                                       trust, predicate_check)
+    if problem is None and entry is not None and \
+            logged_envelope_hash(entry) != hashlib.sha256(blob).hexdigest():
+        # the layer is the very text Rekor hashed (cosign compares them too): other bytes, even
+        # with the same payload and signature, are not what was logged
+        return Problem(Finding.TRANSPARENCY, "the Rekor entry logs another envelope than the "
+                       "layer's (its envelopeHash)"), {}
+    return problem, fields
+
+
+def logged_envelope_hash(entry: rekor.LogEntry) -> str | None:
+    """The SHA-256 (hex) of the envelope a ``dsse`` entry's body says was logged."""
+    import base64
+    import json
+
+    try:
+        spec = json.loads(base64.b64decode(entry.body))["spec"]["envelopeHash"]
+        return str(spec["value"]) if spec.get("algorithm") == "sha256" else None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
 
 
 def statement_type(blob: bytes) -> str | None:

@@ -279,6 +279,12 @@ class Native:
         (see ``attach``; only without Rekor, legacy alone: the signature is made first, and
         dropped) finds it signed. RegistryError, services.ServiceError on failure."""
         facts: dict[str, Any] = {}
+        # the attestations' Statements first: one that cannot be made fails the image before
+        # anything of it is attached
+        statements = [intoto.statement(image.known_digest, wanted.predicate_type,
+                                       wanted.predicate,
+                                       name=f"{image.source.host}/{image.source.path}")
+                      for wanted in self.attestations]
         if key is None:
             cert = self.keyless.certificate()
             private, key_pem = cert.key, cert.pem
@@ -293,18 +299,17 @@ class Native:
         if "bundle" in self.formats:
             facts.update(self._bundle(image, private, key_pem, cert))
         if self.attestations:
-            facts["attestations"] = tuple(self._attest(image, private, key_pem, cert, wanted)
-                                          for wanted in self.attestations)
+            facts["attestations"] = tuple(
+                self._attest(image, private, key_pem, cert, wanted, statement)
+                for wanted, statement in zip(self.attestations, statements, strict=True))
         return facts
 
     def _attest(self, image: Any, private: Any, key_pem: bytes, cert: Any,
-                wanted: Attestation) -> Attested:
-        """One attestation of ``image``, in each format: legacy, cosign 2's ``.att`` layer (the
-        DSSE envelope itself, logged as a ``dsse`` entry, appended to the ``.att`` tag as
-        cosign attest does); bundle, a Sigstore bundle referrer as cosign 3 attaches it."""
-        statement = intoto.statement(image.known_digest, wanted.predicate_type,
-                                     wanted.predicate,
-                                     name=f"{image.source.host}/{image.source.path}")
+                wanted: Attestation, statement: bytes) -> Attested:
+        """One attestation of ``image`` (its ``statement``), in each format: legacy, cosign 2's
+        ``.att`` layer (the DSSE envelope itself, logged as a ``dsse`` entry, appended to the
+        ``.att`` tag as cosign attest does); bundle, a Sigstore bundle referrer as cosign 3
+        attaches it."""
         envelopes: list[bytes] = []
         facts: dict[str, Any] = {}
         if "legacy" in self.formats:

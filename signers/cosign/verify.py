@@ -6,17 +6,20 @@ certificate, the certificate's chain, SCT and identity, Rekor's entry), and Sigs
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from signaction.formats import attestation, bundle, intoto
 from signaction.formats.cosign import (
     DSSE_LAYER,
+    PREDICATE_TYPE_ANNOTATION,
     CosignTrust,
     att_tag,
     manifest_layers,
     sig_tag,
     signature_problem,
 )
+from signaction.formats.findings import Finding
 from signaction.formats.oci import EMPTY, OCI_MANIFEST
 from signaction.plan import WorkItem
 from signaction.registry import RegistryClient, RegistryError
@@ -33,7 +36,8 @@ from signaction.signing import (
 
 log = logging.getLogger("signers.cosign")
 PROVENANCE_V1 = "https://slsa.dev/provenance/v1"  # what --provenance-repository/-workflow pin
-MAX_ATTESTATION_LAYERS = 64  # layers of one type in an .att tag judged at most
+MAX_ATTESTATION_LAYERS = 1000  # layers of an .att tag considered at most (cosign's own cap)
+MAX_ATTESTATION_BYTES = 256 << 20  # bytes of attestations read for one image and type
 
 
 def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust],
@@ -111,10 +115,11 @@ def _with_format(verdict: Verdict, statuses: dict[str, str]) -> Verdict:
                    {**verdict.fields, "signature_formats": statuses}, verdict.findings)
 
 
-def _first_verifying(candidates: list[tuple[str, Any]], judge, where: str,
-                     what: str) -> Verdict:
+def _first_verifying(candidates: Iterable[tuple[str, Any]], judge, where: str,
+                     what: str, missing: str = "") -> Verdict:
     """VERIFIED by the first candidate ``judge`` accepts, else INVALID listing each one's
-    problem (``candidates``: (name, thing) pairs)."""
+    problem (``candidates``: (name, thing) pairs, taken one at a time); MISSING saying
+    ``missing`` when there was none."""
     findings: list[tuple[str, Problem]] = []
     for name, candidate in candidates:
         problem, fields = judge(candidate)
@@ -123,8 +128,10 @@ def _first_verifying(candidates: list[tuple[str, Any]], judge, where: str,
             return Verdict(VERIFIED, f"{name} of {where} verifies", tried, fields,
                            tuple(findings))
         findings.append((name, problem))
+    if not findings and missing:
+        return Verdict(MISSING, missing)
     tried = tuple(f"{w}: {p}" for w, p in findings)
-    return Verdict(INVALID, f"{len(candidates)} {what} in {where}, none verifies: "
+    return Verdict(INVALID, f"{len(findings)} {what} in {where}, none verifies: "
                    + listed(tried), tried, findings=tuple(findings))
 
 
@@ -174,7 +181,10 @@ def legacy_attestations(registry: RegistryClient, item: WorkItem, trust: CosignT
                         predicate_check: attestation.PredicateCheck | None) -> Verdict:
     """The ``.att`` tag's DSSE layers whose Statement says it is of ``predicate_type`` (its
     payload, as cosign picks them: not the layer's annotation, which need not agree), each
-    judged whole by formats.attestation."""
+    judged whole by formats.attestation. Layers are read one at a time, newest first and
+    those annotated with the type before the others, until one verifies: one blob in memory
+    at a time, a layer that cannot be read is that layer's problem, not the tag's, and at most
+    MAX_ATTESTATION_BYTES are read for one image and type."""
     image = item.container
     tag = att_tag(image.known_digest)
     where = f"{image.source.host}/{image.source.path}:{tag}"
@@ -183,22 +193,41 @@ def legacy_attestations(registry: RegistryClient, item: WorkItem, trust: CosignT
         layers = [] if found is None else [
             layer for layer in manifest_layers(parse_json(found[0]))
             if layer.get("mediaType") == DSSE_LAYER]
-        blobs = [(layer, registry.blob(image.source, layer, f"reading attestation {n}",
-                                       attestation.MAX_ENVELOPE))
-                 for n, layer in enumerate(layers[:MAX_ATTESTATION_LAYERS], 1)]
     except (RegistryError, ValueError) as e:
         return Verdict(INVALID, f"the attestations in {where} could not be read: {e}")
-    blobs = [(layer, blob) for layer, blob in blobs
-             if attestation.statement_type(blob) == predicate_type]
-    if not blobs:
-        return Verdict(MISSING, f"no attestation of type {predicate_type}: {where} "
-                       f"{'does not exist' if found is None else 'holds none'}")
-    return _first_verifying(
-        [(f"attestation {n}", found) for n, found in enumerate(blobs, 1)],
-        lambda found: attestation.layer_problem(found[1], _annotations(found[0]),
-                                                image.known_digest, predicate_type, trust,
-                                                predicate_check),
-        where, "attestation(s)")
+    newest = list(dict.fromkeys(str(layer.get("digest")) for layer in reversed(layers)))
+    by_digest = {str(layer.get("digest")): layer for layer in layers}
+    ordered = sorted(newest, key=lambda d: _annotations(by_digest[d]).get(
+        PREDICATE_TYPE_ANNOTATION) != predicate_type)[:MAX_ATTESTATION_LAYERS]
+    unread = object()
+
+    def candidates():
+        budget = MAX_ATTESTATION_BYTES
+        for n, digest in enumerate(ordered, 1):
+            layer = by_digest[digest]
+            if budget <= 0:
+                yield f"layer {n} on", (unread, f"more than {MAX_ATTESTATION_BYTES >> 20} MiB "
+                                                "of attestations read without one verifying")
+                return
+            try:
+                blob = registry.blob(image.source, layer, f"reading attestation layer {n}",
+                                     min(attestation.MAX_ENVELOPE, budget))
+            except RegistryError as e:
+                yield f"layer {n}", (unread, str(e))
+                continue
+            budget -= len(blob)
+            if attestation.statement_type(blob) == predicate_type:
+                yield f"layer {n}", (layer, blob)
+
+    def judge(found):
+        if found[0] is unread:
+            return Problem(Finding.UNREADABLE, found[1]), {}
+        return attestation.layer_problem(found[1], _annotations(found[0]), image.known_digest,
+                                         predicate_type, trust, predicate_check)
+
+    return _first_verifying(candidates(), judge, where, "attestation layer(s)",
+                            missing=f"no attestation of type {predicate_type}: {where} " + (
+                                "does not exist" if found is None else "holds none"))
 
 
 def _annotations(layer: dict) -> dict:
