@@ -43,6 +43,8 @@ from .signing import Verification
 _MADE_FOLDERS = 4096  # parent folders remembered as made and checked (signatures come in order)
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_ATTESTATIONS_FILE = 64 << 20  # bytes of an attestations file found (added to), at most
+ATTESTATIONS = "attestations"  # the output folder's tree of in-toto attestations (cosign's)
+INTOTO_SUFFIX = ".intoto.jsonl"  # DSSE envelopes, one a line (as SLSA's generators name them)
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
 

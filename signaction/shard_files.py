@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from .artifacts import MAX_ATTESTATIONS_FILE, Artifacts
+from .artifacts import ATTESTATIONS, INTOTO_SUFFIX, MAX_ATTESTATIONS_FILE, Artifacts
 from .errors import InputError
 from .reference import parse_reference
 from .safeload import read_regular_file, size_text
@@ -26,8 +26,6 @@ FILE_BYTES = 4 << 20  # one signature file, a verification file
 ATTESTATION_BYTES = MAX_ATTESTATIONS_FILE  # one attestations file (what a run adds to, at most)
 VERIFICATION_FILES = 256
 MAX_ATTESTATIONS = 256  # attestations of one entry (one a predicate type)
-ATTESTATIONS = "attestations"  # the output folder's tree of in-toto attestations (cosign's)
-INTOTO_SUFFIX = ".intoto.jsonl"
 _CHECKED_FOLDERS = 4096  # folders found real that a shard remembers (entries come in order)
 # signature-N and its suffix: ".sig", ".payload", ".sigstore.json" (a bundle's), or none (gpg)
 _SUFFIX = r"(?:\.[a-z]{1,16}){1,2}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signaction.artifacts import key_data
+from signaction.artifacts import ATTESTATIONS, INTOTO_SUFFIX, key_data
 from signaction.inputs import Inputs
 from signaction.plan import Image
 from signaction.registry import RegistryClient
@@ -38,8 +38,6 @@ from .verify import (
 
 log = logging.getLogger("signers.cosign")
 TRUSTED_ROOT_COPY = "trusted_root.json"  # verification/: the trusted root the run used
-ATTESTATIONS = "attestations"  # the output folder's tree of in-toto attestations
-INTOTO_SUFFIX = ".intoto.jsonl"  # DSSE envelopes, one a line (as SLSA's generators name them)
 BUNDLE_SUFFIX = ".sigstore.json"  # a Sigstore bundle's file name, as cosign 3 names them
 # CosignSignature's bundle facts -> their results.json keys
 BUNDLE_FIELDS = {"bundle_referrer": "bundle_referrer", "bundle_stored": "bundle_stored",
