@@ -134,9 +134,9 @@ OPTIONS: tuple[Option, ...] = (
            "(repeatable)", metavar="TYPE"),
     Option("provenance-repository", "--provenance-repository", "str", "verify mode, with "
            "--attestation-type slsaprovenance1: the source repository the provenance must "
-           "name (owner/name, or its URL)", metavar="REPO"),
+           "name (owner/name on github.com, or its https:// URL)", metavar="REPO"),
     Option("provenance-workflow", "--provenance-workflow", "str", "verify mode, with "
-           "--attestation-type slsaprovenance1: the workflow file the provenance must name "
+           "--provenance-repository: the workflow file the provenance must name "
            "(e.g. .github/workflows/release.yml)", metavar="PATH"),
     Option("upload", "--upload", "bool", "cosign: attach the signatures in the registry. With "
            "false they are only written to the output folder, with a script that attaches "

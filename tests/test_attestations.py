@@ -415,3 +415,34 @@ def test_a_bundle_attestation_moved_onto_another_image_is_refused_by_both(
         row = results(tmp_path, "verify")["images"][0]
         assert (theirs.returncode == 0) == accepted, theirs.stderr
         assert (row["attestations"]["spdxjson"] == "verified") == accepted, row
+
+
+@pytest.mark.parametrize("found, pinned, same", [
+    (f"https://github.com/{REPOSITORY}", REPOSITORY, True),
+    (f"https://github.com/{REPOSITORY}.git", REPOSITORY, True),
+    (f"https://evil.example/{REPOSITORY}", REPOSITORY, False),  # owner/name is github.com's
+    (f"http://github.com/{REPOSITORY}", REPOSITORY, False),
+    (f"https://github.com@evil.example/{REPOSITORY}", REPOSITORY, False),
+    (f"https://ghe.example.com/{REPOSITORY}", f"https://ghe.example.com/{REPOSITORY}", True),
+    (f"https://github.com/{REPOSITORY}", f"https://ghe.example.com/{REPOSITORY}", False),
+    (f"https://github.com/{REPOSITORY}-fork", REPOSITORY, False),
+])
+def test_a_repository_pin_binds_the_host(found, pinned, same):
+    from signaction.formats.attestation import same_repository
+    assert same_repository(found, pinned) is same
+
+
+@pytest.mark.parametrize("args, said", [
+    (("--provenance-repository", "https://evil.example/github.com/a/b@x"), "not owner/name"),
+    (("--provenance-repository", "http://github.com/a/b"), "not owner/name"),
+    (("--provenance-repository", "a/b", "--provenance-workflow", "../x.yml"),
+     "not a workflow file"),
+    (("--provenance-workflow", ".github/workflows/release.yml"),
+     "needs --provenance-repository too"),
+])
+def test_bad_pins_are_refused(args, said, tmp_path):
+    done = run_entrypoint("--mode", "verify", "--signer", "cosign", "--config", "{}",
+                          "--image", "127.0.0.1:1/ns/app:1@sha256:" + "a" * 64,
+                          "--signing-key", str(tmp_path / "none.pub"), "--attestation-type",
+                          "slsaprovenance1", *args, env={})
+    assert done.returncode == 2 and said in done.stderr, done.stderr

@@ -137,10 +137,11 @@ def _json(blob: bytes) -> Any:
 
 def provenance_check(repository: str | None, workflow: str | None) -> PredicateCheck | None:
     """A check of a SLSA provenance v1 predicate: it names the source ``repository``
-    (``owner/name``: that path on any host; a URL: exactly it) and the ``workflow`` file
-    (``.github/workflows/x.yml``) in its build definition's external parameters (as GitHub's
-    provenance writes them: ``workflow.repository``, ``workflow.path``); None if nothing is
-    pinned."""
+    (``owner/name``: on github.com; another server's by its ``https://`` URL) and, given with
+    it, the ``workflow`` file (``.github/workflows/x.yml``) in its build definition's external
+    parameters (as GitHub's provenance writes them: ``workflow.repository``,
+    ``workflow.path``); None if nothing is pinned. The pins' shapes are checked where they
+    are read (signers.cosign.attest)."""
     if not repository and not workflow:
         return None
 
@@ -162,13 +163,16 @@ def provenance_check(repository: str | None, workflow: str | None) -> PredicateC
     return check
 
 
+GITHUB = "https://github.com"  # where an ``owner/name`` pin is
+
+
+def repository_url(pinned: str) -> str:
+    """The repository URL a pin means: ``owner/name`` is github.com's, a URL itself."""
+    pinned = pinned.removesuffix("/").removesuffix(".git")
+    return pinned if "://" in pinned else f"{GITHUB}/{pinned}"
+
+
 def same_repository(found: str, pinned: str) -> bool:
-    """``found`` (a repository URL) is ``pinned``: the same URL (a trailing ``.git`` or ``/``
-    aside), or for ``owner/name`` a URL whose path is exactly that."""
-    def bare(url: str) -> str:
-        return url.removeprefix("git+").removesuffix("/").removesuffix(".git")
-    found, pinned = bare(found), bare(pinned)
-    if "://" in pinned:
-        return found == pinned
-    scheme, sep, rest = found.partition("://")
-    return bool(sep) and scheme in ("https", "http") and rest.partition("/")[2] == pinned
+    """``found`` (a repository URL) is the one ``pinned`` means (repository_url), exactly but
+    for a trailing ``.git`` or ``/``."""
+    return found.removesuffix("/").removesuffix(".git") == repository_url(pinned)

@@ -66,6 +66,7 @@ def required(inputs: Inputs) -> tuple[tuple[str, str], ...]:
                          "slsaprovenance1 (the provenance it pins)")
     if not inputs.attestation_types:
         return ()
+    _check_pins(inputs)
     from signaction import attestations
 
     for _, given in inputs.numbered("attestation_types"):
@@ -85,3 +86,25 @@ def file_name(given: str, uri: str) -> str:
         return given
     return re.sub(r"[^A-Za-z0-9.-]+", "_", uri.partition("://")[2]).strip("._-")[:120] or \
         "predicate"
+
+
+_PIN_REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_.-]{1,100}|"
+                             r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9_.~-]+){2,8}/?")
+_PIN_WORKFLOW = re.compile(r"(\./)?\.github/workflows/[A-Za-z0-9_./-]{1,200}\.ya?ml")
+
+
+def _check_pins(inputs: Inputs) -> None:
+    """What --provenance-repository and --provenance-workflow may be: ``owner/name`` (on
+    github.com) or an https:// repository URL; a workflow file, only with the repository
+    (a workflow path alone would accept any repository's file of that name)."""
+    repository, workflow = inputs.provenance_repository, inputs.provenance_workflow
+    if repository and (not _PIN_REPOSITORY.fullmatch(repository) or ".." in repository):
+        raise InputError(f"{inputs.where('provenance_repository')}: not owner/name nor an "
+                         "https:// repository URL")
+    if workflow and (not _PIN_WORKFLOW.fullmatch(workflow) or "/../" in workflow):
+        raise InputError(f"{inputs.where('provenance_workflow')}: not a workflow file "
+                         "(.github/workflows/NAME.yml)")
+    if workflow and not repository:
+        raise InputError(f"{inputs.where('provenance_workflow')}: needs "
+                         "--provenance-repository too (the same workflow file name can be "
+                         "in any repository)")

@@ -129,6 +129,7 @@ class CosignSigner(CosignBinary):
             self._apply_trust(self.trust)
         self.annotations = {str(k): str(v) for k, v in (c.get("annotations") or {}).items()}
         self.attestations = attest.requested(inputs, environ)  # predicate files read now
+        attest.required(inputs)  # verify mode's types and pins, checked before anything
         self.cosign_format.predicate_types = tuple(a.predicate_type for a in self.attestations)
         if self.attestations and not self.upload:
             log.warning("upload false: the attestations are written to the output folder "
