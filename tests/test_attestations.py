@@ -145,7 +145,8 @@ def test_key_attestations_in_both_formats_read_by_cosign_and_verify_mode(
         assert row["attestations"] == {"slsaprovenance1": "verified", "spdxjson": "verified"}
 
     for pin in (("--provenance-repository", "octo-org/other-repo"),
-                ("--provenance-workflow", ".github/workflows/other.yml")):
+                ("--provenance-repository", REPOSITORY,
+                 "--provenance-workflow", ".github/workflows/other.yml")):
         refused = run(tmp_path, trixie_tools, conf(bed), *verify, *pin, out="pinned")
         assert refused.returncode == 1, refused.stderr
         assert "the provenance names" in refused.stdout + refused.stderr
