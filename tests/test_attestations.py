@@ -196,12 +196,19 @@ def test_keyless_attestations_read_by_cosign(oci11, trixie_tools, bed, sbom, tmp
                            platforms=("linux/amd64",))
     target = ["--image", f"{image.by_tag}@{image.digest}", "--no-expand-index",
               "--signing-key", "keyless"]
+    # keyless, the provenance is built from the identity token's claims, as GitHub's action
+    # builds it: what the certificate names, not a variable (here made to disagree)
     env = {"ACTIONS_ID_TOKEN_REQUEST_URL": bed.env["ACTIONS_ID_TOKEN_REQUEST_URL"],
-           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token, **GITHUB}
+           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": bed.request_token, **GITHUB,
+           "GITHUB_WORKFLOW_REF": f"{REPOSITORY}/.github/workflows/caller.yml@refs/heads/main"}
     signed = run(tmp_path, trixie_tools, conf(bed), *target, "--provenance", "--predicate",
                  str(sbom), "--predicate-type", "spdxjson", out="sign", env=env)
     assert signed.returncode == 0, signed.stderr
     row = results(tmp_path, "sign")["images"][0]
+    said = statements(tmp_path / "sign" / row["attestations"][0]["path"])[0].predicate
+    assert said["runDetails"]["builder"]["id"] == WORKFLOW_IDENTITY
+    assert said["buildDefinition"]["externalParameters"]["workflow"]["path"] == \
+        ".github/workflows/sign.yml"
     assert row["attestations"][0]["bundle_stored"] == "referrers API"
     how = ("--certificate-identity", WORKFLOW_IDENTITY, "--certificate-oidc-issuer",
            bed.env["OIDC_ISSUER"])

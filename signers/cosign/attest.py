@@ -14,6 +14,7 @@ from signaction.inputs import Inputs
 from .native import Attestation
 
 SIGN_ONLY = ("provenance", "predicates", "predicate_types")
+PROVENANCE = "slsaprovenance1"  # --provenance's attestation (its name)
 VERIFY_ONLY = ("attestation_types", "provenance_repository", "provenance_workflow")
 
 
@@ -41,8 +42,8 @@ def requested(inputs: Inputs, environ: Mapping[str, str]) -> tuple[Attestation, 
     from signaction import attestations
 
     if inputs.provenance:
-        made.append(Attestation(attestations.SLSA_PROVENANCE_V1, "slsaprovenance1",
-                                attestations.provenance(environ)))
+        made.append(Attestation(attestations.SLSA_PROVENANCE_V1, PROVENANCE,
+                                attestations.provenance(environ), from_ci=True))
     for (_, path), (_, given) in zip(files, types, strict=True):
         uri = attestations.predicate_type(given)
         made.append(Attestation(uri, file_name(given, uri),
@@ -55,6 +56,21 @@ def requested(inputs: Inputs, environ: Mapping[str, str]) -> tuple[Attestation, 
                              "predicate a type")
         seen[one.predicate_type] = one.name
     return tuple(made)
+
+
+def from_token(made: tuple[Attestation, ...], environ: Mapping[str, str],
+               claims: Mapping) -> tuple[Attestation, ...]:
+    """``made`` with a GitHub provenance built from the keyless run's identity token's
+    ``claims`` instead of the environment, as attest-build-provenance builds it: the same
+    facts the certificate names (a reusable workflow's ``job_workflow_ref`` as builder id,
+    which no variable holds)."""
+    from signaction import attestations
+
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return made
+    return tuple(Attestation(a.predicate_type, a.name,
+                             attestations.provenance(environ, claims=claims), from_ci=True)
+                 if a.from_ci else a for a in made)
 
 
 def required(inputs: Inputs) -> tuple[tuple[str, str], ...]:

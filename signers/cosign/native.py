@@ -243,6 +243,7 @@ class Attestation:
     predicate_type: str
     name: str
     predicate: Any
+    from_ci: bool = False  # --provenance's: built from the CI run, not read from a file
 
 
 @dataclass(frozen=True)

@@ -385,6 +385,10 @@ class CosignSigner(CosignBinary):
         native = [key for key in plan.keys if self.paths[key.key] == NATIVE]
         if any(key.key == KEYLESS for key in plan.keys):
             self._check_keyless()
+            if any(a.from_ci for a in self.attestations):
+                self.attestations = attest.from_token(
+                    self.attestations, self.environ,
+                    services.token_claims(self._native_token()))
         if native:
             self._prepare_native(native)
         binary = [key for key in plan.keys if self.paths[key.key] != NATIVE]
