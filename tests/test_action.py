@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -57,6 +58,9 @@ def test_workflows_run_the_tests_the_action_and_the_release():
     assert set(verify["with"]["attestation-types"].split()) == {"slsaprovenance1", "spdxjson"}
     for used in (sign, verify):
         assert set(used["with"]) <= set(ACTION["inputs"]), used
+    for step in steps(release):  # the job holds id-token: write: nothing from outside by tag
+        uses = step.get("uses", "./")
+        assert uses == "./" or re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), uses
 
 
 def test_the_action_is_named_described_and_branded_for_the_marketplace():
