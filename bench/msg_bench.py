@@ -189,10 +189,13 @@ def main() -> None:
               f"{'pubtools-sign':>14} {'speed-up':>9} {'bare echo':>10} {'vs echo':>8} "
               f"{'median':>15} {'vs echo':>8} {'CPU s':>11}")
         for n in sizes:
-            runs, echoes = [], []
+            runs, echoes, loads = [], [], []
             for _ in range(opts.repeat):  # interleaved, best of each: the host's load varies
+                before = os.getloadavg()[0]
                 runs.append(ours(n, conf, Path(tmp)))
+                between = os.getloadavg()[0]
                 echoes.append(echo(n, url))
+                loads.append({"ours": (before, between), "echo": (between, os.getloadavg()[0])})
             wall, rss = min(r[0] for r in runs), max(r[1] for r in runs)
             e = min(w for w, _ in echoes)
             # the medians, and the CPU time of each process (its median): the wall times of a
@@ -211,7 +214,9 @@ def main() -> None:
                 "n": n, "ours_best_s": wall, "ours_median_s": m_wall, "echo_best_s": e,
                 "echo_median_s": m_echo, "peak_rss_mb": rss, "pubtools_s": p_wall,
                 "ours_cpu_s": statistics.median(r[2] for r in runs),
-                "echo_cpu_s": statistics.median(c for _, c in echoes), "load": os.getloadavg()})
+                "echo_cpu_s": statistics.median(c for _, c in echoes), "load": os.getloadavg(),
+                "runs": [{"ours_s": r[0], "echo_s": ec[0], "load_1min": ld}
+                         for r, ec, ld in zip(runs, echoes, loads, strict=True)]})
             print(f"{n:>6} {wall:>11.2f} s {n / wall:>7.0f} {rss:>6.0f} MB {anchor} "
                   f"{e:>8.2f} s {wall / e:>7.2f}x {m_wall:>6.2f}/{m_echo:.2f} s "
                   f"{m_wall / m_echo:>7.2f}x {cpu:>11}", flush=True)
