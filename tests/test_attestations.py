@@ -454,3 +454,18 @@ def test_bad_pins_are_refused(args, said, tmp_path):
                           "--signing-key", str(tmp_path / "none.pub"), "--attestation-type",
                           "slsaprovenance1", *args, env={})
     assert done.returncode == 2 and said in done.stderr, done.stderr
+
+
+def test_a_statement_naming_a_field_twice_by_case_is_refused():
+    """Go's decoder (cosign's) takes ``PredicateType`` for ``predicateType``, the last one
+    winning: such a Statement would say one type to cosign and another to a Python reader."""
+    digest = '{"sha256":"' + "a" * 64 + '"}'
+    head = '{"_type":"https://in-toto.io/Statement/v1",'
+    for payload in (head + f'"subject":[{{"digest":{digest}}}],"predicateType":"https://a/1",'
+                    '"PredicateType":"https://b/1"}',
+                    head + f'"subject":[{{"digest":{digest},"Digest":{{"sha256":"{"b" * 64}"}}}}],'
+                    '"predicateType":"https://a/1"}'):
+        with pytest.raises(ValueError, match="names a field twice"):
+            intoto.parse(payload.encode())
+    fine = intoto.statement("sha256:" + "a" * 64, "https://a/1", {"name": 1, "Name": 2})
+    assert intoto.parse(fine).predicate == {"name": 1, "Name": 2}  # the predicate is its own

@@ -48,6 +48,9 @@ def parse(payload: bytes) -> Statement:
         raise ValueError("the payload is not JSON") from None
     if not isinstance(doc, dict) or doc.get("_type") not in (STATEMENT_V1, STATEMENT_V01):
         raise ValueError("the payload is not an in-toto Statement")
+    if _case_twice(doc) or any(_case_twice(x) for x in doc.get("subject") or ()
+                               if isinstance(doc.get("subject"), list)):
+        raise ValueError("the Statement names a field twice (its case aside)")
     subjects, kind = doc.get("subject"), doc.get("predicateType")
     if not isinstance(kind, str) or not isinstance(subjects, list) or \
             not 0 < len(subjects) <= MAX_SUBJECTS:
@@ -61,6 +64,14 @@ def parse(payload: bytes) -> Statement:
         if isinstance(value, str) and _SHA256.fullmatch(value):
             found.append((str(subject.get("name", "")), f"sha256:{value}"))
     return Statement(kind, tuple(found), doc.get("predicate"))
+
+
+def _case_twice(value: Any) -> bool:
+    """An object naming a key twice when case is ignored (``predicateType`` and
+    ``PredicateType``): Go's decoder (cosign's, in-toto-golang's) matches a struct field to a
+    key without case, the last one winning, so such a Statement would say one thing to cosign
+    and another here."""
+    return isinstance(value, dict) and len({str(k).casefold() for k in value}) != len(value)
 
 
 def subject_problem(found: Statement, digest: str, predicate_type: str) -> Problem | None:
