@@ -175,6 +175,14 @@ examples:
   %(prog)s --signer cosign --config-file conf.yaml --image quay.io/ns/app:1.0 \\
       --signing-key cosign.key --task-id t1 --output-dir out
 
+  # cosign keyless in a GitHub workflow, attesting the run's SLSA provenance and an SBOM;
+  # then check all three as a consumer would
+  %(prog)s --signer cosign --image ghcr.io/acme/app:1.0 --signing-key keyless \\
+      --provenance --predicate sbom.spdx.json --predicate-type spdxjson
+  %(prog)s --mode verify --signer cosign --image ghcr.io/acme/app:1.0 \\
+      --signing-key keyless --certificate-identity IDENTITY --certificate-oidc-issuer URL \\
+      --attestation-type slsaprovenance1 --attestation-type spdxjson
+
   # see what a list of 10,000 images would do, without signing
   %(prog)s --images-file images.yaml --signing-key prod --dry-run
 
