@@ -255,7 +255,8 @@ def rows_start(j: dict) -> list[Row]:
 
 def rows_plan(j: dict) -> list[Row]:
     target = j["target_s"]
-    big = max(r["n"] for r in j["rows"])
+    sizes = {r["n"] for r in j["rows"]}
+    big = 10_000 if 10_000 in sizes else max(sizes)  # the size issue 2's target names
     got = {r["format"]: r for r in j["rows"] if r["n"] == big}
     worst = max(r["dry_run_s"] for r in got.values())
     return [Row(f"Planning {big:,} images, whole `--dry-run` process (#2)",
@@ -334,7 +335,8 @@ def rows_msg(j: dict) -> list[Row]:
         if r.get("pubtools_s"):
             speedup = r["pubtools_s"] / r["ours_best_s"]
             out.append(Row(f"msg signer, {n:,} images, against pubtools-sign 1.0.6 (#3)",
-                           f"{r['ours_best_s']:.2f} s",
+                           f"{r['ours_best_s']:.2f} s (best; median {r['ours_median_s']:.2f} s, "
+                           f"CPU {r['ours_cpu_s']:.2f} s)",
                            f"pubtools-sign 1.0.6 {r['pubtools_s']:.2f} s (one run)",
                            f"{speedup:.1f}x faster", f"≥ {t['vs_pubtools']:.0f}x",
                            at_least(speedup, t["vs_pubtools"], "x", 1),
@@ -500,6 +502,8 @@ def rows_cosign(j: dict) -> list[Row]:
 
 
 def rows_bundle(j: dict) -> list[Row]:
+    """A row per registry; judged as the bench judges: the whole run's ratio and the signing
+    part's (less a dry run's time), both at least the target."""
     out = []
     target = j["target"]
     names = {"docker-registry": "docker-registry (fallback tag)",
@@ -508,15 +512,23 @@ def rows_bundle(j: dict) -> list[Row]:
         cs = [c for c in j["configs"] if c["registry"] == where]
         if not cs:
             continue
-        worst = min(c["ratio_whole"] for c in cs)
+        worst = min(min(c["ratio_whole"], c["ratio_signing"]) for c in cs)
         figure = "; ".join(f"tlog {'on' if c['tlog'] else 'off'}: both "
                            f"{c['formats']['both']['images_per_s']:.1f} images/s" for c in cs)
         anchor = "; ".join(f"legacy {c['formats']['legacy']['images_per_s']:.1f}" for c in cs)
+        why = "two pushes per image instead of one (and two log entries with Rekor)"
+        if worst < target:
+            why += (f"; one run of each format (--repeat {j['repeat']}, {j['n']} images: issue 25 "
+                    "measured 200, best of 3) under a moving load")
+        elif max(c["ratio_whole"] for c in cs) > 1:
+            why += (f"; a ratio over 1 is noise: one run of each format (--repeat "
+                    f"{j['repeat']}) under a moving load")
         out.append(Row(f"cosign `both` against `legacy`, {j['n']} images, {names[where]} (#25)",
                        figure, anchor + " (same run)",
-                       " / ".join(f"{c['ratio_whole']:.2f}" for c in cs) + " (tlog off / on)",
-                       f"≥ {target}", at_least(worst, target, ""),
-                       "two pushes per image instead of one (and two log entries with Rekor)"))
+                       "whole run " + " / ".join(f"{c['ratio_whole']:.2f}" for c in cs)
+                       + ", signing part " + " / ".join(f"{c['ratio_signing']:.2f}" for c in cs)
+                       + " (tlog off / on)",
+                       f"≥ {target}, both", at_least(worst, target, ""), why))
     return out
 
 
@@ -597,7 +609,8 @@ def cell(text: str) -> str:
 
 
 def document(benches: list[Bench], info: dict, started: datetime.datetime,
-             ended: datetime.datetime, argv: list[str], quick: bool) -> str:
+             ended: datetime.datetime, argv: list[str], quick: bool,
+             rewritten: datetime.datetime | None = None) -> str:
     by_key = {b.key: b for b in benches}
     rows = table(by_key)
     gib = info["ram_mb"] / 1024
@@ -613,7 +626,10 @@ def document(benches: list[Bench], info: dict, started: datetime.datetime,
         f"to {ended:%H:%M} UTC ({minutes} minute{'s' if minutes != 1 else ''}). The benches "
         "run one after another, never two at once, each measuring whole processes from start "
         "to exit; each figure sits beside its anchor measured in the same run, on the same "
-        "machine, minutes apart at most.",
+        "machine, minutes apart at most." + (
+            f" The text was written again on {rewritten:%Y-%m-%d %H:%M} UTC from this run's "
+            "figures (`bench/report.py --from-json`), nothing re-measured." if rewritten
+            else ""),
         "",
         "**Machine**: " + f"{info['cores']} cores ({info['cpu']}), {gib:.1f} GiB RAM, Linux "
         f"{info['kernel']}, Python {info['python']}. Commit `{info['commit'][:12]}` "
@@ -733,7 +749,7 @@ def rewrite(json_dir: Path, out: Path) -> int:
     out.write_text(document(benches, saved["info"],
                             datetime.datetime.fromisoformat(saved["started"]),
                             datetime.datetime.fromisoformat(saved["ended"]), saved["argv"],
-                            saved["quick"]))
+                            saved["quick"], datetime.datetime.now(datetime.UTC)))
     print(f"wrote {out} from {json_dir}")
     return 0
 
