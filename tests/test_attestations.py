@@ -469,3 +469,32 @@ def test_a_statement_naming_a_field_twice_by_case_is_refused():
             intoto.parse(payload.encode())
     fine = intoto.statement("sha256:" + "a" * 64, "https://a/1", {"name": 1, "Name": 2})
     assert intoto.parse(fine).predicate == {"name": 1, "Name": 2}  # the predicate is its own
+
+
+def test_a_referrer_refused_once_is_pushed_again(registry, trixie_tools, bed, keys, sbom,
+                                                 tmp_path):
+    """docker-registry answers 400 DIGEST_INVALID to a manifest whose blob another writer (a
+    second shard, the same shared empty config) is committing that moment: the blobs are pushed
+    again and the referrer once more, and the image is signed and attested."""
+    from infra.fault_proxy import FaultProxy
+
+    key, pub = keys
+    proxy = FaultProxy(registry.host).start()
+    try:
+        image = kit.push_index(registry.host, "attest/retry", "v1", tmp_path, content="retry",
+                               platforms=("linux/amd64",))
+        proxy.fail_next(r"/v2/attest/retry/manifests/sha256:[0-9a-f]{64}$", 400, method="PUT",
+                        body='{"errors":[{"code":"DIGEST_INVALID","message":"provided digest '
+                             'did not match uploaded content"}]}')
+        signed = run(tmp_path, trixie_tools, conf(bed, signature_format="bundle"), "--image",
+                     f"{proxy.host}/attest/retry:v1@{image.digest}", "--no-expand-index",
+                     "--signing-key", str(key), "--predicate", str(sbom), "--predicate-type",
+                     "spdxjson", out="sign")
+        assert signed.returncode == 0, signed.stderr
+        puts = proxy.requests_to(r"/manifests/sha256:[0-9a-f]{64}$", "PUT")
+        assert [r.status for r in puts][:2] == [400, 201] and len(puts) == 3, puts
+    finally:
+        proxy.stop()
+    read = cosign_attestation(trixie_tools, bed, image.by_digest(), "spdxjson", "bundle",
+                              "--key", str(pub))
+    assert read.returncode == 0, read.stderr

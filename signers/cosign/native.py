@@ -416,7 +416,15 @@ class Native:
         manifest = bundle.referrer_manifest(made, {
             "mediaType": subject.media_type or OCI_MANIFEST, "size": len(subject.raw),
             "digest": digest}, created, predicate_type)
-        pushed, tracked = self.registry.put_referrer(location, manifest, digest)
+        try:
+            pushed, tracked = self.registry.put_referrer(location, manifest, digest)
+        except RegistryError as e:
+            # docker-registry refuses a manifest (400) whose blob another writer is committing
+            # at that moment (two shards pushing the shared empty config): the blobs again, once
+            log.info("%s: %s; pushing its blobs again", location, e)
+            self.registry.push_blob(location, EMPTY_JSON)
+            self.registry.push_blob(location, made)
+            pushed, tracked = self.registry.put_referrer(location, manifest, digest)
         if tracked:
             return pushed, "referrers API"
         writes = self.registry.add_fallback_referrer(location, digest,
