@@ -138,7 +138,7 @@ class Records:
     def __init__(self, spill: Spill | None = None) -> None:
         self._spill = spill or Spill()
         self._offsets = array("q")  # -1: none
-        self._lengths = array("L")
+        self._lengths = array("I")  # 4 bytes: a record is far below 4 GiB
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -150,7 +150,7 @@ class Records:
         if n >= len(self._offsets):
             grow = n + 1 - len(self._offsets)
             self._offsets.extend(array("q", [-1]) * grow)
-            self._lengths.extend(array("L", [0]) * grow)
+            self._lengths.extend(array("I", [0]) * grow)
         self._offsets[n] = self._spill.add(data)
         self._lengths[n] = len(data)
 
@@ -211,6 +211,35 @@ def _loads(data: bytes) -> Any:
     return pickle.loads(data[1:])
 
 
+class Positions:
+    """Where each of ``targets`` is in it, by hash: an open-addressing table of positions (4
+    bytes a slot, at least two slots a target) instead of a dict and an int per target (~80
+    bytes at 100,000 images). ``find(x)``: the positions of the targets equal to ``x``, in
+    order."""
+
+    def __init__(self, targets: Sequence[Any]) -> None:
+        self._targets = targets
+        size = 8
+        while size < 2 * len(targets):
+            size *= 2
+        self._mask = size - 1
+        table = self._table = array("i", [-1]) * size
+        for n, target in enumerate(targets):
+            slot = hash(target) & self._mask
+            while table[slot] >= 0:
+                slot = (slot + 1) & self._mask
+            table[slot] = n
+
+    def find(self, target: Any) -> list[int]:
+        table, targets, found = self._table, self._targets, []
+        slot = hash(target) & self._mask
+        while (n := table[slot]) >= 0:
+            if targets[n] is target or targets[n] == target:
+                found.append(n)
+            slot = (slot + 1) & self._mask
+        return sorted(found)
+
+
 # an entry's status as one byte, per plan position
 _UNREPORTED, _CLAIMED = 0, 1
 _CODES = {OK: 2, FAILED: 3, SKIPPED: 4}
@@ -233,10 +262,9 @@ class Recorder:
         self._keys = len(plan.keys)
         self._state = bytearray(len(plan))  # per plan position: _UNREPORTED, _CLAIMED, a code
         self._facts = Records()  # per plan position: (error, fields, reason), marshalled
-        # an image (or file) -> its index in the plan, made on first need; an image the plan
-        # holds more than once (equal objects) -> all its indexes: they share one outcome
-        self._index: dict[Any, int] | None = None
-        self._again: dict[Any, list[int]] = {}
+        # an image (or file) -> its indexes in the plan (more than one: equal objects, which
+        # share one outcome), made on first need
+        self._index: Positions | None = None
         self._key_index: dict[Any, int] = {}
         # Signer details (e.g. each msg reply) are spooled to a file as they come, each one line
         # of JSON text, with its place in operation_results: parsed replies would
@@ -248,18 +276,11 @@ class Recorder:
         """The plan positions of ``item`` (more than one: an image the plan holds twice);
         none for an item that is not in the plan."""
         if self._index is None:
-            index: dict[Any, int] = {}
-            for n, target in enumerate(self.plan.images or self.plan.files):
-                if target in index:
-                    self._again.setdefault(target, [index[target]]).append(n)
-                else:
-                    index[target] = n
-            self._index = index
+            self._index = Positions(self.plan.images or self.plan.files)
             self._key_index = {k: n for n, k in enumerate(self.plan.keys)}
         key = self._key_index.get(item.key)
-        found = self._again.get(item.image) or ([self._index[item.image]]
-                                                if item.image in self._index else [])
-        return [] if key is None else [n * self._keys + key for n in found]
+        return [] if key is None else [n * self._keys + key
+                                       for n in self._index.find(item.image)]
 
     def report(self, outcome: Outcome) -> None:
         item = outcome.item

@@ -6,6 +6,8 @@ How it differs from pubtools-sign 1.0.6 (the wire is the same: wire.py):
 - the reply receiver is attached (remotely) before the first send;
 - one sender link per target address (brokers without anonymous relay, like RabbitMQ, refuse
   pubtools-sign's anonymous sender); sends are pipelined under the link's credit;
+- requests are made as they go out, at most MAX_IN_FLIGHT unanswered at a time (the same
+  messages in the same order; a run of 100,000 does not hold 100,000 requests);
 - replies are matched in O(1) by ``msg[message_id_key]``; stray, duplicate, late, malformed and
   oversized replies are ignored and counted;
 - a resend (after timeout x retries) sends only what is unanswered, and the deadline is never
@@ -27,7 +29,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,11 @@ CREDIT = 1000  # replies the broker may send before we have read them
 # replies handed to ``deliver`` and not yet dealt with (``backlog``) beyond which no more credit
 # is given: the broker keeps the replies while the checker catches up, not our memory
 MAX_BACKLOG = 2 * CREDIT
+# requests made and not yet answered at most (queued for credit, sent, waiting for a reply):
+# the next ones are made as replies come, once no more than REFILL_AT are left. Enough to
+# keep the broker and the signing server busy (4 times the replies' credit)
+MAX_IN_FLIGHT = 4 * CREDIT
+REFILL_AT = MAX_IN_FLIGHT - CREDIT
 # the counters the session returns, in the order the run logs them
 COUNTERS = ("stray", "duplicate", "late", "malformed", "oversized", "reconnects", "resent",
             "rejected")
@@ -200,17 +207,33 @@ class Bus:
 @dataclass(slots=True)
 class Progress:
     """The requests' side: what is unanswered (consumed: each request is dropped once answered
-    or given up), what was, the counters, and the timeout / retry clock."""
+    or given up), what is not made yet (``source``, in order: ``more`` makes them), what was,
+    the counters, and the timeout / retry clock."""
 
     unanswered: dict[str, Request]
     # every request id (answered requests are freed, their ids kept): a set, or wire.RequestIds
     known: collections.abc.Container[str]
+    source: Iterator[Request] | None = None  # None: every request is made
     given_up: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_progress: float = field(default_factory=time.monotonic)
     receive_attempt: int = 0
     send_cycle: int = 1
     done: bool = False
+
+    def more(self, room: int) -> list[Request]:
+        """Up to ``room`` requests more from ``source``, now unanswered (and known)."""
+        made: list[Request] = []
+        while self.source is not None and len(made) < room:
+            req = next(self.source, None)
+            if req is None:
+                self.source = None
+                break
+            self.unanswered[req.request_id] = req
+            if isinstance(self.known, set):
+                self.known.add(req.request_id)
+            made.append(req)
+        return made
 
     def answered(self, request_id: str) -> Request | None:
         """The request a reply answers, now answered; None (and counted) for a late,
@@ -230,10 +253,13 @@ class Progress:
 # handlers see every event, and per message that dispatching cost more than the rest of the
 # work (bench/msg_bench.py). Only the endpoint open/close/error logic is proton's.
 class Session(proton.Handler):
-    """Send every request (by id) and hand each matched reply (request, msg, the reply body as
-    JSON text, reply properties) to ``deliver``, or each request given up to ``fail``."""
+    """Send every request and hand each matched reply (request, msg, the reply body as JSON
+    text, reply properties) to ``deliver``, or each request given up to ``fail``. ``requests``:
+    by id (all made), or in order, made as they are taken (at most MAX_IN_FLIGHT unanswered at
+    a time)."""
 
-    def __init__(self, settings: Settings, requests: dict[str, Request],
+    def __init__(self, settings: Settings,
+                 requests: Mapping[str, Request] | Iterable[Request],
                  deliver: Callable[[Request, dict, str, dict], None],
                  fail: Callable[[Request, str], None], deadline_at: float, ttl: float,
                  known: collections.abc.Container[str] | None = None,
@@ -243,7 +269,11 @@ class Session(proton.Handler):
         self.backlog = backlog or (lambda: 0)
         self.deadline_at, self.ttl = deadline_at, ttl
         self.bus = Bus()
-        self.progress = Progress(requests, set(requests) if known is None else known)
+        if isinstance(requests, Mapping):  # (a dict is consumed, as it is)
+            self.progress = Progress(requests if isinstance(requests, dict) else dict(requests),
+                                     set(requests) if known is None else known)
+        else:
+            self.progress = Progress({}, set() if known is None else known, iter(requests))
         self.container: Any = None
         self.stop_task: Any = None
         self.incoming = Incoming()
@@ -290,6 +320,7 @@ class Session(proton.Handler):
                 progress.counts["resent"] += len(progress.unanswered)
             progress.last_progress = time.monotonic()
             self._queue(progress.unanswered.values())
+            self._refill()
 
     def on_link_error(self, event):
         if not self._current(event):
@@ -342,7 +373,9 @@ class Session(proton.Handler):
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _queue(self, reqs: Iterable[Request]) -> None:
+    def _queue(self, reqs: Iterable[Request], send: bool = True) -> None:
+        """Queue ``reqs`` for their senders (made here when missing); with ``send``, send what
+        the senders' credit allows."""
         bus = self.bus
         for req in reqs:
             if req.request_id not in bus.queued:
@@ -351,8 +384,15 @@ class Session(proton.Handler):
         for address in bus.queues:
             if address not in bus.senders:
                 bus.senders[address] = self.container.create_sender(bus.conn, address)
-            else:
+            elif send:
                 self._send(bus.senders[address])
+
+    def _refill(self) -> None:
+        """Make and send the next requests, up to MAX_IN_FLIGHT unanswered, while the reply
+        listener is attached (a reconnection sends the unanswered ones first)."""
+        progress = self.progress
+        if progress.source is not None and self.bus.listening:
+            self._queue(progress.more(MAX_IN_FLIGHT - len(progress.unanswered)))
 
     def on_link_flow(self, event):
         link = event.link
@@ -360,9 +400,19 @@ class Session(proton.Handler):
             self._send(link)
 
     def _send(self, sender) -> None:
-        bus, unanswered = self.bus, self.progress.unanswered
-        queue = bus.queues.get(sender.target.address)
-        while queue and sender.credit > 0 and bus.listening:
+        bus, progress = self.bus, self.progress
+        unanswered, address = progress.unanswered, sender.target.address
+        while sender.credit > 0 and bus.listening:
+            queue = bus.queues.get(address)
+            if not queue:  # the next requests, if the window has room for them
+                if progress.source is None or len(unanswered) >= MAX_IN_FLIGHT:
+                    return
+                self._queue(progress.more(MAX_IN_FLIGHT - len(unanswered)), send=False)
+                queue = bus.queues.get(address)
+                if not queue:
+                    if progress.source is None:
+                        self._maybe_finish()
+                    return
             req = queue.popleft()
             bus.queued.discard(req.request_id)
             if req.request_id not in unanswered:
@@ -382,6 +432,7 @@ class Session(proton.Handler):
                 cond = delivery.remote.condition
                 self.fail(req, "the broker rejected the request: "
                                f"{cond.name if cond else 'rejected'}")
+                self._refill()
                 self._maybe_finish()
         elif state == RELEASED or state == MODIFIED:
             req = self.progress.unanswered.get(delivery.tag.decode())
@@ -430,9 +481,12 @@ class Session(proton.Handler):
             self.progress.counts[e.kind] += 1
             log.debug("ignored a %s reply: %s", e.kind, e)
             return
-        req = self.progress.answered(request_id)
+        progress = self.progress
+        req = progress.answered(request_id)
         if req is not None:
             self.deliver(req, msg, text, jsonable(properties or {}))
+            if progress.source is not None and len(progress.unanswered) <= REFILL_AT:
+                self._refill()
             self._maybe_finish()
 
     # -- timeouts, retries, the deadline, the end -------------------------------------------
@@ -481,11 +535,19 @@ class Session(proton.Handler):
             progress.given_up.add(req.request_id)
             self.fail(req, f"no signature: {reason}")
         progress.unanswered.clear()
+        for req in progress.source or ():  # never sent: no reply can come
+            self.fail(req, f"no signature: {reason}")
+        progress.source = None
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self.progress.unanswered or self.progress.done:
+        progress = self.progress
+        if progress.unanswered or progress.done:
             return
+        if progress.source is not None:  # the rest may be none: made now if the bus is up
+            self._refill()
+            if progress.unanswered or progress.source is not None:
+                return
         self.progress.done = True
         if self.bus.conn is not None and self.bus.listening:
             # Close and let the close complete: stopping the container at once would drop
@@ -499,18 +561,18 @@ class Session(proton.Handler):
             self.container.stop()
 
 
-def run_session(settings: Settings, requests: dict[str, Request],
+def run_session(settings: Settings, requests: Mapping[str, Request] | Iterable[Request],
                 deliver: Callable[[Request, dict, str, dict], None],
                 fail: Callable[[Request, str], None], deadline_at: float,
                 ttl: float, known: collections.abc.Container[str] | None = None,
                 backlog: Callable[[], int] | None = None) -> dict[str, int]:
     """Run a Session to its end: every request answered (``deliver``) or given up (``fail``).
-    ``requests`` is consumed: each is removed once answered or given up. ``known``: every
-    request id (wire.RequestIds; default: a set of ``requests``' ids), to tell a duplicate
-    reply from a stray one. ``backlog``: how many delivered replies wait to be dealt with
-    (beyond MAX_BACKLOG, no more credit until they are). Returns the counters (stray,
-    duplicate, ...)."""
+    ``requests``: by id, or in order (made as they are taken); each is dropped once answered or
+    given up. ``known``: every request id (wire.RequestIds; default: a set of ``requests``'
+    ids), to tell a duplicate reply from a stray one. ``backlog``: how many delivered replies
+    wait to be dealt with (beyond MAX_BACKLOG, no more credit until they are). Returns the
+    counters (stray, duplicate, ...)."""
     session = Session(settings, requests, deliver, fail, deadline_at, ttl, known, backlog)
-    if requests:
+    if session.progress.unanswered or session.progress.more(1):
         Container(session).run()
     return session.progress.counts

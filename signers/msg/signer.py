@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +29,9 @@ from .wire import (
     Fields,
     Request,
     RequestIds,
-    build_batch_requests,
+    lazy_batch_requests,
+    lazy_single_requests,
     outcomes_of,
-    single_requests,
 )
 
 if TYPE_CHECKING:
@@ -172,23 +172,24 @@ class MsgSigner(LookasideSigner):
 
         s = self.settings
         ids = RequestIds()
-        requests = self._requests(items, ids)
-        self.requests = len(requests)
+        self.requests, requests = self._requests(items, ids)
         deadline_at = self.started + s.deadline if s.deadline else float("inf")
         with Replies(report, self.trusted if s.verify_keyring else None) as replies:
-            log.info("sending %d request(s) to %s via %s", len(requests), s.send_to,
+            log.info("sending %d request(s) to %s via %s", self.requests, s.send_to,
                      ", ".join(s.brokers))
-            pending = {r.request_id: r for r in requests}
-            del requests  # the session pops each request once answered: memory stays flat
-            counts = run_session(s, pending, replies.deliver, replies.fail, deadline_at,
+            # made as the session takes them, a window at a time (session.MAX_IN_FLIGHT), and
+            # dropped once answered: memory does not grow with the number of requests
+            counts = run_session(s, requests, replies.deliver, replies.fail, deadline_at,
                                  ttl=s.timeout * s.retries, known=ids, backlog=replies.backlog)
         self.stats = {k: v for k, v in counts.items() if v}
         if self.stats:
             log.info("replies ignored or retried: %s",
                      ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 
-    def _requests(self, items: Sequence[WorkItem], ids: RequestIds) -> list[Request]:
-        """The requests for ``items``: one per item, or (batch) per chunk of images."""
+    def _requests(self, items: Sequence[WorkItem], ids: RequestIds
+                  ) -> tuple[int, Iterator[Request]]:
+        """How many requests ``items`` take, and those requests (one per item, or (batch)
+        per chunk of images), each made when it is taken."""
         s = self.settings
         fields: dict[str, Any] = {
             "requester": self.requester, "task_id": self.inputs.task_id or "",
@@ -198,10 +199,11 @@ class MsgSigner(LookasideSigner):
         if self.section == "msg_batch_signer":
             images = list(dict.fromkeys(i.container for i in items))  # batch: images only
             keys = list(dict.fromkeys(i.key for i in items))
-            return build_batch_requests(images, keys,
-                                        chunk_size=int(self.config.get("chunk_size") or 50),
-                                        ids=ids, **fields)
-        return single_requests(items, Fields(**fields, repo=self.inputs.repo or ""), ids)
+            return lazy_batch_requests(images, keys,
+                                       chunk_size=int(self.config.get("chunk_size") or 50),
+                                       ids=ids, **fields)
+        return len(items), lazy_single_requests(
+            items, Fields(**fields, repo=self.inputs.repo or ""), ids)
 
 
 class Replies:

@@ -10,7 +10,7 @@ import binascii
 import datetime
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,10 @@ class Request:
     """One request: its work items, its id and the run's shared ``fields``. Its body and
     application properties are made from those when it is sent, not kept: 100,000 requests'
     bodies and property maps held from the start took 119 MB (1,250 bytes a request), these
-    records 22 MB (tracemalloc around building them). A resend sends the same bytes:
-    ``created`` is set when the body is first made."""
+    records 22 MB (tracemalloc around building them); and the session makes them as it sends
+    them (lazy_single_requests, lazy_batch_requests), a window at a time, so that not even
+    those are held all at once. A resend sends the same bytes: ``created`` is set when the
+    body is first made."""
 
     items: list[WorkItem]  # one (single mode), or every (image, key) of a batch chunk
     request_id: str
@@ -179,8 +181,15 @@ def build_request(item: WorkItem, **fields: Any) -> Request:
 def single_requests(items: Iterable[WorkItem], fields: Fields,
                     ids: RequestIds | None = None) -> list[Request]:
     """One request per work item, as pubtools-sign 1.0.6's msg_signer sends them."""
+    return list(lazy_single_requests(items, fields, ids))
+
+
+def lazy_single_requests(items: Iterable[WorkItem], fields: Fields,
+                         ids: RequestIds | None = None) -> Iterator[Request]:
+    """``single_requests``, each made when it is taken (its id too: ids in request order)."""
     ids = ids or RequestIds()
-    return [Request([item], ids.new(), fields) for item in items]
+    for item in items:
+        yield Request([item], ids.new(), fields)
 
 
 def build_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
@@ -188,16 +197,30 @@ def build_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
                          **fields: Any) -> list[Request]:
     """Batch requests as pubtools-sign 1.0.6's msg_batch_signer builds them: images grouped by
     repo, ``chunk_size`` claims a request, every claim listing every key."""
+    return list(lazy_batch_requests(images, keys, chunk_size=chunk_size, ids=ids,
+                                    **fields)[1])
+
+
+def lazy_batch_requests(images: Sequence[Image], keys: Sequence[SigningKey], *,
+                        chunk_size: int, ids: RequestIds | None = None,
+                        **fields: Any) -> tuple[int, Iterator[Request]]:
+    """``build_batch_requests``: how many there are, and the requests, each made when it is
+    taken."""
     shared, ids = Fields(**fields), ids or RequestIds()
     by_repo: dict[str, list[Image]] = {}
     for image in images:
         by_repo.setdefault(repo_of(str(image.reference)), []).append(image)
-    requests: list[Request] = []
-    for group in by_repo.values():
-        for start in range(0, len(group), chunk_size):
-            items = [WorkItem(i, k) for i in group[start:start + chunk_size] for k in keys]
-            requests.append(Request(items, ids.new(), shared, batch=True, slot=len(requests)))
-    return requests
+    count = sum(-(-len(group) // chunk_size) for group in by_repo.values())
+
+    def requests() -> Iterator[Request]:
+        slot = 0
+        for group in by_repo.values():
+            for start in range(0, len(group), chunk_size):
+                items = [WorkItem(i, k) for i in group[start:start + chunk_size] for k in keys]
+                yield Request(items, ids.new(), shared, batch=True, slot=slot)
+                slot += 1
+
+    return count, requests()
 
 
 class BadReply(Exception):
