@@ -442,3 +442,22 @@ def test_keyless_429s_whose_retry_after_would_pass_the_deadline_fail_at_once(
     assert not re.search(r"\(attempt \d+/\d+\); retrying in", run.stderr)  # none retried
     limited = state["faults"]["limited"]["rekor"]
     assert limited >= 1 and state["faults"]["requests"]["rekor"] == 1 + limited, state
+
+
+def test_rekor_and_fulcio_without_a_limit_still_keep_the_deadline():
+    """A private instance (no default limit) or a limit of 0: the run's deadline still reaches
+    every Rekor and Fulcio request (their retries are not waited for past it)."""
+    from signaction.inputs import Inputs
+    from signaction.plan import SigningKey
+    from signers.base import Options
+    from signers.cosign import CosignSigner
+    from signers.cosign.common import KEYLESS
+
+    for deadline, bounded in ((60, True), (None, False)):
+        signer = CosignSigner({"rekor_url": "https://rekor.example",
+                               "fulcio_url": "https://fulcio.example"},
+                              Options.default(inputs=Inputs(deadline=deadline)))
+        signer._prepare_native([SigningKey(KEYLESS, KEYLESS)])
+        assert signer.native.rekor.limit is None and signer.native.keyless.limit is None
+        for service in (signer.native.rekor, signer.native.keyless):
+            assert (service.deadline < float("inf")) is bounded, service

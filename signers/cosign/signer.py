@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -182,17 +183,20 @@ class CosignSigner(CosignBinary):
     def _prepare_native(self, keys: list[SigningKey]) -> None:
         """The in-process signer: each key file decrypted once; Rekor when logging; Fulcio
         for keyless."""
+        # the run's deadline for every Rekor and Fulcio request, rate-limited or not
+        deadline = self.started + self.deadline if self.deadline else math.inf
         rekor = services.Rekor(self.registry, self.config.get("rekor_url"),
                                self._check_key("rekor_public_key_file"),
-                               self._rate_limit("rekor", services.PUBLIC_REKOR)) \
-            if self.tlog else None
+                               self._rate_limit("rekor", services.PUBLIC_REKOR),
+                               deadline=deadline) if self.tlog else None
         keyless = None
         if any(k.key == KEYLESS for k in keys):
             ct = self._check_key("ctlog_public_key_file")
             keyless = services.Keyless(self.registry, self.config.get("fulcio_url"),
-                                                self._native_token, self._fulcio_roots(),
-                                                (ct,) if ct else (),
-                                       self._rate_limit("fulcio", services.PUBLIC_FULCIO))
+                                       self._native_token, self._fulcio_roots(),
+                                       (ct,) if ct else (),
+                                       self._rate_limit("fulcio", services.PUBLIC_FULCIO),
+                                       deadline=deadline)
         self.native = native_path.Native(self.registry, upload=self.upload,
                                          annotations=self.annotations, rekor=rekor,
                                          keyless=keyless,
