@@ -158,7 +158,8 @@ def _signer(inputs: Inputs, config: Config, registry: RunRegistry,
             environ: Mapping[str, str]) -> Signer:
     signer_cls = signer_class(inputs.signer)
     if not signer_cls.attests:
-        for attr in ("provenance", "predicates", "attestation_types"):
+        for attr in ("provenance", "predicates", "predicate_types", "attestation_types",
+                     "provenance_repository", "provenance_workflow"):
             if getattr(inputs, attr):
                 raise InputError(f"{inputs.where(attr)}: attestations are sigstore's: the "
                                  f"cosign signer attaches and checks them, the "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,11 @@ class Envelope:
     payload_type: str
     payload: bytes
     signatures: tuple[bytes, ...]  # raw signature bytes, in the envelope's order
+
+    def text(self) -> bytes:
+        """The envelope's compact JSON text: what is logged in Rekor (whose entry hashes these
+        bytes) and stored as a cosign 2 ``.att`` layer, the same bytes for both."""
+        return json.dumps(self.json(), separators=(",", ":")).encode()
 
     def json(self) -> dict[str, Any]:
         """The envelope as its JSON object (protobuf JSON field names, as sigstore writes)."""

@@ -75,16 +75,13 @@ def from_token(made: tuple[Attestation, ...], environ: Mapping[str, str],
 
 def required(inputs: Inputs) -> tuple[tuple[str, str], ...]:
     """Verify mode's ``--attestation-type`` values: (type URI, the name given), each once."""
-    found: dict[str, str] = {}
     pinned = [a for a in ("provenance_repository", "provenance_workflow") if getattr(inputs, a)]
-    if pinned and not inputs.attestation_types:
-        raise InputError(f"{inputs.where(pinned[0])}: needs --attestation-type "
-                         "slsaprovenance1 (the provenance it pins)")
-    if not inputs.attestation_types:
+    if not inputs.attestation_types and not pinned:
         return ()
     _check_pins(inputs)
     from signaction import attestations
 
+    found: dict[str, str] = {}
     for _, given in inputs.numbered("attestation_types"):
         found.setdefault(attestations.predicate_type(given), given)
     if pinned and attestations.SLSA_PROVENANCE_V1 not in found:

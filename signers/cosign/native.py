@@ -30,7 +30,6 @@ import base64
 import datetime
 import functools
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -316,7 +315,7 @@ class Native:
         if "legacy" in self.formats:
             envelope = self._envelope(private, statement)
             # the layer's blob is the text Rekor hashes: cosign compares its envelopeHash
-            text = json.dumps(envelope.json(), separators=(",", ":")).encode()
+            text = envelope.text()
             annotations = {COSIGN_SIGNATURE_ANNOTATION: "",
                            PREDICATE_TYPE_ANNOTATION: wanted.predicate_type}
             if cert is not None:
@@ -336,9 +335,9 @@ class Native:
                 facts["tag"] = att_tag(image.known_digest)
             envelopes.append(text)
         if "bundle" in self.formats:
-            made = self._bundle(image, private, key_pem, cert, statement, wanted.predicate_type)
-            envelopes.append(json.dumps(bundle.parse(made["bundle"]).envelope.json(),
-                                        separators=(",", ":")).encode())
+            envelope = self._envelope(private, statement)
+            made = self._bundle(image, private, key_pem, cert, envelope, wanted.predicate_type)
+            envelopes.append(envelope.text())
             facts.update({k: v for k, v in made.items() if k != "bundle"})  # as a signature's
         return Attested(wanted.predicate_type, wanted.name, tuple(envelopes), facts)
 
@@ -377,17 +376,16 @@ class Native:
         return {"payload": payload, "signature": signature, **facts}
 
     def _bundle(self, image: Any, private: Any, key_pem: bytes, cert: Any,
-                statement: bytes | None = None,
+                envelope: dsse.Envelope | None = None,
                 predicate_type: str = intoto.COSIGN_SIGN) -> dict[str, Any]:
         """cosign 3's bundle: a DSSE envelope over the Statement (the signature's, or an
-        attestation's ``statement`` of ``predicate_type``), logged as a ``dsse`` entry,
+        attestation's ``envelope`` of ``predicate_type``), logged as a ``dsse`` entry,
         pushed as a referrer of the image's manifest (the fallback tag kept where the
         registry has no referrers API)."""
-        if statement is None:
-            statement = bundle.statement(image.known_digest,
-                                         {"tag": image.reference.tag or "", **self.annotations},
-                                         name=f"{image.source.host}/{image.source.path}")
-        envelope = self._envelope(private, statement)
+        if envelope is None:
+            envelope = self._envelope(private, bundle.statement(
+                image.known_digest, {"tag": image.reference.tag or "", **self.annotations},
+                name=f"{image.source.host}/{image.source.path}"))
         facts: dict[str, Any] = {}
         entries = []
         if self.rekor is not None:

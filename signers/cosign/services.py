@@ -228,9 +228,8 @@ class Rekor:
     def log_dsse(self, envelope: dsse.Envelope, key_pem: bytes) -> LogEntry:
         """Logs a DSSE envelope signed by ``key_pem`` as a ``dsse`` 0.0.1 entry (cosign 3's
         kind for bundles); the answer checked as ``log`` checks it."""
-        text = json.dumps(envelope.json(), separators=(",", ":"))
-        return self._post(rekor.dsse(text, key_pem), envelope.payload, envelope.signatures[0],
-                          key_pem, "dsse")
+        return self._post(rekor.dsse(envelope.text().decode(), key_pem), envelope.payload,
+                          envelope.signatures[0], key_pem, "dsse")
 
     def find(self, uuid: str, payload: bytes, signature: bytes, key_pem: bytes) -> LogEntry:
         """The entry ``uuid`` (formats.rekor.entry_uuid of this signature), fetched and checked

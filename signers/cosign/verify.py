@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from signaction.attestations import SLSA_PROVENANCE_V1
 from signaction.formats import attestation, bundle, intoto
 from signaction.formats.cosign import (
     DSSE_LAYER,
@@ -35,7 +36,6 @@ from signaction.signing import (
 )
 
 log = logging.getLogger("signers.cosign")
-PROVENANCE_V1 = "https://slsa.dev/provenance/v1"  # what --provenance-repository/-workflow pin
 MAX_ATTESTATION_LAYERS = 1000  # layers of an .att tag considered at most (cosign's own cap)
 MAX_ATTESTATION_BYTES = 256 << 20  # bytes of attestations read for one image and type
 
@@ -58,7 +58,7 @@ def cosign_verifier(registry: RegistryClient, trusted: dict[str, CosignTrust],
         trust = trusted[item.key.key]
         found: list[tuple[str, str, Verdict]] = []  # (name given, format, verdict)
         for uri, given in attestations:
-            pinned = predicate_check if uri == PROVENANCE_V1 else None
+            pinned = predicate_check if uri == SLSA_PROVENANCE_V1 else None  # what it pins
             for name in formats:
                 judge = legacy_attestations if name == "legacy" else bundle_verdict
                 found.append((given, name, judge(registry, item, trust, uri, pinned)))
@@ -96,8 +96,7 @@ def _signature_check(registry: RegistryClient, trusted: dict[str, CosignTrust],
             (name, verdict), = verdicts.items()
             return _with_format(verdict, {name: verdict.status})
         statuses = {name: v.status for name, v in verdicts.items()}
-        worst = INVALID if INVALID in statuses.values() else (
-            MISSING if MISSING in statuses.values() else VERIFIED)
+        worst = _worst(list(statuses.values()))
         fields: dict[str, Any] = {}
         for name, v in verdicts.items():
             fields.update({f"{name}_{k}" if k in fields else k: val
